@@ -1,0 +1,242 @@
+"""The Python API and the only place that composes stages: train, evaluate, predict, load."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridgetune.atomic import atomic_write_text
+from bridgetune.config import DataConfig, RunConfig, build_config, load_config
+from bridgetune.data.io import TOKEN_TASKS, read_file
+from bridgetune.data.schema import Example
+from bridgetune.data.splits import Splits, check_labels, example_labels, load_splits
+from bridgetune.evaluate import headline, write_report
+from bridgetune.models import check_max_length, load_tokenizer, resolve_model
+from bridgetune.predictor import Predictor, infer, read_meta
+from bridgetune.tasks import Task, build_task
+
+ConfigLike = RunConfig | str | Path | dict
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    model_dir: Path
+    metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None = None
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def as_config(config: ConfigLike, overrides: list[str] | None = None) -> RunConfig:
+    """A validated RunConfig from a RunConfig, a YAML path or a raw dict (+ dotted overrides)."""
+    from bridgetune.config import apply_overrides
+
+    if isinstance(config, RunConfig):
+        if not overrides:
+            return config
+        config = config.model_dump()
+    if isinstance(config, dict):
+        return build_config(apply_overrides(json.loads(json.dumps(config)), overrides or []))
+    return load_config(config, overrides)
+
+
+def load(model_dir: str | Path, device: str = "auto") -> Predictor:
+    """Load a saved model directory for prediction."""
+    return Predictor.load(model_dir, device=device)
+
+
+def predict(model_dir: str | Path | Predictor,
+            inputs: Sequence[str | tuple[str, str]]) -> list[dict[str, Any]]:
+    """Predictions for texts (or text pairs) with a saved model."""
+    predictor = model_dir if isinstance(model_dir, Predictor) else load(model_dir)
+    return predictor.predict(list(inputs))
+
+
+def load_tokenizer_for(model_path: str, task: str, trust_remote_code: bool = False) -> Any:
+    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    if task in TOKEN_TASKS and getattr(tokenizer, "add_prefix_space", None) is False:
+        # byte-level BPE (RoBERTa, GPT-2) must see a leading space to tokenize pre-split words
+        tokenizer = load_tokenizer(model_path, trust_remote_code, add_prefix_space=True)
+    return tokenizer
+
+
+def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
+    """Task, tokenizer and resolved model path, with max_length checked against the model."""
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer_for(model_path, cfg.task, cfg.model.trust_remote_code)
+    check_max_length(model_path, tokenizer, cfg.model.max_length)
+    return build_task(cfg.task, splits.labels, cfg.data.tag_scheme), tokenizer, model_path
+
+
+def train(config: ConfigLike, overrides: list[str] | None = None, *, resume: bool = False,
+          on_step: Callable[[Any], None] | None = None) -> TrainResult:
+    """Fine-tune, evaluate on dev (and test), and save the model directory of a run.
+
+    Args:
+        config: a RunConfig, a YAML path or a raw dict.
+        overrides: dotted overrides such as ``["train.lr=3e-5"]``.
+        resume: continue from the run's last checkpoint.
+        on_step: called after every optimizer step with the loop state (tests, callbacks).
+    """
+    from accelerate.utils import set_seed
+
+    from bridgetune.train.loop import EvalData, Loop
+
+    cfg = as_config(config, overrides)
+    run_dir = cfg.run_dir
+    splits = load_splits(cfg.data, cfg.task)
+    task, tokenizer, model_path = prepare_task(cfg, splits)
+    length = cfg.model.max_length
+    train_features = task.encode(splits.train, tokenizer, length)
+    dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
+    report_truncation({"train": train_features, "dev": dev.features}, length)
+    set_seed(cfg.train.seed)
+    model = task.build_model(model_path, dropout=cfg.model.dropout,
+                             trust_remote_code=cfg.model.trust_remote_code)
+    loop = Loop(model, task, train_features, dev, cfg.train, tokenizer.pad_token_id,
+                run_dir / "checkpoint")
+    if resume:
+        loop.resume()
+    elif (run_dir / "checkpoint").exists() and loop.accelerator.is_main_process:
+        import shutil
+
+        shutil.rmtree(run_dir / "checkpoint")  # a fresh run must not inherit an old best model
+    loop.accelerator.wait_for_everyone()
+    fit = loop.run(on_step)
+    model = loop.unwrapped
+    device = loop.accelerator.device
+    dev_metrics = final_metrics(model, task, dev, tokenizer, device, calibrate=True)
+    test_metrics = None
+    if splits.test is not None:
+        test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
+        test_metrics = final_metrics(model, task, test, tokenizer, device, calibrate=False)
+    result = TrainResult(run_dir, run_dir / "model", dev_metrics, test_metrics,
+                         fit.state.history, fit.stopped_early)
+    if loop.accelerator.is_main_process:
+        save_run(cfg, result, model, tokenizer, task, splits, model_path)
+    loop.accelerator.wait_for_everyone()
+    return result
+
+
+def final_metrics(model: Any, task: Task, data: Any, tokenizer: Any, device: Any,
+                  calibrate: bool) -> dict[str, Any]:
+    predictions = infer(model, task, data.features, data.examples, tokenizer.pad_token_id, device)
+    if calibrate:
+        predictions = task.calibrate(predictions, data.examples)
+    return task.metrics(predictions, data.examples)
+
+
+def report_truncation(features: dict[str, list[dict]], max_length: int) -> None:
+    from rich.console import Console
+
+    for split, rows in features.items():
+        cut = sum(bool(f.get("truncated")) for f in rows)
+        if cut:
+            Console(stderr=True).print(
+                f"[yellow]{cut} of {len(rows)} {split} examples are longer than "
+                f"model.max_length={max_length} and were truncated[/yellow]")
+
+
+def model_meta(cfg: RunConfig, task: Task, splits: Splits, metrics: dict[str, Any]) -> dict:
+    from bridgetune import __version__
+
+    counts = Counter(label for e in splits.train for label in example_labels(e))
+    total = sum(counts.values()) or 1
+    return {
+        "task": cfg.task,
+        "labels": task.labels,
+        "tag_scheme": cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None,
+        "threshold": getattr(task, "threshold", None) if cfg.task == "multilabel" else None,
+        "max_length": cfg.model.max_length,
+        "base_model": cfg.model.name,
+        "method": cfg.method.name,
+        "metrics": metrics,
+        "label_distribution": {label: counts[label] / total for label in task.labels},
+        "data_fingerprint": splits.fingerprint,
+        "data": cfg.data.model_dump(include={"format", "text_column", "text_pair_column",
+                                             "label_column", "column_map", "label_separator",
+                                             "tag_scheme"}),
+        "bridgetune_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_run(cfg: RunConfig, result: TrainResult, model: Any, tokenizer: Any, task: Task,
+             splits: Splits, model_path: str) -> None:
+    """Reports, plots, the resolved config and the model directory of a finished run."""
+    from bridgetune.export import save_model_dir
+
+    run_dir = result.run_dir
+    write_report(run_dir, "dev", result.metrics, result.history, title=f"{cfg.name}: dev")
+    scores = {"dev": headline(result.metrics)}
+    if result.test_metrics is not None:
+        write_report(run_dir, "test", result.test_metrics, title=f"{cfg.name}: test")
+        scores["test"] = headline(result.test_metrics)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    atomic_write_text(run_dir / "history.json", json.dumps(result.history, indent=1))
+    save_model_dir(result.model_dir, model, tokenizer, model_meta(cfg, task, splits, scores))
+
+
+def saved_data_config(meta: dict[str, Any], path: str) -> DataConfig:
+    return DataConfig(train=path, **{k: v for k, v in meta.get("data", {}).items()
+                                     if v is not None})
+
+
+def evaluate(model_dir: str | Path, data: str | Path, output: str | Path | None = None,
+             split: str = "eval") -> dict[str, Any]:
+    """Metrics of a saved model on a labelled file (same columns as training); writes a report
+    (JSON, Markdown, confusion matrix) into `output` when given."""
+    predictor = load(model_dir)
+    meta = predictor.meta
+    cfg = saved_data_config(meta, str(data))
+    examples = read_file(Path(data), cfg, meta["task"])
+    check_labels(examples, predictor.task.labels, split)
+    predictions = predictor.predict(examples)
+    metrics = predictor.task.metrics(predictions, examples)
+    if output is not None:
+        write_report(Path(output), split, metrics, title=f"{Path(model_dir).name}: {data}")
+    return metrics
+
+
+def read_inputs(model_dir: str | Path, path: Path, fmt: str = "auto") -> list[Example]:
+    """Unlabelled inputs from TXT (a text per line), CSV/TSV/JSONL (the model's text columns)
+    or, with fmt='conll', a token file (NER: predictions keep its words)."""
+    from bridgetune.data.io import read_text
+
+    meta = read_meta(Path(model_dir))
+    if fmt == "txt" or (fmt == "auto" and path.suffix.lower() in (".txt", ".text")):
+        return [Example(text=line) for line in read_text(path).splitlines() if line.strip()]
+    cfg = saved_data_config(meta, str(path))
+    cfg.format = fmt if fmt != "auto" else cfg.format
+    if meta["task"] in TOKEN_TASKS:
+        return read_file(path, cfg, meta["task"])
+    return read_file(path, cfg, meta["task"], labelled=False)
+
+
+def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Check and describe the configured data before training (reads, validates, tokenizes)."""
+    from bridgetune.data.stats import describe_splits
+
+    cfg = as_config(config, overrides)
+    splits = load_splits(cfg.data, cfg.task)
+    _, tokenizer, _ = prepare_task(cfg, splits)
+
+    def lengths(examples: list[Example]) -> list[int]:
+        if cfg.task in TOKEN_TASKS:
+            encoded = tokenizer([e.tokens for e in examples], is_split_into_words=True)
+        else:
+            pairs = [e.text_pair for e in examples] if examples[0].text_pair is not None else None
+            encoded = tokenizer([e.text for e in examples], pairs)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    return describe_splits(splits, lengths, cfg.model.max_length, cfg.task in TOKEN_TASKS)

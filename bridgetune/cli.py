@@ -1,0 +1,183 @@
+"""The `bridgetune` command line: each command is a thin shell over bridgetune.api."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Fine-tune pretrained transformers on your labelled data.")
+console = Console(stderr=True)
+
+Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides: train.lr=3e-5")]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[bold red]error:[/bold red] {error}", markup=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def _run(action):
+    """Run an action, turning user-fixable errors into one readable line and exit code 2."""
+    from bridgetune.config import ConfigError
+    from bridgetune.data.schema import DataError
+    from bridgetune.models import ModelError
+
+    try:
+        return action()
+    except (ConfigError, DataError, ModelError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+
+
+@app.command()
+def train(config: Path, overrides: Overrides = None,
+          resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+          ) -> None:
+    """Fine-tune a model as CONFIG says; writes reports and the model to the run directory."""
+    from bridgetune import api
+    from bridgetune.evaluate import headline
+    from bridgetune.train.loop import TrainingInterrupted
+
+    _quiet_libraries()
+    try:
+        result = _run(lambda: api.train(config, overrides or [], resume=resume))
+    except TrainingInterrupted as stop:
+        console.print(f"[yellow]{stop}[/yellow]")
+        raise typer.Exit(130) from None
+    _print_metrics("dev", headline(result.metrics))
+    if result.test_metrics:
+        _print_metrics("test", headline(result.test_metrics))
+    console.print(f"model saved to [bold]{result.model_dir}[/bold]; report in {result.run_dir}")
+
+
+def _print_metrics(split: str, metrics: dict[str, float]) -> None:
+    table = Table(title=f"{split} metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    Console().print(table)
+
+
+@app.command()
+def evaluate(model_dir: Path, data: Path,
+             output: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
+             ) -> None:
+    """Evaluate a saved model on a labelled file; prints metrics, writes a report with --output."""
+    from bridgetune import api
+    from bridgetune.evaluate import headline
+
+    _quiet_libraries()
+    metrics = _run(lambda: api.evaluate(model_dir, data, output))
+    _print_metrics(str(data), headline(metrics))
+    typer.echo(json.dumps(headline(metrics)))
+
+
+@app.command()
+def predict(
+    model_dir: Path,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    file: Annotated[Path | None, typer.Option(help="TXT (a text per line), CSV, TSV, JSONL.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto|txt|csv|tsv|jsonl|conll")] = "auto",
+    output: Annotated[Path | None, typer.Option(help="Write JSONL here (default stdout).")] = None,
+    pair: Annotated[str | None, typer.Option(help="Second text for pair models.")] = None,
+    batch_size: int = 64,
+) -> None:
+    """Predict with a saved model: texts as arguments, --file, or lines on stdin; writes JSONL."""
+    from bridgetune import api
+    from bridgetune.data.schema import Example
+
+    _quiet_libraries()
+    if texts:
+        inputs = [Example(text=t, text_pair=pair) for t in texts]
+    elif file is not None:
+        inputs = _run(lambda: api.read_inputs(model_dir, file, fmt))
+    elif not sys.stdin.isatty():
+        inputs = [Example(text=line.rstrip("\n"), text_pair=pair) for line in sys.stdin
+                  if line.strip()]
+    else:
+        _fail(ValueError("give texts as arguments, --file PATH, or pipe lines on stdin"))
+    predictor = _run(lambda: api.load(model_dir))
+    predictions = _run(lambda: predictor.predict(inputs, batch_size=batch_size))
+    lines = [json.dumps({"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {}),
+                         **p}, ensure_ascii=False) for e, p in zip(inputs, predictions)]
+    if output is None:
+        typer.echo("\n".join(lines))
+    else:
+        from bridgetune.atomic import atomic_write_text
+
+        atomic_write_text(output, "\n".join(lines) + "\n")
+        console.print(f"{len(lines)} predictions written to {output}")
+
+
+@app.command("validate-data")
+def validate_data(config: Path, overrides: Overrides = None) -> None:
+    """Check the data of CONFIG before training: counts, labels, duplicates, overlap, lengths."""
+    from bridgetune import api
+
+    _quiet_libraries()
+    report = _run(lambda: api.validate_data(config, overrides or []))
+    out = Console()
+    table = Table(title=f"data of {config}")
+    for column in ("split", "examples", "duplicates", "tokens mean", "p95", "max",
+                   f"> max_length {report['max_length']}"):
+        table.add_column(column, justify="right")
+    for name, stats in report["splits"].items():
+        tokens = stats["tokens"]
+        table.add_row(name, str(stats["examples"]), str(stats["duplicates"]),
+                      f"{tokens['mean']:.1f}", str(tokens["p95"]), str(tokens["max"]),
+                      str(stats["truncated"]))
+    out.print(table)
+    labels = Table(title="label distribution")
+    labels.add_column("label")
+    for name in report["splits"]:
+        labels.add_column(name, justify="right")
+    names = list(report["splits"]["train"]["labels"])
+    for label in names:
+        labels.add_row(label, *[str(s["labels"].get(label, 0)) for s in report["splits"].values()])
+    out.print(labels)
+    out.print(f"dev examples also in train: {report['dev_in_train']}")
+    if "test_in_train" in report:
+        out.print(f"test examples also in train: {report['test_in_train']}")
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Argument(help="A config to validate and print.")] = None,
+    overrides: Overrides = None,
+    schema: Annotated[bool, typer.Option(help="List every config key.")] = False,
+) -> None:
+    """Print every config key with its default and description, or a validated config."""
+    import yaml
+
+    from bridgetune.config import load_config, schema_lines
+
+    if schema or config is None:
+        table = Table(title="bridgetune config keys")
+        for column in ("key", "default", "description"):
+            table.add_column(column)
+        for key, default, description in schema_lines():
+            table.add_row(key, default, description)
+        Console(width=160).print(table)
+        return
+    cfg = _run(lambda: load_config(config, overrides or []))
+    typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+
+if __name__ == "__main__":
+    app()

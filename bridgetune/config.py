@@ -1,0 +1,245 @@
+"""Run configuration: pydantic models validated before any work starts.
+
+A config is YAML with four sections (`data`, `model`, `train`, `method`) plus `task`, `name` and
+`output_dir`. Unknown keys are errors with a "did you mean" hint; dotted overrides such as
+`train.lr=3e-5` are applied before validation.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TaskName = Literal["classification", "multilabel", "pair", "ner"]
+TagScheme = Literal["IOB1", "IOB2", "BIOES", "BMES"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message says what and where."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    train: str = Field(
+        description="Training data: a CSV/TSV/JSONL/CoNLL file or 'hf:<name>[:<config>]'."
+    )
+    dev: str | None = Field(None, description="Dev data (same forms); split from train if unset.")
+    test: str | None = Field(None, description="Optional test data, evaluated after training.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "conll"] = Field(
+        "auto", description="File format; 'auto' picks it from the file extension."
+    )
+    text_column: str = Field("text", description="Column holding the text.")
+    text_pair_column: str | None = Field(
+        None, description="Column holding the second text (sentence-pair task)."
+    )
+    label_column: str = Field("label", description="Column holding the label(s).")
+    column_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename source columns before use, e.g. {sentence: text, content: text}.",
+    )
+    labels: list[str] | None = Field(
+        None, description="Label set in order; inferred (sorted) from train when unset."
+    )
+    label_separator: str = Field(
+        "|", description="Separator of several labels in one CSV/TSV cell (multilabel)."
+    )
+    tag_scheme: TagScheme = Field("IOB2", description="Tag scheme of token files (NER).")
+    dev_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of train held out as dev when no dev file is given."
+    )
+    split_seed: int = Field(42, description="Seed of the stratified dev split.")
+    max_train_examples: int | None = Field(
+        None, gt=0, description="Use only the first N training examples (quick runs)."
+    )
+    max_eval_examples: int | None = Field(
+        None, gt=0, description="Use only the first N dev/test examples (quick runs)."
+    )
+
+
+class ModelConfig(_Section):
+    name: str = Field(
+        "minilm",
+        description="Base model: 'minilm' (bundled offline default), a local directory or a hub id.",
+    )
+    max_length: int = Field(128, gt=1, description="Maximum tokens per example (longer truncate).")
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Override the model's hidden dropout probability."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+
+
+class MethodConfig(_Section):
+    name: Literal["full"] = Field("full", description="Tuning method: 'full' fine-tuning.")
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(3, gt=0, description="Number of passes over the training data.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay (never on biases and LayerNorm)."
+    )
+    warmup_ratio: float = Field(
+        0.06, ge=0, lt=1, description="Share of optimizer steps with linear warmup."
+    )
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Learning-rate decay after warmup."
+    )
+    batch_size: int = Field(32, gt=0, description="Maximum examples per batch.")
+    batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Token budget per batch (padded length x examples); unset: batch_size only.",
+    )
+    grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
+    max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm; null disables.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="'auto': bf16 on GPUs that support it, else fp32."
+    )
+    eval_steps: int | None = Field(
+        None, gt=0, description="Evaluate every N optimizer steps; unset: every epoch."
+    )
+    metric: str | None = Field(
+        None,
+        description="Dev metric for best model and early stopping; default per task "
+        "(accuracy, micro F1, entity F1).",
+    )
+    patience: int | None = Field(
+        None, ge=1, description="Early stopping: evaluations without improvement before stop."
+    )
+    seed: int = Field(42, description="Seed of weights init, data order and dropout.")
+    log_every: int = Field(20, gt=0, description="Read the loss from the device every N steps.")
+    checkpoint_steps: int | None = Field(
+        None, gt=0, description="Also checkpoint every N optimizer steps (always at epoch end)."
+    )
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
+
+
+class RunConfig(_Section):
+    name: str = Field("run", description="Run name; outputs go to <output_dir>/<name>.")
+    output_dir: str = Field("runs", description="Parent directory of run directories.")
+    task: TaskName = Field("classification", description="classification|multilabel|pair|ner.")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check_task_columns(self) -> RunConfig:
+        if self.task == "pair" and not self.data.text_pair_column:
+            raise ValueError("task 'pair' needs data.text_pair_column (the second text's column)")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.lr=3e-5)")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys (``train.lr=3e-5``) in a raw config dict; values are parsed as YAML."""
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section that `loc` points into (for "did you mean")."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        loc = item["loc"]
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(RunConfig, loc), n=1)
+            hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
+            lines.append(f"  - {where}: unknown key{hint}")
+        else:
+            lines.append(f"  - {where}: {item['msg']}")
+    lines.append("Run `bridgetune config --schema` to list every key.")
+    return "\n".join(lines)
+
+
+def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Validate a raw dict into a RunConfig, raising ConfigError with readable messages."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply dotted overrides and validate it.
+
+    Relative data paths are resolved against the config file's directory when they exist there.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    _resolve_data_paths(raw, path.parent)
+    return build_config(raw, str(path))
+
+
+def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for key in ("train", "dev", "test"):
+        value = data.get(key)
+        if isinstance(value, str) and not value.startswith("hf:") and not Path(value).is_absolute():
+            candidate = base / value
+            if not Path(value).exists() and candidate.exists():
+                data[key] = str(candidate)
+
+
+def schema_lines() -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every config field, for `config --schema`."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+                continue
+            default = "required" if field.is_required() else repr(field.get_default(
+                call_default_factory=True))
+            rows.append((f"{prefix}{name}", default, field.description or ""))
+
+    walk(RunConfig, "")
+    return rows

@@ -1,0 +1,284 @@
+"""Readers for CSV, TSV, JSONL, CoNLL-style token files and hub datasets, with validation.
+
+Every error names the file and the line (or row) and says what to do. Nothing here knows about
+models: readers turn files into `Example`s, `load_splits` adds labels and the dev split.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridgetune.config import DataConfig
+from bridgetune.data.schema import DataError, Example
+from bridgetune.data.tags import check_sequence
+
+TOKEN_TASKS = ("ner",)
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+_TOKEN_EXTENSIONS = (".conll", ".txt", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")
+
+
+@dataclass
+class Splits:
+    """Train/dev/test examples plus the label set (class labels, or tags for NER)."""
+
+    train: list[Example]
+    dev: list[Example]
+    test: list[Example] | None
+    labels: list[str]
+    fingerprint: str
+
+
+def read_text(path: Path) -> str:
+    """Read a file as strict UTF-8, naming the line of the first bad byte."""
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist; check the data path in your config")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DataError(
+            f"{path}:{line}: byte 0x{raw[error.start]:02x} at column {column} is not valid UTF-8; "
+            "re-save the file with UTF-8 encoding"
+        ) from None
+
+
+def detect_format(path: Path, declared: str, task: str) -> str:
+    if declared != "auto":
+        return declared
+    suffix = path.suffix.lower()
+    if task in TOKEN_TASKS and suffix not in (".jsonl", ".json"):
+        return "conll"
+    if suffix in _EXTENSIONS:
+        return _EXTENSIONS[suffix]
+    if suffix in _TOKEN_EXTENSIONS:
+        return "conll"
+    raise DataError(f"{path}: cannot tell the format from '{suffix}'; set data.format")
+
+
+def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row dict) for CSV, TSV and JSONL files."""
+    text = read_text(path)
+    if fmt == "jsonl":
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: each line must be a JSON object")
+            yield number, row
+        return
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
+    start = 2
+    for row in reader:
+        if None in row:
+            raise DataError(
+                f"{path}:{start}: more fields than the header has; quote fields that contain "
+                f"{'tabs' if fmt == 'tsv' else 'commas'}"
+            )
+        yield start, row
+        start = reader.line_num + 1
+
+
+def read_token_file(path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
+    """(first line, tokens, tags) per sentence of a CoNLL-style file (tag in the last column)."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0] == "-DOCSTART-":
+            if tokens:
+                yield first, tokens, tags
+            tokens, tags = [], []
+            continue
+        if len(parts) < 2:
+            raise DataError(
+                f"{path}:{number}: expected 'TOKEN [...] TAG' but found one column {line!r}; "
+                "every token line needs its tag in the last column"
+            )
+        if not tokens:
+            first = number
+        tokens.append(parts[0])
+        tags.append(parts[-1])
+    if tokens:
+        yield first, tokens, tags
+
+
+def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Text of the tokens (no spaces between CJK characters) and each token's span in it."""
+    glue = "" if all(len(t) == 1 for t in tokens) and any(_CJK.match(t) for t in tokens) else " "
+    offsets, position = [], 0
+    for token in tokens:
+        offsets.append((position, position + len(token)))
+        position += len(token) + len(glue)
+    return glue.join(tokens), offsets
+
+
+def _token_example(tokens: list[str], tags: list[str], source: str) -> Example:
+    text, offsets = join_tokens(tokens)
+    return Example(text=text, tokens=tokens, tags=tags, offsets=offsets, source=source)
+
+
+def _column(row: dict[str, Any], name: str, path: Path, number: int) -> Any:
+    if name in row:
+        return row[name]
+    close = difflib.get_close_matches(name, [str(k) for k in row], n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise DataError(
+        f"{path}:{number}: column '{name}' not found (columns: {', '.join(map(str, row))}).{hint} "
+        "Set data.text_column/label_column or map it with data.column_map."
+    )
+
+
+def _text_example(row: dict[str, Any], cfg: DataConfig, task: str, where: tuple[Path, int],
+                  labelled: bool) -> Example:
+    path, number = where
+    row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+    text = _column(row, cfg.text_column, path, number)
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{path}:{number}: empty text in column '{cfg.text_column}'; "
+                        "fill it or remove the row")
+    pair = None
+    if cfg.text_pair_column:
+        pair = _column(row, cfg.text_pair_column, path, number)
+        if not isinstance(pair, str) or not pair.strip():
+            raise DataError(f"{path}:{number}: empty text in column '{cfg.text_pair_column}'")
+    label = None
+    if labelled:
+        label = _parse_label(_column(row, cfg.label_column, path, number), cfg, task)
+        if label in ("", []):
+            raise DataError(f"{path}:{number}: empty label in column '{cfg.label_column}'")
+    return Example(text=text, text_pair=pair, label=label, source=f"{path}:{number}")
+
+
+def _parse_label(value: Any, cfg: DataConfig, task: str) -> str | list[str]:
+    if task == "multilabel":
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        parts = str(value).split(cfg.label_separator) if value is not None else []
+        return [p.strip() for p in parts if p.strip()]
+    return "" if value is None else str(value).strip()
+
+
+def read_file(path: Path, cfg: DataConfig, task: str, labelled: bool = True) -> list[Example]:
+    """Examples of one local file, validated (tags against the declared scheme)."""
+    fmt = detect_format(path, cfg.format, task)
+    if task in TOKEN_TASKS:
+        examples = list(_token_examples(path, fmt, cfg))
+    else:
+        if fmt == "conll":
+            raise DataError(f"{path}: a token file cannot feed task '{task}'; use CSV/TSV/JSONL")
+        examples = [
+            _text_example(row, cfg, task, (path, number), labelled)
+            for number, row in read_records(path, fmt)
+        ]
+    if not examples:
+        raise DataError(f"{path}: no examples found; the split is empty")
+    return examples
+
+
+def _token_examples(path: Path, fmt: str, cfg: DataConfig) -> Iterator[Example]:
+    if fmt == "conll":
+        sentences = read_token_file(path)
+    elif fmt == "jsonl":
+        sentences = _jsonl_sentences(path, cfg)
+    else:
+        raise DataError(f"{path}: token tasks read CoNLL-style or JSONL files, not {fmt}")
+    for first, tokens, tags in sentences:
+        problem = check_sequence(tags, cfg.tag_scheme)
+        if problem:
+            index, reason = problem
+            raise DataError(
+                f"{path}:{first + index if fmt == 'conll' else first}: invalid {cfg.tag_scheme} "
+                f"sequence at token {tokens[index]!r}: {reason}. Fix the tag or set "
+                "data.tag_scheme to the file's scheme."
+            )
+        yield _token_example(tokens, tags, f"{path}:{first}")
+
+
+def _jsonl_sentences(path: Path, cfg: DataConfig) -> Iterator[tuple[int, list[str], list[str]]]:
+    for number, row in read_records(path, "jsonl"):
+        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        tokens = _column(row, "tokens", path, number)
+        tags = _column(row, cfg.label_column if cfg.label_column != "label" else "tags",
+                       path, number)
+        if len(tokens) != len(tags):
+            raise DataError(f"{path}:{number}: {len(tokens)} tokens but {len(tags)} tags; "
+                            "every token needs exactly one tag")
+        if not tokens:
+            raise DataError(f"{path}:{number}: empty token list")
+        yield number, [str(t) for t in tokens], [str(t) for t in tags]
+
+
+def read_hub(spec: str, cfg: DataConfig, task: str, role: str) -> list[Example]:
+    """Examples of a hub dataset `hf:<name>[:<config>]`; role picks train/validation/test."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{spec}: hub datasets need `pip install 'bridgetune[hub]'`") from None
+    name, _, subset = spec[3:].partition(":")
+    split = {"train": "train", "dev": "validation", "test": "test"}[role]
+    try:
+        dataset = datasets.load_dataset(name, subset or None, split=split)
+    except Exception as error:  # the datasets library raises many types for one cause
+        raise DataError(f"{spec}: could not load split '{split}': {error}") from None
+    examples = []
+    for index, row in enumerate(_decode_class_labels(dataset)):
+        where = (Path(spec), index + 1)
+        if task in TOKEN_TASKS:
+            row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+            tags = _column(row, cfg.label_column, *where)
+            examples.append(_token_example(row["tokens"], tags, f"{spec}:{index + 1}"))
+        else:
+            examples.append(_text_example(row, cfg, task, where, labelled=True))
+    return examples
+
+
+def _decode_class_labels(dataset: Any) -> Iterator[dict[str, Any]]:
+    """Rows with integer ClassLabel values replaced by their names."""
+    import datasets
+
+    names = {}
+    for column, feature in dataset.features.items():
+        inner = getattr(feature, "feature", feature)
+        if isinstance(inner, datasets.ClassLabel):
+            names[column] = inner.names
+    for row in dataset:
+        for column, labels in names.items():
+            value = row[column]
+            row[column] = [labels[v] for v in value] if isinstance(value, list) else labels[value]
+        yield row
+
+
+def load_examples(spec: str, cfg: DataConfig, task: str, role: str) -> list[Example]:
+    if spec.startswith("hf:"):
+        examples = read_hub(spec, cfg, task, role)
+    else:
+        examples = read_file(Path(spec), cfg, task)
+    limit = cfg.max_train_examples if role == "train" else cfg.max_eval_examples
+    return examples[:limit] if limit else examples
+
+
+def fingerprint(specs: list[str | None]) -> str:
+    """sha256 over the bytes of the local data files (hub specs by name)."""
+    digest = hashlib.sha256()
+    for spec in specs:
+        if spec is None:
+            continue
+        digest.update(spec.encode() if spec.startswith("hf:") else Path(spec).read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,176 @@
+"""Metrics (scikit-learn, seqeval) and the evaluation report: JSON, Markdown and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bridgetune.data.tags import to_canonical
+from bridgetune.atomic import atomic_write_bytes, atomic_write_text
+
+AVERAGES = ("macro", "micro", "weighted")
+
+
+def classification_metrics(gold: list[str], predicted: list[str], labels: list[str]) -> dict:
+    """Accuracy, P/R/F1 (macro, micro, weighted), per-class table and confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    result: dict[str, Any] = {"accuracy": float(accuracy_score(gold, predicted))}
+    for average in AVERAGES:
+        p, r, f, _ = precision_recall_fscore_support(gold, predicted, labels=labels,
+                                                     average=average, zero_division=0)
+        result.update({f"precision_{average}": float(p), f"recall_{average}": float(r),
+                       f"f1_{average}": float(f)})
+    p, r, f, s = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
+    result["per_class"] = {
+        label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                "support": int(s[i])}
+        for i, label in enumerate(labels)
+    }
+    result["confusion_matrix"] = confusion_matrix(gold, predicted, labels=labels).tolist()
+    result["labels"] = list(labels)
+    return result
+
+
+def multilabel_metrics(gold: list[list[str]], predicted: list[list[str]],
+                       labels: list[str]) -> dict:
+    """Subset accuracy, P/R/F1 over label indicators (macro, micro, weighted) and per class."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    binarizer = MultiLabelBinarizer(classes=labels).fit([labels])
+    y_true, y_pred = binarizer.transform(gold), binarizer.transform(predicted)
+    result: dict[str, Any] = {"subset_accuracy": float(accuracy_score(y_true, y_pred))}
+    for average in AVERAGES:
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average,
+                                                     zero_division=0)
+        result.update({f"precision_{average}": float(p), f"recall_{average}": float(r),
+                       f"f1_{average}": float(f)})
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+    result["per_class"] = {
+        label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                "support": int(s[i])}
+        for i, label in enumerate(labels)
+    }
+    return result
+
+
+def entity_metrics(gold: list[list[str]], predicted: list[list[str]], scheme: str) -> dict:
+    """Entity-level P/R/F1 with strict span matching (seqeval), overall and per type."""
+    from seqeval.metrics import classification_report
+
+    y_true = [to_canonical(tags, scheme)[0] for tags in gold]
+    y_pred = [to_canonical(tags, scheme)[0] for tags in predicted]
+    seq_scheme = to_canonical(["O"], scheme)[1]
+    report = classification_report(y_true, y_pred, mode="strict", scheme=seq_scheme,
+                                   output_dict=True, zero_division=0)
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    per_type = {
+        kind: {"precision": float(v["precision"]), "recall": float(v["recall"]),
+               "f1": float(v["f1-score"]), "support": int(v["support"])}
+        for kind, v in report.items() if not kind.endswith(" avg")
+    }
+    tokens = sum(len(t) for t in gold)
+    correct = sum(g == p for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps))
+    return {
+        "entity_precision": float(micro["precision"]),
+        "entity_recall": float(micro["recall"]),
+        "entity_f1": float(micro["f1-score"]),
+        "entity_f1_macro": float(report.get("macro avg", {}).get("f1-score", 0.0)),
+        "token_accuracy": correct / max(tokens, 1),
+        "per_type": per_type,
+    }
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """The scalar metrics (what goes into logs, bridgetune.json and the learning curve)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def markdown_report(title: str, metrics: dict) -> str:
+    """A Markdown report: headline figures and the per-class (or per-type) table."""
+    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in headline(metrics).items()]
+    table = metrics.get("per_class") or metrics.get("per_type") or {}
+    if table:
+        first = "class" if "per_class" in metrics else "entity type"
+        lines += ["", f"| {first} | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | "
+                  f"{row['support']} |" for name, row in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(directory: Path, split: str, metrics: dict, history: list[dict] | None = None,
+                 title: str | None = None) -> list[Path]:
+    """Write <split>_metrics.json, <split>_report.md and plots into `directory`; returns paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / f"{split}_metrics.json", directory / f"{split}_report.md"]
+    atomic_write_text(written[0], json.dumps(metrics, indent=2))
+    atomic_write_text(written[1], markdown_report(title or f"{split} evaluation", metrics))
+    if "confusion_matrix" in metrics:
+        path = directory / f"{split}_confusion_matrix.png"
+        plot_confusion_matrix(metrics["confusion_matrix"], metrics["labels"], path)
+        written.append(path)
+    if history:
+        path = directory / "learning_curve.png"
+        plot_learning_curve(history, path)
+        written.append(path)
+    return written
+
+
+def _save_figure(figure: Any, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> None:
+    plt = _pyplot()
+    size = max(4.0, 0.6 * len(labels) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    image = axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            axis.text(j, i, str(value), ha="center", va="center",
+                      color="white" if value > peak / 2 else "black")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    axis.set_title("Confusion matrix")
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def plot_learning_curve(history: list[dict], path: Path) -> None:
+    """Train loss over steps, and the dev metric at each evaluation on a second axis."""
+    plt = _pyplot()
+    figure, loss_axis = plt.subplots(figsize=(7, 4))
+    losses = [h for h in history if "loss" in h]
+    loss_axis.plot([h["step"] for h in losses], [h["loss"] for h in losses], color="tab:blue",
+                   label="train loss")
+    loss_axis.set_xlabel("optimizer step")
+    loss_axis.set_ylabel("train loss", color="tab:blue")
+    evals = [h for h in history if "metric" in h]
+    if evals:
+        metric_axis = loss_axis.twinx()
+        metric_axis.plot([h["step"] for h in evals], [h["metric"] for h in evals], "o-",
+                         color="tab:orange")
+        metric_axis.set_ylabel(f"dev {evals[0]['metric_name']}", color="tab:orange")
+    loss_axis.set_title("Learning curve")
+    _save_figure(figure, path)
+    plt.close(figure)

@@ -1,0 +1,26 @@
+"""The model directory: HF format (config.json with real labels, safetensors, tokenizer files)
+plus bridgetune.json, written to a temporary directory and renamed into place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bridgetune.atomic import atomic_directory
+from bridgetune.predictor import META_FILE
+
+FORMAT_VERSION = 1
+
+
+def save_model_dir(directory: Path, model: torch.nn.Module, tokenizer: Any,
+                   meta: dict[str, Any]) -> Path:
+    """Write `model` + `tokenizer` + bridgetune.json atomically to `directory`."""
+    with atomic_directory(Path(directory)) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        payload = {"format_version": FORMAT_VERSION, **meta}
+        (staging / META_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return Path(directory)

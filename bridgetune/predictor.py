@@ -1,0 +1,113 @@
+"""The one inference path: evaluation during training, `bridgetune predict`, and serving.
+
+`infer` runs a model over encoded features in length-sorted batches under inference mode and lets
+the task decode them; `Predictor` wraps a saved model directory around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bridgetune.data.batching import eval_batches
+from bridgetune.data.schema import Example
+from bridgetune.tasks import Task, build_task
+
+META_FILE = "bridgetune.json"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs that support it; plain fp32 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def infer(model: torch.nn.Module, task: Task, features: list[dict], examples: list[Example],
+          pad_id: int, device: torch.device, batch_size: int = 64) -> list[dict[str, Any]]:
+    """Predictions for `features`, in their order (batches are sorted by length inside)."""
+    was_training = model.training
+    model.eval()
+    lengths = [len(f["input_ids"]) for f in features]
+    results: list[dict[str, Any] | None] = [None] * len(features)
+    with torch.inference_mode(), autocast_for(device):
+        for batch in eval_batches(lengths, batch_size):
+            tensors = task.collate([features[i] for i in batch], pad_id)
+            tensors.pop("labels", None)
+            tensors = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+            logits = model(**tensors).logits
+            decoded = task.decode(logits, [features[i] for i in batch],
+                                  [examples[i] for i in batch])
+            for index, prediction in zip(batch, decoded):
+                results[index] = prediction
+    model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a bridgetune model directory "
+                                f"(no {META_FILE}); pass the 'model' folder of a run")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class Predictor:
+    """A loaded model directory: `Predictor.load(dir).predict(["text", ...])`."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, task: Task, meta: dict[str, Any],
+                 device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.task = task
+        self.meta = meta
+        self.device = device
+        self.max_length = int(meta.get("max_length", 512))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "auto") -> Predictor:
+        """Load model, tokenizer and task from a directory written by `bridgetune train`."""
+        import transformers
+
+        directory = Path(directory)
+        meta = read_meta(directory)
+        task = build_task(meta["task"], meta["labels"], meta.get("tag_scheme", "IOB2"),
+                          meta.get("threshold", 0.5))
+        auto_class = getattr(transformers, task.auto_class)
+        model = auto_class.from_pretrained(directory, use_safetensors=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+        return cls(model, tokenizer, task, meta, pick_device(device))
+
+    def to_examples(self, inputs: Sequence[str | tuple[str, str] | Example]) -> list[Example]:
+        examples = []
+        for item in inputs:
+            if isinstance(item, Example):
+                examples.append(item)
+            elif isinstance(item, (tuple, list)):
+                examples.append(Example(text=item[0], text_pair=item[1]))
+            else:
+                examples.append(Example(text=str(item)))
+        if self.task.name == "pair" and any(e.text_pair is None for e in examples):
+            raise ValueError("this model classifies text pairs: give (text, text_pair) inputs")
+        return examples
+
+    def predict(self, inputs: Sequence[str | tuple[str, str] | Example],
+                batch_size: int = 64) -> list[dict[str, Any]]:
+        """Predictions for texts, text pairs or Examples (token Examples keep their words)."""
+        examples = self.to_examples(inputs)
+        if not examples:
+            return []
+        features = self.task.encode(examples, self.tokenizer, self.max_length)
+        return infer(self.model, self.task, features, examples, self.tokenizer.pad_token_id,
+                     self.device, batch_size)

@@ -1,0 +1,23 @@
+"""Tasks: classification (single, pair, multi-label) and token classification (NER)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridgetune.tasks import classification as _classification  # noqa: F401  (registers)
+from bridgetune.tasks import token as _token  # noqa: F401  (registers)
+from bridgetune.tasks.base import TASKS, Task, head_modules
+
+
+def build_task(name: str, labels: list[str], tag_scheme: str = "IOB2",
+               threshold: float = 0.5) -> Task:
+    """The task object for a task name and its label set (tags for NER)."""
+    task_class: Any = TASKS.get(name)
+    if name == "ner":
+        return task_class(labels, scheme=tag_scheme)
+    if name == "multilabel":
+        return task_class(labels, threshold=threshold)
+    return task_class(labels)
+
+
+__all__ = ["TASKS", "Task", "build_task", "head_modules"]

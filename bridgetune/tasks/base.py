@@ -1,0 +1,103 @@
+"""The Task protocol, its registry, and the padding collate every task shares."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from bridgetune.data.batching import padded
+from bridgetune.data.schema import Example
+from bridgetune.registry import Registry
+
+Feature = dict[str, Any]
+
+
+class Task(Protocol):
+    """What the loop, the predictor and the evaluator need from a task.
+
+    `labels` are class names (or tags); `head_modules` lists the modules every tuning method must
+    keep trainable and save with adapters.
+    """
+
+    name: str
+    labels: list[str]
+    auto_class: str
+
+    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module: ...
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]: ...
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]: ...
+
+    def decode(self, logits: torch.Tensor, features: list[Feature],
+               examples: list[Example]) -> list[dict[str, Any]]: ...
+
+    def calibrate(self, predictions: list[dict[str, Any]],
+                  examples: list[Example]) -> list[dict[str, Any]]: ...
+
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict: ...
+
+
+TASKS: Registry[type] = Registry("task")
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the task-head modules: trainable children outside the pretrained body."""
+    body = getattr(model, "base_model_prefix", "")
+    return [
+        name for name, child in model.named_children()
+        if name != body and any(True for _ in child.parameters())
+    ]
+
+
+def pad_batch(features: list[Feature], pad_id: int, label_pad: int | None = None,
+              label_dtype: torch.dtype = torch.long) -> dict[str, torch.Tensor]:
+    """Pad input ids (and per-token labels) to the batch's longest, rounded up to 8."""
+    longest = max(len(f["input_ids"]) for f in features)
+    width = padded(longest)
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    types = torch.zeros((len(features), width), dtype=torch.long)
+    for row, feature in enumerate(features):
+        n = len(feature["input_ids"])
+        ids[row, :n] = torch.tensor(feature["input_ids"])
+        mask[row, :n] = 1
+        if "token_type_ids" in feature:
+            types[row, :n] = torch.tensor(feature["token_type_ids"])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if any("token_type_ids" in f for f in features):
+        batch["token_type_ids"] = types
+    if features[0].get("labels") is not None:
+        if label_pad is None:
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=label_dtype)
+        else:
+            labels = torch.full((len(features), width), label_pad, dtype=label_dtype)
+            for row, feature in enumerate(features):
+                labels[row, : len(feature["labels"])] = torch.tensor(feature["labels"])
+            batch["labels"] = labels
+    return batch
+
+
+DROPOUT_KEYS = ("hidden_dropout_prob", "dropout", "resid_pdrop", "hidden_dropout")
+
+
+def load_pretrained(auto_class: Any, name_or_path: str, labels: list[str],
+                    dropout: float | None = None, **config_kwargs: Any) -> torch.nn.Module:
+    """A pretrained body with a fresh head whose config.json carries the real label names."""
+    from transformers import AutoConfig
+
+    trust = config_kwargs.pop("trust_remote_code", False)
+    config = AutoConfig.from_pretrained(
+        name_or_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        trust_remote_code=trust,
+        **config_kwargs,
+    )
+    if dropout is not None:
+        for key in DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, dropout)
+    return auto_class.from_pretrained(name_or_path, config=config, trust_remote_code=trust)

@@ -1,0 +1,138 @@
+"""Sequence classification: single-label, sentence pairs and multi-label (sigmoid + threshold)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bridgetune.data.schema import Example
+from bridgetune.evaluate import classification_metrics, multilabel_metrics
+from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+
+
+@TASKS.register("classification")
+class ClassificationTask:
+    """One label per text (or per text pair); softmax scores."""
+
+    name = "classification"
+    auto_class = "AutoModelForSequenceClassification"
+    problem_type = "single_label_classification"
+
+    def __init__(self, labels: list[str], threshold: float = 0.5) -> None:
+        self.labels = labels
+        self.index = {label: i for i, label in enumerate(labels)}
+        self.threshold = threshold
+
+    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        return load_pretrained(AutoModelForSequenceClassification, name_or_path, self.labels,
+                               problem_type=self.problem_type, **kwargs)
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
+        texts = [e.text for e in examples]
+        pairs = [e.text_pair for e in examples] if examples[0].text_pair is not None else None
+        encoded = tokenizer(texts, pairs, truncation=False)
+        long_rows = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > max_length]
+        if long_rows:
+            clipped = tokenizer([texts[i] for i in long_rows],
+                                [pairs[i] for i in long_rows] if pairs else None,
+                                truncation=True, max_length=max_length)
+        features = []
+        for i, example in enumerate(examples):
+            feature: Feature = {"input_ids": encoded["input_ids"][i], "truncated": False}
+            if "token_type_ids" in encoded:
+                feature["token_type_ids"] = encoded["token_type_ids"][i]
+            feature["labels"] = self.encode_label(example.label)
+            features.append(feature)
+        for j, i in enumerate(long_rows):
+            features[i]["input_ids"] = clipped["input_ids"][j]
+            if "token_type_ids" in clipped:
+                features[i]["token_type_ids"] = clipped["token_type_ids"][j]
+            features[i]["truncated"] = True
+        return features
+
+    def encode_label(self, label: Any) -> Any:
+        return None if label is None else self.index[label]
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        return pad_batch(features, pad_id)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=-1)
+
+    def decode(self, logits: torch.Tensor, features: list[Feature],
+               examples: list[Example]) -> list[dict[str, Any]]:
+        probs = self.probabilities(logits).cpu().tolist()
+        return [self._prediction(row, f["truncated"]) for row, f in zip(probs, features)]
+
+    def _prediction(self, probs: list[float], truncated: bool) -> dict[str, Any]:
+        best = max(range(len(probs)), key=probs.__getitem__)
+        scores = {label: round(p, 6) for label, p in zip(self.labels, probs)}
+        return {"label": self.labels[best], "score": round(probs[best], 6), "scores": scores,
+                "truncated": truncated}
+
+    def calibrate(self, predictions: list[dict[str, Any]],
+                  examples: list[Example]) -> list[dict[str, Any]]:
+        """Fit decision parameters on dev predictions (nothing for softmax classification)."""
+        return predictions
+
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
+        return classification_metrics([e.label for e in examples],
+                                      [p["label"] for p in predictions], self.labels)
+
+
+@TASKS.register("pair")
+class PairTask(ClassificationTask):
+    """Sentence-pair classification (paraphrase, entailment, matching): texts encoded together."""
+
+    name = "pair"
+
+
+@TASKS.register("multilabel")
+class MultiLabelTask(ClassificationTask):
+    """Any number of labels per text; sigmoid scores and a threshold tuned on dev."""
+
+    name = "multilabel"
+    problem_type = "multi_label_classification"
+
+    def encode_label(self, label: Any) -> Any:
+        if label is None:
+            return None
+        hot = [0.0] * len(self.labels)
+        for name in label:
+            hot[self.index[name]] = 1.0
+        return hot
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        return pad_batch(features, pad_id, label_dtype=torch.float)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float())
+
+    def _prediction(self, probs: list[float], truncated: bool) -> dict[str, Any]:
+        chosen = [label for label, p in zip(self.labels, probs) if p >= self.threshold]
+        scores = {label: round(p, 6) for label, p in zip(self.labels, probs)}
+        return {"labels": chosen, "scores": scores, "truncated": truncated}
+
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
+        return multilabel_metrics([e.label for e in examples],
+                                  [p["labels"] for p in predictions], self.labels)
+
+    def calibrate(self, predictions: list[dict[str, Any]],
+                  examples: list[Example]) -> list[dict[str, Any]]:
+        """Tune the threshold on these (dev) predictions for the best micro F1 and reapply it."""
+        gold = [e.label for e in examples]
+        best, best_f1 = 0.5, -1.0
+        for step in range(1, 20):
+            threshold = step / 20
+            f1 = multilabel_metrics(gold, _above(predictions, threshold), self.labels)["f1_micro"]
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = threshold, f1
+        self.threshold = best
+        return [{**p, "labels": chosen} for p, chosen in zip(predictions, _above(predictions, best))]
+
+
+def _above(predictions: list[dict[str, Any]], threshold: float) -> list[list[str]]:
+    return [[k for k, p in pred["scores"].items() if p >= threshold] for pred in predictions]

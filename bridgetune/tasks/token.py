@@ -1,0 +1,129 @@
+"""Token classification (NER): sub-token alignment, word tags and entity spans with offsets.
+
+Training labels the first sub-token of every word and ignores the rest (-100); prediction reads
+the first sub-token's tag, so WordPiece, BPE and Chinese characters align the same way. Raw text
+is split into words with the tokenizer's own pre-tokenization (its word ids and offsets), then
+encoded exactly like training data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bridgetune.data.schema import Example
+from bridgetune.data.tags import decode_spans
+from bridgetune.evaluate import entity_metrics
+from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+
+IGNORE = -100
+
+
+def split_words(text: str, tokenizer: Any) -> list[tuple[int, int]]:
+    """Character spans of the words the tokenizer sees in `text` (CJK: one per character)."""
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans: dict[int, list[int]] = {}
+    for word, (start, end) in zip(encoding.word_ids(), encoding["offset_mapping"]):
+        if word is None or start == end:
+            continue
+        span = spans.setdefault(word, [start, end])
+        span[0], span[1] = min(span[0], start), max(span[1], end)
+    return [(s, e) for s, e in (spans[w] for w in sorted(spans)) if text[s:e].strip()]
+
+
+def words_example(text: str, tokenizer: Any) -> Example:
+    """An unlabelled token example from raw text, with each word's character offsets."""
+    offsets = split_words(text, tokenizer)
+    tokens = [text[s:e].strip() or text[s:e] for s, e in offsets]
+    return Example(text=text, tokens=tokens, offsets=offsets)
+
+
+@TASKS.register("ner")
+class TokenTask:
+    """Named-entity recognition over words (English) or characters (Chinese)."""
+
+    name = "ner"
+    auto_class = "AutoModelForTokenClassification"
+
+    def __init__(self, labels: list[str], scheme: str = "IOB2") -> None:
+        self.labels = labels
+        self.index = {label: i for i, label in enumerate(labels)}
+        self.scheme = scheme
+
+    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
+        from transformers import AutoModelForTokenClassification
+
+        return load_pretrained(AutoModelForTokenClassification, name_or_path, self.labels,
+                               **kwargs)
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
+        examples = [e if e.tokens is not None else words_example(e.text, tokenizer)
+                    for e in examples]
+        encoded = tokenizer([e.tokens for e in examples], is_split_into_words=True,
+                            truncation=True, max_length=max_length)
+        return [self._feature(encoded, i, e) for i, e in enumerate(examples)]
+
+    def _feature(self, encoded: Any, row: int, example: Example) -> Feature:
+        word_ids = encoded.word_ids(row)
+        first: list[int] = []  # position of each word's first sub-token
+        labels = [IGNORE] * len(word_ids)
+        previous = None
+        for position, word in enumerate(word_ids):
+            if word is not None and word != previous:
+                first.append(position)
+                if example.tags is not None:
+                    labels[position] = self.index[example.tags[word]]
+            previous = word
+        feature: Feature = {
+            "input_ids": encoded["input_ids"][row],
+            "first": first,
+            "truncated": len(first) < len(example.tokens or []),
+            "labels": labels if example.tags is not None else None,
+            "example": example,
+        }
+        if "token_type_ids" in encoded:
+            feature["token_type_ids"] = encoded["token_type_ids"][row]
+        return feature
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        return pad_batch(features, pad_id, label_pad=IGNORE)
+
+    def word_tags(self, logits: torch.Tensor, features: list[Feature]) -> list[list[str]]:
+        """Tag of every word (first sub-token's argmax); words cut by truncation get 'O'."""
+        best = logits.argmax(dim=-1).cpu().tolist()
+        tags = []
+        for row, feature in zip(best, features):
+            words = [self.labels[row[p]] for p in feature["first"]]
+            missing = len(feature["example"].tokens) - len(words)
+            tags.append(words + ["O"] * missing)
+        return tags
+
+    def decode(self, logits: torch.Tensor, features: list[Feature],
+               examples: list[Example]) -> list[dict[str, Any]]:
+        predictions = []
+        for tags, feature in zip(self.word_tags(logits, features), features):
+            example = feature["example"]
+            predictions.append({
+                "tags": tags,
+                "entities": self.spans(example, tags),
+                "truncated": feature["truncated"],
+            })
+        return predictions
+
+    def spans(self, example: Example, tags: list[str]) -> list[dict[str, Any]]:
+        """Entities with character offsets into the example's text."""
+        entities = []
+        for kind, first, end in decode_spans(tags, self.scheme):
+            start, stop = example.offsets[first][0], example.offsets[end - 1][1]
+            entities.append({"type": kind, "start": start, "end": stop,
+                             "text": example.text[start:stop]})
+        return entities
+
+    def calibrate(self, predictions: list[dict[str, Any]],
+                  examples: list[Example]) -> list[dict[str, Any]]:
+        return predictions
+
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
+        return entity_metrics([e.tags for e in examples], [p["tags"] for p in predictions],
+                              self.scheme)

@@ -1,0 +1,262 @@
+"""THE training loop: one process or many (accelerate/DDP), any task, resumable.
+
+Design notes (see DESIGN.md "Performance design"): batches are length-bucketed and padded to a
+multiple of 8; the loss stays on the device and is read every `log_every` steps only; bf16
+autocast on GPUs that support it; fused AdamW on CUDA. Ctrl-C is turned into a flag that the loop
+checks at optimizer-step boundaries, so the checkpoint it writes resumes to the exact same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bridgetune.config import TrainConfig
+from bridgetune.data.batching import shard, train_batches
+from bridgetune.data.schema import Example
+from bridgetune.evaluate import headline
+from bridgetune.predictor import infer
+from bridgetune.tasks import Task
+from bridgetune.train.checkpoint import (
+    LoopState,
+    has_checkpoint,
+    load_best,
+    load_checkpoint,
+    rng_state,
+    save_best,
+    save_checkpoint,
+)
+from bridgetune.train.optim import build_optimizer, build_scheduler
+from bridgetune.train.progress import TrainProgress
+
+DEFAULT_METRICS = {"classification": "accuracy", "pair": "accuracy", "multilabel": "f1_micro",
+                   "ner": "entity_f1"}
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped by Ctrl-C after saving a checkpoint; resume with --resume."""
+
+    def __init__(self, checkpoint: Path, step: int) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint}. "
+                         "Run the same command with --resume to continue.")
+        self.checkpoint = checkpoint
+        self.step = step
+
+
+@dataclass
+class EvalData:
+    features: list[dict]
+    examples: list[Example]
+
+
+@dataclass
+class FitResult:
+    state: LoopState
+    metric_name: str
+    best_metric: float | None
+    stopped_early: bool
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    from accelerate import Accelerator
+
+    wants_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if not wants_cpu and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and wants_cpu:
+        raise ValueError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
+    return Accelerator(cpu=wants_cpu, mixed_precision="no" if precision == "fp32" else precision)
+
+
+@contextlib.contextmanager
+def interrupt_flag() -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag (checked at step boundaries); a second one aborts."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if flag["set"]:
+            raise KeyboardInterrupt
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Loop:
+    """Holds the pieces of one fit; `run` is the loop itself."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, train_features: list[dict],
+                 dev: EvalData, cfg: TrainConfig, pad_id: int, checkpoint_dir: Path) -> None:
+        self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
+        self.features = train_features
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.accelerator = make_accelerator(cfg)
+        self.lengths = [len(f["input_ids"]) for f in train_features]
+        batches = self.epoch_batches(0)
+        if not batches:
+            raise ValueError("no training batches: the training split is smaller than the "
+                             "number of processes")
+        self.steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+        self.total_steps = max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
+        self.metric_name = cfg.metric or DEFAULT_METRICS[task.name]
+        self.model = model
+        self.optimizer = build_optimizer(model, cfg, self.accelerator.device)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
+        self.state = LoopState()
+        self.stopped_early = False
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        batches = train_batches(self.lengths, self.cfg.batch_size, self.cfg.batch_tokens,
+                                self.cfg.seed, epoch)
+        return shard(batches, self.accelerator.process_index, self.accelerator.num_processes)
+
+    def resume(self) -> None:
+        if not has_checkpoint(self.checkpoint_dir):
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_dir}")
+        self.state = load_checkpoint(self.checkpoint_dir, self.model, self.optimizer,
+                                     self.scheduler)
+        patience = self.cfg.patience
+        self.stopped_early = bool(patience and self.state.bad_evals >= patience)
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def run(self, on_step: Callable[[LoopState], None] | None = None) -> FitResult:
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.model.train()
+        main = self.accelerator.is_main_process
+        n_epochs = math.ceil(self.cfg.epochs)
+        with interrupt_flag() as flag, TrainProgress(self.total_steps, enabled=main) as progress:
+            progress.advance_to(self.state.global_step)
+            while self.state.epoch < n_epochs and not self.finished:
+                progress.describe(f"epoch {self.state.epoch + 1}/{n_epochs}")
+                if self.run_epoch(progress, flag, on_step):
+                    self.state.epoch += 1
+                    self.state.batches_done = 0
+                    if self.cfg.eval_steps is None:
+                        self.evaluate(progress)
+                self.save_checkpoint()
+            evaluated = [h["step"] for h in self.state.history if "metric" in h]
+            if not evaluated or evaluated[-1] != self.state.global_step:
+                self.evaluate(progress)  # a run that ends between evaluations
+        if self.state.best_metric is not None:
+            load_best(self.checkpoint_dir, self.unwrapped)
+        return FitResult(self.state, self.metric_name, self.state.best_metric, self.stopped_early)
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped_early or self.state.global_step >= self.total_steps
+
+    def run_epoch(self, progress: TrainProgress, flag: dict[str, bool],
+                  on_step: Callable[[LoopState], None] | None) -> bool:
+        """Train on the rest of the current epoch; True when it was consumed to its end."""
+        batches = self.epoch_batches(self.state.epoch)
+        accum = self.cfg.grad_accum
+        device = self.accelerator.device
+        running = torch.zeros((), device=device)
+        counted, seen, started = 0, 0, time.perf_counter()
+        for index in range(self.state.batches_done, len(batches)):
+            batch = self.task.collate([self.features[i] for i in batches[index]], self.pad_id)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            update = (index + 1) % accum == 0 or index + 1 == len(batches)
+            sync = contextlib.nullcontext() if update else self.accelerator.no_sync(self.model)
+            with sync:
+                loss = self.model(**batch).loss
+                self.accelerator.backward(loss / accum)
+            running += loss.detach()
+            counted += 1
+            seen += len(batches[index])
+            if not update:
+                continue
+            self.optimizer_step()
+            self.state.batches_done = index + 1
+            progress.step(seen / (time.perf_counter() - started))
+            if self.state.global_step % self.cfg.log_every == 0:
+                self.log_loss(running, counted, progress)
+                running.zero_()
+                counted = 0
+            if self.cfg.eval_steps and self.state.global_step % self.cfg.eval_steps == 0:
+                self.evaluate(progress)
+            if self.cfg.checkpoint_steps and self.state.global_step % self.cfg.checkpoint_steps == 0:
+                self.save_checkpoint()
+            if on_step:
+                on_step(self.state)
+            if self.interrupted(flag):
+                self.save_checkpoint()
+                raise TrainingInterrupted(self.checkpoint_dir, self.state.global_step)
+            if self.finished:
+                break
+        return self.state.batches_done == len(batches)
+
+    def optimizer_step(self) -> None:
+        if self.cfg.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.global_step += 1
+
+    def interrupted(self, flag: dict[str, bool]) -> bool:
+        """The Ctrl-C flag; with several processes agreed on (at log steps) so all stop together."""
+        if self.accelerator.num_processes == 1:
+            return flag["set"]
+        if self.state.global_step % self.cfg.log_every:
+            return False
+        raised = torch.tensor(float(flag["set"]), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(raised, reduction="sum").item() > 0)
+
+    def log_loss(self, running: torch.Tensor, counted: int, progress: TrainProgress) -> None:
+        loss = (running / max(counted, 1)).item()  # the one host sync every log_every steps
+        lr = self.scheduler.get_last_lr()[0]
+        self.state.history.append({"step": self.state.global_step, "epoch": self.state.epoch,
+                                   "loss": round(loss, 6), "lr": lr})
+        progress.show_loss(loss)
+
+    def evaluate(self, progress: TrainProgress | None = None) -> dict:
+        """Dev metrics now; tracks the best weights and early stopping."""
+        predictions = infer(self.unwrapped, self.task, self.dev.features, self.dev.examples,
+                            self.pad_id, self.accelerator.device, self.cfg.eval_batch_size)
+        predictions = self.task.calibrate(predictions, self.dev.examples)
+        metrics = headline(self.task.metrics(predictions, self.dev.examples))
+        if self.metric_name not in metrics:
+            raise ValueError(f"train.metric={self.metric_name!r} is not a dev metric of task "
+                             f"{self.task.name}; choose one of: {', '.join(metrics)}")
+        value = metrics[self.metric_name]
+        self.state.history.append({"step": self.state.global_step, "epoch": self.state.epoch,
+                                   "metric_name": self.metric_name, "metric": value, **metrics})
+        if self.state.best_metric is None or value > self.state.best_metric:
+            self.state.best_metric, self.state.best_step, self.state.bad_evals = (
+                value, self.state.global_step, 0)
+            if self.accelerator.is_main_process:
+                save_best(self.checkpoint_dir, self.unwrapped)
+        else:
+            self.state.bad_evals += 1
+            self.stopped_early = bool(self.cfg.patience and self.state.bad_evals >= self.cfg.patience)
+        self.accelerator.wait_for_everyone()
+        if progress:
+            progress.note(f"step {self.state.global_step}: dev {self.metric_name}={value:.4f}"
+                          + (" (early stop)" if self.stopped_early else ""))
+        return metrics
+
+    def save_checkpoint(self) -> None:
+        if self.accelerator.is_main_process:
+            save_checkpoint(self.checkpoint_dir, self.unwrapped, self.optimizer, self.scheduler,
+                            self.state, rng_state())
+        self.accelerator.wait_for_everyone()
