@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +14,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+PLAIN_INTERVAL_S = 30
 
 
 class TrainProgress:
@@ -33,6 +37,8 @@ class TrainProgress:
             disable=not enabled,
         )
         self.task = self.progress.add_task("training", total=total_steps, loss="-", speed="-")
+        self.plain = enabled and not self.console.is_terminal  # logs, CI: print lines instead
+        self.last_line = 0.0
 
     def __enter__(self) -> TrainProgress:
         self.progress.start()
@@ -52,6 +58,11 @@ class TrainProgress:
 
     def show_loss(self, loss: float) -> None:
         self.progress.update(self.task, loss=f"{loss:.4f}")
+        if self.plain and time.monotonic() - self.last_line > PLAIN_INTERVAL_S:
+            self.last_line = time.monotonic()
+            task = self.progress.tasks[0]
+            self.console.print(f"{task.description}: step {int(task.completed)}/{int(task.total)} "
+                               f"loss {loss:.4f} {task.fields['speed']} ex/s")
 
     def note(self, message: str) -> None:
         if self.enabled:

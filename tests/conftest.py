@@ -1,0 +1,149 @@
+"""Shared fixtures: tiny random-init models with in-memory tokenizers, and tiny datasets."""
+
+from __future__ import annotations
+
+import csv
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = (
+    "the a my order is late great love this terrible refund please where was it and not "
+    "package arrived broken thanks fast helpful slow bad good service never again happy "
+    "angry item phone charger headphones paris london berlin alice bob carol monday friday "
+    "john smith acme corp visited in on at to from with for how do i get can you help same "
+    "question different what when delivery account password reset change email"
+).split()
+CJK = "我在上海北京买的耳机手机还没到张三李四今天明天很好坏了"
+
+
+def tiny_vocab() -> dict[str, int]:
+    """WordPiece vocabulary: specials, characters (+ ## continuations), a few whole words."""
+    chars = string.ascii_lowercase + string.digits + string.punctuation + CJK
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += list(chars) + [f"##{c}" for c in string.ascii_lowercase + string.digits] + WORDS
+    return {token: index for index, token in enumerate(dict.fromkeys(vocab))}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random BERT with a WordPiece tokenizer, saved as a local model dir."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = BertTokenizer(vocab=tiny_vocab(), do_lower_case=True)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random RoBERTa with a byte-level BPE tokenizer trained in memory."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-roberta")
+    bpe = ByteLevelBPETokenizer()
+    corpus = [" ".join(WORDS), "John Smith visited Paris on Monday.", "Acme Corp in Berlin"] * 5
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>",
+                                     eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                     mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+SENTIMENT = [
+    ("my order is late", "negative"), ("great service thanks", "positive"),
+    ("terrible slow delivery", "negative"), ("love this phone", "positive"),
+    ("package arrived broken", "negative"), ("fast and helpful", "positive"),
+    ("never again bad item", "negative"), ("happy with the headphones", "positive"),
+    ("angry the charger was broken", "negative"), ("good service and fast delivery", "positive"),
+]
+
+
+def write_csv(path: Path, header: list[str], rows: list[tuple]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def sentiment_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "sentiment.csv", ["text", "label"], SENTIMENT)
+
+
+NER_SENTENCES = [
+    [("john", "B-PER"), ("smith", "I-PER"), ("visited", "O"), ("paris", "B-LOC")],
+    [("alice", "B-PER"), ("was", "O"), ("in", "O"), ("berlin", "B-LOC"), ("on", "O"),
+     ("monday", "O")],
+    [("acme", "B-ORG"), ("corp", "I-ORG"), ("in", "O"), ("london", "B-LOC")],
+    [("bob", "B-PER"), ("and", "O"), ("carol", "B-PER"), ("visited", "O"), ("acme", "B-ORG"),
+     ("corp", "I-ORG")],
+    [("carol", "B-PER"), ("smith", "I-PER"), ("was", "O"), ("in", "O"), ("paris", "B-LOC")],
+    [("bob", "B-PER"), ("visited", "O"), ("london", "B-LOC"), ("and", "O"), ("berlin", "B-LOC")],
+]
+
+
+def write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
+    blocks = ["\n".join(f"{word} X {tag}" for word, tag in sentence) for sentence in sentences]
+    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def ner_conll(tmp_path: Path) -> Path:
+    return write_conll(tmp_path / "ner.conll", NER_SENTENCES)
+
+
+ZH_SENTENCES = [
+    [("我", "O"), ("在", "O"), ("上", "B-CITY"), ("海", "E-CITY"), ("买", "O"), ("的", "O"),
+     ("耳", "B-PRODUCT"), ("机", "E-PRODUCT")],
+    [("张", "B-PERSON"), ("三", "E-PERSON"), ("在", "O"), ("北", "B-CITY"), ("京", "E-CITY")],
+    [("李", "B-PERSON"), ("四", "E-PERSON"), ("的", "O"), ("手", "B-PRODUCT"),
+     ("机", "E-PRODUCT"), ("坏", "O"), ("了", "O")],
+    [("我", "S-PERSON"), ("今", "O"), ("天", "O"), ("在", "O"), ("上", "B-CITY"), ("海", "E-CITY")],
+]
+
+
+@pytest.fixture()
+def zh_bmes(tmp_path: Path) -> Path:
+    blocks = ["\n".join(f"{ch} {tag}" for ch, tag in sentence) for sentence in ZH_SENTENCES]
+    path = tmp_path / "zh.bmes"
+    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_config(model: Path, run_dir: Path, **sections: dict) -> dict:
+    """A raw config dict that overfits tiny data fast on a tiny model."""
+    config = {
+        "name": "tiny",
+        "output_dir": str(run_dir),
+        "task": sections.pop("task", "classification"),
+        "model": {"name": str(model), "max_length": 32},
+        "train": {"epochs": 30, "lr": 3e-3, "batch_size": 4, "warmup_ratio": 0.0,
+                  "log_every": 5, "seed": 0},
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    return config
