@@ -215,7 +215,8 @@ def read_inputs(model_dir: str | Path, path: Path, fmt: str = "auto") -> list[Ex
 
     meta = read_meta(Path(model_dir))
     if fmt == "txt" or (fmt == "auto" and path.suffix.lower() in (".txt", ".text")):
-        return [Example(text=line) for line in read_text(path).splitlines() if line.strip()]
+        return [Example(text=line.rstrip("\r")) for line in read_text(path).split("\n")
+                if line.strip()]
     cfg = saved_data_config(meta, str(path))
     cfg.format = fmt if fmt != "auto" else cfg.format
     if meta["task"] in TOKEN_TASKS:

@@ -111,7 +111,9 @@ def predict(
         inputs = [Example(text=line.rstrip("\n"), text_pair=pair) for line in sys.stdin
                   if line.strip()]
     else:
-        _fail(ValueError("give texts as arguments, --file PATH, or pipe lines on stdin"))
+        inputs = []
+    if not inputs:
+        _fail(ValueError("no input: give texts as arguments, --file PATH, or pipe lines on stdin"))
     predictor = _run(lambda: api.load(model_dir))
     predictions = _run(lambda: predictor.predict(inputs, batch_size=batch_size))
     lines = [json.dumps({"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {}),

@@ -20,8 +20,9 @@ def flatten(batches: list[list[int]]) -> list[int]:
     return [index for batch in batches for index in batch]
 
 
-def assert_within_budget(batches: list[list[int]], lengths: list[int], batch_size: int,
-                         batch_tokens: int | None) -> None:
+def assert_within_budget(
+    batches: list[list[int]], lengths: list[int], batch_size: int, batch_tokens: int | None
+) -> None:
     for batch in batches:
         assert 1 <= len(batch) <= batch_size
         if batch_tokens is not None and len(batch) > 1:
@@ -144,8 +145,9 @@ def test_shard_fewer_batches_than_processes() -> None:
     seed=st.integers(0, 100),
     epoch=st.integers(0, 5),
 )
-def test_train_batches_properties(lengths: list[int], batch_size: int, batch_tokens: int | None,
-                                  seed: int, epoch: int) -> None:
+def test_train_batches_properties(
+    lengths: list[int], batch_size: int, batch_tokens: int | None, seed: int, epoch: int
+) -> None:
     batches = train_batches(lengths, batch_size, batch_tokens, seed, epoch)
     assert sorted(flatten(batches)) == list(range(len(lengths)))
     assert_within_budget(batches, lengths, batch_size, batch_tokens)

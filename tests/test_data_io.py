@@ -141,7 +141,9 @@ def test_read_multilabel_jsonl_lists(tmp_path: Path) -> None:
 def test_read_sentence_pairs(tmp_path: Path) -> None:
     path = write(
         tmp_path / "pairs.csv",
-        "question1,question2,label\nhow do i reset,how to change,same\nwhere is it,refund,different\n",
+        "question1,question2,label\n"
+        "how do i reset,how to change,same\n"
+        "where is it,refund,different\n",
     )
     examples = read(path, "pair", text_column="question1", text_pair_column="question2")
     assert [(e.text, e.text_pair, e.label) for e in examples] == [
@@ -324,8 +326,9 @@ def test_empty_text(tmp_path: Path) -> None:
     path = write(tmp_path / "train.csv", "text,label\nhello,a\n   ,b\n")
     with data_error(path, 3, "empty text"):
         read(path)
-    path = write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": "x"}, {"label": "y",
-                                                                                "text": ""}])
+    path = write_jsonl(
+        tmp_path / "train.jsonl", [{"text": "a", "label": "x"}, {"label": "y", "text": ""}]
+    )
     with data_error(path, 2, "empty text"):
         read(path)
 

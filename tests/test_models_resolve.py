@@ -1,4 +1,4 @@
-"""Model name resolution and the max_length check (offline: bundled MiniLM or tiny local configs)."""
+"""Model name resolution and the max_length check (offline: bundled MiniLM, tiny local configs)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,14 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tiny-bert-config")
     vocab = directory / "vocab.txt"
     vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     config.save_pretrained(directory)
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), model_max_length=48)
     tokenizer.save_pretrained(directory)
@@ -92,15 +98,16 @@ def test_check_max_length_tiny_bert(tiny_bert_dir: Path) -> None:
 def test_roberta_positions_exclude_padding_offset(tmp_path: Path) -> None:
     from transformers import RobertaConfig
 
-    RobertaConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=32, max_position_embeddings=66).save_pretrained(tmp_path)
+    RobertaConfig(
+        vocab_size=10,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=66,
+    ).save_pretrained(tmp_path)
     tokenizer = SimpleNamespace(model_max_length=int(1e30))
     assert model_max_length(str(tmp_path), tokenizer) == 64
     check_max_length(str(tmp_path), tokenizer, 64)
     with pytest.raises(ModelError, match="at most 64"):
         check_max_length(str(tmp_path), tokenizer, 65)
-
-
-def test_load_tokenizer_missing_model_is_model_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="could not load model"):
-        load_tokenizer(str(tmp_path / "absent"))

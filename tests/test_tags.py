@@ -162,8 +162,11 @@ def test_to_canonical_identity_schemes_copy() -> None:
         ("IOB2", ["B-PER", "I-PER", "O", "B-LOC"], [("PER", 0, 2), ("LOC", 3, 4)]),
         ("IOB2", ["B-PER", "B-PER", "I-PER"], [("PER", 0, 1), ("PER", 1, 3)]),
         ("IOB2", ["B_PER", "I_PER", "O"], [("PER", 0, 2)]),
-        ("IOB1", ["I-PER", "I-PER", "B-PER", "O", "I-LOC"], [("PER", 0, 2), ("PER", 2, 3),
-                                                             ("LOC", 4, 5)]),
+        (
+            "IOB1",
+            ["I-PER", "I-PER", "B-PER", "O", "I-LOC"],
+            [("PER", 0, 2), ("PER", 2, 3), ("LOC", 4, 5)],
+        ),
         ("IOB1", ["I-PER", "I-LOC"], [("PER", 0, 1), ("LOC", 1, 2)]),
         ("BIOES", ["B-PER", "I-PER", "E-PER", "S-LOC", "O"], [("PER", 0, 3), ("LOC", 3, 4)]),
         ("BIOES", ["O", "S-PER", "S-PER"], [("PER", 1, 2), ("PER", 2, 3)]),
@@ -250,14 +253,46 @@ def encode(n: int, spans: list[tuple[str, int, int]], scheme: str) -> list[str]:
 
 def test_encoder_matches_hand_examples() -> None:
     spans = [("PER", 0, 2), ("PER", 2, 3), ("LOC", 4, 7)]
-    assert encode(8, spans, "IOB2") == ["B-PER", "I-PER", "B-PER", "O", "B-LOC", "I-LOC", "I-LOC",
-                                        "O"]
-    assert encode(8, spans, "IOB1") == ["I-PER", "I-PER", "B-PER", "O", "I-LOC", "I-LOC", "I-LOC",
-                                        "O"]
-    assert encode(8, spans, "BIOES") == ["B-PER", "E-PER", "S-PER", "O", "B-LOC", "I-LOC",
-                                         "E-LOC", "O"]
-    assert encode(8, spans, "BMES") == ["B-PER", "E-PER", "S-PER", "O", "B-LOC", "M-LOC", "E-LOC",
-                                        "O"]
+    assert encode(8, spans, "IOB2") == [
+        "B-PER",
+        "I-PER",
+        "B-PER",
+        "O",
+        "B-LOC",
+        "I-LOC",
+        "I-LOC",
+        "O",
+    ]
+    assert encode(8, spans, "IOB1") == [
+        "I-PER",
+        "I-PER",
+        "B-PER",
+        "O",
+        "I-LOC",
+        "I-LOC",
+        "I-LOC",
+        "O",
+    ]
+    assert encode(8, spans, "BIOES") == [
+        "B-PER",
+        "E-PER",
+        "S-PER",
+        "O",
+        "B-LOC",
+        "I-LOC",
+        "E-LOC",
+        "O",
+    ]
+    assert encode(8, spans, "BMES") == [
+        "B-PER",
+        "E-PER",
+        "S-PER",
+        "O",
+        "B-LOC",
+        "M-LOC",
+        "E-LOC",
+        "O",
+    ]
 
 
 PROPERTY_SETTINGS = settings(

@@ -71,7 +71,7 @@ def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row dict) for CSV, TSV and JSONL files."""
     text = read_text(path)
     if fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 is text
             if not line.strip():
                 continue
             try:
@@ -83,15 +83,15 @@ def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
         return
     reader = csv.DictReader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
-    start = 2
     for row in reader:
+        # line_num is the record's last line; quoted fields may span several lines
+        start = reader.line_num - sum(str(v).count("\n") for v in row.values() if v)
         if None in row:
             raise DataError(
                 f"{path}:{start}: more fields than the header has; quote fields that contain "
                 f"{'tabs' if fmt == 'tsv' else 'commas'}"
             )
         yield start, row
-        start = reader.line_num + 1
 
 
 def read_token_file(path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
@@ -99,7 +99,7 @@ def read_token_file(path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
     tokens: list[str] = []
     tags: list[str] = []
     first = 0
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(read_text(path).split("\n"), 1):
         parts = line.split()
         if not parts or parts[0] == "-DOCSTART-":
             if tokens:

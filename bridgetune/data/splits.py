@@ -24,9 +24,10 @@ def infer_labels(train: list[Example], task: str) -> list[str]:
     if task in TOKEN_TASKS:
         rest = sorted(found - {"O"}, key=lambda t: (t[2:], t[:1]))
         return (["O"] if "O" in found else []) + rest
-    if all(label.lstrip("-").isdigit() for label in found):
+    try:
         return sorted(found, key=int)
-    return sorted(found)
+    except ValueError:
+        return sorted(found)
 
 
 def check_labels(examples: list[Example], labels: list[str], role: str) -> None:
@@ -55,11 +56,12 @@ def stratified_split(examples: list[Example], fraction: float, seed: int, task: 
     if task not in TOKEN_TASKS:
         strata = [example_labels(e)[0] for e in examples]
         counts = Counter(strata)
-        lonely = [label for label, n in counts.items() if n < 2]
+        lonely = [e for e, label in zip(examples, strata) if counts[label] < 2]
         if lonely:
             raise DataError(
-                f"{source}: label {lonely[0]!r} has a single example, so a stratified dev split "
-                "cannot hold it out; add examples of it, drop it, or give data.dev"
+                f"{lonely[0].source}: label {strata[examples.index(lonely[0])]!r} has a single "
+                "example, so a stratified dev split cannot hold it out; add examples of it, "
+                "drop it, or give data.dev"
             )
         n_dev = max(round(len(examples) * fraction), len(counts))
         if n_dev >= len(examples) - len(counts) + 1:

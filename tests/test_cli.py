@@ -1,0 +1,80 @@
+"""The CLI end to end on a tiny model: config, validate-data, train, predict, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from conftest import SENTIMENT, tiny_config
+from typer.testing import CliRunner
+
+from bridgetune.cli import app
+
+runner = CliRunner()
+
+
+def _write_config(tmp_path, tiny_bert, sentiment_csv, **extra):
+    config = tiny_config(tiny_bert, tmp_path / "runs", train={"epochs": 3},
+                         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)}, **extra)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_train_predict_evaluate(tiny_bert, sentiment_csv, tmp_path):
+    config = _write_config(tmp_path, tiny_bert, sentiment_csv)
+    trained = runner.invoke(app, ["train", str(config), "train.epochs=2", "name=cli"])
+    assert trained.exit_code == 0, trained.output
+    model_dir = tmp_path / "runs" / "cli" / "model"
+    assert (model_dir / "bridgetune.json").is_file()
+
+    by_args = runner.invoke(app, ["predict", str(model_dir), "my order is late", "love this"])
+    rows = [json.loads(line) for line in by_args.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["my order is late", "love this"]
+    assert all(r["label"] in ("negative", "positive") and "scores" in r for r in rows)
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("my order is late\n\nlove this\n", encoding="utf-8")
+    out = tmp_path / "predictions.jsonl"
+    by_file = runner.invoke(app, ["predict", str(model_dir), "--file", str(texts),
+                                  "--output", str(out)])
+    assert by_file.exit_code == 0, by_file.output
+    assert [json.loads(x)["label"] for x in out.read_text().splitlines()] == [
+        r["label"] for r in rows]
+
+    by_csv = runner.invoke(app, ["predict", str(model_dir), "--file", str(sentiment_csv)])
+    assert len(by_csv.stdout.splitlines()) == len(SENTIMENT)
+
+    by_stdin = runner.invoke(app, ["predict", str(model_dir)], input="my order is late\n")
+    assert json.loads(by_stdin.stdout)["label"] == rows[0]["label"]
+
+    evaluated = runner.invoke(app, ["evaluate", str(model_dir), str(sentiment_csv),
+                                    "--output", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "accuracy" in json.loads(evaluated.stdout.splitlines()[-1])
+
+
+def test_validate_data_reports_counts_and_overlap(tiny_bert, sentiment_csv, tmp_path):
+    config = _write_config(tmp_path, tiny_bert, sentiment_csv)
+    result = runner.invoke(app, ["validate-data", str(config), "model.max_length=4"])
+    assert result.exit_code == 0, result.output
+    assert "label distribution" in result.stdout
+    assert "dev examples also in train: 10" in result.stdout
+    assert "> max_length 4" in result.stdout
+
+
+def test_config_schema_and_errors(tiny_bert, sentiment_csv, tmp_path):
+    schema = runner.invoke(app, ["config", "--schema"])
+    assert schema.exit_code == 0 and "train.lr" in schema.stdout
+    config = _write_config(tmp_path, tiny_bert, sentiment_csv)
+    shown = runner.invoke(app, ["config", str(config), "train.lr=0.1"])
+    assert yaml.safe_load(shown.stdout)["train"]["lr"] == 0.1
+    typo = runner.invoke(app, ["train", str(config), "train.lrr=0.1"])
+    assert typo.exit_code == 2
+    assert "did you mean 'train.lr'" in typo.output
+    missing = runner.invoke(app, ["train", str(config), "model.name=./no/such/model"])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    too_long = runner.invoke(app, ["train", str(config), "model.max_length=4096"])
+    assert too_long.exit_code == 2 and "max_length" in too_long.output
+    no_input = runner.invoke(app, ["predict", str(tmp_path)], input="")
+    assert no_input.exit_code == 2

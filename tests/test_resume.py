@@ -1,0 +1,59 @@
+"""Ctrl-C saves a checkpoint; --resume ends with the same metrics and weights as one run."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+from bridgetune import api
+from bridgetune.train.loop import TrainingInterrupted
+
+
+def _config(tiny_bert, sentiment_csv, run_dir, **train):
+    return tiny_config(tiny_bert, run_dir, data={"train": str(sentiment_csv),
+                                                 "dev": str(sentiment_csv)},
+                       train={"epochs": 4, "lr": 1e-3, "grad_accum": 2, "batch_size": 2, **train})
+
+
+def _interrupt_at(step: int):
+    def on_step(state) -> None:
+        if state.global_step == step:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled by the loop
+
+    return on_step
+
+
+@pytest.mark.parametrize("stop_step", [3, 5])  # mid-epoch and at an epoch boundary
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_bert, sentiment_csv, tmp_path,
+                                                       stop_step):
+    whole = api.train(_config(tiny_bert, sentiment_csv, tmp_path / "a"))
+    config = _config(tiny_bert, sentiment_csv, tmp_path / "b")
+    with pytest.raises(TrainingInterrupted) as stopped:
+        api.train(config, on_step=_interrupt_at(stop_step))
+    assert stopped.value.step == stop_step
+    assert (tmp_path / "b" / "tiny" / "checkpoint" / "model.safetensors").is_file()
+    assert not (tmp_path / "b" / "tiny" / "model").exists()  # nothing half-written
+    resumed = api.train(config, resume=True)
+    assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
+    assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]
+    ours = load_file(resumed.model_dir / "model.safetensors")
+    reference = load_file(whole.model_dir / "model.safetensors")
+    assert all((ours[k] == reference[k]).all() for k in reference)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_bert, sentiment_csv, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        api.train(_config(tiny_bert, sentiment_csv, tmp_path), resume=True)
+
+
+def test_early_stopping_restores_best(tiny_bert, sentiment_csv, tmp_path):
+    config = _config(tiny_bert, sentiment_csv, tmp_path, epochs=40, lr=5e-2, patience=2,
+                     grad_accum=1)
+    result = api.train(config)
+    evals = [h for h in result.history if "metric" in h]
+    assert result.stopped_early and len(evals) < 40
+    assert result.metrics["accuracy"] == max(h["metric"] for h in evals)
