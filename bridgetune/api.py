@@ -90,7 +90,7 @@ def train(config: ConfigLike, overrides: list[str] | None = None, *, resume: boo
     """
     from accelerate.utils import set_seed
 
-    from bridgetune.train.loop import EvalData, Loop
+    from bridgetune.training.loop import EvalData, Loop
 
     cfg = as_config(config, overrides)
     run_dir = cfg.run_dir

@@ -51,7 +51,7 @@ def train(config: Path, overrides: Overrides = None,
     """Fine-tune a model as CONFIG says; writes reports and the model to the run directory."""
     from bridgetune import api
     from bridgetune.evaluate import headline
-    from bridgetune.train.loop import TrainingInterrupted
+    from bridgetune.training.loop import TrainingInterrupted
 
     _quiet_libraries()
     try:

@@ -243,3 +243,14 @@ def schema_lines() -> list[tuple[str, str, str]]:
 
     walk(RunConfig, "")
     return rows
+
+
+def schema_markdown() -> str:
+    """docs/config.md: the config reference as a Markdown table (kept in sync by a test)."""
+    lines = ["# Configuration reference", "",
+             "Generated from `bridgetune/config.py` (`bridgetune config --schema` prints the same).",
+             "", "| key | default | description |", "|---|---|---|"]
+    for key, default, text in schema_lines():
+        escaped = text.replace("|", "\\|")
+        lines.append(f"| `{key}` | `{default}` | {escaped} |")
+    return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from conftest import tiny_config
 from safetensors.torch import load_file
 
 from bridgetune import api
-from bridgetune.train.loop import TrainingInterrupted
+from bridgetune.training.loop import TrainingInterrupted
 
 
 def _config(tiny_bert, sentiment_csv, run_dir, **train):

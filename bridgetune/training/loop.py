@@ -26,7 +26,7 @@ from bridgetune.data.schema import Example
 from bridgetune.evaluate import headline
 from bridgetune.predictor import infer
 from bridgetune.tasks import Task
-from bridgetune.train.checkpoint import (
+from bridgetune.training.checkpoint import (
     LoopState,
     has_checkpoint,
     load_best,
@@ -35,8 +35,8 @@ from bridgetune.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
-from bridgetune.train.optim import build_optimizer, build_scheduler
-from bridgetune.train.progress import TrainProgress
+from bridgetune.training.optim import build_optimizer, build_scheduler
+from bridgetune.training.progress import TrainProgress
 
 DEFAULT_METRICS = {"classification": "accuracy", "pair": "accuracy", "multilabel": "f1_micro",
                    "ner": "entity_f1"}
