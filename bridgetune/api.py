@@ -55,8 +55,9 @@ def load(model_dir: str | Path, device: str = "auto") -> Predictor:
     return Predictor.load(model_dir, device=device)
 
 
-def predict(model_dir: str | Path | Predictor,
-            inputs: Sequence[str | tuple[str, str]]) -> list[dict[str, Any]]:
+def predict(
+    model_dir: str | Path | Predictor, inputs: Sequence[str | tuple[str, str]]
+) -> list[dict[str, Any]]:
     """Predictions for texts (or text pairs) with a saved model."""
     predictor = model_dir if isinstance(model_dir, Predictor) else load(model_dir)
     return predictor.predict(list(inputs))
@@ -78,8 +79,13 @@ def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
     return build_task(cfg.task, splits.labels, cfg.data.tag_scheme), tokenizer, model_path
 
 
-def train(config: ConfigLike, overrides: list[str] | None = None, *, resume: bool = False,
-          on_step: Callable[[Any], None] | None = None) -> TrainResult:
+def train(
+    config: ConfigLike,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    on_step: Callable[[Any], None] | None = None,
+) -> TrainResult:
     """Fine-tune, evaluate on dev (and test), and save the model directory of a run.
 
     Args:
@@ -101,10 +107,12 @@ def train(config: ConfigLike, overrides: list[str] | None = None, *, resume: boo
     dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
     report_truncation({"train": train_features, "dev": dev.features}, length)
     set_seed(cfg.train.seed)
-    model = task.build_model(model_path, dropout=cfg.model.dropout,
-                             trust_remote_code=cfg.model.trust_remote_code)
-    loop = Loop(model, task, train_features, dev, cfg.train, tokenizer.pad_token_id,
-                run_dir / "checkpoint")
+    model = task.build_model(
+        model_path, dropout=cfg.model.dropout, trust_remote_code=cfg.model.trust_remote_code
+    )
+    loop = Loop(
+        model, task, train_features, dev, cfg.train, tokenizer.pad_token_id, run_dir / "checkpoint"
+    )
     if resume:
         loop.resume()
     elif (run_dir / "checkpoint").exists() and loop.accelerator.is_main_process:
@@ -120,16 +128,18 @@ def train(config: ConfigLike, overrides: list[str] | None = None, *, resume: boo
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
         test_metrics = final_metrics(model, task, test, tokenizer, device, calibrate=False)
-    result = TrainResult(run_dir, run_dir / "model", dev_metrics, test_metrics,
-                         fit.state.history, fit.stopped_early)
+    result = TrainResult(
+        run_dir, run_dir / "model", dev_metrics, test_metrics, fit.state.history, fit.stopped_early
+    )
     if loop.accelerator.is_main_process:
         save_run(cfg, result, model, tokenizer, task, splits, model_path)
     loop.accelerator.wait_for_everyone()
     return result
 
 
-def final_metrics(model: Any, task: Task, data: Any, tokenizer: Any, device: Any,
-                  calibrate: bool) -> dict[str, Any]:
+def final_metrics(
+    model: Any, task: Task, data: Any, tokenizer: Any, device: Any, calibrate: bool
+) -> dict[str, Any]:
     predictions = infer(model, task, data.features, data.examples, tokenizer.pad_token_id, device)
     if calibrate:
         predictions = task.calibrate(predictions, data.examples)
@@ -144,7 +154,8 @@ def report_truncation(features: dict[str, list[dict]], max_length: int) -> None:
         if cut:
             Console(stderr=True).print(
                 f"[yellow]{cut} of {len(rows)} {split} examples are longer than "
-                f"model.max_length={max_length} and were truncated[/yellow]")
+                f"model.max_length={max_length} and were truncated[/yellow]"
+            )
 
 
 def model_meta(cfg: RunConfig, task: Task, splits: Splits, metrics: dict[str, Any]) -> dict:
@@ -163,16 +174,31 @@ def model_meta(cfg: RunConfig, task: Task, splits: Splits, metrics: dict[str, An
         "metrics": metrics,
         "label_distribution": {label: counts[label] / total for label in task.labels},
         "data_fingerprint": splits.fingerprint,
-        "data": cfg.data.model_dump(include={"format", "text_column", "text_pair_column",
-                                             "label_column", "column_map", "label_separator",
-                                             "tag_scheme"}),
+        "data": cfg.data.model_dump(
+            include={
+                "format",
+                "text_column",
+                "text_pair_column",
+                "label_column",
+                "column_map",
+                "label_separator",
+                "tag_scheme",
+            }
+        ),
         "bridgetune_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def save_run(cfg: RunConfig, result: TrainResult, model: Any, tokenizer: Any, task: Task,
-             splits: Splits, model_path: str) -> None:
+def save_run(
+    cfg: RunConfig,
+    result: TrainResult,
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    splits: Splits,
+    model_path: str,
+) -> None:
     """Reports, plots, the resolved config and the model directory of a finished run."""
     from bridgetune.export import save_model_dir
 
@@ -188,12 +214,14 @@ def save_run(cfg: RunConfig, result: TrainResult, model: Any, tokenizer: Any, ta
 
 
 def saved_data_config(meta: dict[str, Any], path: str) -> DataConfig:
-    return DataConfig(train=path, **{k: v for k, v in meta.get("data", {}).items()
-                                     if v is not None})
+    return DataConfig(
+        train=path, **{k: v for k, v in meta.get("data", {}).items() if v is not None}
+    )
 
 
-def evaluate(model_dir: str | Path, data: str | Path, output: str | Path | None = None,
-             split: str = "eval") -> dict[str, Any]:
+def evaluate(
+    model_dir: str | Path, data: str | Path, output: str | Path | None = None, split: str = "eval"
+) -> dict[str, Any]:
     """Metrics of a saved model on a labelled file (same columns as training); writes a report
     (JSON, Markdown, confusion matrix) into `output` when given."""
     predictor = load(model_dir)
@@ -215,8 +243,9 @@ def read_inputs(model_dir: str | Path, path: Path, fmt: str = "auto") -> list[Ex
 
     meta = read_meta(Path(model_dir))
     if fmt == "txt" or (fmt == "auto" and path.suffix.lower() in (".txt", ".text")):
-        return [Example(text=line.rstrip("\r")) for line in read_text(path).split("\n")
-                if line.strip()]
+        return [
+            Example(text=line.rstrip("\r")) for line in read_text(path).split("\n") if line.strip()
+        ]
     cfg = saved_data_config(meta, str(path))
     cfg.format = fmt if fmt != "auto" else cfg.format
     if meta["task"] in TOKEN_TASKS:

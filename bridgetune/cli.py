@@ -12,8 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Fine-tune pretrained transformers on your labelled data.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Fine-tune pretrained transformers on your labelled data.",
+)
 console = Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides: train.lr=3e-5")]
@@ -45,9 +48,11 @@ def _run(action):
 
 
 @app.command()
-def train(config: Path, overrides: Overrides = None,
-          resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
-          ) -> None:
+def train(
+    config: Path,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+) -> None:
     """Fine-tune a model as CONFIG says; writes reports and the model to the run directory."""
     from bridgetune import api
     from bridgetune.evaluate import headline
@@ -75,9 +80,11 @@ def _print_metrics(split: str, metrics: dict[str, float]) -> None:
 
 
 @app.command()
-def evaluate(model_dir: Path, data: Path,
-             output: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
-             ) -> None:
+def evaluate(
+    model_dir: Path,
+    data: Path,
+    output: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
+) -> None:
     """Evaluate a saved model on a labelled file; prints metrics, writes a report with --output."""
     from bridgetune import api
     from bridgetune.evaluate import headline
@@ -92,7 +99,9 @@ def evaluate(model_dir: Path, data: Path,
 def predict(
     model_dir: Path,
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
-    file: Annotated[Path | None, typer.Option(help="TXT (a text per line), CSV, TSV, JSONL.")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="TXT (a text per line), CSV, TSV, JSONL.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto|txt|csv|tsv|jsonl|conll")] = "auto",
     output: Annotated[Path | None, typer.Option(help="Write JSONL here (default stdout).")] = None,
     pair: Annotated[str | None, typer.Option(help="Second text for pair models.")] = None,
@@ -108,16 +117,22 @@ def predict(
     elif file is not None:
         inputs = _run(lambda: api.read_inputs(model_dir, file, fmt))
     elif not sys.stdin.isatty():
-        inputs = [Example(text=line.rstrip("\n"), text_pair=pair) for line in sys.stdin
-                  if line.strip()]
+        inputs = [
+            Example(text=line.rstrip("\n"), text_pair=pair) for line in sys.stdin if line.strip()
+        ]
     else:
         inputs = []
     if not inputs:
         _fail(ValueError("no input: give texts as arguments, --file PATH, or pipe lines on stdin"))
     predictor = _run(lambda: api.load(model_dir))
     predictions = _run(lambda: predictor.predict(inputs, batch_size=batch_size))
-    lines = [json.dumps({"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {}),
-                         **p}, ensure_ascii=False) for e, p in zip(inputs, predictions)]
+    lines = [
+        json.dumps(
+            {"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {}), **p},
+            ensure_ascii=False,
+        )
+        for e, p in zip(inputs, predictions)
+    ]
     if output is None:
         typer.echo("\n".join(lines))
     else:
@@ -136,14 +151,27 @@ def validate_data(config: Path, overrides: Overrides = None) -> None:
     report = _run(lambda: api.validate_data(config, overrides or []))
     out = Console()
     table = Table(title=f"data of {config}")
-    for column in ("split", "examples", "duplicates", "tokens mean", "p95", "max",
-                   f"> max_length {report['max_length']}"):
+    for column in (
+        "split",
+        "examples",
+        "duplicates",
+        "tokens mean",
+        "p95",
+        "max",
+        f"> max_length {report['max_length']}",
+    ):
         table.add_column(column, justify="right")
     for name, stats in report["splits"].items():
         tokens = stats["tokens"]
-        table.add_row(name, str(stats["examples"]), str(stats["duplicates"]),
-                      f"{tokens['mean']:.1f}", str(tokens["p95"]), str(tokens["max"]),
-                      str(stats["truncated"]))
+        table.add_row(
+            name,
+            str(stats["examples"]),
+            str(stats["duplicates"]),
+            f"{tokens['mean']:.1f}",
+            str(tokens["p95"]),
+            str(tokens["max"]),
+            str(stats["truncated"]),
+        )
     out.print(table)
     labels = Table(title="label distribution")
     labels.add_column("label")

@@ -66,7 +66,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: str = Field(
         "minilm",
-        description="Base model: 'minilm' (bundled offline default), a local directory or a hub id.",
+        description="Base model: 'minilm' (bundled offline default), a local directory, a hub id.",
     )
     max_length: int = Field(128, gt=1, description="Maximum tokens per example (longer truncate).")
     dropout: float | None = Field(
@@ -237,8 +237,11 @@ def schema_lines() -> list[tuple[str, str, str]]:
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 walk(annotation, f"{prefix}{name}.")
                 continue
-            default = "required" if field.is_required() else repr(field.get_default(
-                call_default_factory=True))
+            default = (
+                "required"
+                if field.is_required()
+                else repr(field.get_default(call_default_factory=True))
+            )
             rows.append((f"{prefix}{name}", default, field.description or ""))
 
     walk(RunConfig, "")
@@ -247,9 +250,14 @@ def schema_lines() -> list[tuple[str, str, str]]:
 
 def schema_markdown() -> str:
     """docs/config.md: the config reference as a Markdown table (kept in sync by a test)."""
-    lines = ["# Configuration reference", "",
-             "Generated from `bridgetune/config.py` (`bridgetune config --schema` prints the same).",
-             "", "| key | default | description |", "|---|---|---|"]
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `bridgetune/config.py` (`bridgetune config --schema` prints the same).",
+        "",
+        "| key | default | description |",
+        "|---|---|---|",
+    ]
     for key, default, text in schema_lines():
         escaped = text.replace("|", "\\|")
         lines.append(f"| `{key}` | `{default}` | {escaped} |")

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bridgetune.data.tags import to_canonical
 from bridgetune.atomic import atomic_write_bytes, atomic_write_text
+from bridgetune.data.tags import to_canonical
 
 AVERAGES = ("macro", "micro", "weighted")
 
@@ -18,14 +18,24 @@ def classification_metrics(gold: list[str], predicted: list[str], labels: list[s
 
     result: dict[str, Any] = {"accuracy": float(accuracy_score(gold, predicted))}
     for average in AVERAGES:
-        p, r, f, _ = precision_recall_fscore_support(gold, predicted, labels=labels,
-                                                     average=average, zero_division=0)
-        result.update({f"precision_{average}": float(p), f"recall_{average}": float(r),
-                       f"f1_{average}": float(f)})
+        p, r, f, _ = precision_recall_fscore_support(
+            gold, predicted, labels=labels, average=average, zero_division=0
+        )
+        result.update(
+            {
+                f"precision_{average}": float(p),
+                f"recall_{average}": float(r),
+                f"f1_{average}": float(f),
+            }
+        )
     p, r, f, s = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
     result["per_class"] = {
-        label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                "support": int(s[i])}
+        label: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
         for i, label in enumerate(labels)
     }
     result["confusion_matrix"] = confusion_matrix(gold, predicted, labels=labels).tolist()
@@ -33,8 +43,9 @@ def classification_metrics(gold: list[str], predicted: list[str], labels: list[s
     return result
 
 
-def multilabel_metrics(gold: list[list[str]], predicted: list[list[str]],
-                       labels: list[str]) -> dict:
+def multilabel_metrics(
+    gold: list[list[str]], predicted: list[list[str]], labels: list[str]
+) -> dict:
     """Subset accuracy, P/R/F1 over label indicators (macro, micro, weighted) and per class."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
     from sklearn.preprocessing import MultiLabelBinarizer
@@ -43,14 +54,24 @@ def multilabel_metrics(gold: list[list[str]], predicted: list[list[str]],
     y_true, y_pred = binarizer.transform(gold), binarizer.transform(predicted)
     result: dict[str, Any] = {"subset_accuracy": float(accuracy_score(y_true, y_pred))}
     for average in AVERAGES:
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average,
-                                                     zero_division=0)
-        result.update({f"precision_{average}": float(p), f"recall_{average}": float(r),
-                       f"f1_{average}": float(f)})
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, average=average, zero_division=0
+        )
+        result.update(
+            {
+                f"precision_{average}": float(p),
+                f"recall_{average}": float(r),
+                f"f1_{average}": float(f),
+            }
+        )
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
     result["per_class"] = {
-        label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                "support": int(s[i])}
+        label: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
         for i, label in enumerate(labels)
     }
     return result
@@ -63,13 +84,19 @@ def entity_metrics(gold: list[list[str]], predicted: list[list[str]], scheme: st
     y_true = [to_canonical(tags, scheme)[0] for tags in gold]
     y_pred = [to_canonical(tags, scheme)[0] for tags in predicted]
     seq_scheme = to_canonical(["O"], scheme)[1]
-    report = classification_report(y_true, y_pred, mode="strict", scheme=seq_scheme,
-                                   output_dict=True, zero_division=0)
+    report = classification_report(
+        y_true, y_pred, mode="strict", scheme=seq_scheme, output_dict=True, zero_division=0
+    )
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     per_type = {
-        kind: {"precision": float(v["precision"]), "recall": float(v["recall"]),
-               "f1": float(v["f1-score"]), "support": int(v["support"])}
-        for kind, v in report.items() if not kind.endswith(" avg")
+        kind: {
+            "precision": float(v["precision"]),
+            "recall": float(v["recall"]),
+            "f1": float(v["f1-score"]),
+            "support": int(v["support"]),
+        }
+        for kind, v in report.items()
+        if not kind.endswith(" avg")
     }
     tokens = sum(len(t) for t in gold)
     correct = sum(g == p for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps))
@@ -96,13 +123,21 @@ def markdown_report(title: str, metrics: dict) -> str:
     if table:
         first = "class" if "per_class" in metrics else "entity type"
         lines += ["", f"| {first} | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | "
-                  f"{row['support']} |" for name, row in table.items()]
+        lines += [
+            f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | "
+            f"{row['support']} |"
+            for name, row in table.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(directory: Path, split: str, metrics: dict, history: list[dict] | None = None,
-                 title: str | None = None) -> list[Path]:
+def write_report(
+    directory: Path,
+    split: str,
+    metrics: dict,
+    history: list[dict] | None = None,
+    title: str | None = None,
+) -> list[Path]:
     """Write <split>_metrics.json, <split>_report.md and plots into `directory`; returns paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / f"{split}_metrics.json", directory / f"{split}_report.md"]
@@ -148,8 +183,14 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     peak = max((max(row) for row in matrix), default=0)
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            axis.text(j, i, str(value), ha="center", va="center",
-                      color="white" if value > peak / 2 else "black")
+            axis.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                color="white" if value > peak / 2 else "black",
+            )
     figure.colorbar(image, ax=axis, fraction=0.046)
     axis.set_title("Confusion matrix")
     _save_figure(figure, path)
@@ -161,15 +202,20 @@ def plot_learning_curve(history: list[dict], path: Path) -> None:
     plt = _pyplot()
     figure, loss_axis = plt.subplots(figsize=(7, 4))
     losses = [h for h in history if "loss" in h]
-    loss_axis.plot([h["step"] for h in losses], [h["loss"] for h in losses], color="tab:blue",
-                   label="train loss")
+    loss_axis.plot(
+        [h["step"] for h in losses],
+        [h["loss"] for h in losses],
+        color="tab:blue",
+        label="train loss",
+    )
     loss_axis.set_xlabel("optimizer step")
     loss_axis.set_ylabel("train loss", color="tab:blue")
     evals = [h for h in history if "metric" in h]
     if evals:
         metric_axis = loss_axis.twinx()
-        metric_axis.plot([h["step"] for h in evals], [h["metric"] for h in evals], "o-",
-                         color="tab:orange")
+        metric_axis.plot(
+            [h["step"] for h in evals], [h["metric"] for h in evals], "o-", color="tab:orange"
+        )
         metric_axis.set_ylabel(f"dev {evals[0]['metric_name']}", color="tab:orange")
     loss_axis.set_title("Learning curve")
     _save_figure(figure, path)

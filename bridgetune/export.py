@@ -15,8 +15,9 @@ from bridgetune.predictor import META_FILE
 FORMAT_VERSION = 1
 
 
-def save_model_dir(directory: Path, model: torch.nn.Module, tokenizer: Any,
-                   meta: dict[str, Any]) -> Path:
+def save_model_dir(
+    directory: Path, model: torch.nn.Module, tokenizer: Any, meta: dict[str, Any]
+) -> Path:
     """Write `model` + `tokenizer` + bridgetune.json atomically to `directory`."""
     with atomic_directory(Path(directory)) as staging:
         model.save_pretrained(staging)

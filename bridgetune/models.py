@@ -35,12 +35,16 @@ def resolve_model(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelError(f"model directory {path} has no config.json; point model.name at a "
-                             "Hugging Face model directory")
+            raise ModelError(
+                f"model directory {path} has no config.json; point model.name at a "
+                "Hugging Face model directory"
+            )
         return str(path)
     if _looks_like_path(name):
-        raise ModelError(f"model path {name} does not exist; check model.name "
-                         "(use 'minilm' for the bundled default)")
+        raise ModelError(
+            f"model path {name} does not exist; check model.name "
+            "(use 'minilm' for the bundled default)"
+        )
     return name
 
 
@@ -79,5 +83,7 @@ def model_max_length(name_or_path: str, tokenizer: Any) -> int:
 def check_max_length(name_or_path: str, tokenizer: Any, max_length: int) -> None:
     limit = model_max_length(name_or_path, tokenizer)
     if max_length > limit:
-        raise ModelError(f"model.max_length={max_length} is above what {name_or_path} accepts "
-                         f"({limit}); set model.max_length to at most {limit}")
+        raise ModelError(
+            f"model.max_length={max_length} is above what {name_or_path} accepts "
+            f"({limit}); set model.max_length to at most {limit}"
+        )

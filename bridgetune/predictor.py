@@ -34,8 +34,15 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def infer(model: torch.nn.Module, task: Task, features: list[dict], examples: list[Example],
-          pad_id: int, device: torch.device, batch_size: int = 64) -> list[dict[str, Any]]:
+def infer(
+    model: torch.nn.Module,
+    task: Task,
+    features: list[dict],
+    examples: list[Example],
+    pad_id: int,
+    device: torch.device,
+    batch_size: int = 64,
+) -> list[dict[str, Any]]:
     """Predictions for `features`, in their order (batches are sorted by length inside)."""
     was_training = model.training
     model.eval()
@@ -47,8 +54,9 @@ def infer(model: torch.nn.Module, task: Task, features: list[dict], examples: li
             tensors.pop("labels", None)
             tensors = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
             logits = model(**tensors).logits
-            decoded = task.decode(logits, [features[i] for i in batch],
-                                  [examples[i] for i in batch])
+            decoded = task.decode(
+                logits, [features[i] for i in batch], [examples[i] for i in batch]
+            )
             for index, prediction in zip(batch, decoded):
                 results[index] = prediction
     model.train(was_training)
@@ -58,16 +66,24 @@ def infer(model: torch.nn.Module, task: Task, features: list[dict], examples: li
 def read_meta(directory: Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not a bridgetune model directory "
-                                f"(no {META_FILE}); pass the 'model' folder of a run")
+        raise FileNotFoundError(
+            f"{directory} is not a bridgetune model directory "
+            f"(no {META_FILE}); pass the 'model' folder of a run"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 class Predictor:
     """A loaded model directory: `Predictor.load(dir).predict(["text", ...])`."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, task: Task, meta: dict[str, Any],
-                 device: torch.device) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        task: Task,
+        meta: dict[str, Any],
+        device: torch.device,
+    ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.task = task
@@ -82,8 +98,9 @@ class Predictor:
 
         directory = Path(directory)
         meta = read_meta(directory)
-        task = build_task(meta["task"], meta["labels"], meta.get("tag_scheme", "IOB2"),
-                          meta.get("threshold", 0.5))
+        task = build_task(
+            meta["task"], meta["labels"], meta.get("tag_scheme", "IOB2"), meta.get("threshold", 0.5)
+        )
         auto_class = getattr(transformers, task.auto_class)
         model = auto_class.from_pretrained(directory, use_safetensors=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
@@ -102,12 +119,20 @@ class Predictor:
             raise ValueError("this model classifies text pairs: give (text, text_pair) inputs")
         return examples
 
-    def predict(self, inputs: Sequence[str | tuple[str, str] | Example],
-                batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict(
+        self, inputs: Sequence[str | tuple[str, str] | Example], batch_size: int = 64
+    ) -> list[dict[str, Any]]:
         """Predictions for texts, text pairs or Examples (token Examples keep their words)."""
         examples = self.to_examples(inputs)
         if not examples:
             return []
         features = self.task.encode(examples, self.tokenizer, self.max_length)
-        return infer(self.model, self.task, features, examples, self.tokenizer.pad_token_id,
-                     self.device, batch_size)
+        return infer(
+            self.model,
+            self.task,
+            features,
+            examples,
+            self.tokenizer.pad_token_id,
+            self.device,
+            batch_size,
+        )

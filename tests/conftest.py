@@ -37,8 +37,14 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     directory = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = BertTokenizer(vocab=tiny_vocab(), do_lower_case=True)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -57,14 +63,31 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tiny-roberta")
     bpe = ByteLevelBPETokenizer()
     corpus = [" ".join(WORDS), "John Smith visited Paris on Monday.", "Acme Corp in Berlin"] * 5
-    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>",
-                                     eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                                     mask_token="<mask>", cls_token="<s>", sep_token="</s>")
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64,
-                           max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id)
+    bpe.train_from_iterator(
+        corpus,
+        vocab_size=400,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
+    tokenizer = RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     RobertaModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -72,11 +95,16 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 SENTIMENT = [
-    ("my order is late", "negative"), ("great service thanks", "positive"),
-    ("terrible slow delivery", "negative"), ("love this phone", "positive"),
-    ("package arrived broken", "negative"), ("fast and helpful", "positive"),
-    ("never again bad item", "negative"), ("happy with the headphones", "positive"),
-    ("angry the charger was broken", "negative"), ("good service and fast delivery", "positive"),
+    ("my order is late", "negative"),
+    ("great service thanks", "positive"),
+    ("terrible slow delivery", "negative"),
+    ("love this phone", "positive"),
+    ("package arrived broken", "negative"),
+    ("fast and helpful", "positive"),
+    ("never again bad item", "negative"),
+    ("happy with the headphones", "positive"),
+    ("angry the charger was broken", "negative"),
+    ("good service and fast delivery", "positive"),
 ]
 
 
@@ -95,11 +123,23 @@ def sentiment_csv(tmp_path: Path) -> Path:
 
 NER_SENTENCES = [
     [("john", "B-PER"), ("smith", "I-PER"), ("visited", "O"), ("paris", "B-LOC")],
-    [("alice", "B-PER"), ("was", "O"), ("in", "O"), ("berlin", "B-LOC"), ("on", "O"),
-     ("monday", "O")],
+    [
+        ("alice", "B-PER"),
+        ("was", "O"),
+        ("in", "O"),
+        ("berlin", "B-LOC"),
+        ("on", "O"),
+        ("monday", "O"),
+    ],
     [("acme", "B-ORG"), ("corp", "I-ORG"), ("in", "O"), ("london", "B-LOC")],
-    [("bob", "B-PER"), ("and", "O"), ("carol", "B-PER"), ("visited", "O"), ("acme", "B-ORG"),
-     ("corp", "I-ORG")],
+    [
+        ("bob", "B-PER"),
+        ("and", "O"),
+        ("carol", "B-PER"),
+        ("visited", "O"),
+        ("acme", "B-ORG"),
+        ("corp", "I-ORG"),
+    ],
     [("carol", "B-PER"), ("smith", "I-PER"), ("was", "O"), ("in", "O"), ("paris", "B-LOC")],
     [("bob", "B-PER"), ("visited", "O"), ("london", "B-LOC"), ("and", "O"), ("berlin", "B-LOC")],
 ]
@@ -117,11 +157,26 @@ def ner_conll(tmp_path: Path) -> Path:
 
 
 ZH_SENTENCES = [
-    [("我", "O"), ("在", "O"), ("上", "B-CITY"), ("海", "E-CITY"), ("买", "O"), ("的", "O"),
-     ("耳", "B-PRODUCT"), ("机", "E-PRODUCT")],
+    [
+        ("我", "O"),
+        ("在", "O"),
+        ("上", "B-CITY"),
+        ("海", "E-CITY"),
+        ("买", "O"),
+        ("的", "O"),
+        ("耳", "B-PRODUCT"),
+        ("机", "E-PRODUCT"),
+    ],
     [("张", "B-PERSON"), ("三", "E-PERSON"), ("在", "O"), ("北", "B-CITY"), ("京", "E-CITY")],
-    [("李", "B-PERSON"), ("四", "E-PERSON"), ("的", "O"), ("手", "B-PRODUCT"),
-     ("机", "E-PRODUCT"), ("坏", "O"), ("了", "O")],
+    [
+        ("李", "B-PERSON"),
+        ("四", "E-PERSON"),
+        ("的", "O"),
+        ("手", "B-PRODUCT"),
+        ("机", "E-PRODUCT"),
+        ("坏", "O"),
+        ("了", "O"),
+    ],
     [("我", "S-PERSON"), ("今", "O"), ("天", "O"), ("在", "O"), ("上", "B-CITY"), ("海", "E-CITY")],
 ]
 
@@ -141,8 +196,14 @@ def tiny_config(model: Path, run_dir: Path, **sections: dict) -> dict:
         "output_dir": str(run_dir),
         "task": sections.pop("task", "classification"),
         "model": {"name": str(model), "max_length": 32},
-        "train": {"epochs": 30, "lr": 3e-3, "batch_size": 4, "warmup_ratio": 0.0,
-                  "log_every": 5, "seed": 0},
+        "train": {
+            "epochs": 30,
+            "lr": 3e-3,
+            "batch_size": 4,
+            "warmup_ratio": 0.0,
+            "log_every": 5,
+            "seed": 0,
+        },
     }
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value}

@@ -14,8 +14,13 @@ runner = CliRunner()
 
 
 def _write_config(tmp_path, tiny_bert, sentiment_csv, **extra):
-    config = tiny_config(tiny_bert, tmp_path / "runs", train={"epochs": 3},
-                         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)}, **extra)
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        train={"epochs": 3},
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+        **extra,
+    )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -36,11 +41,13 @@ def test_train_predict_evaluate(tiny_bert, sentiment_csv, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("my order is late\n\nlove this\n", encoding="utf-8")
     out = tmp_path / "predictions.jsonl"
-    by_file = runner.invoke(app, ["predict", str(model_dir), "--file", str(texts),
-                                  "--output", str(out)])
+    by_file = runner.invoke(
+        app, ["predict", str(model_dir), "--file", str(texts), "--output", str(out)]
+    )
     assert by_file.exit_code == 0, by_file.output
     assert [json.loads(x)["label"] for x in out.read_text().splitlines()] == [
-        r["label"] for r in rows]
+        r["label"] for r in rows
+    ]
 
     by_csv = runner.invoke(app, ["predict", str(model_dir), "--file", str(sentiment_csv)])
     assert len(by_csv.stdout.splitlines()) == len(SENTIMENT)
@@ -48,8 +55,9 @@ def test_train_predict_evaluate(tiny_bert, sentiment_csv, tmp_path):
     by_stdin = runner.invoke(app, ["predict", str(model_dir)], input="my order is late\n")
     assert json.loads(by_stdin.stdout)["label"] == rows[0]["label"]
 
-    evaluated = runner.invoke(app, ["evaluate", str(model_dir), str(sentiment_csv),
-                                    "--output", str(tmp_path / "eval")])
+    evaluated = runner.invoke(
+        app, ["evaluate", str(model_dir), str(sentiment_csv), "--output", str(tmp_path / "eval")]
+    )
     assert evaluated.exit_code == 0, evaluated.output
     assert "accuracy" in json.loads(evaluated.stdout.splitlines()[-1])
 

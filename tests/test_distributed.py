@@ -12,13 +12,32 @@ from conftest import tiny_config
 
 
 def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
-    config = tiny_config(tiny_bert, tmp_path / "runs", train={"epochs": 20, "batch_size": 2},
-                         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)})
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        train={"epochs": 20, "batch_size": 2},
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+    )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-               "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "bridgetune.cli", "train", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "bridgetune.cli",
+        "train",
+        str(path),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

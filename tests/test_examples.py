@@ -17,8 +17,14 @@ SHARED = {"sst2.yaml", "conll2003.yaml"}  # data lives outside the repo
 
 
 def _tiny(model: Path, run_dir: Path) -> list[str]:
-    return [f"model.name={model}", f"output_dir={run_dir}", "train.epochs=1",
-            "train.batch_size=8", "data.max_train_examples=24", "data.max_eval_examples=12"]
+    return [
+        f"model.name={model}",
+        f"output_dir={run_dir}",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "data.max_train_examples=24",
+        "data.max_eval_examples=12",
+    ]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -26,8 +32,7 @@ def test_config_validates(path):
     assert load_config(path).name
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name not in SHARED],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name not in SHARED], ids=lambda p: p.name)
 def test_shipped_config_trains_on_its_data(path, tiny_bert, tmp_path):
     result = api.train(path, _tiny(tiny_bert, tmp_path))
     assert (result.model_dir / "bridgetune.json").is_file()
@@ -36,31 +41,50 @@ def test_shipped_config_trains_on_its_data(path, tiny_bert, tmp_path):
 def test_sst2_config_with_its_column_map(tiny_bert, tmp_path):
     train = tmp_path / "train.tsv"
     dev = tmp_path / "dev.tsv"
-    train.write_text("label\tsentence\n" + "".join(
-        f"{int(y == 'positive')}\t{t}\n" for t, y in SENTIMENT), encoding="utf-8")
-    dev.write_text("label\tcontent\n" + "".join(
-        f"{int(y == 'positive')}\t{t}\n" for t, y in SENTIMENT), encoding="utf-8")
-    result = api.train(ROOT / "examples/configs/sst2.yaml",
-                       [*_tiny(tiny_bert, tmp_path), f"data.train={train}", f"data.dev={dev}",
-                        "train.eval_steps=2"])
+    train.write_text(
+        "label\tsentence\n" + "".join(f"{int(y == 'positive')}\t{t}\n" for t, y in SENTIMENT),
+        encoding="utf-8",
+    )
+    dev.write_text(
+        "label\tcontent\n" + "".join(f"{int(y == 'positive')}\t{t}\n" for t, y in SENTIMENT),
+        encoding="utf-8",
+    )
+    result = api.train(
+        ROOT / "examples/configs/sst2.yaml",
+        [
+            *_tiny(tiny_bert, tmp_path),
+            f"data.train={train}",
+            f"data.dev={dev}",
+            "train.eval_steps=2",
+        ],
+    )
     assert result.metrics["labels"] == ["0", "1"]
 
 
 def test_conll_config(tiny_bert, ner_conll, tmp_path):
-    result = api.train(ROOT / "examples/configs/conll2003.yaml",
-                       [*_tiny(tiny_bert, tmp_path), f"data.train={ner_conll}",
-                        f"data.dev={ner_conll}"])
+    result = api.train(
+        ROOT / "examples/configs/conll2003.yaml",
+        [*_tiny(tiny_bert, tmp_path), f"data.train={ner_conll}", f"data.dev={ner_conll}"],
+    )
     assert "entity_f1" in result.metrics
 
 
 def test_readme_python_snippet_runs(tiny_bert, tmp_path, monkeypatch):
     import bridgetune
 
-    block = next(b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(),
-                                       re.S) if "bridgetune.train(" in b)
+    block = next(
+        b
+        for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+        if "bridgetune.train(" in b
+    )
     real_train = bridgetune.train
-    monkeypatch.setattr(bridgetune, "train", lambda config, overrides=(): real_train(
-        config, [*overrides, *_tiny(tiny_bert, tmp_path / "runs")]))
+    monkeypatch.setattr(
+        bridgetune,
+        "train",
+        lambda config, overrides=(): real_train(
+            config, [*overrides, *_tiny(tiny_bert, tmp_path / "runs")]
+        ),
+    )
     monkeypatch.chdir(ROOT)
     block = block.replace('output="reports/"', f'output="{tmp_path / "reports"}"')
     exec(compile(block, "README.md", "exec"), {})
@@ -69,8 +93,9 @@ def test_readme_python_snippet_runs(tiny_bert, tmp_path, monkeypatch):
 
 def test_docs_config_reference_is_current():
     assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == schema_markdown(), (
-        "regenerate: python -c \"from bridgetune.config import schema_markdown; "
-        "open('docs/config.md','w').write(schema_markdown())\"")
+        'regenerate: python -c "from bridgetune.config import schema_markdown; '
+        "open('docs/config.md','w').write(schema_markdown())\""
+    )
 
 
 def test_write_conll_helper_roundtrip(tmp_path):

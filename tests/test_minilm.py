@@ -13,9 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _quick(run_dir: Path, epochs: int) -> list[str]:
-    return [f"output_dir={run_dir}", f"train.epochs={epochs}", "data.max_train_examples=96",
-            "train.lr=3e-4",
-            "train.batch_size=16"]
+    return [
+        f"output_dir={run_dir}",
+        f"train.epochs={epochs}",
+        "data.max_train_examples=96",
+        "train.lr=3e-4",
+        "train.batch_size=16",
+    ]
 
 
 def test_classifier_matches_text_classification_pipeline(tmp_path):
@@ -23,8 +27,11 @@ def test_classifier_matches_text_classification_pipeline(tmp_path):
 
     result = api.train(ROOT / "examples/configs/support_sentiment.yaml", _quick(tmp_path, 4))
     predictor = api.load(result.model_dir)
-    dev = read_file(ROOT / "examples/data/support/dev.csv",
-                    api.saved_data_config(predictor.meta, "dev.csv"), "classification")
+    dev = read_file(
+        ROOT / "examples/data/support/dev.csv",
+        api.saved_data_config(predictor.meta, "dev.csv"),
+        "classification",
+    )
     ours = [p["label"] for p in predictor.predict([e.text for e in dev])]
     plain = pipeline("text-classification", model=str(result.model_dir), device="cpu")
     assert [p["label"] for p in plain([e.text for e in dev], batch_size=16)] == ours
@@ -36,11 +43,22 @@ def test_ner_matches_token_classification_pipeline(tmp_path):
 
     result = api.train(ROOT / "examples/configs/support_ner.yaml", _quick(tmp_path, 3))
     predictor = api.load(result.model_dir)
-    texts = [e.text for e in read_file(ROOT / "examples/data/support_ner/dev.conll",
-                                       api.saved_data_config(predictor.meta, "dev.conll"), "ner")]
+    texts = [
+        e.text
+        for e in read_file(
+            ROOT / "examples/data/support_ner/dev.conll",
+            api.saved_data_config(predictor.meta, "dev.conll"),
+            "ner",
+        )
+    ]
     ours = predictor.predict(texts)
-    plain = pipeline("token-classification", model=str(result.model_dir), device="cpu",
-                     aggregation_strategy="none", ignore_labels=[])
+    plain = pipeline(
+        "token-classification",
+        model=str(result.model_dir),
+        device="cpu",
+        aggregation_strategy="none",
+        ignore_labels=[],
+    )
     for text, prediction, tokens in zip(texts, ours, plain(texts)):
         by_start = {}
         for token in tokens:

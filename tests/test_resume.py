@@ -14,9 +14,12 @@ from bridgetune.training.loop import TrainingInterrupted
 
 
 def _config(tiny_bert, sentiment_csv, run_dir, **train):
-    return tiny_config(tiny_bert, run_dir, data={"train": str(sentiment_csv),
-                                                 "dev": str(sentiment_csv)},
-                       train={"epochs": 4, "lr": 1e-3, "grad_accum": 2, "batch_size": 2, **train})
+    return tiny_config(
+        tiny_bert,
+        run_dir,
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+        train={"epochs": 4, "lr": 1e-3, "grad_accum": 2, "batch_size": 2, **train},
+    )
 
 
 def _interrupt_at(step: int):
@@ -28,8 +31,9 @@ def _interrupt_at(step: int):
 
 
 @pytest.mark.parametrize("stop_step", [3, 5])  # mid-epoch and at an epoch boundary
-def test_interrupted_then_resumed_equals_uninterrupted(tiny_bert, sentiment_csv, tmp_path,
-                                                       stop_step):
+def test_interrupted_then_resumed_equals_uninterrupted(
+    tiny_bert, sentiment_csv, tmp_path, stop_step
+):
     whole = api.train(_config(tiny_bert, sentiment_csv, tmp_path / "a"))
     config = _config(tiny_bert, sentiment_csv, tmp_path / "b")
     with pytest.raises(TrainingInterrupted) as stopped:
@@ -51,8 +55,9 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_bert, sentiment_csv, tm
 
 
 def test_early_stopping_restores_best(tiny_bert, sentiment_csv, tmp_path):
-    config = _config(tiny_bert, sentiment_csv, tmp_path, epochs=40, lr=5e-2, patience=2,
-                     grad_accum=1)
+    config = _config(
+        tiny_bert, sentiment_csv, tmp_path, epochs=40, lr=5e-2, patience=2, grad_accum=1
+    )
     result = api.train(config)
     evals = [h for h in result.history if "metric" in h]
     assert result.stopped_early and len(evals) < 40

@@ -21,10 +21,14 @@ PAIRS = [
     ("my package arrived broken", "love this phone", "different"),
 ]
 TOPICS = [
-    ("my order is late", "delivery"), ("refund please", "billing"),
-    ("refund for the late order", "billing|delivery"), ("reset my password", "account"),
-    ("change email and refund", "account|billing"), ("package arrived broken", "delivery"),
-    ("where is my refund", "billing"), ("password reset and late delivery", "account|delivery"),
+    ("my order is late", "delivery"),
+    ("refund please", "billing"),
+    ("refund for the late order", "billing|delivery"),
+    ("reset my password", "account"),
+    ("change email and refund", "account|billing"),
+    ("package arrived broken", "delivery"),
+    ("where is my refund", "billing"),
+    ("password reset and late delivery", "account|delivery"),
 ]
 
 
@@ -44,8 +48,9 @@ def _saved_labels(model_dir: Path) -> dict:
 def test_classification_overfits_and_matches_pipeline(tiny_bert, sentiment_csv, tmp_path):
     from transformers import pipeline
 
-    config = tiny_config(tiny_bert, tmp_path / "runs",
-                         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)})
+    config = tiny_config(
+        tiny_bert, tmp_path / "runs", data={"train": str(sentiment_csv), "dev": str(sentiment_csv)}
+    )
     result = _train(config)
     assert result.metrics["accuracy"] == 1.0
     assert set(_saved_labels(result.model_dir).values()) == {"negative", "positive"}
@@ -63,9 +68,12 @@ def test_pair_classification(tiny_bert, tmp_path):
     from transformers import pipeline
 
     data = write_csv(tmp_path / "pairs.csv", ["q1", "q2", "label"], PAIRS)
-    config = tiny_config(tiny_bert, tmp_path / "runs", task="pair",
-                         data={"train": str(data), "dev": str(data), "text_column": "q1",
-                               "text_pair_column": "q2"})
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        task="pair",
+        data={"train": str(data), "dev": str(data), "text_column": "q1", "text_pair_column": "q2"},
+    )
     result = _train(config)
     assert result.metrics["accuracy"] == 1.0
     ours = api.predict(result.model_dir, [(a, b) for a, b, _ in PAIRS])
@@ -81,8 +89,13 @@ def test_multilabel_with_tuned_threshold(tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     data = write_csv(tmp_path / "topics.csv", ["text", "topics"], TOPICS)
-    config = tiny_config(tiny_bert, tmp_path / "runs", task="multilabel", train={"epochs": 80},
-                         data={"train": str(data), "dev": str(data), "label_column": "topics"})
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        task="multilabel",
+        train={"epochs": 80},
+        data={"train": str(data), "dev": str(data), "label_column": "topics"},
+    )
     result = _train(config)
     assert result.metrics["f1_micro"] >= 0.95
     meta = json.loads((result.model_dir / "bridgetune.json").read_text())
@@ -124,8 +137,9 @@ def test_ner_wordpiece_and_bpe(model_fixture, request, ner_conll, tmp_path):
     from conftest import NER_SENTENCES
 
     model = request.getfixturevalue(model_fixture)
-    config = tiny_config(model, tmp_path / "runs", task="ner",
-                         data={"train": str(ner_conll), "dev": str(ner_conll)})
+    config = tiny_config(
+        model, tmp_path / "runs", task="ner", data={"train": str(ner_conll), "dev": str(ner_conll)}
+    )
     result = _train(config)
     assert result.metrics["entity_f1"] == 1.0
     assert set(result.metrics["per_type"]) == {"PER", "LOC", "ORG"}
@@ -139,12 +153,19 @@ def test_ner_wordpiece_and_bpe(model_fixture, request, ner_conll, tmp_path):
     assert _plain_word_tags(result.model_dir, words) == gold
     raw = predictor.predict(["john smith visited paris"])[0]
     assert [(e["type"], e["text"], e["start"], e["end"]) for e in raw["entities"]] == [
-        ("PER", "john smith", 0, 10), ("LOC", "paris", 19, 24)]
+        ("PER", "john smith", 0, 10),
+        ("LOC", "paris", 19, 24),
+    ]
 
 
 def test_chinese_character_ner_bmes(tiny_bert, zh_bmes, tmp_path):
-    config = tiny_config(tiny_bert, tmp_path / "runs", task="ner", train={"epochs": 60},
-                         data={"train": str(zh_bmes), "dev": str(zh_bmes), "tag_scheme": "BMES"})
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        task="ner",
+        train={"epochs": 60},
+        data={"train": str(zh_bmes), "dev": str(zh_bmes), "tag_scheme": "BMES"},
+    )
     result = _train(config)
     assert result.metrics["entity_f1"] == 1.0
     prediction = api.predict(result.model_dir, ["我在上海买的耳机"])[0]
@@ -155,8 +176,12 @@ def test_chinese_character_ner_bmes(tiny_bert, zh_bmes, tmp_path):
 
 
 def test_evaluate_saved_model_writes_report(tiny_bert, sentiment_csv, tmp_path):
-    config = tiny_config(tiny_bert, tmp_path / "runs", train={"epochs": 2},
-                         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)})
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        train={"epochs": 2},
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+    )
     result = api.train(config)
     metrics = api.evaluate(result.model_dir, sentiment_csv, output=tmp_path / "report")
     assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])

@@ -17,8 +17,9 @@ def padded(length: int) -> int:
     return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
-def pack(order: list[int], lengths: list[int], batch_size: int,
-         batch_tokens: int | None) -> list[list[int]]:
+def pack(
+    order: list[int], lengths: list[int], batch_size: int, batch_tokens: int | None
+) -> list[list[int]]:
     """Cut `order` into consecutive batches of at most batch_size examples and the token budget."""
     batches: list[list[int]] = []
     batch: list[int] = []
@@ -36,8 +37,9 @@ def pack(order: list[int], lengths: list[int], batch_size: int,
     return batches
 
 
-def train_batches(lengths: list[int], batch_size: int, batch_tokens: int | None, seed: int,
-                  epoch: int) -> list[list[int]]:
+def train_batches(
+    lengths: list[int], batch_size: int, batch_tokens: int | None, seed: int, epoch: int
+) -> list[list[int]]:
     """Shuffled length-bucketed batches of one epoch; the same for every process of a run."""
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
@@ -51,8 +53,9 @@ def train_batches(lengths: list[int], batch_size: int, batch_tokens: int | None,
     return batches
 
 
-def eval_batches(lengths: list[int], batch_size: int,
-                 batch_tokens: int | None = None) -> list[list[int]]:
+def eval_batches(
+    lengths: list[int], batch_size: int, batch_tokens: int | None = None
+) -> list[list[int]]:
     """Batches sorted by length (least padding); callers restore the original order."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return pack(order, lengths, batch_size, batch_tokens)

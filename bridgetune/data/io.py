@@ -145,14 +145,16 @@ def _column(row: dict[str, Any], name: str, path: Path, number: int) -> Any:
     )
 
 
-def _text_example(row: dict[str, Any], cfg: DataConfig, task: str, where: tuple[Path, int],
-                  labelled: bool) -> Example:
+def _text_example(
+    row: dict[str, Any], cfg: DataConfig, task: str, where: tuple[Path, int], labelled: bool
+) -> Example:
     path, number = where
     row = {cfg.column_map.get(k, k): v for k, v in row.items()}
     text = _column(row, cfg.text_column, path, number)
     if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{path}:{number}: empty text in column '{cfg.text_column}'; "
-                        "fill it or remove the row")
+        raise DataError(
+            f"{path}:{number}: empty text in column '{cfg.text_column}'; fill it or remove the row"
+        )
     pair = None
     if cfg.text_pair_column:
         pair = _column(row, cfg.text_pair_column, path, number)
@@ -200,26 +202,44 @@ def _token_examples(path: Path, fmt: str, cfg: DataConfig) -> Iterator[Example]:
     else:
         raise DataError(f"{path}: token tasks read CoNLL-style or JSONL files, not {fmt}")
     for first, tokens, tags in sentences:
-        problem = check_sequence(tags, cfg.tag_scheme)
-        if problem:
-            index, reason = problem
-            raise DataError(
-                f"{path}:{first + index if fmt == 'conll' else first}: invalid {cfg.tag_scheme} "
-                f"sequence at token {tokens[index]!r}: {reason}. Fix the tag or set "
-                "data.tag_scheme to the file's scheme."
-            )
-        yield _token_example(tokens, tags, f"{path}:{first}")
+        yield checked_token_example(
+            tokens, tags, cfg.tag_scheme, f"{path}", first, line_per_token=fmt == "conll"
+        )
+
+
+def checked_token_example(
+    tokens: list[str],
+    tags: list[str],
+    scheme: str,
+    path: str,
+    first_line: int,
+    line_per_token: bool = False,
+) -> Example:
+    """A token example whose tags form a valid `scheme` sequence, or a DataError naming the
+    line (of the token itself in CoNLL files, of the row otherwise)."""
+    problem = check_sequence(tags, scheme)
+    if problem:
+        index, reason = problem
+        line = first_line + index if line_per_token else first_line
+        raise DataError(
+            f"{path}:{line}: invalid {scheme} sequence at token {tokens[index]!r}: "
+            f"{reason}. Fix the tag or set data.tag_scheme to the file's scheme."
+        )
+    return _token_example(tokens, tags, f"{path}:{first_line}")
 
 
 def _jsonl_sentences(path: Path, cfg: DataConfig) -> Iterator[tuple[int, list[str], list[str]]]:
     for number, row in read_records(path, "jsonl"):
         row = {cfg.column_map.get(k, k): v for k, v in row.items()}
         tokens = _column(row, "tokens", path, number)
-        tags = _column(row, cfg.label_column if cfg.label_column != "label" else "tags",
-                       path, number)
+        tags = _column(
+            row, cfg.label_column if cfg.label_column != "label" else "tags", path, number
+        )
         if len(tokens) != len(tags):
-            raise DataError(f"{path}:{number}: {len(tokens)} tokens but {len(tags)} tags; "
-                            "every token needs exactly one tag")
+            raise DataError(
+                f"{path}:{number}: {len(tokens)} tokens but {len(tags)} tags; "
+                "every token needs exactly one tag"
+            )
         if not tokens:
             raise DataError(f"{path}:{number}: empty token list")
         yield number, [str(t) for t in tokens], [str(t) for t in tags]
@@ -243,7 +263,9 @@ def read_hub(spec: str, cfg: DataConfig, task: str, role: str) -> list[Example]:
         if task in TOKEN_TASKS:
             row = {cfg.column_map.get(k, k): v for k, v in row.items()}
             tags = _column(row, cfg.label_column, *where)
-            examples.append(_token_example(row["tokens"], tags, f"{spec}:{index + 1}"))
+            examples.append(
+                checked_token_example(row["tokens"], tags, cfg.tag_scheme, spec, index + 1)
+            )
         else:
             examples.append(_text_example(row, cfg, task, where, labelled=True))
     return examples

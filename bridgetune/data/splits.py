@@ -44,14 +44,16 @@ def check_labels(examples: list[Example], labels: list[str], role: str) -> None:
             )
 
 
-def stratified_split(examples: list[Example], fraction: float, seed: int, task: str,
-                     source: str) -> tuple[list[Example], list[Example]]:
+def stratified_split(
+    examples: list[Example], fraction: float, seed: int, task: str, source: str
+) -> tuple[list[Example], list[Example]]:
     """Seeded split that keeps class proportions (by first label; tags are not stratified)."""
     from sklearn.model_selection import train_test_split
 
     if len(examples) < 4:
-        raise DataError(f"{source}: {len(examples)} examples are too few to split off a dev set; "
-                        "give data.dev")
+        raise DataError(
+            f"{source}: {len(examples)} examples are too few to split off a dev set; give data.dev"
+        )
     strata = None
     if task not in TOKEN_TASKS:
         strata = [example_labels(e)[0] for e in examples]
@@ -65,11 +67,12 @@ def stratified_split(examples: list[Example], fraction: float, seed: int, task: 
             )
         n_dev = max(round(len(examples) * fraction), len(counts))
         if n_dev >= len(examples) - len(counts) + 1:
-            raise DataError(f"{source}: too few examples for a stratified dev split of "
-                            f"{len(counts)} classes; give data.dev")
+            raise DataError(
+                f"{source}: too few examples for a stratified dev split of "
+                f"{len(counts)} classes; give data.dev"
+            )
         fraction = n_dev
-    train, dev = train_test_split(examples, test_size=fraction, random_state=seed,
-                                  stratify=strata)
+    train, dev = train_test_split(examples, test_size=fraction, random_state=seed, stratify=strata)
     return list(train), list(dev)
 
 
@@ -83,8 +86,9 @@ def load_splits(cfg: DataConfig, task: str) -> Splits:
     test = load_examples(cfg.test, cfg, task, "test") if cfg.test else None
     labels = list(cfg.labels) if cfg.labels else infer_labels(train, task)
     if task not in TOKEN_TASKS and len(labels) < 2 and task != "multilabel":
-        raise DataError(f"{cfg.train}: found only the label {labels}; classification needs at "
-                        "least two classes")
+        raise DataError(
+            f"{cfg.train}: found only the label {labels}; classification needs at least two classes"
+        )
     check_labels(train, labels, "train")
     check_labels(dev, labels, "dev")
     if test is not None:

@@ -20,8 +20,9 @@ def _percentile(values: list[int], share: float) -> int:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0
 
 
-def split_stats(examples: list[Example], lengths: list[int], max_length: int,
-                token_task: bool) -> dict[str, Any]:
+def split_stats(
+    examples: list[Example], lengths: list[int], max_length: int, token_task: bool
+) -> dict[str, Any]:
     counts = Counter(label for e in examples for label in example_labels(e))
     if token_task:  # entity counts (B-/S- starts), not tag counts, are what users reason about
         counts = Counter({tag[2:]: n for tag, n in counts.items() if tag[:1] in ("B", "S")})
@@ -30,21 +31,30 @@ def split_stats(examples: list[Example], lengths: list[int], max_length: int,
         "examples": len(examples),
         "labels": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
         "duplicates": sum(n - 1 for n in keys.values() if n > 1),
-        "tokens": {"min": min(lengths, default=0), "mean": sum(lengths) / max(len(lengths), 1),
-                   "p95": _percentile(lengths, 0.95), "max": max(lengths, default=0)},
+        "tokens": {
+            "min": min(lengths, default=0),
+            "mean": sum(lengths) / max(len(lengths), 1),
+            "p95": _percentile(lengths, 0.95),
+            "max": max(lengths, default=0),
+        },
         "truncated": sum(length > max_length for length in lengths),
     }
 
 
-def describe_splits(splits: Splits, token_lengths: Callable[[list[Example]], list[int]],
-                    max_length: int, token_task: bool) -> dict[str, Any]:
+def describe_splits(
+    splits: Splits,
+    token_lengths: Callable[[list[Example]], list[int]],
+    max_length: int,
+    token_task: bool,
+) -> dict[str, Any]:
     """Statistics of every split; `token_lengths` gives each example's length in model tokens."""
     report: dict[str, Any] = {"labels": splits.labels, "max_length": max_length, "splits": {}}
     named = {"train": splits.train, "dev": splits.dev, "test": splits.test}
     for name, examples in named.items():
         if examples:
-            report["splits"][name] = split_stats(examples, token_lengths(examples), max_length,
-                                                 token_task)
+            report["splits"][name] = split_stats(
+                examples, token_lengths(examples), max_length, token_task
+            )
     train_keys = {_key(e) for e in splits.train}
     report["dev_in_train"] = sum(_key(e) in train_keys for e in splits.dev)
     if splits.test:

@@ -64,7 +64,9 @@ def _transition_error(prev: tuple[str, str | None], cur: tuple[str, str | None],
         return None
     if scheme == "IOB1":
         if c == "B" and (p == "O" or p_kind != c_kind):
-            return f"B-{c_kind} only separates two adjacent {c_kind} entities in IOB1; use I-{c_kind}"
+            return (
+                f"B-{c_kind} only separates two adjacent {c_kind} entities in IOB1; use I-{c_kind}"
+            )
         return None
     open_entity = p in ("B", inside)
     if open_entity and (c not in (inside, "E") or c_kind != p_kind):

@@ -9,8 +9,9 @@ from bridgetune.tasks import token as _token  # noqa: F401  (registers)
 from bridgetune.tasks.base import TASKS, Task, head_modules
 
 
-def build_task(name: str, labels: list[str], tag_scheme: str = "IOB2",
-               threshold: float = 0.5) -> Task:
+def build_task(
+    name: str, labels: list[str], tag_scheme: str = "IOB2", threshold: float = 0.5
+) -> Task:
     """The task object for a task name and its label set (tags for NER)."""
     task_class: Any = TASKS.get(name)
     if name == "ner":

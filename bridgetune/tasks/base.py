@@ -30,11 +30,13 @@ class Task(Protocol):
 
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]: ...
 
-    def decode(self, logits: torch.Tensor, features: list[Feature],
-               examples: list[Example]) -> list[dict[str, Any]]: ...
+    def decode(
+        self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
+    ) -> list[dict[str, Any]]: ...
 
-    def calibrate(self, predictions: list[dict[str, Any]],
-                  examples: list[Example]) -> list[dict[str, Any]]: ...
+    def calibrate(
+        self, predictions: list[dict[str, Any]], examples: list[Example]
+    ) -> list[dict[str, Any]]: ...
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict: ...
 
@@ -46,13 +48,18 @@ def head_modules(model: torch.nn.Module) -> list[str]:
     """Names of the task-head modules: trainable children outside the pretrained body."""
     body = getattr(model, "base_model_prefix", "")
     return [
-        name for name, child in model.named_children()
+        name
+        for name, child in model.named_children()
         if name != body and any(True for _ in child.parameters())
     ]
 
 
-def pad_batch(features: list[Feature], pad_id: int, label_pad: int | None = None,
-              label_dtype: torch.dtype = torch.long) -> dict[str, torch.Tensor]:
+def pad_batch(
+    features: list[Feature],
+    pad_id: int,
+    label_pad: int | None = None,
+    label_dtype: torch.dtype = torch.long,
+) -> dict[str, torch.Tensor]:
     """Pad input ids (and per-token labels) to the batch's longest, rounded up to 8."""
     longest = max(len(f["input_ids"]) for f in features)
     width = padded(longest)
@@ -82,8 +89,13 @@ def pad_batch(features: list[Feature], pad_id: int, label_pad: int | None = None
 DROPOUT_KEYS = ("hidden_dropout_prob", "dropout", "resid_pdrop", "hidden_dropout")
 
 
-def load_pretrained(auto_class: Any, name_or_path: str, labels: list[str],
-                    dropout: float | None = None, **config_kwargs: Any) -> torch.nn.Module:
+def load_pretrained(
+    auto_class: Any,
+    name_or_path: str,
+    labels: list[str],
+    dropout: float | None = None,
+    **config_kwargs: Any,
+) -> torch.nn.Module:
     """A pretrained body with a fresh head whose config.json carries the real label names."""
     from transformers import AutoConfig
 

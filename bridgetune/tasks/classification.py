@@ -27,8 +27,13 @@ class ClassificationTask:
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
-        return load_pretrained(AutoModelForSequenceClassification, name_or_path, self.labels,
-                               problem_type=self.problem_type, **kwargs)
+        return load_pretrained(
+            AutoModelForSequenceClassification,
+            name_or_path,
+            self.labels,
+            problem_type=self.problem_type,
+            **kwargs,
+        )
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         texts = [e.text for e in examples]
@@ -36,9 +41,12 @@ class ClassificationTask:
         encoded = tokenizer(texts, pairs, truncation=False)
         long_rows = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > max_length]
         if long_rows:
-            clipped = tokenizer([texts[i] for i in long_rows],
-                                [pairs[i] for i in long_rows] if pairs else None,
-                                truncation=True, max_length=max_length)
+            clipped = tokenizer(
+                [texts[i] for i in long_rows],
+                [pairs[i] for i in long_rows] if pairs else None,
+                truncation=True,
+                max_length=max_length,
+            )
         features = []
         for i, example in enumerate(examples):
             feature: Feature = {"input_ids": encoded["input_ids"][i], "truncated": False}
@@ -62,25 +70,32 @@ class ClassificationTask:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=-1)
 
-    def decode(self, logits: torch.Tensor, features: list[Feature],
-               examples: list[Example]) -> list[dict[str, Any]]:
+    def decode(
+        self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
+    ) -> list[dict[str, Any]]:
         probs = self.probabilities(logits).cpu().tolist()
         return [self._prediction(row, f["truncated"]) for row, f in zip(probs, features)]
 
     def _prediction(self, probs: list[float], truncated: bool) -> dict[str, Any]:
         best = max(range(len(probs)), key=probs.__getitem__)
         scores = {label: round(p, 6) for label, p in zip(self.labels, probs)}
-        return {"label": self.labels[best], "score": round(probs[best], 6), "scores": scores,
-                "truncated": truncated}
+        return {
+            "label": self.labels[best],
+            "score": round(probs[best], 6),
+            "scores": scores,
+            "truncated": truncated,
+        }
 
-    def calibrate(self, predictions: list[dict[str, Any]],
-                  examples: list[Example]) -> list[dict[str, Any]]:
+    def calibrate(
+        self, predictions: list[dict[str, Any]], examples: list[Example]
+    ) -> list[dict[str, Any]]:
         """Fit decision parameters on dev predictions (nothing for softmax classification)."""
         return predictions
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
-        return classification_metrics([e.label for e in examples],
-                                      [p["label"] for p in predictions], self.labels)
+        return classification_metrics(
+            [e.label for e in examples], [p["label"] for p in predictions], self.labels
+        )
 
 
 @TASKS.register("pair")
@@ -117,11 +132,13 @@ class MultiLabelTask(ClassificationTask):
         return {"labels": chosen, "scores": scores, "truncated": truncated}
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
-        return multilabel_metrics([e.label for e in examples],
-                                  [p["labels"] for p in predictions], self.labels)
+        return multilabel_metrics(
+            [e.label for e in examples], [p["labels"] for p in predictions], self.labels
+        )
 
-    def calibrate(self, predictions: list[dict[str, Any]],
-                  examples: list[Example]) -> list[dict[str, Any]]:
+    def calibrate(
+        self, predictions: list[dict[str, Any]], examples: list[Example]
+    ) -> list[dict[str, Any]]:
         """Tune the threshold on these (dev) predictions for the best micro F1 and reapply it."""
         gold = [e.label for e in examples]
         best, best_f1 = 0.5, -1.0
@@ -131,7 +148,9 @@ class MultiLabelTask(ClassificationTask):
             if f1 > best_f1 + 1e-12:
                 best, best_f1 = threshold, f1
         self.threshold = best
-        return [{**p, "labels": chosen} for p, chosen in zip(predictions, _above(predictions, best))]
+        return [
+            {**p, "labels": chosen} for p, chosen in zip(predictions, _above(predictions, best))
+        ]
 
 
 def _above(predictions: list[dict[str, Any]], threshold: float) -> list[list[str]]:

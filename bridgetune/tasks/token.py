@@ -54,14 +54,18 @@ class TokenTask:
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        return load_pretrained(AutoModelForTokenClassification, name_or_path, self.labels,
-                               **kwargs)
+        return load_pretrained(AutoModelForTokenClassification, name_or_path, self.labels, **kwargs)
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
-        examples = [e if e.tokens is not None else words_example(e.text, tokenizer)
-                    for e in examples]
-        encoded = tokenizer([e.tokens for e in examples], is_split_into_words=True,
-                            truncation=True, max_length=max_length)
+        examples = [
+            e if e.tokens is not None else words_example(e.text, tokenizer) for e in examples
+        ]
+        encoded = tokenizer(
+            [e.tokens for e in examples],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+        )
         return [self._feature(encoded, i, e) for i, e in enumerate(examples)]
 
     def _feature(self, encoded: Any, row: int, example: Example) -> Feature:
@@ -99,16 +103,19 @@ class TokenTask:
             tags.append(words + ["O"] * missing)
         return tags
 
-    def decode(self, logits: torch.Tensor, features: list[Feature],
-               examples: list[Example]) -> list[dict[str, Any]]:
+    def decode(
+        self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
+    ) -> list[dict[str, Any]]:
         predictions = []
         for tags, feature in zip(self.word_tags(logits, features), features):
             example = feature["example"]
-            predictions.append({
-                "tags": tags,
-                "entities": self.spans(example, tags),
-                "truncated": feature["truncated"],
-            })
+            predictions.append(
+                {
+                    "tags": tags,
+                    "entities": self.spans(example, tags),
+                    "truncated": feature["truncated"],
+                }
+            )
         return predictions
 
     def spans(self, example: Example, tags: list[str]) -> list[dict[str, Any]]:
@@ -116,14 +123,17 @@ class TokenTask:
         entities = []
         for kind, first, end in decode_spans(tags, self.scheme):
             start, stop = example.offsets[first][0], example.offsets[end - 1][1]
-            entities.append({"type": kind, "start": start, "end": stop,
-                             "text": example.text[start:stop]})
+            entities.append(
+                {"type": kind, "start": start, "end": stop, "text": example.text[start:stop]}
+            )
         return entities
 
-    def calibrate(self, predictions: list[dict[str, Any]],
-                  examples: list[Example]) -> list[dict[str, Any]]:
+    def calibrate(
+        self, predictions: list[dict[str, Any]], examples: list[Example]
+    ) -> list[dict[str, Any]]:
         return predictions
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
-        return entity_metrics([e.tags for e in examples], [p["tags"] for p in predictions],
-                              self.scheme)
+        return entity_metrics(
+            [e.tags for e in examples], [p["tags"] for p in predictions], self.scheme
+        )

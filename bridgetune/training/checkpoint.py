@@ -46,14 +46,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-                    state: LoopState, rng: dict[str, Any]) -> None:
+def save_checkpoint(
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    state: LoopState,
+    rng: dict[str, Any],
+) -> None:
     """Write the checkpoint atomically; `rng` is the RNG state at the optimizer-step boundary."""
     best = Path(directory) / "best.safetensors"
     with atomic_directory(Path(directory)) as staging:
         save_model(model, str(staging / "model.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng}, staging / "training_state.pt")
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
+            staging / "training_state.pt",
+        )
         (staging / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
         if best.exists():
             os.link(best, staging / best.name)  # keep the best weights across checkpoints
@@ -78,8 +86,9 @@ def has_checkpoint(directory: Path) -> bool:
     return (Path(directory) / STATE_FILE).is_file()
 
 
-def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: Any,
-                    scheduler: Any) -> LoopState:
+def load_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any
+) -> LoopState:
     """Restore weights, optimizer, scheduler and RNG state; return the loop state."""
     directory = Path(directory)
     load_model(model, str(directory / "model.safetensors"))

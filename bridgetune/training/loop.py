@@ -38,16 +38,22 @@ from bridgetune.training.checkpoint import (
 from bridgetune.training.optim import build_optimizer, build_scheduler
 from bridgetune.training.progress import TrainProgress
 
-DEFAULT_METRICS = {"classification": "accuracy", "pair": "accuracy", "multilabel": "f1_micro",
-                   "ner": "entity_f1"}
+DEFAULT_METRICS = {
+    "classification": "accuracy",
+    "pair": "accuracy",
+    "multilabel": "f1_micro",
+    "ner": "entity_f1",
+}
 
 
 class TrainingInterrupted(RuntimeError):
     """Training stopped by Ctrl-C after saving a checkpoint; resume with --resume."""
 
     def __init__(self, checkpoint: Path, step: int) -> None:
-        super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint}. "
-                         "Run the same command with --resume to continue.")
+        super().__init__(
+            f"interrupted at step {step}; checkpoint saved in {checkpoint}. "
+            "Run the same command with --resume to continue."
+        )
         self.checkpoint = checkpoint
         self.step = step
 
@@ -101,8 +107,16 @@ def interrupt_flag() -> Iterator[dict[str, bool]]:
 class Loop:
     """Holds the pieces of one fit; `run` is the loop itself."""
 
-    def __init__(self, model: torch.nn.Module, task: Task, train_features: list[dict],
-                 dev: EvalData, cfg: TrainConfig, pad_id: int, checkpoint_dir: Path) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: Task,
+        train_features: list[dict],
+        dev: EvalData,
+        cfg: TrainConfig,
+        pad_id: int,
+        checkpoint_dir: Path,
+    ) -> None:
         self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
         self.features = train_features
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -110,8 +124,9 @@ class Loop:
         self.lengths = [len(f["input_ids"]) for f in train_features]
         batches = self.epoch_batches(0)
         if not batches:
-            raise ValueError("no training batches: the training split is smaller than the "
-                             "number of processes")
+            raise ValueError(
+                "no training batches: the training split is smaller than the number of processes"
+            )
         self.steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
         self.total_steps = max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
         self.metric_name = cfg.metric or DEFAULT_METRICS[task.name]
@@ -122,15 +137,17 @@ class Loop:
         self.stopped_early = False
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        batches = train_batches(self.lengths, self.cfg.batch_size, self.cfg.batch_tokens,
-                                self.cfg.seed, epoch)
+        batches = train_batches(
+            self.lengths, self.cfg.batch_size, self.cfg.batch_tokens, self.cfg.seed, epoch
+        )
         return shard(batches, self.accelerator.process_index, self.accelerator.num_processes)
 
     def resume(self) -> None:
         if not has_checkpoint(self.checkpoint_dir):
             raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_dir}")
-        self.state = load_checkpoint(self.checkpoint_dir, self.model, self.optimizer,
-                                     self.scheduler)
+        self.state = load_checkpoint(
+            self.checkpoint_dir, self.model, self.optimizer, self.scheduler
+        )
         patience = self.cfg.patience
         self.stopped_early = bool(patience and self.state.bad_evals >= patience)
 
@@ -164,8 +181,12 @@ class Loop:
     def finished(self) -> bool:
         return self.stopped_early or self.state.global_step >= self.total_steps
 
-    def run_epoch(self, progress: TrainProgress, flag: dict[str, bool],
-                  on_step: Callable[[LoopState], None] | None) -> bool:
+    def run_epoch(
+        self,
+        progress: TrainProgress,
+        flag: dict[str, bool],
+        on_step: Callable[[LoopState], None] | None,
+    ) -> bool:
         """Train on the rest of the current epoch; True when it was consumed to its end."""
         batches = self.epoch_batches(self.state.epoch)
         accum = self.cfg.grad_accum
@@ -194,7 +215,10 @@ class Loop:
                 counted = 0
             if self.cfg.eval_steps and self.state.global_step % self.cfg.eval_steps == 0:
                 self.evaluate(progress)
-            if self.cfg.checkpoint_steps and self.state.global_step % self.cfg.checkpoint_steps == 0:
+            if (
+                self.cfg.checkpoint_steps
+                and self.state.global_step % self.cfg.checkpoint_steps == 0
+            ):
                 self.save_checkpoint()
             if on_step:
                 on_step(self.state)
@@ -225,38 +249,73 @@ class Loop:
     def log_loss(self, running: torch.Tensor, counted: int, progress: TrainProgress) -> None:
         loss = (running / max(counted, 1)).item()  # the one host sync every log_every steps
         lr = self.scheduler.get_last_lr()[0]
-        self.state.history.append({"step": self.state.global_step, "epoch": self.state.epoch,
-                                   "loss": round(loss, 6), "lr": lr})
+        self.state.history.append(
+            {
+                "step": self.state.global_step,
+                "epoch": self.state.epoch,
+                "loss": round(loss, 6),
+                "lr": lr,
+            }
+        )
         progress.show_loss(loss)
 
     def evaluate(self, progress: TrainProgress | None = None) -> dict:
         """Dev metrics now; tracks the best weights and early stopping."""
-        predictions = infer(self.unwrapped, self.task, self.dev.features, self.dev.examples,
-                            self.pad_id, self.accelerator.device, self.cfg.eval_batch_size)
+        predictions = infer(
+            self.unwrapped,
+            self.task,
+            self.dev.features,
+            self.dev.examples,
+            self.pad_id,
+            self.accelerator.device,
+            self.cfg.eval_batch_size,
+        )
         predictions = self.task.calibrate(predictions, self.dev.examples)
         metrics = headline(self.task.metrics(predictions, self.dev.examples))
         if self.metric_name not in metrics:
-            raise ValueError(f"train.metric={self.metric_name!r} is not a dev metric of task "
-                             f"{self.task.name}; choose one of: {', '.join(metrics)}")
+            raise ValueError(
+                f"train.metric={self.metric_name!r} is not a dev metric of task "
+                f"{self.task.name}; choose one of: {', '.join(metrics)}"
+            )
         value = metrics[self.metric_name]
-        self.state.history.append({"step": self.state.global_step, "epoch": self.state.epoch,
-                                   "metric_name": self.metric_name, "metric": value, **metrics})
+        self.state.history.append(
+            {
+                "step": self.state.global_step,
+                "epoch": self.state.epoch,
+                "metric_name": self.metric_name,
+                "metric": value,
+                **metrics,
+            }
+        )
         if self.state.best_metric is None or value > self.state.best_metric:
             self.state.best_metric, self.state.best_step, self.state.bad_evals = (
-                value, self.state.global_step, 0)
+                value,
+                self.state.global_step,
+                0,
+            )
             if self.accelerator.is_main_process:
                 save_best(self.checkpoint_dir, self.unwrapped)
         else:
             self.state.bad_evals += 1
-            self.stopped_early = bool(self.cfg.patience and self.state.bad_evals >= self.cfg.patience)
+            self.stopped_early = bool(
+                self.cfg.patience and self.state.bad_evals >= self.cfg.patience
+            )
         self.accelerator.wait_for_everyone()
         if progress:
-            progress.note(f"step {self.state.global_step}: dev {self.metric_name}={value:.4f}"
-                          + (" (early stop)" if self.stopped_early else ""))
+            progress.note(
+                f"step {self.state.global_step}: dev {self.metric_name}={value:.4f}"
+                + (" (early stop)" if self.stopped_early else "")
+            )
         return metrics
 
     def save_checkpoint(self) -> None:
         if self.accelerator.is_main_process:
-            save_checkpoint(self.checkpoint_dir, self.unwrapped, self.optimizer, self.scheduler,
-                            self.state, rng_state())
+            save_checkpoint(
+                self.checkpoint_dir,
+                self.unwrapped,
+                self.optimizer,
+                self.scheduler,
+                self.state,
+                rng_state(),
+            )
         self.accelerator.wait_for_everyone()

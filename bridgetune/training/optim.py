@@ -23,8 +23,9 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig,
-                    device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
     """AdamW; the fused CUDA kernel on GPUs (one launch for all parameters)."""
     groups = parameter_groups(model, cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
@@ -41,6 +42,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
     warmup = int(cfg.warmup_ratio * total_steps)
     if cfg.scheduler == "constant":
         return get_constant_schedule_with_warmup(optimizer, warmup)
-    build = get_cosine_schedule_with_warmup if cfg.scheduler == "cosine" else (
-        get_linear_schedule_with_warmup)
+    build = (
+        get_cosine_schedule_with_warmup
+        if cfg.scheduler == "cosine"
+        else (get_linear_schedule_with_warmup)
+    )
     return build(optimizer, warmup, total_steps)

@@ -15,7 +15,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-
 PLAIN_INTERVAL_S = 30
 
 
@@ -61,8 +60,10 @@ class TrainProgress:
         if self.plain and time.monotonic() - self.last_line > PLAIN_INTERVAL_S:
             self.last_line = time.monotonic()
             task = self.progress.tasks[0]
-            self.console.print(f"{task.description}: step {int(task.completed)}/{int(task.total)} "
-                               f"loss {loss:.4f} {task.fields['speed']} ex/s")
+            self.console.print(
+                f"{task.description}: step {int(task.completed)}/{int(task.total)} "
+                f"loss {loss:.4f} {task.fields['speed']} ex/s"
+            )
 
     def note(self, message: str) -> None:
         if self.enabled:
