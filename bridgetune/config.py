@@ -118,7 +118,11 @@ class TrainConfig(_Section):
     checkpoint_steps: int | None = Field(
         None, gt=0, description="Also checkpoint every N optimizer steps (always at epoch end)."
     )
-    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="'auto' (CUDA when present), 'cpu' or 'cuda'; pick GPUs with "
+        "CUDA_VISIBLE_DEVICES or accelerate launch.",
+    )
     eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
 
 

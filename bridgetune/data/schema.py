@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class DataError(ValueError):
@@ -25,4 +25,3 @@ class Example:
     tags: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None
     source: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
