@@ -12,14 +12,14 @@ from bridgetune.data.tags import to_canonical
 AVERAGES = ("macro", "micro", "weighted")
 
 
-def classification_metrics(gold: list[str], predicted: list[str], labels: list[str]) -> dict:
-    """Accuracy, P/R/F1 (macro, micro, weighted), per-class table and confusion matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+def _precision_recall_f1(y_true: Any, y_pred: Any, names: list[str], **kwargs: Any) -> dict:
+    """P/R/F1 averaged three ways plus the per-class table (scikit-learn)."""
+    from sklearn.metrics import precision_recall_fscore_support
 
-    result: dict[str, Any] = {"accuracy": float(accuracy_score(gold, predicted))}
+    result: dict[str, Any] = {}
     for average in AVERAGES:
         p, r, f, _ = precision_recall_fscore_support(
-            gold, predicted, labels=labels, average=average, zero_division=0
+            y_true, y_pred, average=average, zero_division=0, **kwargs
         )
         result.update(
             {
@@ -28,7 +28,7 @@ def classification_metrics(gold: list[str], predicted: list[str], labels: list[s
                 f"f1_{average}": float(f),
             }
         )
-    p, r, f, s = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0, **kwargs)
     result["per_class"] = {
         label: {
             "precision": float(p[i]),
@@ -36,8 +36,17 @@ def classification_metrics(gold: list[str], predicted: list[str], labels: list[s
             "f1": float(f[i]),
             "support": int(s[i]),
         }
-        for i, label in enumerate(labels)
+        for i, label in enumerate(names)
     }
+    return result
+
+
+def classification_metrics(gold: list[str], predicted: list[str], labels: list[str]) -> dict:
+    """Accuracy, P/R/F1 (macro, micro, weighted), per-class table and confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix
+
+    result: dict[str, Any] = {"accuracy": float(accuracy_score(gold, predicted))}
+    result.update(_precision_recall_f1(gold, predicted, labels, labels=labels))
     result["confusion_matrix"] = confusion_matrix(gold, predicted, labels=labels).tolist()
     result["labels"] = list(labels)
     return result
@@ -47,33 +56,13 @@ def multilabel_metrics(
     gold: list[list[str]], predicted: list[list[str]], labels: list[str]
 ) -> dict:
     """Subset accuracy, P/R/F1 over label indicators (macro, micro, weighted) and per class."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    from sklearn.metrics import accuracy_score
     from sklearn.preprocessing import MultiLabelBinarizer
 
     binarizer = MultiLabelBinarizer(classes=labels).fit([labels])
     y_true, y_pred = binarizer.transform(gold), binarizer.transform(predicted)
     result: dict[str, Any] = {"subset_accuracy": float(accuracy_score(y_true, y_pred))}
-    for average in AVERAGES:
-        p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, average=average, zero_division=0
-        )
-        result.update(
-            {
-                f"precision_{average}": float(p),
-                f"recall_{average}": float(r),
-                f"f1_{average}": float(f),
-            }
-        )
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
-    result["per_class"] = {
-        label: {
-            "precision": float(p[i]),
-            "recall": float(r[i]),
-            "f1": float(f[i]),
-            "support": int(s[i]),
-        }
-        for i, label in enumerate(labels)
-    }
+    result.update(_precision_recall_f1(y_true, y_pred, labels))
     return result
 
 

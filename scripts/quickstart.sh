@@ -3,13 +3,7 @@
 # example data, fine-tune MiniLM on it, print the evaluation report and sample predictions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-[ -d .venv ] || "$PYTHON" -m venv .venv
-. .venv/bin/activate
-pip install --quiet --upgrade pip
-# Pinned on purpose: on CPU machines this takes the local CPU wheel instead of several GB of CUDA.
-pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
-pip install --quiet -e .
+. scripts/setup-env.sh
 
 echo "== 1/4 check the data"
 bridgetune validate-data examples/configs/support_sentiment.yaml
