@@ -11,9 +11,11 @@ Each run evaluates on dev several times while it trains, and a wall-clock stamp 
 evaluation gives its time to the target accuracy (the final dev accuracy of hf_tuned).
 Training time runs from the first step to the end of the final evaluation; tokenizing and
 loading the model are outside it. Samples/s divides the training examples processed by that
-time less the time spent in evaluations, so the number of evaluations does not change it.
+time less the time spent in evaluations (for ours including the save of its best weights), so
+the number of evaluations does not change it. Ours ends on its best evaluated weights, the
+Trainer on its last ones.
 
-    python benchmarks/train_speed.py --quick            # about 2 minutes on a 2-core CPU
+    python benchmarks/train_speed.py --quick            # ~4 minutes on a free 2-core CPU
     python benchmarks/train_speed.py --device cuda      # full train set, 3 epochs
 
 The last line of output is one JSON object (DESIGN.md, "Benchmarks").
@@ -26,6 +28,7 @@ import contextlib
 import csv
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -41,7 +44,10 @@ DEFAULT_DATA = REPO.parent / "shared" / "data"
 BATCH_SIZE = 32
 MAX_LENGTH = 128
 EVAL_BATCH_SIZE = 64
-QUICK = {"train_examples": 1000, "dev_examples": 200, "epochs": 1.0, "evals": 4}
+# Quick: 63 steps, about the fewest after which MiniLM at lr 5e-5 is clearly past chance (~0.77
+# dev accuracy; at 1,000 examples all three runs stay near 0.5 and the target means nothing).
+# Most of its time is hf_default, padded to 128.
+QUICK = {"train_examples": 2000, "dev_examples": 300, "epochs": 1.0, "evals": 4}
 FULL_CUDA = {"train_examples": None, "dev_examples": None, "epochs": 3.0, "evals": 10}
 # Full mode on a CPU: the whole train set padded to 128 would take hours per epoch.
 FULL_CPU = {"train_examples": 8000, "dev_examples": None, "epochs": 1.0, "evals": 8}
@@ -60,7 +66,7 @@ class Timeline:
     notes: dict[str, str] = field(default_factory=dict)
 
     def record_eval(self, step: int, accuracy: float, seconds: float) -> None:
-        self.evals.append((round(time.perf_counter() - self.start, 3), step, accuracy))
+        self.evals.append((round(time.perf_counter() - self.start, 3), step, round(accuracy, 4)))
         self.eval_s += seconds
 
     @property
@@ -103,6 +109,21 @@ def describe_device(device: str) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine makes the timings noisy."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else 0.0
+
+
+def warn_if_busy() -> None:
+    cpus = os.cpu_count() or 1
+    if load_average() > cpus / 2:
+        print(
+            f"warning: the machine is busy (load average {load_average()} on {cpus} CPUs); "
+            "timings will be noisy",
+            flush=True,
+        )
+
+
 def bf16_supported(device: str) -> bool:
     return device == "cuda" and torch.cuda.is_bf16_supported()
 
@@ -128,7 +149,7 @@ def timed_loop(timeline: Timeline, device: str) -> Iterator[None]:
     `on_step` alone would miss the final evaluation (after the last step) and the time spent
     inside evaluations, so the loop's two methods are wrapped for the duration of the run.
     """
-    from bridgetune.train.loop import Loop
+    from bridgetune.training.loop import Loop
 
     run, evaluate = Loop.run, Loop.evaluate
 
@@ -142,8 +163,9 @@ def timed_loop(timeline: Timeline, device: str) -> Iterator[None]:
     def timed_evaluate(self: Loop, *args: Any, **kwargs: Any) -> dict:
         began = time.perf_counter()
         metrics = evaluate(self, *args, **kwargs)
-        timeline.record_eval(self.state.global_step, metrics["accuracy"],
-                             time.perf_counter() - began)
+        timeline.record_eval(
+            self.state.global_step, metrics["accuracy"], time.perf_counter() - began
+        )
         return metrics
 
     Loop.run, Loop.evaluate = timed_run, timed_evaluate
@@ -184,7 +206,11 @@ def run_ours(args: argparse.Namespace, sst2: Path, workdir: Path) -> Timeline:
     timeline.examples = round(args.n_train * args.epochs)
     timeline.accuracy = float(result.metrics["accuracy"])
     precision = "bf16" if bf16_supported(args.device) else "fp32"
-    timeline.notes = {"precision": precision, "padding": "length-bucketed, multiple of 8"}
+    timeline.notes = {
+        "precision": precision,
+        "padding": "length-bucketed, multiple of 8",
+        "weights": "best dev evaluation",  # the loop restores its best checkpoint at the end
+    }
     return timeline
 
 
@@ -213,8 +239,11 @@ def encode(tokenizer: Any, rows: list[tuple[str, int]], pad_to_max: bool) -> Enc
 
 
 def accuracy(prediction: Any) -> dict[str, float]:
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else (
-        prediction.predictions)
+    logits = (
+        prediction.predictions[0]
+        if isinstance(prediction.predictions, tuple)
+        else prediction.predictions
+    )
     return {"accuracy": float((logits.argmax(-1) == prediction.label_ids).mean())}
 
 
@@ -227,11 +256,13 @@ def eval_clock(timeline: Timeline) -> Any:
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             timeline.start = time.perf_counter()
 
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None,
-                        **kwargs: Any) -> None:
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any
+        ) -> None:
             metrics = metrics or {}
-            timeline.record_eval(state.global_step, metrics["eval_accuracy"],
-                                 metrics.get("eval_runtime", 0.0))
+            timeline.record_eval(
+                state.global_step, metrics["eval_accuracy"], metrics.get("eval_runtime", 0.0)
+            )
 
     return EvalClock()
 
@@ -252,8 +283,9 @@ def run_hf(args: argparse.Namespace, data: dict[str, list], workdir: Path, tuned
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
     train_set = encode(tokenizer, data["train"], pad_to_max=not tuned)
     dev_set = encode(tokenizer, data["dev"], pad_to_max=not tuned)
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8) if tuned else (
-        default_data_collator)
+    collator = (
+        DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8) if tuned else default_data_collator
+    )
     set_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(args.model_path, num_labels=2)
     training_args = TrainingArguments(
@@ -273,9 +305,15 @@ def run_hf(args: argparse.Namespace, data: dict[str, list], workdir: Path, tuned
         seed=args.seed,
     )
     timeline = Timeline()
-    trainer = Trainer(model=model, args=training_args, data_collator=collator,
-                      train_dataset=train_set, eval_dataset=dev_set, compute_metrics=accuracy,
-                      callbacks=[eval_clock(timeline)])
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_set,
+        eval_dataset=dev_set,
+        compute_metrics=accuracy,
+        callbacks=[eval_clock(timeline)],
+    )
     trainer.remove_callback(PrinterCallback)  # keep stdout for the table and the JSON line
     trainer.train()
     if not timeline.evals or timeline.evals[-1][1] != trainer.state.global_step:
@@ -285,7 +323,11 @@ def run_hf(args: argparse.Namespace, data: dict[str, list], workdir: Path, tuned
     timeline.examples = round(len(train_set) * args.epochs)
     timeline.accuracy = timeline.evals[-1][2]
     padding = "dynamic, multiple of 8" if tuned else f"max_length {MAX_LENGTH}"
-    timeline.notes = {"precision": "bf16" if bf16 else "fp32", "padding": padding}
+    timeline.notes = {
+        "precision": "bf16" if bf16 else "fp32",
+        "padding": padding,
+        "weights": "last",
+    }
     if tuned and not bf16:
         timeline.notes["note"] = f"bf16 unsupported on {args.device}: ran in fp32"
     return timeline
@@ -298,13 +340,17 @@ def table(results: dict[str, dict[str, Any]], target: float) -> str:
     def seconds(value: float | None) -> str:
         return "not reached" if value is None else f"{value:.1f}"
 
-    lines = [f"target accuracy (hf_tuned final): {target:.4f}",
-             f"{'run':<11} {'samples/s':>10} {'train s':>8} {'eval s':>7} {'dev acc':>8} "
-             f"{'to target s':>12}  precision / padding"]
+    lines = [
+        f"target accuracy (hf_tuned final): {target:.4f}",
+        f"{'run':<11} {'samples/s':>10} {'train s':>8} {'eval s':>7} {'dev acc':>8} "
+        f"{'to target s':>12}  precision / padding",
+    ]
     for name, r in results.items():
-        lines.append(f"{name:<11} {r['samples_per_s']:>10.1f} {r['train_s']:>8.1f} "
-                     f"{r['eval_s']:>7.1f} {r['accuracy']:>8.4f} "
-                     f"{seconds(r['time_to_target_s']):>12}  {r['precision']} / {r['padding']}")
+        lines.append(
+            f"{name:<11} {r['samples_per_s']:>10.1f} {r['train_s']:>8.1f} "
+            f"{r['eval_s']:>7.1f} {r['accuracy']:>8.4f} "
+            f"{seconds(r['time_to_target_s']):>12}  {r['precision']} / {r['padding']}"
+        )
     return "\n".join(lines)
 
 
@@ -325,10 +371,11 @@ def report(args: argparse.Namespace, runs: dict[str, Timeline]) -> dict[str, Any
         "quick": args.quick,
         "train_examples": args.n_train,
         "dev_examples": args.n_dev,
-        "epochs": args.epochs,
+        "epochs": int(args.epochs) if args.epochs.is_integer() else args.epochs,
         "lr": args.lr,
         "batch_size": BATCH_SIZE,
         "seed": args.seed,
+        "load_average": {"start": args.load_start, "end": load_average()},
         "ours": ours,
         "peer": {"hf_default": results["hf_default"], "hf_tuned": tuned},
         "target_accuracy": round(target, 4),
@@ -342,18 +389,34 @@ def report(args: argparse.Namespace, runs: dict[str, Timeline]) -> dict[str, Any
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="folder holding sst2/train.tsv and sst2/dev.tsv")
-    parser.add_argument("--quick", action="store_true", help="a reduced run (~2 min on 2 CPUs)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder holding sst2/train.tsv and sst2/dev.tsv",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a reduced run (~4 min on 2 free CPUs)"
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--epochs", type=float, help="default: 1 (quick, CPU), 3 (CUDA)")
-    parser.add_argument("--train-examples", type=int,
-                        help="first N training examples; default: all on CUDA, fewer on CPU")
+    parser.add_argument(
+        "--train-examples",
+        type=int,
+        help="first N training examples; default: all on CUDA, fewer on CPU",
+    )
     parser.add_argument("--dev-examples", type=int, help="first N dev examples")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", type=Path, help="also write the JSON result here")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of torch (default: its own); 1 helps on a busy machine",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.device = pick_device(args.device)
     defaults = QUICK if args.quick else FULL_CUDA if args.device == "cuda" else FULL_CPU
     for key in ("train_examples", "dev_examples", "epochs"):
@@ -374,8 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sst2 = args.data / "sst2"
     if not (sst2 / "train.tsv").is_file() or not (sst2 / "dev.tsv").is_file():
-        print(f"train_speed: skipped, no SST-2 data in {sst2} (expected train.tsv and dev.tsv; "
-              "pass --data DIR)")
+        print(
+            f"train_speed: skipped, no SST-2 data in {sst2} (expected train.tsv and dev.tsv; "
+            "pass --data DIR)"
+        )
         return 0
     from transformers.utils import logging as hf_logging
 
@@ -383,15 +448,22 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
     args.model_path = resolve_model("minilm")
-    data = {"train": read_sst2(sst2 / "train.tsv", "sentence", args.train_examples),
-            "dev": read_sst2(sst2 / "dev.tsv", "content", args.dev_examples)}
+    data = {
+        "train": read_sst2(sst2 / "train.tsv", "sentence", args.train_examples),
+        "dev": read_sst2(sst2 / "dev.tsv", "content", args.dev_examples),
+    }
     args.n_train, args.n_dev = len(data["train"]), len(data["dev"])
     args.eval_steps = eval_every(args.n_train, args.epochs, args.evals)
-    print(f"train_speed: {args.n_train} train / {args.n_dev} dev examples, {args.epochs:g} "
-          f"epoch(s), lr {args.lr:g}, batch {BATCH_SIZE}, evaluation every {args.eval_steps} "
-          f"steps, device {describe_device(args.device)}", flush=True)
+    print(
+        f"train_speed: {args.n_train} train / {args.n_dev} dev examples, {args.epochs:g} "
+        f"epoch(s), lr {args.lr:g}, batch {BATCH_SIZE}, evaluation every {args.eval_steps} "
+        f"steps, device {describe_device(args.device)}",
+        flush=True,
+    )
     if not bf16_supported(args.device):
         print(f"note: no bf16 on {args.device}; every run is fp32", flush=True)
+    warn_if_busy()
+    args.load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="bridgetune-bench-") as tmp:
         workdir = Path(tmp)
         runs = {
