@@ -19,7 +19,7 @@ from bridgetune.data.schema import Example
 from bridgetune.data.splits import Splits, check_labels, example_labels, load_splits
 from bridgetune.evaluate import headline, write_report
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
-from bridgetune.predictor import Predictor, infer, read_meta
+from bridgetune.predictor import Predictor, read_meta
 from bridgetune.tasks import Task, build_task
 
 ConfigLike = RunConfig | str | Path | dict
@@ -121,29 +121,26 @@ def train(
         shutil.rmtree(run_dir / "checkpoint")  # a fresh run must not inherit an old best model
     loop.accelerator.wait_for_everyone()
     fit = loop.run(on_step)
-    model = loop.unwrapped
-    device = loop.accelerator.device
-    dev_metrics = final_metrics(model, task, dev, tokenizer, device, calibrate=True)
+    dev_metrics = final_metrics(loop, dev, calibrate=True)
     test_metrics = None
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
-        test_metrics = final_metrics(model, task, test, tokenizer, device, calibrate=False)
+        test_metrics = final_metrics(loop, test, calibrate=False)
     result = TrainResult(
         run_dir, run_dir / "model", dev_metrics, test_metrics, fit.state.history, fit.stopped_early
     )
     if loop.accelerator.is_main_process:
-        save_run(cfg, result, model, tokenizer, task, splits, model_path)
+        save_run(cfg, result, loop.unwrapped, tokenizer, task, splits)
     loop.accelerator.wait_for_everyone()
     return result
 
 
-def final_metrics(
-    model: Any, task: Task, data: Any, tokenizer: Any, device: Any, calibrate: bool
-) -> dict[str, Any]:
-    predictions = infer(model, task, data.features, data.examples, tokenizer.pad_token_id, device)
+def final_metrics(loop: Any, data: Any, calibrate: bool) -> dict[str, Any]:
+    """Full metrics of the loop's final (best) weights on `data`; dev calibrates thresholds."""
+    predictions = loop.predict(data)
     if calibrate:
-        predictions = task.calibrate(predictions, data.examples)
-    return task.metrics(predictions, data.examples)
+        predictions = loop.task.calibrate(predictions, data.examples)
+    return loop.task.metrics(predictions, data.examples)
 
 
 def report_truncation(features: dict[str, list[dict]], max_length: int) -> None:
@@ -197,7 +194,6 @@ def save_run(
     tokenizer: Any,
     task: Task,
     splits: Splits,
-    model_path: str,
 ) -> None:
     """Reports, plots, the resolved config and the model directory of a finished run."""
     from bridgetune.export import save_model_dir

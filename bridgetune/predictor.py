@@ -27,11 +27,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that support it; plain fp32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_for(
+    device: torch.device, precision: str = "auto"
+) -> contextlib.AbstractContextManager:
+    """Autocast for `precision` (fp32|bf16|fp16); 'auto' is bf16 on GPUs that support it."""
+    if precision == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        precision = "bf16" if bf16 else "fp32"
+    if precision not in AUTOCAST_DTYPES:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
 def infer(
@@ -42,13 +50,14 @@ def infer(
     pad_id: int,
     device: torch.device,
     batch_size: int = 64,
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
     """Predictions for `features`, in their order (batches are sorted by length inside)."""
     was_training = model.training
     model.eval()
     lengths = [len(f["input_ids"]) for f in features]
     results: list[dict[str, Any] | None] = [None] * len(features)
-    with torch.inference_mode(), autocast_for(device):
+    with torch.inference_mode(), autocast_for(device, precision):
         for batch in eval_batches(lengths, batch_size):
             tensors = task.collate([features[i] for i in batch], pad_id)
             tensors.pop("labels", None)

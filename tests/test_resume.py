@@ -62,3 +62,15 @@ def test_early_stopping_restores_best(tiny_bert, sentiment_csv, tmp_path):
     evals = [h for h in result.history if "metric" in h]
     assert result.stopped_early and len(evals) < 40
     assert result.metrics["accuracy"] == max(h["metric"] for h in evals)
+
+
+def test_precision_and_device_choices_on_cpu():
+    from bridgetune.config import TrainConfig
+    from bridgetune.training.loop import resolve_precision
+
+    assert resolve_precision(TrainConfig()) == (True, "fp32")
+    assert resolve_precision(TrainConfig(precision="bf16")) == (True, "bf16")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        resolve_precision(TrainConfig(precision="fp16"))
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        resolve_precision(TrainConfig(device="cuda"))

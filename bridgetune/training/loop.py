@@ -72,16 +72,23 @@ class FitResult:
     stopped_early: bool
 
 
-def make_accelerator(cfg: TrainConfig) -> Any:
-    from accelerate import Accelerator
-
-    wants_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+def resolve_precision(cfg: TrainConfig) -> tuple[bool, str]:
+    """(train on CPU?, fp32|bf16|fp16) from train.device and train.precision."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
+    on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     precision = cfg.precision
     if precision == "auto":
-        precision = "bf16" if not wants_cpu and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and wants_cpu:
+        precision = "bf16" if not on_cpu and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and on_cpu:
         raise ValueError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
-    return Accelerator(cpu=wants_cpu, mixed_precision="no" if precision == "fp32" else precision)
+    return on_cpu, precision
+
+
+def make_accelerator(on_cpu: bool, precision: str) -> Any:
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=on_cpu, mixed_precision="no" if precision == "fp32" else precision)
 
 
 @contextlib.contextmanager
@@ -120,7 +127,8 @@ class Loop:
         self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
         self.features = train_features
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.accelerator = make_accelerator(cfg)
+        on_cpu, self.precision = resolve_precision(cfg)
+        self.accelerator = make_accelerator(on_cpu, self.precision)
         self.lengths = [len(f["input_ids"]) for f in train_features]
         batches = self.epoch_batches(0)
         if not batches:
@@ -259,18 +267,22 @@ class Loop:
         )
         progress.show_loss(loss)
 
-    def evaluate(self, progress: TrainProgress | None = None) -> dict:
-        """Dev metrics now; tracks the best weights and early stopping."""
-        predictions = infer(
+    def predict(self, data: EvalData) -> list[dict]:
+        """Predictions of the current weights, at the run's precision."""
+        return infer(
             self.unwrapped,
             self.task,
-            self.dev.features,
-            self.dev.examples,
+            data.features,
+            data.examples,
             self.pad_id,
             self.accelerator.device,
             self.cfg.eval_batch_size,
+            self.precision,
         )
-        predictions = self.task.calibrate(predictions, self.dev.examples)
+
+    def evaluate(self, progress: TrainProgress | None = None) -> dict:
+        """Dev metrics now; tracks the best weights and early stopping."""
+        predictions = self.task.calibrate(self.predict(self.dev), self.dev.examples)
         metrics = headline(self.task.metrics(predictions, self.dev.examples))
         if self.metric_name not in metrics:
             raise ValueError(
