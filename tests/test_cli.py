@@ -86,3 +86,16 @@ def test_config_schema_and_errors(tiny_bert, sentiment_csv, tmp_path):
     assert too_long.exit_code == 2 and "max_length" in too_long.output
     no_input = runner.invoke(app, ["predict", str(tmp_path)], input="")
     assert no_input.exit_code == 2
+
+
+def test_bad_data_fails_before_anything_is_written(tiny_bert, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("txt,label\nhello,a\nworld,b\n", encoding="utf-8")
+    config = tiny_config(tiny_bert, tmp_path / "runs", data={"train": str(bad)})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 2
+    assert f"{bad}:2: column 'text' not found" in result.output.replace("\n", "")
+    assert "Did you mean 'txt'?" in result.output
+    assert not (tmp_path / "runs").exists()
