@@ -201,9 +201,13 @@ class Loop:
         device = self.accelerator.device
         running = torch.zeros((), device=device)
         counted, seen, started = 0, 0, time.perf_counter()
+        pin = device.type == "cuda"  # pinned host memory lets the copy overlap with compute
         for index in range(self.state.batches_done, len(batches)):
             batch = self.task.collate([self.features[i] for i in batches[index]], self.pad_id)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = {
+                k: (v.pin_memory() if pin else v).to(device, non_blocking=True)
+                for k, v in batch.items()
+            }
             update = (index + 1) % accum == 0 or index + 1 == len(batches)
             sync = contextlib.nullcontext() if update else self.accelerator.no_sync(self.model)
             with sync:
