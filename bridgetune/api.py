@@ -244,8 +244,6 @@ def read_inputs(model_dir: str | Path, path: Path, fmt: str = "auto") -> list[Ex
         ]
     cfg = saved_data_config(meta, str(path))
     cfg.format = fmt if fmt != "auto" else cfg.format
-    if meta["task"] in TOKEN_TASKS:
-        return read_file(path, cfg, meta["task"])
     return read_file(path, cfg, meta["task"], labelled=False)
 
 

@@ -99,3 +99,34 @@ def test_bad_data_fails_before_anything_is_written(tiny_bert, tmp_path):
     assert f"{bad}:2: column 'text' not found" in result.output.replace("\n", "")
     assert "Did you mean 'txt'?" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_predict_ner_on_untagged_token_file(tiny_bert, ner_conll, tmp_path):
+    from conftest import NER_SENTENCES
+
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        task="ner",
+        train={"epochs": 2},
+        data={"train": str(ner_conll), "dev": str(ner_conll)},
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert runner.invoke(app, ["train", str(path)]).exit_code == 0
+    words = tmp_path / "words.conll"
+    words.write_text("\n\n".join("\n".join(w for w, _ in s) for s in NER_SENTENCES) + "\n")
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "runs" / "tiny" / "model"),
+            "--file",
+            str(words),
+            "--format",
+            "conll",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [len(r["tags"]) for r in rows] == [len(s) for s in NER_SENTENCES]

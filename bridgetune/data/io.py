@@ -94,8 +94,11 @@ def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield start, row
 
 
-def read_token_file(path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
-    """(first line, tokens, tags) per sentence of a CoNLL-style file (tag in the last column)."""
+def read_token_file(path: Path, tagged: bool = True) -> Iterator[tuple[int, list[str], list[str]]]:
+    """(first line, tokens, tags) per sentence of a CoNLL-style file (tag in the last column).
+
+    With `tagged=False` (prediction input) one-column lines are tokens without tags.
+    """
     tokens: list[str] = []
     tags: list[str] = []
     first = 0
@@ -106,7 +109,7 @@ def read_token_file(path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
                 yield first, tokens, tags
             tokens, tags = [], []
             continue
-        if len(parts) < 2:
+        if len(parts) < 2 and tagged:
             raise DataError(
                 f"{path}:{number}: expected 'TOKEN [...] TAG' but found one column {line!r}; "
                 "every token line needs its tag in the last column"
@@ -114,7 +117,7 @@ def read_token_file(path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
         if not tokens:
             first = number
         tokens.append(parts[0])
-        tags.append(parts[-1])
+        tags.append(parts[-1] if len(parts) > 1 else "O")
     if tokens:
         yield first, tokens, tags
 
@@ -129,7 +132,7 @@ def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
     return glue.join(tokens), offsets
 
 
-def _token_example(tokens: list[str], tags: list[str], source: str) -> Example:
+def _token_example(tokens: list[str], tags: list[str] | None, source: str) -> Example:
     text, offsets = join_tokens(tokens)
     return Example(text=text, tokens=tokens, tags=tags, offsets=offsets, source=source)
 
@@ -180,7 +183,12 @@ def _parse_label(value: Any, cfg: DataConfig, task: str) -> str | list[str]:
 def read_file(path: Path, cfg: DataConfig, task: str, labelled: bool = True) -> list[Example]:
     """Examples of one local file, validated (tags against the declared scheme)."""
     fmt = detect_format(path, cfg.format, task)
-    if task in TOKEN_TASKS:
+    if task in TOKEN_TASKS and not labelled and fmt == "conll":
+        examples = [
+            _token_example(tokens, None, f"{path}:{first}")
+            for first, tokens, _ in read_token_file(path, tagged=False)
+        ]
+    elif task in TOKEN_TASKS:
         examples = list(_token_examples(path, fmt, cfg))
     else:
         if fmt == "conll":
