@@ -164,7 +164,7 @@ def model_meta(cfg: RunConfig, task: Task, splits: Splits, metrics: dict[str, An
         "task": cfg.task,
         "labels": task.labels,
         "tag_scheme": cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None,
-        "threshold": getattr(task, "threshold", None) if cfg.task == "multilabel" else None,
+        "threshold": getattr(task, "threshold", None),
         "max_length": cfg.model.max_length,
         "base_model": cfg.model.name,
         "method": cfg.method.name,

@@ -19,10 +19,9 @@ class ClassificationTask:
     auto_class = "AutoModelForSequenceClassification"
     problem_type = "single_label_classification"
 
-    def __init__(self, labels: list[str], threshold: float = 0.5) -> None:
+    def __init__(self, labels: list[str]) -> None:
         self.labels = labels
         self.index = {label: i for i, label in enumerate(labels)}
-        self.threshold = threshold
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
@@ -111,6 +110,10 @@ class MultiLabelTask(ClassificationTask):
 
     name = "multilabel"
     problem_type = "multi_label_classification"
+
+    def __init__(self, labels: list[str], threshold: float = 0.5) -> None:
+        super().__init__(labels)
+        self.threshold = threshold
 
     def encode_label(self, label: Any) -> Any:
         if label is None:
