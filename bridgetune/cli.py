@@ -31,7 +31,9 @@ def _quiet_libraries() -> None:
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/bold red] {error}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
     raise typer.Exit(2)
 
 

@@ -130,3 +130,14 @@ def test_predict_ner_on_untagged_token_file(tiny_bert, ner_conll, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [len(r["tags"]) for r in rows] == [len(s) for s in NER_SENTENCES]
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tiny_bert, tmp_path):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("john B-PER\nsmith\n", encoding="utf-8")
+    config = tiny_config(tiny_bert, tmp_path / "runs", task="ner", data={"train": str(bad)})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 2
+    assert "expected 'TOKEN [...] TAG'" in result.output.replace("\n", "")
