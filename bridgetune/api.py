@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 from collections import Counter
@@ -13,7 +14,13 @@ from typing import Any
 import yaml
 
 from bridgetune.atomic import atomic_write_text
-from bridgetune.config import DataConfig, RunConfig, build_config, load_config
+from bridgetune.config import (
+    DataConfig,
+    RunConfig,
+    apply_overrides,
+    build_config,
+    load_config,
+)
 from bridgetune.data.io import TOKEN_TASKS, read_file
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import Splits, check_labels, example_labels, load_splits
@@ -39,14 +46,12 @@ class TrainResult:
 
 def as_config(config: ConfigLike, overrides: list[str] | None = None) -> RunConfig:
     """A validated RunConfig from a RunConfig, a YAML path or a raw dict (+ dotted overrides)."""
-    from bridgetune.config import apply_overrides
-
     if isinstance(config, RunConfig):
         if not overrides:
             return config
         config = config.model_dump()
     if isinstance(config, dict):
-        return build_config(apply_overrides(json.loads(json.dumps(config)), overrides or []))
+        return build_config(apply_overrides(copy.deepcopy(config), overrides or []))
     return load_config(config, overrides)
 
 
