@@ -138,7 +138,11 @@ def test_ner_wordpiece_and_bpe(model_fixture, request, ner_conll, tmp_path):
 
     model = request.getfixturevalue(model_fixture)
     config = tiny_config(
-        model, tmp_path / "runs", task="ner", data={"train": str(ner_conll), "dev": str(ner_conll)}
+        model,
+        tmp_path / "runs",
+        task="ner",
+        train={"epochs": 60},
+        data={"train": str(ner_conll), "dev": str(ner_conll)},
     )
     result = _train(config)
     assert result.metrics["entity_f1"] == 1.0
@@ -187,3 +191,12 @@ def test_evaluate_saved_model_writes_report(tiny_bert, sentiment_csv, tmp_path):
     assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert (tmp_path / "report" / "eval_report.md").is_file()
     assert (tmp_path / "report" / "eval_confusion_matrix.png").is_file()
+
+
+def test_later_subtokens_continue_the_entity_in_iob_schemes():
+    from bridgetune.tasks.token import continuation_labels
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC"]
+    index = {label: i for i, label in enumerate(labels)}
+    assert continuation_labels(labels, index, "IOB2") == {"O": 0, "B-PER": 2, "I-PER": 2}
+    assert continuation_labels(labels, index, "BIOES") == {}

@@ -39,6 +39,25 @@ def words_example(text: str, tokenizer: Any) -> Example:
     return Example(text=text, tokens=tokens, offsets=offsets)
 
 
+def continuation_labels(labels: list[str], index: dict[str, int], scheme: str) -> dict[str, int]:
+    """Label id of a word's later sub-tokens, per word tag (IOB schemes only).
+
+    In IOB1/IOB2 the rest of a word continues its entity (I-X) or stays O. Training on them
+    teaches the model that a fragment inside an entity is I-X. Raw text can then be split into
+    finer words than the training files had (e.g. "#48213" -> "#", "48213") without losing
+    the entity. BIOES/BMES have no tag that continues a word without ending it, so their later
+    sub-tokens stay unlabelled (-100), as HF's run_ner does for all schemes.
+    """
+    if scheme not in ("IOB1", "IOB2"):
+        return {}
+    mapping = {"O": index["O"]} if "O" in index else {}
+    for label in labels:
+        inside = f"I-{label[2:]}"
+        if label[:2] in ("B-", "I-") and inside in index:
+            mapping[label] = index[inside]
+    return mapping
+
+
 @TASKS.register("ner")
 class TokenTask:
     """Named-entity recognition over words (English) or characters (Chinese)."""
@@ -50,6 +69,7 @@ class TokenTask:
         self.labels = labels
         self.index = {label: i for i, label in enumerate(labels)}
         self.scheme = scheme
+        self.continuation = continuation_labels(labels, self.index, scheme)
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
@@ -78,6 +98,8 @@ class TokenTask:
                 first.append(position)
                 if example.tags is not None:
                     labels[position] = self.index[example.tags[word]]
+            elif word is not None and example.tags is not None:
+                labels[position] = self.continuation.get(example.tags[word], IGNORE)
             previous = word
         feature: Feature = {
             "input_ids": encoded["input_ids"][row],
