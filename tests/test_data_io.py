@@ -553,7 +553,7 @@ def test_tag_labels_put_o_first(tmp_path: Path) -> None:
     dev = write(tmp_path / "dev.conll", "Bob B-PER\n")
     splits = load_splits(DataConfig(train=str(train), dev=str(dev)), "ner")
     assert splits.labels[0] == "O"
-    assert splits.labels == ["O", "B-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert splits.labels == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
 
 def test_infer_labels_directly() -> None:
@@ -651,3 +651,12 @@ def test_fingerprint_tracks_file_bytes(tmp_path: Path) -> None:
     assert first == fingerprint([str(a), None, "hf:imdb"])
     write(a, "text,label\nx,z\n")
     assert fingerprint([str(a), None, "hf:imdb"]) != first
+
+
+def test_inferred_tags_are_completed_per_scheme():
+    from bridgetune.data.schema import Example
+
+    examples = [Example(text="a b", tokens=["a", "b"], tags=["B-ORDER", "O"])]
+    assert infer_labels(examples, "ner", "IOB2") == ["O", "B-ORDER", "I-ORDER"]
+    chars = [Example(text="ab", tokens=["a", "b"], tags=["B_X", "E_X"])]
+    assert infer_labels(chars, "ner", "BMES") == ["O", "B_X", "E_X", "M_X", "S_X"]

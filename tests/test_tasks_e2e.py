@@ -167,7 +167,7 @@ def test_chinese_character_ner_bmes(tiny_bert, zh_bmes, tmp_path):
         tiny_bert,
         tmp_path / "runs",
         task="ner",
-        train={"epochs": 60},
+        train={"epochs": 100},
         data={"train": str(zh_bmes), "dev": str(zh_bmes), "tag_scheme": "BMES"},
     )
     result = _train(config)

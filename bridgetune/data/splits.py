@@ -7,6 +7,7 @@ from collections import Counter
 from bridgetune.config import DataConfig
 from bridgetune.data.io import TOKEN_TASKS, Splits, fingerprint, load_examples
 from bridgetune.data.schema import DataError, Example
+from bridgetune.data.tags import SCHEME_PREFIXES
 
 
 def example_labels(example: Example) -> list[str]:
@@ -18,10 +19,18 @@ def example_labels(example: Example) -> list[str]:
     return [] if example.label is None else [example.label]
 
 
-def infer_labels(train: list[Example], task: str) -> list[str]:
-    """Sorted label set of train; numeric labels sort numerically, 'O' comes first for tags."""
+def infer_labels(train: list[Example], task: str, scheme: str | None = None) -> list[str]:
+    """Sorted label set of train; numeric labels sort numerically, 'O' comes first for tags.
+
+    With a tag `scheme`, every entity type gets all of the scheme's tags (B-X and I-X for IOB2),
+    so the model can express any valid sequence even when train happens to lack one, e.g. only
+    single-token entities of a type.
+    """
     found = {label for example in train for label in example_labels(example)}
     if task in TOKEN_TASKS:
+        if scheme:
+            found |= {f"{p}{t[1]}{t[2:]}" for t in found - {"O"} for p in SCHEME_PREFIXES[scheme]}
+            found.add("O")
         rest = sorted(found - {"O"}, key=lambda t: (t[2:], t[:1]))
         return (["O"] if "O" in found else []) + rest
     try:
@@ -84,7 +93,7 @@ def load_splits(cfg: DataConfig, task: str) -> Splits:
     else:
         train, dev = stratified_split(train, cfg.dev_fraction, cfg.split_seed, task, cfg.train)
     test = load_examples(cfg.test, cfg, task, "test") if cfg.test else None
-    labels = list(cfg.labels) if cfg.labels else infer_labels(train, task)
+    labels = list(cfg.labels) if cfg.labels else infer_labels(train, task, cfg.tag_scheme)
     if task not in TOKEN_TASKS and len(labels) < 2 and task != "multilabel":
         raise DataError(
             f"{cfg.train}: found only the label {labels}; classification needs at least two classes"
