@@ -208,3 +208,12 @@ def tiny_config(model: Path, run_dir: Path, **sections: dict) -> dict:
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value}
     return config
+
+
+def write_config(config: dict, directory: Path) -> Path:
+    """Save a raw config dict as directory/config.yaml (for the CLI and launchers)."""
+    import yaml
+
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path

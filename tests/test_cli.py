@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from conftest import SENTIMENT, tiny_config
+from conftest import SENTIMENT, tiny_config, write_config
 from typer.testing import CliRunner
 
 from bridgetune.cli import app
@@ -21,9 +21,7 @@ def _write_config(tmp_path, tiny_bert, sentiment_csv, **extra):
         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
         **extra,
     )
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+    return write_config(config, tmp_path)
 
 
 def test_train_predict_evaluate(tiny_bert, sentiment_csv, tmp_path):
@@ -92,8 +90,7 @@ def test_bad_data_fails_before_anything_is_written(tiny_bert, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("txt,label\nhello,a\nworld,b\n", encoding="utf-8")
     config = tiny_config(tiny_bert, tmp_path / "runs", data={"train": str(bad)})
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path = write_config(config, tmp_path)
     result = runner.invoke(app, ["train", str(path)])
     assert result.exit_code == 2
     assert f"{bad}:2: column 'text' not found" in result.output.replace("\n", "")
@@ -111,8 +108,7 @@ def test_predict_ner_on_untagged_token_file(tiny_bert, ner_conll, tmp_path):
         train={"epochs": 2},
         data={"train": str(ner_conll), "dev": str(ner_conll)},
     )
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path = write_config(config, tmp_path)
     assert runner.invoke(app, ["train", str(path)]).exit_code == 0
     words = tmp_path / "words.conll"
     words.write_text("\n\n".join("\n".join(w for w, _ in s) for s in NER_SENTENCES) + "\n")
@@ -136,8 +132,7 @@ def test_error_text_with_brackets_is_printed_verbatim(tiny_bert, tmp_path):
     bad = tmp_path / "bad.conll"
     bad.write_text("john B-PER\nsmith\n", encoding="utf-8")
     config = tiny_config(tiny_bert, tmp_path / "runs", task="ner", data={"train": str(bad)})
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path = write_config(config, tmp_path)
     result = runner.invoke(app, ["train", str(path)])
     assert result.exit_code == 2
     assert "expected 'TOKEN [...] TAG'" in result.output.replace("\n", "")

@@ -7,8 +7,7 @@ import os
 import subprocess
 import sys
 
-import yaml
-from conftest import tiny_config
+from conftest import tiny_config, write_config
 
 
 def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
@@ -18,8 +17,7 @@ def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
         train={"epochs": 20, "batch_size": 2},
         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
     )
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path = write_config(config, tmp_path)
     command = [
         sys.executable,
         "-m",
