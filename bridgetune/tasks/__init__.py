@@ -6,7 +6,7 @@ from typing import Any
 
 from bridgetune.tasks import classification as _classification  # noqa: F401  (registers)
 from bridgetune.tasks import token as _token  # noqa: F401  (registers)
-from bridgetune.tasks.base import TASKS, Task, head_modules
+from bridgetune.tasks.base import TASKS, Task
 
 
 def build_task(
@@ -21,4 +21,4 @@ def build_task(
     return task_class(labels)
 
 
-__all__ = ["TASKS", "Task", "build_task", "head_modules"]
+__all__ = ["TASKS", "Task", "build_task"]

@@ -16,8 +16,8 @@ Feature = dict[str, Any]
 class Task(Protocol):
     """What the loop, the predictor and the evaluator need from a task.
 
-    `labels` are class names (or tags); `head_modules` lists the modules every tuning method must
-    keep trainable and save with adapters.
+    `labels` are class names (or tags); `auto_class` names the transformers Auto class that
+    loads a saved model of the task.
     """
 
     name: str
@@ -42,16 +42,6 @@ class Task(Protocol):
 
 
 TASKS: Registry[type] = Registry("task")
-
-
-def head_modules(model: torch.nn.Module) -> list[str]:
-    """Names of the task-head modules: trainable children outside the pretrained body."""
-    body = getattr(model, "base_model_prefix", "")
-    return [
-        name
-        for name, child in model.named_children()
-        if name != body and any(True for _ in child.parameters())
-    ]
 
 
 def pad_batch(
