@@ -146,6 +146,78 @@ class RunConfig(_Section):
         return Path(self.output_dir) / self.name
 
 
+class MonitorConfig(_Section):
+    """Drift monitoring of predictions against the training label distribution."""
+
+    window: int = Field(
+        500, gt=0, description="Predictions in the service's rolling window (labels per text)."
+    )
+    min_samples: int = Field(
+        50, gt=0, description="Predictions a window needs before it can raise an alert."
+    )
+    max_share_shift: float | None = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Alert when a label's share moves this far (absolute) from its training "
+        "share; null disables.",
+    )
+    label_share_max: dict[str, float] = Field(
+        default_factory=dict,
+        description="Alert when a label's share exceeds this, e.g. {negative: 0.4}.",
+    )
+    min_mean_confidence: float | None = Field(
+        None, gt=0, le=1, description="Alert when the window's mean confidence falls below this."
+    )
+    webhook_url: str | None = Field(
+        None, description="POST each alert as JSON to this URL (in the background)."
+    )
+
+
+class ServeConfig(_Section):
+    """`bridgetune serve`: limits, batching, keys, feedback store and monitoring."""
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, lt=65536, description="TCP port.")
+    workers: int = Field(1, ge=1, description="Server processes (each loads the model).")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads for inference; default: the machine's cores."
+    )
+    max_texts: int = Field(256, gt=0, description="Most texts in one request (more: 413).")
+    max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest request body in bytes (more: 413)."
+    )
+    truncation: Literal["flag", "reject"] = Field(
+        "flag",
+        description="Texts over the model's max_length: 'flag' truncates and says so, "
+        "'reject' answers 422.",
+    )
+    batch_tokens: int = Field(
+        8192, gt=0, description="Token budget of one micro-batch (padded length x texts)."
+    )
+    max_batch_texts: int = Field(256, gt=0, description="Most texts in one micro-batch.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="How long the first queued text waits for others to join it."
+    )
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Keys accepted for predict and feedback (empty: open); also from "
+        "BRIDGETUNE_API_KEYS.",
+    )
+    admin_keys: list[str] = Field(
+        default_factory=list,
+        description="Keys for /admin endpoints (none: admin disabled); also from "
+        "BRIDGETUNE_ADMIN_KEYS.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (empty: CORS off)."
+    )
+    feedback_db: str | None = Field(
+        None, description="SQLite file of feedback; default <model_dir>/../feedback.db."
+    )
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.lr=3e-5)")
@@ -177,13 +249,13 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def _describe(error: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
     lines = [f"invalid config {source}:"]
     for item in error.errors():
         loc = item["loc"]
         where = ".".join(str(p) for p in loc) or "(top level)"
         if item["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _fields_at(RunConfig, loc), n=1)
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(root or RunConfig, loc), n=1)
             hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
             lines.append(f"  - {where}: unknown key{hint}")
         else:
@@ -231,8 +303,8 @@ def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
                 data[key] = str(candidate)
 
 
-def schema_lines() -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) for every config field, for `config --schema`."""
+def schema_lines(root: type[BaseModel] | None = None) -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every field of `root` (default: RunConfig)."""
     rows: list[tuple[str, str, str]] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -248,21 +320,53 @@ def schema_lines() -> list[tuple[str, str, str]]:
             )
             rows.append((f"{prefix}{name}", default, field.description or ""))
 
-    walk(RunConfig, "")
+    walk(root or RunConfig, "")
     return rows
 
 
 def schema_markdown() -> str:
-    """docs/config.md: the config reference as a Markdown table (kept in sync by a test)."""
+    """docs/config.md: the config reference as Markdown tables (kept in sync by a test)."""
     lines = [
         "# Configuration reference",
         "",
         "Generated from `bridgetune/config.py` (`bridgetune config --schema` prints the same).",
         "",
-        "| key | default | description |",
-        "|---|---|---|",
+        "## Training (`bridgetune train CONFIG`)",
+        "",
+        *_markdown_table(schema_lines(RunConfig)),
+        "",
+        "## Serving (`bridgetune serve MODEL_DIR --config SERVE.yaml`)",
+        "",
+        "Command-line options override these; `monitor.*` also applies to `bridgetune monitor`.",
+        "",
+        *_markdown_table(schema_lines(ServeConfig)),
     ]
-    for key, default, text in schema_lines():
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(rows: list[tuple[str, str, str]]) -> list[str]:
+    lines = ["| key | default | description |", "|---|---|---|"]
+    for key, default, text in rows:
         escaped = text.replace("|", "\\|")
         lines.append(f"| `{key}` | `{default}` | {escaped} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def load_serve_config(path: str | Path | None, overrides: list[str] | None = None) -> ServeConfig:
+    """A ServeConfig from an optional YAML file plus dotted overrides, validated."""
+    raw: dict[str, Any] = {}
+    source = "<serve options>"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"serve config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        source = str(path)
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return ServeConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source, ServeConfig)) from None
