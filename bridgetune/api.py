@@ -16,6 +16,7 @@ import yaml
 from bridgetune.atomic import atomic_write_text
 from bridgetune.config import (
     DataConfig,
+    MonitorConfig,
     RunConfig,
     apply_overrides,
     build_config,
@@ -269,3 +270,126 @@ def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dic
         return [len(ids) for ids in encoded["input_ids"]]
 
     return describe_splits(splits, lengths, cfg.model.max_length, cfg.task in TOKEN_TASKS)
+
+
+def monitor(
+    model_dir: str | Path,
+    input_path: str | Path,
+    output_dir: str | Path,
+    window: str = "1h",
+    cfg: MonitorConfig | None = None,
+) -> dict[str, Any]:
+    """Drift monitoring in batch: a timestamped stream's label shares per time window.
+
+    Predicts every text of `input_path` (JSONL: text, timestamp, optional text_pair), cuts time
+    into fixed windows, compares each window with the training distribution, logs the alerts
+    (and POSTs them to cfg.webhook_url), and writes monitor_report.json, monitor_report.md and
+    label_shares.png into `output_dir`.
+
+    Args:
+        model_dir: a saved model directory.
+        input_path: the stream.
+        output_dir: where the report goes.
+        window: window length such as "90s", "30m", "1h", "1d".
+        cfg: thresholds (default: MonitorConfig()); cfg.window (a count) is the service's.
+
+    Returns:
+        The report: settings, expected shares, and per window start, end, count, shares,
+        mean_confidence, flagged and alerts.
+    """
+    from bridgetune.monitor import WEBHOOK_TIMEOUT_S, check_labels, notify, prediction_signal
+    from bridgetune.monitor_report import (
+        group_by_window,
+        parse_window,
+        read_stream,
+        summarize_window,
+        write_monitor_report,
+    )
+
+    cfg = cfg or MonitorConfig()
+    width = parse_window(window)
+    meta = read_meta(Path(model_dir))
+    check_labels(cfg, meta["labels"])
+    task = meta["task"]
+    pair = task == "pair"
+    records = read_stream(Path(input_path), pair=pair)
+    predictor = load(model_dir)
+    inputs = [Example(text=r.text, text_pair=r.text_pair if pair else None) for r in records]
+    observations = [prediction_signal(task, p) for p in predictor.predict(inputs)]
+    expected = meta.get("label_distribution") or {}
+    windows, alerts = [], []
+    for start, indices in group_by_window(records, width):
+        entry, raised = summarize_window(
+            start, start + width, [observations[i] for i in indices], meta["labels"], expected, cfg
+        )
+        windows.append(entry)
+        alerts += raised
+    threads = notify(alerts, cfg, str(model_dir))
+    report = monitor_report_header(model_dir, input_path, window, meta, cfg)
+    report.update(
+        predictions=len(records),
+        flagged_windows=sum(w["flagged"] for w in windows),
+        windows=windows,
+    )
+    write_monitor_report(Path(output_dir), report)
+    for thread in threads:  # this process may exit next: let the webhooks finish
+        thread.join(WEBHOOK_TIMEOUT_S + 1)
+    return report
+
+
+def monitor_report_header(
+    model_dir: str | Path, input_path: str | Path, window: str, meta: dict, cfg: MonitorConfig
+) -> dict[str, Any]:
+    """The settings part of a monitoring report (the webhook URL redacted: it may be secret)."""
+    settings = cfg.model_dump()
+    if settings["webhook_url"]:
+        settings["webhook_url"] = "(set)"
+    return {
+        "model": str(model_dir),
+        "input": str(input_path),
+        "task": meta["task"],
+        "window": window,
+        "expected": meta.get("label_distribution") or {},
+        "config": settings,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def export_feedback(
+    database: str | Path,
+    output: str | Path,
+    since: str | None = None,
+    model_version: str | None = None,
+) -> int:
+    """Write the feedback store's corrections as a training file; returns the rows written.
+
+    The format follows the extension of `output`: .csv/.jsonl for classification tasks,
+    .conll (IOB2 words) for NER. Rows of several tasks cannot share one file.
+    """
+    from bridgetune.serve.store import FeedbackStore, export_rows
+
+    database, output = Path(database), Path(output)
+    if not database.is_file():
+        raise FileNotFoundError(f"{database}: no feedback database there")
+    rows = [
+        row
+        for row in FeedbackStore(database).rows(since)
+        if model_version is None or row.model_version == model_version
+    ]
+    tasks = sorted({row.task for row in rows})
+    if len(tasks) > 1:
+        raise ValueError(
+            f"{database} holds feedback of several tasks {tasks}; pick one model with "
+            "--model-version"
+        )
+    fmt = {".csv": "csv", ".jsonl": "jsonl", ".conll": "conll", ".txt": "conll"}.get(
+        output.suffix.lower()
+    )
+    if fmt is None:
+        raise ValueError(f"{output}: use a .csv, .jsonl or .conll file name")
+    if tasks == ["ner"] and fmt != "conll":
+        raise ValueError("NER feedback exports as CoNLL: name the output *.conll")
+    if tasks and tasks != ["ner"] and fmt == "conll":
+        raise ValueError("classification feedback exports as .csv or .jsonl, not CoNLL")
+    atomic_write_text(output, export_rows(rows, fmt))
+    return len(rows)

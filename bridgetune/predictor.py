@@ -51,6 +51,7 @@ def infer(
     device: torch.device,
     batch_size: int = 64,
     precision: str = "auto",
+    batch_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Predictions for `features`, in their order (batches are sorted by length inside)."""
     was_training = model.training
@@ -58,7 +59,7 @@ def infer(
     lengths = [len(f["input_ids"]) for f in features]
     results: list[dict[str, Any] | None] = [None] * len(features)
     with torch.inference_mode(), autocast_for(device, precision):
-        for batch in eval_batches(lengths, batch_size):
+        for batch in eval_batches(lengths, batch_size, batch_tokens):
             tensors = task.collate([features[i] for i in batch], pad_id)
             tensors.pop("labels", None)
             tensors = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
@@ -92,8 +93,10 @@ class Predictor:
         task: Task,
         meta: dict[str, Any],
         device: torch.device,
+        directory: Path | None = None,
     ) -> None:
         self.model = model.to(device).eval()
+        self.directory = directory
         self.tokenizer = tokenizer
         self.task = task
         self.meta = meta
@@ -113,7 +116,7 @@ class Predictor:
         auto_class = getattr(transformers, task.auto_class)
         model = auto_class.from_pretrained(directory, use_safetensors=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-        return cls(model, tokenizer, task, meta, pick_device(device))
+        return cls(model, tokenizer, task, meta, pick_device(device), directory)
 
     def to_examples(self, inputs: Sequence[str | tuple[str, str] | Example]) -> list[Example]:
         examples = []

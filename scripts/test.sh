@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="[dev]" . scripts/setup-env.sh
+bash scripts/install-browser.sh   # Debian chromium + chromedriver for the playground test
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 python -m pytest -q -p no:cacheprovider "$@"

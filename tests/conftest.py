@@ -217,3 +217,65 @@ def write_config(config: dict, directory: Path) -> Path:
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def train_tiny_model(
+    model: Path, run_dir: Path, data: Path, name: str, epochs: int = 12, **sections: dict
+) -> Path:
+    """Train a tiny model for a few epochs and return its model directory."""
+    from bridgetune import api
+
+    config = tiny_config(model, run_dir, data={"train": str(data), "dev": str(data)}, **sections)
+    config["name"] = name
+    config["train"]["epochs"] = epochs
+    return api.train(config).model_dir
+
+
+@pytest.fixture(scope="session")
+def served_classifier(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained sentiment model directory (negative/positive), shared by service tests."""
+    root = tmp_path_factory.mktemp("served-classifier")
+    data = write_csv(root / "sentiment.csv", ["text", "label"], SENTIMENT)
+    return train_tiny_model(tiny_bert, root / "runs", data, name="sentiment")
+
+
+@pytest.fixture(scope="session")
+def served_ner(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained NER model directory (PER, LOC, ORG; IOB2)."""
+    root = tmp_path_factory.mktemp("served-ner")
+    data = write_conll(root / "ner.conll", NER_SENTENCES)
+    return train_tiny_model(tiny_bert, root / "runs", data, name="ner", epochs=20, task="ner")
+
+
+class LiveServer:
+    """An app served by a real uvicorn server on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -1,0 +1,414 @@
+"""The HTTP service: `create_app(model_dir)` returns a FastAPI app with its OpenAPI document.
+
+Endpoints: POST /v1/predict, POST /v1/feedback, GET /v1/info, GET /health, GET /ready,
+GET /metrics, POST /admin/reload, and the playground page at /.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from bridgetune.atomic import atomic_write_text
+from bridgetune.config import ServeConfig
+from bridgetune.predictor import Predictor
+from bridgetune.serve import schemas
+from bridgetune.serve.batching import MicroBatcher
+from bridgetune.serve.metrics import ServiceMetrics
+from bridgetune.serve.middleware import BodyLimit, RequestMetrics, key_matches, presented_key
+from bridgetune.serve.run import POINTER_ENV
+from bridgetune.serve.service import (
+    ModelSlot,
+    Observer,
+    RequestError,
+    feedback_label,
+    open_store,
+    run_batch,
+)
+
+log = logging.getLogger("bridgetune.serve")
+
+ENDPOINTS = (
+    "/",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/v1/info",
+    "/v1/predict",
+    "/v1/feedback",
+    "/admin/reload",
+)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong API key."},
+    413: {"description": "Too many texts or too large a body."},
+    422: {"description": "The request does not fit the schema or the model."},
+    503: {"description": "The model is still loading."},
+}
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+_bearer = HTTPBearer(auto_error=False)
+
+
+class Service:
+    """Mutable state of one app: config, served model, batcher, store, metrics."""
+
+    def __init__(self, config: ServeConfig, model: str | Path | Predictor) -> None:
+        self.config = config
+        self.metrics = ServiceMetrics()
+        self.observer = Observer(self.metrics, config.monitor.webhook_url)
+        self.slot: ModelSlot | None = None
+        self.source = model
+        self.directory = None if isinstance(model, Predictor) else Path(model)
+        if isinstance(model, Predictor):
+            self.directory = model.directory
+            self.install(model)
+        self.store = open_store(config, self.directory)
+        self.batcher: MicroBatcher | None = None
+        self.reloading = asyncio.Lock()
+        self.api_keys = [*config.api_keys, *_env_keys("BRIDGETUNE_API_KEYS")]
+        self.admin_keys = [*config.admin_keys, *_env_keys("BRIDGETUNE_ADMIN_KEYS")]
+        pointer = os.environ.get(POINTER_ENV)
+        self.pointer = Path(pointer) if pointer else None
+        self._pointer_stamp: int | None = None
+        self._pointer_checked = 0.0
+        self._following: asyncio.Task | None = None
+
+    def install(self, predictor: Predictor) -> ModelSlot:
+        previous = self.slot
+        slot = ModelSlot.create(predictor, self.config)
+        self.slot = slot
+        self.metrics.set_model(slot.version, slot.task, previous.version if previous else None)
+        self.observer.reset(slot)
+        return slot
+
+    def ready_slot(self) -> ModelSlot:
+        if self.slot is None:
+            raise HTTPException(503, "the model is still loading; retry in a moment")
+        return self.slot
+
+    def load(self, directory: str | Path) -> Predictor:
+        return Predictor.load(directory, device="auto")
+
+    async def reload(self, directory: str | Path) -> ModelSlot:
+        """Load `directory` off the event loop and switch to it (callers hold `reloading`)."""
+        try:
+            predictor = await run_in_threadpool(self.load, directory)
+        except (OSError, ValueError, KeyError) as error:
+            self.metrics.reloads.labels(outcome="failed").inc()
+            raise RequestError(422, f"cannot load {directory}: {error}") from None
+        slot = self.install(predictor)
+        self.directory = Path(directory)
+        self.metrics.reloads.labels(outcome="ok").inc()
+        return slot
+
+    def publish(self) -> None:
+        """Tell the other worker processes which model directory to serve."""
+        if self.pointer is None or self.directory is None:
+            return
+        atomic_write_text(self.pointer, json.dumps({"model_dir": str(self.directory.resolve())}))
+        self._pointer_stamp = self.pointer.stat().st_mtime_ns
+
+    def follow(self) -> None:
+        """Reload in the background when another worker published a new model (checked ≤1/s)."""
+        now = time.monotonic()
+        if self.pointer is None or now - self._pointer_checked < 1 or self.reloading.locked():
+            return
+        self._pointer_checked = now
+        try:
+            stamp = self.pointer.stat().st_mtime_ns
+            if stamp == self._pointer_stamp:
+                return
+            self._pointer_stamp = stamp
+            target = Path(json.loads(self.pointer.read_text(encoding="utf-8"))["model_dir"])
+        except (OSError, ValueError, KeyError):
+            return
+        if self.directory is None or target != self.directory.resolve():
+            self._following = asyncio.get_running_loop().create_task(self._follow(target))
+
+    async def _follow(self, target: Path) -> None:
+        async with self.reloading:
+            try:
+                slot = await self.reload(target)
+            except RequestError as error:
+                log.error("could not follow the reload to %s: %s", target, error)
+                return
+        log.info("followed a reload: now serving %s", slot.version)
+
+
+def _env_keys(name: str) -> list[str]:
+    return [key.strip() for key in os.environ.get(name, "").split(",") if key.strip()]
+
+
+def create_app(model: str | Path | Predictor, config: ServeConfig | None = None) -> FastAPI:
+    """A FastAPI app serving `model` (a model directory, or a loaded Predictor).
+
+    A directory is loaded in the background at start-up: `/health` answers at once and `/ready`
+    says when predictions can be served.
+    """
+    config = config or ServeConfig()
+    service = Service(config, model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        _set_threads(config)
+        service.batcher = MicroBatcher(
+            lambda p, f, e: run_batch(config, p, f, e),
+            config.batch_tokens,
+            config.max_batch_texts,
+            config.max_wait_ms,
+            on_batch=_batch_metrics(service.metrics),
+        )
+        service.batcher.start()
+        loading = None
+        if service.slot is None:
+            loading = asyncio.create_task(_load_initial(service))
+        yield
+        if loading is not None:
+            loading.cancel()
+        await service.batcher.stop()
+        if service.store is not None:
+            service.store.close()
+
+    app = FastAPI(
+        title="bridgetune",
+        summary="Predictions, feedback and monitoring for a fine-tuned transformer.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    _add_error_handlers(app)
+    _add_routes(app, service)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=service.metrics, endpoints=ENDPOINTS)
+    return app
+
+
+def _version() -> str:
+    from bridgetune import __version__
+
+    return __version__
+
+
+def _set_threads(config: ServeConfig) -> None:
+    import torch
+
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(config.threads or max(1, cores // config.workers))
+
+
+def _batch_metrics(metrics: ServiceMetrics):
+    def record(texts: int, seconds: float) -> None:
+        metrics.batch_texts.observe(texts)
+        metrics.batch_seconds.observe(seconds)
+
+    return record
+
+
+async def _load_initial(service: Service) -> None:
+    try:
+        predictor = await run_in_threadpool(service.load, service.source)
+    except Exception:
+        log.exception("could not load the model from %s", service.source)
+        raise
+    service.install(predictor)
+    log.info("serving %s (%s)", service.slot.version, service.slot.task)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, error: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"] if part != "body") or "body"
+            problems.append(f"{where}: {item['msg']}")
+        return JSONResponse(
+            {"detail": "; ".join(problems), "errors": _plain(error.errors())}, status_code=422
+        )
+
+
+def _plain(errors: Any) -> Any:
+    """Validation errors with their non-JSON parts (exceptions in ctx) as strings."""
+    return [{k: (str(v) if k == "ctx" else v) for k, v in item.items()} for item in errors]
+
+
+def _add_routes(app: FastAPI, service: Service) -> None:
+    config = service.config
+
+    def user(
+        api_key: Annotated[str | None, Depends(_api_key)],
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if not service.api_keys:
+            return
+        given = presented_key(f"Bearer {bearer.credentials}" if bearer else None, api_key)
+        if not key_matches(given, service.api_keys):
+            raise HTTPException(
+                401, "missing or wrong API key: send X-API-Key or Authorization: Bearer <key>"
+            )
+
+    def admin(
+        api_key: Annotated[str | None, Depends(_api_key)],
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if not service.admin_keys:
+            raise HTTPException(403, "admin endpoints are off: start the server with --admin-key")
+        given = presented_key(f"Bearer {bearer.credentials}" if bearer else None, api_key)
+        if not key_matches(given, service.admin_keys):
+            raise HTTPException(401, "missing or wrong admin key")
+
+    @app.get("/health", tags=["status"], summary="Liveness: the process answers.")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["status"], summary="Readiness: a model is loaded.")
+    async def ready() -> JSONResponse:
+        if service.slot is None:
+            return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": True, "model_version": service.slot.version})
+
+    @app.get("/metrics", tags=["status"], summary="Prometheus metrics.")
+    async def metrics() -> Response:
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get(
+        "/v1/info",
+        tags=["model"],
+        response_model=schemas.Info,
+        responses=ERRORS,
+        dependencies=[Depends(user)],
+    )
+    async def info() -> schemas.Info:
+        slot = service.ready_slot()
+        meta = slot.predictor.meta
+        return schemas.Info(
+            model_version=slot.version,
+            model_dir=str(slot.predictor.directory or ""),
+            task=slot.task,
+            labels=list(slot.predictor.task.labels),
+            tag_scheme=meta.get("tag_scheme"),
+            max_length=slot.predictor.max_length,
+            base_model=meta.get("base_model"),
+            method=meta.get("method"),
+            metrics=meta.get("metrics") or {},
+            label_distribution=meta.get("label_distribution") or {},
+            created=meta.get("created"),
+            bridgetune_version=meta.get("bridgetune_version"),
+            limits={
+                "max_texts": config.max_texts,
+                "max_body_bytes": config.max_body_bytes,
+                "truncation": config.truncation,
+            },
+        )
+
+    @app.post(
+        "/v1/predict",
+        tags=["model"],
+        response_model=schemas.PredictResponse,
+        response_model_exclude_none=True,
+        responses=ERRORS,
+        dependencies=[Depends(user)],
+    )
+    async def predict(body: schemas.PredictRequest) -> dict[str, Any]:
+        """Labels and scores (classification) or entities with offsets (NER) for each text."""
+        if len(body.texts) > config.max_texts:
+            raise RequestError(
+                413, f"{len(body.texts)} texts in one request; at most {config.max_texts}"
+            )
+        service.follow()
+        slot = service.ready_slot()
+        examples = slot.examples(body.texts, body.text_pairs)
+        features = slot.encode(examples, config.truncation)
+        predictions = await service.batcher.submit(slot.predictor, features, examples)
+        service.observer.record(slot, predictions)
+        return {"model_version": slot.version, "task": slot.task, "predictions": predictions}
+
+    @app.post(
+        "/v1/feedback",
+        tags=["feedback"],
+        status_code=201,
+        response_model=schemas.FeedbackResponse,
+        responses=ERRORS,
+        dependencies=[Depends(user)],
+    )
+    def feedback(body: schemas.FeedbackRequest) -> schemas.FeedbackResponse:
+        """Store a correction durably (acknowledged rows survive a crash)."""
+        slot = service.ready_slot()
+        if service.store is None:
+            raise HTTPException(503, "no feedback store: start the server with feedback_db set")
+        entities = None
+        if body.entities is not None:
+            entities = [e.model_dump(exclude_none=True) for e in body.entities]
+        label = feedback_label(slot, body.label, entities, body.text)
+        predicted = body.predicted
+        if isinstance(predicted, list) and predicted and not isinstance(predicted[0], str):
+            predicted = [e.model_dump(exclude_none=True) for e in predicted]
+        row, created = service.store.add(
+            text=body.text,
+            text_pair=body.text_pair,
+            predicted=predicted,
+            label=label,
+            task=slot.task,
+            model_version=slot.version,
+            feedback_id=body.id,
+        )
+        if created:
+            service.metrics.feedback.inc()
+        return schemas.FeedbackResponse(
+            id=row.id, created=row.created, stored=created, model_version=row.model_version
+        )
+
+    @app.post(
+        "/admin/reload",
+        tags=["admin"],
+        response_model=schemas.ReloadResponse,
+        responses={**ERRORS, 403: {"description": "Admin endpoints are off."}},
+        dependencies=[Depends(admin)],
+    )
+    async def reload(body: schemas.ReloadRequest) -> schemas.ReloadResponse:
+        """Load another model directory and switch to it; requests in flight finish on the old."""
+        if service.reloading.locked():
+            raise HTTPException(409, "a reload is already running")
+        async with service.reloading:
+            previous = service.slot.version if service.slot else ""
+            slot = await service.reload(body.model_dir)
+            service.publish()
+        log.info("reloaded: now serving %s (was %s)", slot.version, previous)
+        return schemas.ReloadResponse(
+            model_version=slot.version, previous_version=previous, task=slot.task
+        )
+
+    page = _playground()
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(page)
+
+
+def _playground() -> str:
+    return resources.files("bridgetune.serve").joinpath("static/index.html").read_text("utf-8")

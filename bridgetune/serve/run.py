@@ -1,0 +1,56 @@
+"""Start the service under uvicorn: one process, or several workers sharing metrics and reloads.
+
+With several workers every process loads the model; Prometheus values are shared through files
+(`PROMETHEUS_MULTIPROC_DIR`) and a reload received by one worker is written to a pointer file
+that the others follow within a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from bridgetune.config import ServeConfig
+
+SPEC_ENV = "BRIDGETUNE_SERVE_SPEC"
+POINTER_ENV = "BRIDGETUNE_MODEL_POINTER"
+
+
+def run_server(model_dir: str | Path, config: ServeConfig, access_log: bool = False) -> None:
+    """Serve `model_dir` until interrupted (blocking)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    options = {
+        "host": config.host,
+        "port": config.port,
+        "access_log": access_log,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 30,
+    }
+    if config.workers == 1:
+        from bridgetune.serve.app import create_app
+
+        uvicorn.run(create_app(model_dir, config), **options)
+        return
+    shared = Path(tempfile.mkdtemp(prefix="bridgetune-serve-"))
+    (shared / "metrics").mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
+    os.environ[POINTER_ENV] = str(shared / "model.json")
+    os.environ[SPEC_ENV] = json.dumps(
+        {"model_dir": str(Path(model_dir).resolve()), "config": config.model_dump()}
+    )
+    uvicorn.run(
+        "bridgetune.serve.run:app_from_env", factory=True, workers=config.workers, **options
+    )
+
+
+def app_from_env():
+    """The app of one worker process, built from the spec the parent put in the environment."""
+    from bridgetune.serve.app import create_app
+
+    spec = json.loads(os.environ[SPEC_ENV])
+    return create_app(spec["model_dir"], ServeConfig.model_validate(spec["config"]))

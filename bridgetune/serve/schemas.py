@@ -1,0 +1,140 @@
+"""Request and response bodies of the HTTP API (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _has_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text is empty or only whitespace")
+    return value
+
+
+class PredictRequest(_Body):
+    """Texts to predict; pair models also need `text_pairs` (one per text)."""
+
+    texts: list[str] = Field(
+        min_length=1, description="Texts to classify or tag.", examples=[["Where is my order?"]]
+    )
+    text_pairs: list[str] | None = Field(
+        None, description="Second texts for sentence-pair models, one per text."
+    )
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_have_content(cls, texts: list[str]) -> list[str]:
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise ValueError(f"texts[{index}] is empty or only whitespace")
+        return texts
+
+    @model_validator(mode="after")
+    def _pairs_match(self) -> PredictRequest:
+        if self.text_pairs is not None and len(self.text_pairs) != len(self.texts):
+            raise ValueError(
+                f"{len(self.texts)} texts but {len(self.text_pairs)} text_pairs; "
+                "give one text_pair per text"
+            )
+        return self
+
+
+class Entity(_Body):
+    type: str = Field(description="Entity type.")
+    start: int = Field(ge=0, description="Character offset of the first character.")
+    end: int = Field(ge=0, description="Character offset after the last character.")
+    text: str | None = Field(None, description="The entity's text (informational).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Entity:
+        if self.end <= self.start:
+            raise ValueError(f"entity end {self.end} must be after start {self.start}")
+        return self
+
+
+class Prediction(BaseModel):
+    """One text's prediction; which fields are present depends on the task."""
+
+    label: str | None = Field(None, description="Predicted class (classification, pair).")
+    score: float | None = Field(None, description="Probability of `label` (softmax).")
+    labels: list[str] | None = Field(None, description="Predicted classes (multilabel).")
+    scores: dict[str, float] | None = Field(
+        None, description="Probability per class: softmax (single-label) or sigmoid (multilabel)."
+    )
+    tags: list[str] | None = Field(None, description="Tag per word (NER).")
+    entities: list[Entity] | None = Field(None, description="Entities with offsets (NER).")
+    truncated: bool = Field(description="True when the text was longer than max_length and cut.")
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    task: str
+    predictions: list[Prediction]
+
+
+class FeedbackRequest(_Body):
+    """A correction: the text, what the model said, and the right answer."""
+
+    text: str = Field(min_length=1, description="The text that was predicted.")
+    text_pair: str | None = Field(None, description="Second text (pair models).")
+    predicted: str | list[str] | list[Entity] | None = Field(
+        None, description="What the model predicted (informational)."
+    )
+    label: str | list[str] | None = Field(
+        None, description="The correct class (a list for multilabel models)."
+    )
+    entities: list[Entity] | None = Field(
+        None, description="The correct entities (NER models), offsets into `text`."
+    )
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Your id for this feedback; sending it again does not store it twice.",
+    )
+
+    _text_has_content = field_validator("text")(_has_text)
+
+
+class FeedbackResponse(BaseModel):
+    id: str
+    created: str
+    stored: bool = Field(description="False when this id was already stored (nothing new).")
+    model_version: str
+
+
+class ReloadRequest(_Body):
+    model_dir: str = Field(min_length=1, description="Model directory to serve from now on.")
+
+
+class ReloadResponse(BaseModel):
+    model_version: str
+    previous_version: str
+    task: str
+
+
+class Info(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str
+    model_dir: str
+    task: str
+    labels: list[str]
+    tag_scheme: str | None = None
+    max_length: int
+    base_model: str | None = None
+    method: str | None = None
+    metrics: dict = Field(default_factory=dict)
+    label_distribution: dict[str, float] = Field(default_factory=dict)
+    created: str | None = None
+    bridgetune_version: str | None = None
+    limits: dict = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str

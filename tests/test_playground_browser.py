@@ -1,0 +1,302 @@
+"""The web playground at `/`, driven in headless Chromium against a real uvicorn server.
+
+Needs Debian's chromium and chromedriver (`scripts/install-browser.sh`); skipped without them.
+Selenium talks to /usr/bin/chromedriver directly, so selenium-manager never downloads anything.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason=f"needs {CHROMIUM} and {CHROMEDRIVER}: run scripts/install-browser.sh",
+    ),
+]
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium")
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CLASSES = ["negative", "neutral", "positive"]
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+NER_TEXT = "John Smith visited Paris on Monday"
+WAIT = 20
+
+
+def _save_model(base: Path, directory: Path, task_name: str, labels: list[str]) -> Path:
+    """A random-init model directory (no training): enough to exercise the page end to end."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from bridgetune.export import save_model_dir
+    from bridgetune.tasks import build_task
+
+    torch.manual_seed(0)
+    task = build_task(task_name, labels)
+    meta = {
+        "task": task_name,
+        "labels": labels,
+        "tag_scheme": "IOB2" if task_name == "ner" else None,
+        "max_length": 32,
+        "base_model": "tiny-bert",
+        "method": "full",
+        "metrics": {"dev": {"accuracy": 0.9, "macro_f1": 0.875}},
+        "label_distribution": {},
+        "created": "2024-05-01T12:00:00+00:00",
+    }
+    model = task.build_model(str(base))
+    return save_model_dir(directory, model, AutoTokenizer.from_pretrained(base), meta)
+
+
+@pytest.fixture(scope="module")
+def predictors(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from bridgetune.predictor import Predictor
+
+    root = tmp_path_factory.mktemp("playground-models")
+    return {
+        "classification": Predictor.load(
+            _save_model(tiny_bert, root / "intent", "classification", CLASSES), device="cpu"
+        ),
+        "ner": Predictor.load(_save_model(tiny_bert, root / "ner", "ner", TAGS), device="cpu"),
+    }
+
+
+class LiveServer:
+    """uvicorn serving one app on a free localhost port, in a background thread."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/"
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + WAIT
+        while not self.server.started:
+            assert self.thread.is_alive(), "the server thread died at start-up"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture()
+def serve(tmp_path: Path) -> Iterator:
+    """serve(predictor, **config) -> a started LiveServer writing feedback to tmp_path/fb.db."""
+    from bridgetune.config import ServeConfig
+    from bridgetune.serve import create_app
+
+    servers: list[LiveServer] = []
+
+    def start(predictor, **config) -> LiveServer:
+        db = tmp_path / "fb.db"
+        app = create_app(predictor, ServeConfig(feedback_db=str(db), threads=1, **config))
+        server = LiveServer(app).__enter__()
+        server.db = db
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1100,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    browser.set_page_load_timeout(WAIT)
+    yield browser
+    browser.quit()
+
+
+def _wait(driver, condition, message: str):
+    return WebDriverWait(driver, WAIT).until(condition, message)
+
+
+def _text_in(element_id: str, text: str):
+    return ec.text_to_be_present_in_element((By.ID, element_id), text)
+
+
+def _severe(driver) -> list[dict]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def _stored(db: Path) -> list[dict]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT text, predicted, label, task FROM feedback").fetchall()
+    return [
+        {"text": t, "predicted": json.loads(p), "label": json.loads(label), "task": task}
+        for t, p, label, task in rows
+    ]
+
+
+def test_classification_predict_and_correct(driver, serve, predictors, tmp_path):
+    predictor = predictors["classification"]
+    server = serve(predictor)
+    text = "where is my order"
+    expected = predictor.predict([text])[0]["label"]
+
+    driver.get_log("browser")  # forget the previous page's messages
+    driver.get(server.url)
+    _wait(driver, _text_in("model-info", "classification"), "the header shows no model info")
+    header = driver.find_element(By.ID, "model-info").text
+    assert "tiny-bert" in header and "accuracy 0.900" in header
+    assert not driver.find_element(By.ID, "text-pair").is_displayed()
+
+    driver.find_element(By.ID, "text").send_keys(text)
+    driver.find_element(By.ID, "predict").click()
+    top = _wait(
+        driver,
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#result .scores li.top")),
+        "no prediction shown",
+    )
+    assert top.text.startswith(expected)
+    rows = driver.find_elements(By.CSS_SELECTOR, "#result .scores li")
+    assert sorted(row.text.split("\n")[0] for row in rows) == CLASSES
+
+    assert driver.find_element(By.ID, "feedback-form").is_displayed()
+    select = Select(driver.find_element(By.ID, "correct-label"))
+    assert select.first_selected_option.get_attribute("value") == expected
+    corrected = next(label for label in CLASSES if label != expected)
+    select.select_by_value(corrected)
+    driver.find_element(By.ID, "send-feedback").click()
+    _wait(driver, _text_in("feedback-status", "Saved"), "the feedback was not saved")
+    driver.save_screenshot(str(tmp_path / "classification.png"))
+    assert _severe(driver) == []
+
+    rows = _stored(server.db)
+    assert rows == [
+        {"text": text, "predicted": expected, "label": corrected, "task": "classification"}
+    ]
+
+
+_SELECT_CHARACTERS = """
+const [root, start, end] = arguments;
+const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+const range = document.createRange();
+let at = 0;
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const next = at + node.length;
+  if (start >= at && start < next) range.setStart(node, start - at);
+  if (end > at && end <= next) range.setEnd(node, end - at);
+  at = next;
+}
+const selection = window.getSelection();
+selection.removeAllRanges();
+selection.addRange(range);
+"""
+
+
+def test_ner_highlights_and_entity_correction(driver, serve, predictors, tmp_path):
+    predictor = predictors["ner"]
+    server = serve(predictor)
+    predicted = predictor.predict([NER_TEXT])[0]["entities"]
+
+    driver.get_log("browser")  # forget the previous page's messages
+    driver.get(server.url)
+    _wait(driver, _text_in("model-info", "ner"), "the header shows no model info")
+    box = driver.find_element(By.ID, "text")
+    box.send_keys(NER_TEXT)
+    box.send_keys(Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter predicts
+    shown = _wait(
+        driver, ec.visibility_of_element_located((By.ID, "ner-text")), "no entities shown"
+    )
+    assert shown.text.replace("\n", "").startswith("John")
+    marks = driver.find_elements(By.CSS_SELECTOR, "#ner-text mark")
+    assert [(m.text, m.get_attribute("data-type")) for m in marks] == [
+        (e["text"], e["type"]) for e in predicted
+    ]
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#entity-list .remove-entity")) == len(
+        predicted
+    )
+    driver.save_screenshot(str(tmp_path / "ner-predicted.png"))
+
+    # Correct it: remove every predicted entity, then tag "Paris" as a LOC by selecting it.
+    while buttons := driver.find_elements(By.CSS_SELECTOR, "#entity-list .remove-entity"):
+        buttons[0].click()
+    assert driver.find_elements(By.CSS_SELECTOR, "#ner-text mark") == []
+    start = NER_TEXT.index("Paris")
+    driver.execute_script(
+        _SELECT_CHARACTERS, driver.find_element(By.ID, "ner-text"), start - 1, start + 6
+    )  # " Paris " with its spaces: the page trims them
+    _wait(driver, _text_in("selection", "“Paris”"), "the selection was not picked up")
+    Select(driver.find_element(By.ID, "entity-type")).select_by_value("LOC")
+    driver.find_element(By.ID, "add-entity").click()
+    mark = driver.find_element(By.CSS_SELECTOR, "#ner-text mark")
+    assert (mark.text, mark.get_attribute("data-type")) == ("Paris", "LOC")
+
+    driver.find_element(By.ID, "send-feedback").click()
+    _wait(driver, _text_in("feedback-status", "Saved"), "the feedback was not saved")
+    driver.save_screenshot(str(tmp_path / "ner-corrected.png"))
+    assert _severe(driver) == []
+
+    (row,) = _stored(server.db)
+    assert row["text"] == NER_TEXT and row["task"] == "ner"
+    spans = [(e["type"], e["start"], e["end"]) for e in row["label"]]
+    assert spans == [("LOC", start, start + 5)]
+    assert [(e["type"], e["start"], e["end"]) for e in row["predicted"]] == [
+        (e["type"], e["start"], e["end"]) for e in predicted
+    ]
+
+
+def test_api_key_is_asked_for_and_sent(driver, serve, predictors):
+    server = serve(predictors["classification"], api_keys=["s3cret"])
+    driver.get(server.url)
+    _wait(driver, _text_in("model-info", "401"), "a missing key is not reported")
+    key = driver.find_element(By.ID, "api-key")
+    key.send_keys("s3cret", Keys.TAB)  # change event: reload the model info with the key
+    _wait(driver, _text_in("model-info", "classification"), "the key was not used")
+    driver.find_element(By.ID, "text").send_keys("refund please", Keys.CONTROL, Keys.ENTER)
+    _wait(
+        driver,
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#result .scores li.top")),
+        "no prediction with the key",
+    )
