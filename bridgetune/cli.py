@@ -351,6 +351,8 @@ def _monitor_overrides(
 
 
 def _print_windows(report: dict) -> None:
+    from bridgetune.monitor_report import readable_time
+
     labels = list(report["windows"][0]["shares"])
     table = Table(title=f"label shares per {report['window']} window")
     table.add_column("window start (UTC)")
@@ -363,7 +365,7 @@ def _print_windows(report: dict) -> None:
     table.add_row("training", "", *[_fraction(expected.get(x)) for x in labels], "", "")
     for window in report["windows"]:
         table.add_row(
-            window["start"],
+            readable_time(window["start"]),
             str(window["count"]),
             *[_fraction(window["shares"].get(x)) for x in labels],
             _fraction(window["mean_confidence"]),

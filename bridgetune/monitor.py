@@ -65,20 +65,17 @@ class Alert:
 
     def message(self) -> str:
         """One readable line, e.g. for a log or a chat message."""
-        over = f"{self.count} predictions in the window"
-        trained = f"training share {self.expected:.2f}" if self.expected is not None else ""
+        window = f"{self.count} predictions in the window"
+        share = f"share of '{self.label}' is {self.value:.2f}"
         if self.kind == "share_shift":
             return (
-                f"share of '{self.label}' is {self.value:.2f}, {trained}: moved more than "
-                f"{self.threshold:.2f} ({over})"
+                f"{share} vs {self.expected:.2f} in training, a shift over "
+                f"{self.threshold:.2f} ({window})"
             )
         if self.kind == "share_max":
-            suffix = f", {trained}" if trained else ""
-            return (
-                f"share of '{self.label}' is {self.value:.2f}, above its limit "
-                f"{self.threshold:.2f}{suffix} ({over})"
-            )
-        return f"mean confidence is {self.value:.2f}, below {self.threshold:.2f} ({over})"
+            trained = f"{self.expected:.2f} in training; " if self.expected is not None else ""
+            return f"{share}, above its limit {self.threshold:.2f} ({trained}{window})"
+        return f"mean confidence is {self.value:.2f}, below {self.threshold:.2f} ({window})"
 
     def to_dict(self) -> dict[str, Any]:
         """The fields plus "message": what reports, snapshots and webhooks carry."""

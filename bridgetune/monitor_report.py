@@ -176,13 +176,20 @@ def markdown_report(report: dict[str, Any]) -> str:
         shares = " | ".join(_share(window["shares"].get(x)) for x in labels)
         confidence = _share(window["mean_confidence"])
         flag = "**ALERT**" if window["flagged"] else ""
-        start, count = window["start"], window["count"]
+        start, count = readable_time(window["start"]), window["count"]
         lines.append(f"| {start} | {count} | {shares} | {confidence} | {flag} |")
     flagged = [w for w in report["windows"] if w["flagged"]]
     if flagged:
         lines += ["", "## Alerts", ""]
-        lines += [f"- {w['start']}: {a['message']}" for w in flagged for a in w["alerts"]]
+        lines += [
+            f"- {readable_time(w['start'])}: {a['message']}" for w in flagged for a in w["alerts"]
+        ]
     return "\n".join(lines) + "\n"
+
+
+def readable_time(iso: str) -> str:
+    """A window's UTC ISO time as "2024-06-03 10:00:00" (tables)."""
+    return iso[:19].replace("T", " ")
 
 
 def _share(value: float | None) -> str:

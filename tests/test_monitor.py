@@ -68,14 +68,18 @@ def test_share_max_low_confidence_and_min_samples():
 def test_alert_message_and_dict():
     alert = Alert("share_max", "negative", 0.62, 0.4, 0.32, 120)
     assert alert.message() == (
-        "share of 'negative' is 0.62, above its limit 0.40, training share 0.32 "
-        "(120 predictions in the window)"
+        "share of 'negative' is 0.62, above its limit 0.40 "
+        "(0.32 in training; 120 predictions in the window)"
     )
     assert alert.to_dict()["message"] == alert.message()
     assert alert.to_dict()["kind"] == "share_max"
     low = Alert("low_confidence", None, 0.5, 0.6, None, 80)
     assert low.message() == "mean confidence is 0.50, below 0.60 (80 predictions in the window)"
-    assert "moved more than 0.20" in Alert("share_shift", "a", 0.7, 0.2, 0.4, 9).message()
+    assert Alert("share_shift", "a", 0.7, 0.2, 0.4, 9).message() == (
+        "share of 'a' is 0.70 vs 0.40 in training, a shift over 0.20 (9 predictions in the window)"
+    )
+    no_expected = Alert("share_max", "a", 0.7, 0.5, None, 9).message()
+    assert no_expected.endswith("limit 0.50 (9 predictions in the window)")
 
 
 # --- DriftMonitor -----------------------------------------------------------------------------
@@ -313,10 +317,11 @@ def test_api_monitor_writes_report_and_flags_the_spike(
     sentiment_model, tmp_path, webhook_server, caplog
 ):
     url, received = webhook_server
-    expected = _spiky_stream(sentiment_model, tmp_path / "stream.jsonl")
+    stream = tmp_path / "stream.jsonl"
+    expected = _spiky_stream(sentiment_model, stream)
     cfg = _cfg(min_samples=5, label_share_max={"negative": 0.9}, webhook_url=url)
     with caplog.at_level(logging.WARNING, logger="bridgetune.monitor"):
-        report = api.monitor(sentiment_model, tmp_path / "stream.jsonl", tmp_path / "out", "1h", cfg)
+        report = api.monitor(sentiment_model, stream, tmp_path / "out", "1h", cfg)
     flags = [w["flagged"] for w in report["windows"]]
     assert flags == _expected_flags(expected, 0.9)
     assert flags[1] and report["flagged_windows"] == sum(flags)
