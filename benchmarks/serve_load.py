@@ -46,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--texts-per-request", type=int, default=1)
+    parser.add_argument(
+        "--precision", default="auto", help="bridgetune's serve precision (auto|fp32|bf16)"
+    )
     return parser.parse_args()
 
 
@@ -207,7 +210,8 @@ def main() -> None:
         ours = measure(
             "ours",
             [sys.executable, "-m", "bridgetune.cli", "serve", str(model), "--port",
-             str(ours_port), "--feedback-db", str(Path(scratch) / "fb.db")],
+             str(ours_port), "--feedback-db", str(Path(scratch) / "fb.db"),
+             f"precision={args.precision}"],
             ours_port, texts, args,
         )  # fmt: skip
         peer = measure(
@@ -235,6 +239,7 @@ def report(args, source: str, ours: dict, peer: dict, same: int) -> None:
         "clients": args.clients,
         "duration_s": args.duration,
         "texts_per_request": args.texts_per_request,
+        "precision": args.precision,
         "data": source,
         "ours": ours,
         "peer": peer,

@@ -192,10 +192,20 @@ class ServeConfig(_Section):
         description="Texts over the model's max_length: 'flag' truncates and says so, "
         "'reject' answers 422.",
     )
-    batch_tokens: int = Field(
-        8192, gt=0, description="Token budget of one micro-batch (padded length x texts)."
+    max_batch_texts: int = Field(
+        256, gt=0, description="Most texts the inference thread takes from the queue at once."
     )
-    max_batch_texts: int = Field(256, gt=0, description="Most texts in one micro-batch.")
+    batch_tokens: int = Field(
+        512,
+        gt=0,
+        description="Token budget of one forward pass (padded length x texts): a micro-batch is "
+        "sorted by length and cut into passes of similar lengths.",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Inference precision; 'auto': bf16 where the hardware computes it natively "
+        "(CPUs with AVX512-BF16 or AMX, GPUs with bf16), else fp32.",
+    )
     max_wait_ms: float = Field(
         5.0, ge=0, description="How long the first queued text waits for others to join it."
     )

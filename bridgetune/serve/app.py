@@ -37,6 +37,7 @@ from bridgetune.serve.service import (
     feedback_label,
     open_store,
     run_batch,
+    serving_precision,
 )
 
 log = logging.getLogger("bridgetune.serve")
@@ -165,7 +166,6 @@ def create_app(model: str | Path | Predictor, config: ServeConfig | None = None)
         _set_threads(config)
         service.batcher = MicroBatcher(
             lambda p, f, e: run_batch(config, p, f, e),
-            config.batch_tokens,
             config.max_batch_texts,
             config.max_wait_ms,
             on_batch=_batch_metrics(service.metrics),
@@ -313,6 +313,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             labels=list(slot.predictor.task.labels),
             tag_scheme=meta.get("tag_scheme"),
             max_length=slot.predictor.max_length,
+            precision=serving_precision(config.precision, slot.predictor.device),
             base_model=meta.get("base_model"),
             method=meta.get("method"),
             metrics=meta.get("metrics") or {},

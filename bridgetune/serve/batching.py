@@ -1,11 +1,12 @@
-"""Dynamic micro-batching: concurrent requests share one forward pass.
+"""Dynamic micro-batching: concurrent requests share forward passes.
 
-Requests arrive already tokenized as jobs. One inference thread takes queued jobs in arrival
-order until the token budget (padded length x texts) or the text limit is reached, runs them as
-one batch and hands each request its own predictions. The first job waits at most `max_wait_ms`
-for company; under load the queue fills while the previous batch runs, so batches grow with load
-and nobody waits for a timer. Jobs remember the predictor that encoded them, so a batch never
-mixes models: requests in flight when the model is reloaded finish on the model they started on.
+Requests arrive already tokenized as jobs. One inference thread takes the queued jobs in arrival
+order, up to `max_texts` texts, sorts their texts by length and runs them in forward passes under
+a token budget (little padding), then hands each request its own predictions. The first job waits
+at most `max_wait_ms` for company; under load the queue fills while the previous batch runs, so
+batches grow with load and nobody waits for a timer. Jobs remember the predictor that encoded
+them, so a batch never mixes models: requests in flight when the model is reloaded finish on the
+model they started on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridgetune.data.batching import padded
 from bridgetune.data.schema import Example
 
 
@@ -32,10 +32,6 @@ class Job:
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
 
-    @property
-    def longest(self) -> int:
-        return max(len(f["input_ids"]) for f in self.features)
-
 
 RunBatch = Callable[[Any, list[dict], list[Example]], list[dict[str, Any]]]
 
@@ -44,9 +40,9 @@ class MicroBatcher:
     """Queue of jobs and the single thread that runs them in batches.
 
     Args:
-        run: predictions for (predictor, features, examples), called on the inference thread.
-        batch_tokens: token budget of one batch, counted as padded length x texts.
-        max_texts: most texts in one batch.
+        run: predictions for (predictor, features, examples), called on the inference thread;
+            it cuts the batch into forward passes of similar lengths.
+        max_texts: most texts in one batch (a request with more still runs, alone).
         max_wait_ms: longest time the oldest job waits for more to arrive.
         on_batch: called with (texts, seconds) after each batch (metrics).
     """
@@ -54,13 +50,11 @@ class MicroBatcher:
     def __init__(
         self,
         run: RunBatch,
-        batch_tokens: int = 8192,
         max_texts: int = 256,
         max_wait_ms: float = 5.0,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.run = run
-        self.batch_tokens = batch_tokens
         self.max_texts = max_texts
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
@@ -68,52 +62,50 @@ class MicroBatcher:
         self._ready = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridgetune-infer")
         self._task: asyncio.Task | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     async def stop(self) -> None:
+        """Finish the batch that is running, fail the queued requests, free the thread."""
+        self._closing = True
+        self._ready.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
         for job in self._queue:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("the server is shutting down"))
         self._queue.clear()
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=False)
 
     async def submit(
         self, predictor: Any, features: list[dict], examples: list[Example]
     ) -> list[dict[str, Any]]:
         """Predictions for one request's features, computed in a shared batch."""
+        if self._closing:
+            raise RuntimeError("the server is shutting down")
         future = asyncio.get_running_loop().create_future()
         self._queue.append(Job(predictor, features, examples, future))
         self._ready.set()
         return await future
 
-    def fits(self, jobs: list[Job], job: Job, texts: int, longest: int) -> bool:
+    def fits(self, jobs: list[Job], job: Job, texts: int) -> bool:
         if not jobs:
             return True
-        if job.predictor is not jobs[0].predictor:
-            return False
-        width = padded(max(longest, job.longest))
-        total = texts + len(job.features)
-        return total <= self.max_texts and width * total <= self.batch_tokens
+        same_model = job.predictor is jobs[0].predictor
+        return same_model and texts + len(job.features) <= self.max_texts
 
     def take(self) -> list[Job]:
         """The jobs of the next batch, from the head of the queue."""
         jobs: list[Job] = []
-        texts = longest = 0
-        while self._queue and self.fits(jobs, self._queue[0], texts, longest):
+        texts = 0
+        while self._queue and self.fits(jobs, self._queue[0], texts):
             job = self._queue.popleft()
             if job.future.cancelled():
                 continue
             jobs.append(job)
             texts += len(job.features)
-            longest = max(longest, job.longest)
         return jobs
 
     def _full(self) -> bool:
@@ -122,8 +114,10 @@ class MicroBatcher:
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             await self._ready.wait()
+            if self._closing:
+                return
             if not self._queue:
                 self._ready.clear()
                 continue

@@ -126,6 +126,7 @@ class Info(BaseModel):
     labels: list[str]
     tag_scheme: str | None = None
     max_length: int
+    precision: str = Field(description="Inference precision: fp32, bf16 or fp16.")
     base_model: str | None = None
     method: str | None = None
     metrics: dict = Field(default_factory=dict)

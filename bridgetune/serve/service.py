@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from bridgetune.config import ServeConfig
 from bridgetune.data.schema import Example
@@ -79,6 +83,24 @@ class ModelSlot:
         return features
 
 
+@functools.lru_cache(maxsize=8)
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively (emulated bf16 on a CPU is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def serving_precision(requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        return requested
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def run_batch(
     config: ServeConfig, predictor: Predictor, features: list[dict], examples: list[Example]
 ) -> list[dict[str, Any]]:
@@ -91,6 +113,7 @@ def run_batch(
         predictor.tokenizer.pad_token_id,
         predictor.device,
         batch_size=config.max_batch_texts,
+        precision=serving_precision(config.precision, predictor.device),
         batch_tokens=config.batch_tokens,
     )
 
