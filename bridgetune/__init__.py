@@ -4,7 +4,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from bridgetune.api import TrainResult, evaluate, load, predict, train  # noqa: E402
+from bridgetune.api import (  # noqa: E402
+    TrainResult,
+    evaluate,
+    export_feedback,
+    load,
+    monitor,
+    predict,
+    train,
+)
 from bridgetune.config import RunConfig, load_config  # noqa: E402
 
 __all__ = [
@@ -12,8 +20,10 @@ __all__ = [
     "TrainResult",
     "__version__",
     "evaluate",
+    "export_feedback",
     "load",
     "load_config",
+    "monitor",
     "predict",
     "train",
 ]

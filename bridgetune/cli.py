@@ -179,6 +179,9 @@ def serve(
     }
     extra = [f"{key}={json.dumps(value)}" for key, value in options.items() if value]
     cfg = _run(lambda: load_serve_config(config, [*(overrides or []), *extra]))
+    from bridgetune.monitor import check_labels
+
+    _run(lambda: check_labels(cfg.monitor, read_meta(model_dir)["labels"]))
     from bridgetune.serve.run import run_server
 
     run_server(model_dir, cfg, access_log=access_log)

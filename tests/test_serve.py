@@ -37,7 +37,7 @@ def client_for(predictor: Predictor | Path, tmp_path: Path, **options) -> TestCl
 
 
 def test_predict_classification_scores_and_truncation(classifier, tmp_path):
-    with client_for(classifier, tmp_path) as client:
+    with client_for(classifier, tmp_path, precision="fp32") as client:  # exact as Predictor
         response = client.post("/v1/predict", json={"texts": ["love this phone", LONG]})
         assert response.status_code == 200, response.text
         body = response.json()
@@ -139,6 +139,7 @@ def test_info_health_ready(classifier, tmp_path):
         assert client.get("/health").json() == {"status": "ok"}
         assert client.get("/ready").json()["ready"] is True
         info = client.get("/v1/info").json()
+        assert info["precision"] in ("fp32", "bf16")  # auto: bf16 only where it is native
         assert info["labels"] == ["negative", "positive"]
         assert info["task"] == "classification"
         assert set(info["label_distribution"]) == {"negative", "positive"}
@@ -274,3 +275,47 @@ def test_feedback_export_formats(tmp_path):
     records = [json.loads(line) for line in export_rows(rows[1:], "jsonl").splitlines()]
     assert records == [{"text": "q1", "label": "same", "text_pair": "q2"}]
     assert list(store.rows(since="2999")) == []
+
+
+def test_shipped_serve_config_runs(classifier, tmp_path):
+    from bridgetune.config import load_serve_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_serve_config(root / "examples" / "serve" / "serve.yaml")
+    config.feedback_db = str(tmp_path / "fb.db")
+    config.monitor.label_share_max = {}  # the tiny model's labels differ from the example's
+    with TestClient(create_app(classifier, config)) as client:
+        assert client.post("/v1/predict", json={"texts": ["a"] * 65}).status_code == 413
+        assert client.post("/v1/predict", json={"texts": ["a"]}).status_code == 200
+
+
+def test_reload_refuses_a_model_without_the_monitored_label(classifier, served_ner, tmp_path):
+    options = {"admin_keys": ["root"], "monitor": {"label_share_max": {"positive": 0.9}}}
+    with client_for(classifier, tmp_path, **options) as client:
+        response = client.post(
+            "/admin/reload", json={"model_dir": str(served_ner)}, headers={"X-API-Key": "root"}
+        )
+        assert response.status_code == 422
+        assert "the model has no label 'positive'" in response.json()["detail"]
+        assert client.get("/v1/info").json()["task"] == "classification"
+
+
+def test_cli_serve_checks_its_options_before_starting(served_classifier):
+    from typer.testing import CliRunner
+
+    from bridgetune.cli import app
+
+    runner = CliRunner()
+    typo = runner.invoke(app, ["serve", str(served_classifier), "max_textz=3"])
+    assert typo.exit_code == 2 and "did you mean 'max_texts'" in _flat(typo.output)
+    label = runner.invoke(
+        app, ["serve", str(served_classifier), "monitor.label_share_max={negativ: 0.5}"]
+    )
+    assert label.exit_code == 2 and "did you mean 'negative'" in _flat(label.output)
+    missing = runner.invoke(app, ["serve", str(served_classifier.parent)])
+    assert missing.exit_code == 2
+    assert "not a bridgetune model directory" in _flat(missing.output)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())

@@ -1,4 +1,5 @@
-"""Kill the server (SIGKILL) while clients post feedback: every acknowledged row survives."""
+"""The real server process: killed with SIGKILL while clients post feedback, every acknowledged
+row survives; with several workers, metrics are shared and a reload reaches every worker."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start(model_dir: Path, database: Path, port: int) -> subprocess.Popen:
+def _start(model_dir: Path, database: Path, port: int, *options: str) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "bridgetune.cli", "serve", str(model_dir),
-        "--port", str(port), "--feedback-db", str(database),
+        "--port", str(port), "--feedback-db", str(database), *options,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
@@ -91,3 +92,39 @@ def test_acknowledged_feedback_survives_sigkill(served_classifier, tmp_path):
         restarted.terminate()
         restarted.wait(timeout=30)
     assert len(list(FeedbackStore(database).rows())) == len(stored) + 1
+
+
+def test_workers_share_metrics_and_follow_a_reload(served_classifier, served_ner, tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _start(
+        served_classifier, tmp_path / "fb.db", port, "--workers", "2", "--admin-key", "root"
+    )
+    try:
+        for _ in range(6):
+            assert httpx.post(f"{url}/v1/predict", json={"texts": ["hi"]}).status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        assert "bridgetune_texts_total 6.0" in metrics  # summed over both workers
+        reload = httpx.post(
+            f"{url}/admin/reload",
+            json={"model_dir": str(served_ner)},
+            headers={"X-API-Key": "root"},
+            timeout=60,
+        )
+        assert reload.status_code == 200, reload.text
+        tasks: set[str] = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the other worker follows within a second or two
+            answers = [
+                httpx.post(f"{url}/v1/predict", json={"texts": ["bob visited paris"]})
+                for _ in range(8)
+            ]
+            assert all(a.status_code == 200 for a in answers)
+            tasks = {a.json()["task"] for a in answers}
+            if tasks == {"ner"}:
+                break
+            time.sleep(0.5)
+        assert tasks == {"ner"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

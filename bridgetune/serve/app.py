@@ -106,10 +106,10 @@ class Service:
         """Load `directory` off the event loop and switch to it (callers hold `reloading`)."""
         try:
             predictor = await run_in_threadpool(self.load, directory)
+            slot = self.install(predictor)  # ConfigError: monitor thresholds name unknown labels
         except (OSError, ValueError, KeyError) as error:
             self.metrics.reloads.labels(outcome="failed").inc()
             raise RequestError(422, f"cannot load {directory}: {error}") from None
-        slot = self.install(predictor)
         self.directory = Path(directory)
         self.metrics.reloads.labels(outcome="ok").inc()
         return slot
