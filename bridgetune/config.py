@@ -282,21 +282,25 @@ def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
         raise ConfigError(_describe(error, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config, apply dotted overrides and validate it.
-
-    Relative data paths are resolved against the config file's directory when they exist there.
-    """
-    path = Path(path)
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"{what} file {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply dotted overrides and validate it.
+
+    Relative data paths are resolved against the config file's directory when they exist there.
+    """
+    path = Path(path)
+    raw = apply_overrides(_read_yaml(path, "config"), overrides or [])
     _resolve_data_paths(raw, path.parent)
     return build_config(raw, str(path))
 
@@ -364,17 +368,8 @@ def _markdown_table(rows: list[tuple[str, str, str]]) -> list[str]:
 
 def load_serve_config(path: str | Path | None, overrides: list[str] | None = None) -> ServeConfig:
     """A ServeConfig from an optional YAML file plus dotted overrides, validated."""
-    raw: dict[str, Any] = {}
-    source = "<serve options>"
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"serve config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-        source = str(path)
+    raw = _read_yaml(Path(path), "serve config") if path is not None else {}
+    source = str(path) if path is not None else "<serve options>"
     raw = apply_overrides(raw, overrides or [])
     try:
         return ServeConfig.model_validate(raw)
