@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,9 +44,12 @@ def run_server(model_dir: str | Path, config: ServeConfig, access_log: bool = Fa
     os.environ[SPEC_ENV] = json.dumps(
         {"model_dir": str(Path(model_dir).resolve()), "config": config.model_dump()}
     )
-    uvicorn.run(
-        "bridgetune.serve.run:app_from_env", factory=True, workers=config.workers, **options
-    )
+    try:
+        uvicorn.run(
+            "bridgetune.serve.run:app_from_env", factory=True, workers=config.workers, **options
+        )
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def app_from_env():

@@ -60,6 +60,8 @@ class Service:
         return slot
 
     def ready_slot(self) -> ModelSlot:
+        if self.batcher is None:
+            raise HTTPException(503, "the service is not started: serve the app with its lifespan")
         if self.slot is None:
             raise HTTPException(503, "the model is still loading; retry in a moment")
         return self.slot
