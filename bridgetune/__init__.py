@@ -14,6 +14,7 @@ from bridgetune.api import (  # noqa: E402
     train,
 )
 from bridgetune.config import RunConfig, load_config  # noqa: E402
+from bridgetune.fewshot import fewshot, zeroshot  # noqa: E402
 
 __all__ = [
     "RunConfig",
@@ -21,9 +22,11 @@ __all__ = [
     "__version__",
     "evaluate",
     "export_feedback",
+    "fewshot",
     "load",
     "load_config",
     "monitor",
     "predict",
     "train",
+    "zeroshot",
 ]

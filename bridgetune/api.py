@@ -161,7 +161,9 @@ def report_truncation(features: dict[str, list[dict]], max_length: int) -> None:
             )
 
 
-def model_meta(cfg: RunConfig, task: Task, splits: Splits, metrics: dict[str, Any]) -> dict:
+def model_meta(
+    cfg: RunConfig, task: Task, splits: Splits, metrics: dict[str, Any], method: str | None = None
+) -> dict:
     from bridgetune import __version__
 
     counts = Counter(label for e in splits.train for label in example_labels(e))
@@ -173,7 +175,7 @@ def model_meta(cfg: RunConfig, task: Task, splits: Splits, metrics: dict[str, An
         "threshold": getattr(task, "threshold", None),
         "max_length": cfg.model.max_length,
         "base_model": cfg.model.name,
-        "method": cfg.method.name,
+        "method": method or cfg.method.name,
         "metrics": metrics,
         "label_distribution": {label: counts[label] / total for label in task.labels},
         "data_fingerprint": splits.fingerprint,
@@ -200,6 +202,7 @@ def save_run(
     tokenizer: Any,
     task: Task,
     splits: Splits,
+    method: str | None = None,
 ) -> None:
     """Reports, plots, the resolved config and the model directory of a finished run."""
     from bridgetune.export import save_model_dir
@@ -212,7 +215,8 @@ def save_run(
         scores["test"] = headline(result.test_metrics)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     atomic_write_text(run_dir / "history.json", json.dumps(result.history, indent=1))
-    save_model_dir(result.model_dir, model, tokenizer, model_meta(cfg, task, splits, scores))
+    meta = model_meta(cfg, task, splits, scores, method)
+    save_model_dir(result.model_dir, model, tokenizer, meta)
 
 
 def saved_data_config(meta: dict[str, Any], path: str) -> DataConfig:

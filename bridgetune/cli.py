@@ -82,6 +82,98 @@ def _print_metrics(split: str, metrics: dict[str, float]) -> None:
 
 
 @app.command()
+def fewshot(
+    config: Path,
+    overrides: Overrides = None,
+) -> None:
+    """Few-shot training as CONFIG's `fewshot` section says (contrastive or prompt-based)."""
+    from bridgetune.evaluate import headline
+    from bridgetune.fewshot import fewshot as run_fewshot
+    from bridgetune.training.loop import TrainingInterrupted
+
+    _quiet_libraries()
+    try:
+        result = _run(lambda: run_fewshot(config, overrides or []))
+    except TrainingInterrupted as stop:
+        console.print(f"[yellow]{stop}[/yellow]")
+        raise typer.Exit(130) from None
+    _print_metrics("dev", headline(result.metrics))
+    if result.test_metrics:
+        _print_metrics("test", headline(result.test_metrics))
+    console.print(f"model saved to [bold]{result.model_dir}[/bold]; report in {result.run_dir}")
+
+
+@app.command()
+def zeroshot(
+    labels: Annotated[str, typer.Option(help="Comma-separated labels: positive,negative.")],
+    output: Annotated[Path, typer.Option(help="Model directory to write.")],
+    method: Annotated[str, typer.Option(help="embedding | nli | prompt")] = "embedding",
+    model: Annotated[
+        str, typer.Option(help="minilm (embedding), an NLI model (nli), a masked LM (prompt).")
+    ] = "minilm",
+    description: Annotated[
+        list[str] | None,
+        typer.Option(help="LABEL=TEXT: what a label means (embedding; repeatable)."),
+    ] = None,
+    hypothesis: Annotated[
+        str, typer.Option(help="NLI hypothesis with {label}.")
+    ] = "This text is about {label}.",
+    template: Annotated[str, typer.Option(help="Prompt template with {text} and {mask}.")] = (
+        "{text} It was {mask}."
+    ),
+    verbalizer: Annotated[
+        list[str] | None, typer.Option(help="LABEL=word1,word2 (prompt; repeatable).")
+    ] = None,
+    multilabel: Annotated[bool, typer.Option(help="Independent labels (nli).")] = False,
+    max_length: int = 128,
+    text_column: Annotated[str, typer.Option(help="Text column of files to predict.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Label column of files.")] = "label",
+    evaluate: Annotated[
+        Path | None, typer.Option(help="Labelled file to evaluate the new model on.")
+    ] = None,
+) -> None:
+    """Build a classifier with no training data: label descriptions, NLI or a prompt."""
+    from bridgetune import api
+    from bridgetune.evaluate import headline
+    from bridgetune.fewshot import zeroshot as build
+
+    _quiet_libraries()
+    names = [label.strip() for label in labels.split(",") if label.strip()]
+    descriptions = dict(_key_value(item, "--description") for item in description or [])
+    words = {
+        label: [w.strip() for w in value.split(",") if w.strip()]
+        for label, value in (_key_value(item, "--verbalizer") for item in verbalizer or [])
+    }
+    directory = _run(
+        lambda: build(
+            names,
+            output,
+            model=model,
+            method=method,
+            descriptions=descriptions or None,
+            multilabel=multilabel,
+            hypothesis_template=hypothesis,
+            template=template,
+            verbalizer=words or None,
+            max_length=max_length,
+            text_column=text_column,
+            label_column=label_column,
+        )
+    )
+    console.print(f"zero-shot model saved to [bold]{directory}[/bold]")
+    if evaluate is not None:
+        metrics = _run(lambda: api.evaluate(directory, evaluate))
+        _print_metrics(str(evaluate), headline(metrics))
+
+
+def _key_value(item: str, option: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        _fail(ValueError(f"{option} {item!r} is not LABEL=VALUE"))
+    return key.strip(), value.strip()
+
+
+@app.command()
 def evaluate(
     model_dir: Path,
     data: Path,

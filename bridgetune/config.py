@@ -61,6 +61,13 @@ class DataConfig(_Section):
     max_eval_examples: int | None = Field(
         None, gt=0, description="Use only the first N dev/test examples (quick runs)."
     )
+    few_shot_k: int | None = Field(
+        None,
+        gt=0,
+        description="Keep k training examples per label (stratified, seeded; multilabel and NER: "
+        "at least k per label). Works with every method.",
+    )
+    few_shot_seed: int = Field(0, description="Seed of the k-shot sample.")
 
 
 class ModelConfig(_Section):
@@ -77,6 +84,37 @@ class ModelConfig(_Section):
 
 class MethodConfig(_Section):
     name: Literal["full"] = Field("full", description="Tuning method: 'full' fine-tuning.")
+
+
+class FewShotConfig(_Section):
+    """`bridgetune fewshot`: contrastive (SetFit-style) or prompt-based (PET-style) learning."""
+
+    mode: Literal["contrastive", "prompt"] = Field(
+        "contrastive",
+        description="'contrastive': fine-tune sentence embeddings on pairs, then fit a head; "
+        "'prompt': fine-tune a masked LM through a template and a verbalizer.",
+    )
+    iterations: int = Field(
+        20,
+        gt=0,
+        description="Contrastive: rounds of pair generation; each gives every example one "
+        "positive and one negative pair. The body trains for train.epochs over the pairs.",
+    )
+    head: Literal["logistic", "linear"] = Field(
+        "logistic",
+        description="Contrastive: head on the embeddings; 'logistic' (fitted, like SetFit) or "
+        "'linear' (trained with the loop, body frozen).",
+    )
+    head_epochs: float = Field(20, gt=0, description="Epochs of the 'linear' head.")
+    head_lr: float = Field(1e-2, gt=0, description="Learning rate of the 'linear' head.")
+    template: str = Field(
+        "{text} It was {mask}.",
+        description="Prompt: the template, with {text} and {mask}.",
+    )
+    verbalizer: dict[str, list[str]] | None = Field(
+        None,
+        description="Prompt: words per label, each one token, e.g. {positive: [great, good]}.",
+    )
 
 
 class TrainConfig(_Section):
@@ -134,6 +172,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
 
     @model_validator(mode="after")
     def _check_task_columns(self) -> RunConfig:

@@ -20,8 +20,14 @@ def save_model_dir(
 ) -> Path:
     """Write `model` + `tokenizer` + bridgetune.json atomically to `directory`."""
     with atomic_directory(Path(directory)) as staging:
-        model.save_pretrained(staging)
+        head = None
+        if hasattr(model, "save_pretrained"):
+            model.save_pretrained(staging)
+        else:  # a head model (bridgetune.heads): its wrapped model + what describes the head
+            head = model.save(staging)
         tokenizer.save_pretrained(staging)
         payload = {"format_version": FORMAT_VERSION, **meta}
+        if head is not None:
+            payload["head"] = head
         (staging / META_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return Path(directory)

@@ -113,8 +113,12 @@ class Predictor:
         task = build_task(
             meta["task"], meta["labels"], meta.get("tag_scheme", "IOB2"), meta.get("threshold", 0.5)
         )
-        auto_class = getattr(transformers, task.auto_class)
-        model = auto_class.from_pretrained(directory, use_safetensors=True)
+        from bridgetune.heads import load_head_model
+
+        model = load_head_model(directory, meta)
+        if model is None:
+            auto_class = getattr(transformers, task.auto_class)
+            model = auto_class.from_pretrained(directory, use_safetensors=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
         return cls(model, tokenizer, task, meta, pick_device(device), directory)
 

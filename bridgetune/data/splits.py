@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from bridgetune.config import DataConfig
+from bridgetune.data.fewshot import sample_k_shot
 from bridgetune.data.io import TOKEN_TASKS, Splits, fingerprint, load_examples
 from bridgetune.data.schema import DataError, Example
 from bridgetune.data.tags import SCHEME_PREFIXES
@@ -93,6 +94,8 @@ def load_splits(cfg: DataConfig, task: str) -> Splits:
     else:
         train, dev = stratified_split(train, cfg.dev_fraction, cfg.split_seed, task, cfg.train)
     test = load_examples(cfg.test, cfg, task, "test") if cfg.test else None
+    if cfg.few_shot_k:
+        train = sample_k_shot(train, cfg.few_shot_k, cfg.few_shot_seed)
     labels = list(cfg.labels) if cfg.labels else infer_labels(train, task, cfg.tag_scheme)
     if task not in TOKEN_TASKS and len(labels) < 2 and task != "multilabel":
         raise DataError(

@@ -1,0 +1,406 @@
+"""Few-shot and zero-shot classification, composed from the data, head and loop stages.
+
+- `fewshot(config)`: contrastive (SetFit-style: `train_embeddings` on pairs, then
+  `train_classifier` on the embeddings) or prompt-based (PET-style: a masked LM fine-tuned through
+  a template and a verbalizer), on k examples per label (`data.few_shot_k`).
+- `zeroshot(labels, ...)`: no labelled data; label descriptions against text embeddings, an NLI
+  cross-encoder, or a masked LM with a template.
+
+Every result is a model directory that `predict`, `evaluate` and `serve` accept.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from bridgetune.api import ConfigLike, TrainResult, as_config, final_metrics, prepare_task, save_run
+from bridgetune.config import ConfigError, RunConfig
+from bridgetune.data.fewshot import contrastive_pairs
+from bridgetune.data.schema import Example
+from bridgetune.data.splits import load_splits
+from bridgetune.heads.embedding import ContrastiveModel, EmbeddingClassifier, SentenceEncoder
+from bridgetune.models import load_tokenizer, resolve_model
+from bridgetune.tasks import Task, build_task
+from bridgetune.tasks.similarity import PairSimilarityTask
+
+FEWSHOT_TASKS = ("classification", "multilabel")
+DEV_PAIRS = 1000  # dev pairs scored while the body trains (enough to pick the best epoch)
+ZERO_SHOT_SCALE = 20.0  # cosine -> logit scale of zero-shot softmax scores (argmax unaffected)
+
+
+def fewshot(config: ConfigLike, overrides: list[str] | None = None) -> TrainResult:
+    """Train a few-shot classifier as `config.fewshot` says and save its run directory."""
+    from accelerate.utils import set_seed
+
+    from bridgetune.training.loop import EvalData
+
+    cfg = as_config(config, overrides)
+    if cfg.task not in FEWSHOT_TASKS:
+        raise ConfigError(f"fewshot supports the tasks {FEWSHOT_TASKS}, not {cfg.task!r}")
+    splits = load_splits(cfg.data, cfg.task)
+    task, tokenizer, model_path = prepare_task(cfg, splits)
+    set_seed(cfg.train.seed)
+    if cfg.fewshot.mode == "contrastive":
+        model, history = train_contrastive(
+            cfg, task, tokenizer, model_path, splits.train, splits.dev
+        )
+    else:
+        model, history = train_prompt(cfg, task, tokenizer, model_path, splits.train, splits.dev)
+    loop = _Evaluator(model, task, tokenizer.pad_token_id, cfg)
+    length = cfg.model.max_length
+    dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
+    result = TrainResult(
+        cfg.run_dir, cfg.run_dir / "model", final_metrics(loop, dev, calibrate=True), None, history
+    )
+    if splits.test is not None:
+        test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
+        result.test_metrics = final_metrics(loop, test, calibrate=False)
+    save_run(cfg, result, model, tokenizer, task, splits, method=cfg.fewshot.mode)
+    return result
+
+
+class _Evaluator:
+    """What `final_metrics` needs of a loop: the task and `predict` (fp32 on the model's device)."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, pad_id: int, cfg: RunConfig) -> None:
+        self.model, self.task, self.pad_id, self.cfg = model, task, pad_id, cfg
+
+    def predict(self, data: Any) -> list[dict]:
+        from bridgetune.predictor import infer
+
+        device = next(self.model.parameters()).device
+        return infer(
+            self.model,
+            self.task,
+            data.features,
+            data.examples,
+            self.pad_id,
+            device,
+            self.cfg.train.eval_batch_size,
+            precision="fp32",
+        )
+
+
+def train_contrastive(
+    cfg: RunConfig,
+    task: Task,
+    tokenizer: Any,
+    model_path: str,
+    train: list[Example],
+    dev: list[Example],
+) -> tuple[EmbeddingClassifier, list[dict]]:
+    """SetFit's two steps on our loop: the embedding body on pairs, then the head."""
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(model_path)
+    history = train_embeddings(cfg, encoder, tokenizer, train, dev)
+    if cfg.fewshot.head == "logistic":
+        return train_classifier(cfg, task, encoder, tokenizer, train), history
+    return train_linear_head(cfg, task, encoder, tokenizer, train, dev), history
+
+
+def _pair_features(
+    examples: list[Example], pairs: list[tuple[int, int, float]], tokenizer: Any, max_length: int
+) -> list[dict]:
+    encoded = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)
+    has_types = "token_type_ids" in encoded
+    features = []
+    for i, j, target in pairs:
+        feature = {"input_ids": encoded["input_ids"][i], "pair_input_ids": encoded["input_ids"][j]}
+        if has_types:
+            feature["token_type_ids"] = encoded["token_type_ids"][i]
+            feature["pair_token_type_ids"] = encoded["token_type_ids"][j]
+        feature["labels"] = target
+        features.append(feature)
+    return features
+
+
+def train_embeddings(
+    cfg: RunConfig,
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    train: list[Example],
+    dev: list[Example],
+) -> list[dict]:
+    """Fine-tune `encoder` in place so that texts of a label embed close together; history."""
+    from bridgetune.training.loop import EvalData, Loop
+
+    length = cfg.model.max_length
+    pairs = contrastive_pairs(train, cfg.fewshot.iterations, cfg.train.seed)
+    # dev pairs pick the best of several evaluations; a single epoch has nothing to pick
+    several = cfg.train.epochs > 1 or cfg.train.eval_steps is not None
+    dev_pairs = contrastive_pairs(dev, 1, cfg.train.seed)[:DEV_PAIRS] if several else []
+    features = _pair_features(train, pairs, tokenizer, length)
+    dev_features = _pair_features(dev, dev_pairs, tokenizer, length)
+    pair_task = PairSimilarityTask([target for *_, target in dev_pairs])
+    train_cfg = cfg.train.model_copy(update={"metric": "pair_accuracy"})
+    loop = Loop(
+        ContrastiveModel(encoder),
+        pair_task,
+        features,
+        EvalData(dev_features, [Example(text="") for _ in dev_features]),
+        train_cfg,
+        tokenizer.pad_token_id,
+        cfg.run_dir / "checkpoint-body",
+    )
+    return loop.run().state.history
+
+
+@torch.inference_mode()
+def embed_texts(
+    encoder: torch.nn.Module, tokenizer: Any, texts: list[str], max_length: int, batch: int = 64
+) -> torch.Tensor:
+    """Normalized mean-pooled embeddings of `texts` (fp32, on the CPU)."""
+    embed = SentenceEncoder(encoder).eval()
+    device = next(encoder.parameters()).device
+    rows = []
+    for start in range(0, len(texts), batch):
+        inputs = tokenizer(
+            texts[start : start + batch],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
+        rows.append(embed(**inputs).float().cpu())
+    return torch.cat(rows)
+
+
+def train_classifier(
+    cfg: RunConfig, task: Task, encoder: torch.nn.Module, tokenizer: Any, train: list[Example]
+) -> EmbeddingClassifier:
+    """Logistic regression on the embeddings, turned into the classifier's linear layer."""
+    from sklearn.linear_model import LogisticRegression
+
+    features = embed_texts(encoder, tokenizer, [e.text for e in train], cfg.model.max_length)
+    x = features.numpy()
+    labels = task.labels
+    if task.name == "multilabel":
+        rows = []
+        for label in labels:
+            y = [int(label in e.label) for e in train]
+            rows.append(_binary_row(LogisticRegression(max_iter=1000), x, y))
+        weight = torch.stack([w for w, _ in rows])
+        bias = torch.stack([b for _, b in rows])
+        return EmbeddingClassifier(encoder, weight, bias, multilabel=True)
+    y = [labels.index(e.label) for e in train]
+    fitted = LogisticRegression(max_iter=1000, random_state=cfg.train.seed).fit(x, y)
+    weight = torch.zeros(len(labels), x.shape[1])
+    bias = torch.zeros(len(labels))
+    coef = torch.tensor(fitted.coef_, dtype=torch.float)
+    intercept = torch.tensor(fitted.intercept_, dtype=torch.float)
+    if len(fitted.classes_) == 2:  # sklearn keeps one row: logit of class 1 against class 0
+        weight[fitted.classes_[1]], bias[fitted.classes_[1]] = coef[0], intercept[0]
+    else:
+        for row, label_index in enumerate(fitted.classes_):
+            weight[label_index], bias[label_index] = coef[row], intercept[row]
+    return EmbeddingClassifier(encoder, weight, bias)
+
+
+def _binary_row(model: Any, x: Any, y: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of one label's sigmoid; a label on all or none of the texts is constant."""
+    if len(set(y)) < 2:
+        return torch.zeros(x.shape[1]), torch.tensor(8.0 if y[0] else -8.0)
+    model.fit(x, y)
+    return torch.tensor(model.coef_[0], dtype=torch.float), torch.tensor(float(model.intercept_[0]))
+
+
+def train_linear_head(
+    cfg: RunConfig,
+    task: Task,
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    train: list[Example],
+    dev: list[Example],
+) -> EmbeddingClassifier:
+    """A differentiable head trained with the loop while the body stays frozen."""
+    from bridgetune.training.loop import EvalData, Loop
+
+    hidden = encoder.config.hidden_size
+    model = EmbeddingClassifier(
+        encoder, torch.zeros(len(task.labels), hidden), multilabel=task.name == "multilabel"
+    )
+    for parameter in model.embed.parameters():
+        parameter.requires_grad_(False)
+    length = cfg.model.max_length
+    head_cfg = cfg.train.model_copy(
+        update={"epochs": cfg.fewshot.head_epochs, "lr": cfg.fewshot.head_lr, "warmup_ratio": 0.0}
+    )
+    dev_data = EvalData(task.encode(dev, tokenizer, length), dev)
+    loop = Loop(
+        model,
+        task,
+        task.encode(train, tokenizer, length),
+        dev_data,
+        head_cfg,
+        tokenizer.pad_token_id,
+        cfg.run_dir / "checkpoint-head",
+    )
+    loop.run()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return loop.unwrapped
+
+
+def train_prompt(
+    cfg: RunConfig,
+    task: Task,
+    tokenizer: Any,
+    model_path: str,
+    train: list[Example],
+    dev: list[Example],
+) -> tuple[torch.nn.Module, list[dict]]:
+    """PET: fine-tune a masked LM through the template; the verbalizer words are the labels."""
+    from bridgetune.training.loop import EvalData, Loop
+
+    model = prompt_model(cfg, task, tokenizer, model_path)
+    length = cfg.model.max_length
+    loop = Loop(
+        model,
+        task,
+        task.encode(train, tokenizer, length),
+        EvalData(task.encode(dev, tokenizer, length), dev),
+        cfg.train,
+        tokenizer.pad_token_id,
+        cfg.run_dir / "checkpoint",
+    )
+    history = loop.run().state.history
+    return loop.unwrapped, history
+
+
+def prompt_model(cfg: RunConfig, task: Task, tokenizer: Any, model_path: str) -> torch.nn.Module:
+    from bridgetune.heads.prompt import PromptClassifier, load_masked_lm
+
+    if cfg.fewshot.verbalizer is None:
+        raise ConfigError(
+            "fewshot.mode=prompt needs fewshot.verbalizer: words per label, e.g. "
+            "{positive: [great], negative: [terrible]}"
+        )
+    mlm = load_masked_lm(model_path, cfg.model.trust_remote_code)
+    return PromptClassifier(
+        mlm,
+        tokenizer,
+        cfg.fewshot.template,
+        cfg.fewshot.verbalizer,
+        task.labels,
+        task.name == "multilabel",
+    )
+
+
+ZeroShotMethod = Literal["embedding", "nli", "prompt"]
+
+
+def zeroshot(
+    labels: list[str],
+    output: str | Path,
+    *,
+    model: str = "minilm",
+    method: ZeroShotMethod = "embedding",
+    descriptions: dict[str, str] | None = None,
+    multilabel: bool = False,
+    hypothesis_template: str = "This text is about {label}.",
+    template: str = "{text} It was {mask}.",
+    verbalizer: dict[str, list[str]] | None = None,
+    max_length: int = 128,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> Path:
+    """A classifier with no training data, saved as a model directory; returns its path.
+
+    Args:
+        labels: class names, in order.
+        output: the model directory to write.
+        model: 'minilm', a local directory or a hub id (an NLI model for 'nli', a masked LM
+            for 'prompt').
+        method: 'embedding' (cosine between the text and each label description), 'nli'
+            (entailment of the hypothesis per label) or 'prompt' (verbalizer words at a mask).
+        descriptions: label -> description for 'embedding' (default: the label itself).
+        multilabel: independent labels (sigmoid); 'nli' only.
+        text_column, label_column: columns of the files that `predict` and `evaluate` will read.
+    """
+    from bridgetune.export import save_model_dir
+
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise ConfigError(f"zeroshot needs two or more distinct labels, got {labels}")
+    if multilabel and method != "nli":
+        raise ConfigError("multi-label zero-shot is done with method 'nli'")
+    model_path = resolve_model(model)
+    tokenizer = load_tokenizer(model_path)
+    task_name = "multilabel" if multilabel else "classification"
+    task = build_task(task_name, labels)
+    built, head_settings = _zeroshot_model(
+        method, task, tokenizer, model_path, descriptions, hypothesis_template, template,
+        verbalizer, max_length,
+    )  # fmt: skip
+    meta = _zeroshot_meta(task, model, method, max_length, head_settings)
+    meta["data"] = {"text_column": text_column, "label_column": label_column}
+    return save_model_dir(Path(output), built, tokenizer, meta)
+
+
+def _zeroshot_model(
+    method: str,
+    task: Task,
+    tokenizer: Any,
+    model_path: str,
+    descriptions: dict[str, str] | None,
+    hypothesis_template: str,
+    template: str,
+    verbalizer: dict[str, list[str]] | None,
+    max_length: int,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    labels = task.labels
+    if method == "embedding":
+        from transformers import AutoModel
+
+        descriptions = descriptions or {}
+        unknown = sorted(set(descriptions) - set(labels))
+        if unknown:
+            raise ConfigError(f"descriptions for unknown labels {unknown}; labels are {labels}")
+        texts = [descriptions.get(label, label) for label in labels]
+        encoder = AutoModel.from_pretrained(model_path)
+        weight = embed_texts(encoder, tokenizer, texts, max_length)
+        return EmbeddingClassifier(encoder, weight, scale=ZERO_SHOT_SCALE), {
+            "descriptions": dict(zip(labels, texts))
+        }
+    if method == "nli":
+        from transformers import AutoModelForSequenceClassification
+
+        from bridgetune.heads.nli import NLIClassifier
+
+        nli = AutoModelForSequenceClassification.from_pretrained(model_path)
+        multilabel = task.name == "multilabel"
+        return NLIClassifier(nli, tokenizer, labels, hypothesis_template, multilabel), {}
+    if method == "prompt":
+        cfg = copy.deepcopy(RunConfig.model_validate({"data": {"train": "-"}}))
+        cfg.fewshot.template, cfg.fewshot.verbalizer = template, verbalizer
+        return prompt_model(cfg, task, tokenizer, model_path), {}
+    raise ConfigError(f"zero-shot method {method!r} is not one of embedding, nli, prompt")
+
+
+def _zeroshot_meta(
+    task: Task, model: str, method: str, max_length: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    from bridgetune import __version__
+
+    share = 1 / len(task.labels)
+    return {
+        "task": task.name,
+        "labels": task.labels,
+        "tag_scheme": None,
+        "threshold": 0.5 if task.name == "multilabel" else None,
+        "max_length": max_length,
+        "base_model": model,
+        "method": f"zeroshot-{method}",
+        "metrics": {},
+        # no training data: a uniform prior, so drift monitoring has something to compare with
+        "label_distribution": {label: share for label in task.labels},
+        "data_fingerprint": None,
+        "zeroshot": extra,
+        "bridgetune_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
