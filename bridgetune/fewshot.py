@@ -29,7 +29,7 @@ from bridgetune.tasks import Task, build_task
 from bridgetune.tasks.similarity import PairSimilarityTask
 
 FEWSHOT_TASKS = ("classification", "multilabel")
-DEV_PAIRS = 1000  # dev pairs scored while the body trains (enough to pick the best epoch)
+DEV_PAIRS = 256  # dev pairs scored while the body trains: progress to watch, best epoch kept
 ZERO_SHOT_SCALE = 20.0  # cosine -> logit scale of zero-shot softmax scores (argmax unaffected)
 
 
@@ -132,9 +132,7 @@ def train_embeddings(
 
     length = cfg.model.max_length
     pairs = contrastive_pairs(train, cfg.fewshot.iterations, cfg.train.seed)
-    # dev pairs pick the best of several evaluations; a single epoch has nothing to pick
-    several = cfg.train.epochs > 1 or cfg.train.eval_steps is not None
-    dev_pairs = contrastive_pairs(dev, 1, cfg.train.seed)[:DEV_PAIRS] if several else []
+    dev_pairs = contrastive_pairs(dev, 1, cfg.train.seed)[:DEV_PAIRS]
     features = _pair_features(train, pairs, tokenizer, length)
     dev_features = _pair_features(dev, dev_pairs, tokenizer, length)
     pair_task = PairSimilarityTask([target for *_, target in dev_pairs])

@@ -226,3 +226,80 @@ def test_cli_fewshot_and_zeroshot(tiny_bert, sentiment_csv, tmp_path) -> None:
         app, ["zeroshot", "--labels", "a,b", "--description", "oops", "--output", "x"]
     )
     assert bad.exit_code == 2 and "is not LABEL=VALUE" in bad.output
+
+
+@pytest.fixture()
+def mlm_dir(tiny_bert: Path, tmp_path: Path) -> Path:
+    from transformers import AutoConfig, AutoTokenizer, BertForMaskedLM
+
+    torch.manual_seed(0)
+    BertForMaskedLM(AutoConfig.from_pretrained(tiny_bert)).save_pretrained(tmp_path / "mlm")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "mlm")
+    return tmp_path / "mlm"
+
+
+def test_prompt_fewshot_and_zeroshot_directories(mlm_dir, sentiment_csv, tmp_path) -> None:
+    from transformers import pipeline
+
+    words = {"negative": ["bad"], "positive": ["good"]}
+    config = _fewshot_config(mlm_dir, tmp_path, sentiment_csv, mode="prompt", verbalizer=words)
+    config["train"].update(epochs=30, lr=3e-3)
+    result = fewshot(config)
+    assert result.metrics["accuracy"] == 1.0
+    predictor = Predictor.load(result.model_dir)
+    assert predictor.meta["head"] == {
+        "type": "prompt",
+        "template": "{text} It was {mask}.",
+        "verbalizer": words,
+    }
+    texts = [text for text, _ in SENTIMENT]
+    assert [p["label"] for p in predictor.predict(texts)] == [label for _, label in SENTIMENT]
+    fill = pipeline("fill-mask", model=str(result.model_dir))  # plain transformers loads it
+    assert fill("love this phone it was [MASK].")
+    zero = zeroshot(
+        ["negative", "positive"], tmp_path / "zs", model=str(mlm_dir), method="prompt",
+        verbalizer=words,
+    )  # fmt: skip
+    assert len(Predictor.load(zero).predict(texts)) == len(texts)
+    config["fewshot"]["verbalizer"] = None
+    with pytest.raises(ConfigError, match="needs fewshot.verbalizer"):
+        fewshot(config)
+
+
+def test_default_model_has_no_mlm_head_for_prompts(sentiment_csv, tmp_path) -> None:
+    from bridgetune.heads.prompt import PromptError
+
+    with pytest.raises(PromptError, match="masked-LM head"):
+        zeroshot(["negative", "positive"], tmp_path / "zs", method="prompt",
+                 verbalizer={"negative": ["bad"], "positive": ["good"]})  # fmt: skip
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_zeroshot_nli_directory_round_trips(tiny_bert, tmp_path, multilabel) -> None:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    labels = {0: "contradiction", 1: "neutral", 2: "entailment"}
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(tiny_bert, id2label=labels)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "nli")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "nli")
+    topics = ["delivery", "phone", "account"]
+    directory = zeroshot(
+        topics, tmp_path / "zs", model=str(tmp_path / "nli"), method="nli", multilabel=multilabel
+    )
+    predictor = Predictor.load(directory)
+    assert predictor.meta["head"]["type"] == "nli"
+    prediction = predictor.predict(["my package is late"])[0]
+    assert set(prediction["scores"]) == set(topics)
+    if not multilabel:
+        assert sum(prediction["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_shipped_fewshot_config_runs(tiny_bert, tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    result = fewshot(
+        root / "examples" / "fewshot" / "support_intent_8shot.yaml",
+        [f"model.name={tiny_bert}", f"output_dir={tmp_path}", "fewshot.iterations=1",
+         "data.few_shot_k=2", "data.max_eval_examples=12"],
+    )  # fmt: skip
+    assert (result.model_dir / "head.safetensors").is_file()
