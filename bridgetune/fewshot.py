@@ -111,7 +111,11 @@ def _pair_features(
     has_types = "token_type_ids" in encoded
     features = []
     for i, j, target in pairs:
-        feature = {"input_ids": encoded["input_ids"][i], "pair_input_ids": encoded["input_ids"][j]}
+        feature = {
+            "text_ids": (i, j),
+            "input_ids": encoded["input_ids"][i],
+            "pair_input_ids": encoded["input_ids"][j],
+        }
         if has_types:
             feature["token_type_ids"] = encoded["token_type_ids"][i]
             feature["pair_token_type_ids"] = encoded["token_type_ids"][j]
@@ -132,7 +136,9 @@ def train_embeddings(
 
     length = cfg.model.max_length
     pairs = contrastive_pairs(train, cfg.fewshot.iterations, cfg.train.seed)
-    dev_pairs = contrastive_pairs(dev, 1, cfg.train.seed)[:DEV_PAIRS]
+    # dev pairs pick the best of several evaluations; a single one has nothing to pick
+    several = cfg.train.epochs > 1 or cfg.train.eval_steps is not None
+    dev_pairs = contrastive_pairs(dev, 1, cfg.train.seed)[:DEV_PAIRS] if several else []
     features = _pair_features(train, pairs, tokenizer, length)
     dev_features = _pair_features(dev, dev_pairs, tokenizer, length)
     pair_task = PairSimilarityTask([target for *_, target in dev_pairs])

@@ -112,8 +112,9 @@ class EmbeddingClassifier(torch.nn.Module):
 
 
 class ContrastiveModel(torch.nn.Module):
-    """Two texts through one encoder; loss = MSE between their cosine and the target
-    (sentence-transformers' CosineSimilarityLoss, as SetFit trains its body)."""
+    """Pairs of texts through one encoder; loss = MSE between their cosine and the target
+    (sentence-transformers' CosineSimilarityLoss, as SetFit trains its body). The batch holds
+    each distinct text once; `first` and `second` pick the rows of every pair."""
 
     def __init__(self, encoder: torch.nn.Module) -> None:
         super().__init__()
@@ -123,15 +124,13 @@ class ContrastiveModel(torch.nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        pair_input_ids: torch.Tensor,
-        pair_attention_mask: torch.Tensor,
+        first: torch.Tensor,
+        second: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
-        pair_token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> HeadOutput:
-        first = self.embed(input_ids, attention_mask, token_type_ids)
-        second = self.embed(pair_input_ids, pair_attention_mask, pair_token_type_ids)
-        cosine = (first * second).sum(-1)
+        embeddings = self.embed(input_ids, attention_mask, token_type_ids)
+        cosine = (embeddings[first] * embeddings[second]).sum(-1)
         loss = None
         if labels is not None:
             loss = torch.nn.functional.mse_loss(cosine.float(), labels.float())

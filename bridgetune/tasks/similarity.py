@@ -1,7 +1,9 @@
 """Text-pair similarity: the internal task of the contrastive few-shot body phase.
 
-Features hold both texts of a pair (`input_ids`, `pair_input_ids`) and the target cosine
-similarity as `labels`; the model answers one similarity per pair. It is not a user-facing task
+A feature is one pair: the two texts' ids (`text_ids`), their token ids (`input_ids`,
+`pair_input_ids`) and the target cosine similarity (`labels`). Pairs drawn from a few-shot set
+repeat their texts, so `collate` encodes each distinct text of a batch once and says which rows
+form the pairs; the model embeds the distinct texts in one call. It is not a user-facing task
 (not in TASKS): the loop trains and evaluates it like any other.
 """
 
@@ -25,9 +27,15 @@ class PairSimilarityTask:
         self.targets = targets or []  # the dev pairs' targets, in order, for `metrics`
 
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
-        first = pad_batch([_side(f, "") for f in features], pad_id)
-        second = pad_batch([_side(f, "pair_") for f in features], pad_id)
-        batch = {**first, **{f"pair_{k}": v for k, v in second.items()}}
+        rows: dict[int, Feature] = {}
+        for feature in features:
+            first, second = feature["text_ids"]
+            rows.setdefault(first, _side(feature, ""))
+            rows.setdefault(second, _side(feature, "pair_"))
+        position = {text: row for row, text in enumerate(rows)}
+        batch = pad_batch(list(rows.values()), pad_id)
+        batch["first"] = torch.tensor([position[f["text_ids"][0]] for f in features])
+        batch["second"] = torch.tensor([position[f["text_ids"][1]] for f in features])
         if features[0].get("labels") is not None:
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float)
         return batch
