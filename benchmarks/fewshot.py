@@ -7,7 +7,7 @@ whole SST-2 dev set (872 sentences). The settings are SetFit's defaults, for bot
 
 - body: CosineSimilarityLoss on SetFit pairs, num_iterations 20 (every example gets one positive
   and one negative pair per iteration), batch size 16, 1 epoch over the pairs, learning rate 2e-5
-  with 10% linear warmup, weight decay 0.01, max_length 64;
+  with 10% linear warmup, no weight decay, max_length 64;
 - head: scikit-learn LogisticRegression on the (normalized, mean-pooled) embeddings.
 
 Ours is `bridgetune.fewshot.train_contrastive` (our loop on the pairs, then the fitted head);
@@ -153,6 +153,7 @@ def our_config(args: argparse.Namespace, k: int, seed: int, workdir: Path) -> An
                 "lr": LR,
                 "batch_size": BATCH_SIZE,
                 "warmup_ratio": WARMUP,
+                "weight_decay": 0.0,  # SetFit's body trainer default (transformers' 0.0)
                 "eval_batch_size": EVAL_BATCH_SIZE,
                 "precision": args.precision,
                 "seed": seed,

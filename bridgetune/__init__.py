@@ -14,7 +14,8 @@ from bridgetune.api import (  # noqa: E402
     train,
 )
 from bridgetune.config import RunConfig, load_config  # noqa: E402
-from bridgetune.fewshot import fewshot, zeroshot  # noqa: E402
+from bridgetune.fewshot import fewshot  # noqa: E402
+from bridgetune.zeroshot import zeroshot  # noqa: E402
 
 __all__ = [
     "RunConfig",

@@ -135,7 +135,7 @@ def zeroshot(
     """Build a classifier with no training data: label descriptions, NLI or a prompt."""
     from bridgetune import api
     from bridgetune.evaluate import headline
-    from bridgetune.fewshot import zeroshot as build
+    from bridgetune.zeroshot import zeroshot as build
 
     _quiet_libraries()
     names = [label.strip() for label in labels.split(",") if label.strip()]

@@ -15,8 +15,9 @@ from bridgetune import api
 from bridgetune.config import ConfigError
 from bridgetune.data.fewshot import contrastive_pairs, jaccard, sample_k_shot
 from bridgetune.data.schema import DataError, Example
-from bridgetune.fewshot import embed_texts, fewshot, zeroshot
+from bridgetune.fewshot import embed_texts, fewshot
 from bridgetune.predictor import Predictor
+from bridgetune.zeroshot import zeroshot
 
 TOPICS = [
     ("my order is late", ["delivery"]),
@@ -76,6 +77,14 @@ def test_contrastive_pairs_single_label() -> None:
         assert i != j
     assert Counter(t for *_, t in pairs) == {1.0: 3 * len(examples), 0.0: 3 * len(examples)}
     assert pairs == contrastive_pairs(examples, iterations=3, seed=0)
+
+
+def test_contrastive_pairs_use_every_distinct_pair_before_repeating_one() -> None:
+    examples = _examples(SENTIMENT)  # 5 + 5: 20 distinct positive pairs, 25 negative ones
+    pairs = contrastive_pairs(examples, iterations=2, seed=3)
+    positives = {frozenset((i, j)) for i, j, target in pairs if target == 1.0}
+    negatives = {frozenset((i, j)) for i, j, target in pairs if target == 0.0}
+    assert len(positives) == 20 and len(negatives) == 20  # 20 wanted of each, none repeated
 
 
 def test_contrastive_pairs_multilabel_targets_are_jaccard() -> None:
@@ -303,3 +312,32 @@ def test_shipped_fewshot_config_runs(tiny_bert, tmp_path) -> None:
          "data.few_shot_k=2", "data.max_eval_examples=12"],
     )  # fmt: skip
     assert (result.model_dir / "head.safetensors").is_file()
+
+
+def test_pair_batches_encode_each_text_once(tiny_bert) -> None:
+    from transformers import AutoModel
+
+    from bridgetune.heads.embedding import ContrastiveModel
+    from bridgetune.tasks.similarity import PairSimilarityTask
+
+    short, longer, other = [2, 10, 3], [2, 11, 12, 3], [2, 13, 3]
+    features = [
+        {"text_ids": (0, 1), "input_ids": short, "pair_input_ids": longer, "labels": 1.0},
+        {"text_ids": (0, 2), "input_ids": short, "pair_input_ids": other, "labels": 0.0},
+        {"text_ids": (1, 2), "input_ids": longer, "pair_input_ids": other, "labels": 0.5},
+    ]  # fmt: skip
+    batch = PairSimilarityTask().collate(features, pad_id=0)
+    assert batch["input_ids"].shape[0] == 3  # texts 0, 1, 2 once each, not six rows
+    assert batch["first"].tolist() == [0, 0, 1] and batch["second"].tolist() == [1, 2, 2]
+    model = ContrastiveModel(AutoModel.from_pretrained(tiny_bert)).eval()
+    with torch.no_grad():
+        together = model(**batch).logits.view(-1)
+        alone = []
+        for feature in features:
+            one = PairSimilarityTask().collate([feature], pad_id=0)
+            alone.append(model(**one).logits.item())
+    assert together.tolist() == pytest.approx(alone, abs=1e-5)
+    loss = model(**batch).loss
+    assert loss.item() == pytest.approx(
+        torch.nn.functional.mse_loss(together, torch.tensor([1.0, 0.0, 0.5])).item(), abs=1e-6
+    )

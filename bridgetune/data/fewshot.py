@@ -57,12 +57,16 @@ def sample_k_shot(examples: list[Example], k: int, seed: int) -> list[Example]:
 def contrastive_pairs(
     examples: list[Example], iterations: int, seed: int
 ) -> list[tuple[int, int, float]]:
-    """(i, j, target similarity) pairs: per round, each example gets a positive and a negative.
+    """(i, j, target similarity) pairs: `iterations` x len(examples) positives and as many
+    negatives.
 
-    Single-label: a positive shares the class (target 1.0), a negative does not (0.0), as in
-    SetFit. Multilabel: a positive shares at least one label and a negative none; the target is
-    the Jaccard similarity of the two label sets, so partly overlapping texts are pulled
-    together only partly.
+    A positive shares a label with its partner, a negative shares none. The distinct pairs of
+    each kind are shuffled with `seed` and used in turn, so every pair is seen once before any
+    is seen twice (SetFit walks its pairs the same way; sampling partners at random instead
+    repeats some pairs and misses others). Single-label targets are 1.0 and 0.0; multilabel
+    targets are the Jaccard similarity of the two label sets, so partly overlapping texts are
+    pulled together only partly. Above MAX_ENUMERATED distinct pairs, partners are drawn at
+    random instead.
 
     Raises:
         DataError: fewer than two different label sets (nothing to contrast).
@@ -71,18 +75,47 @@ def contrastive_pairs(
     if len(set(sets)) < 2:
         raise DataError("contrastive few-shot needs examples of at least two different labels")
     rng = random.Random(seed)
-    pairs: list[tuple[int, int, float]] = []
-    everyone = range(len(examples))
-    positives = [[j for j in everyone if j != i and sets[i] & sets[j]] for i in everyone]
-    negatives = [[j for j in everyone if not sets[i] & sets[j]] for i in everyone]
-    for _ in range(iterations):
-        for i in everyone:
-            for pool in (positives[i], negatives[i]):
-                if pool:
-                    j = rng.choice(pool)
-                    pairs.append((i, j, jaccard(sets[i], sets[j])))
+    wanted = iterations * len(examples)
+    n = len(examples)
+    if n * (n - 1) // 2 <= MAX_ENUMERATED:
+        positives = [(i, j) for i in range(n) for j in range(i + 1, n) if sets[i] & sets[j]]
+        negatives = [(i, j) for i in range(n) for j in range(i + 1, n) if not sets[i] & sets[j]]
+        chosen = _cycle(positives, wanted, rng) + _cycle(negatives, wanted, rng)
+    else:
+        chosen = _sampled(sets, iterations, rng)
+    pairs = [(i, j, jaccard(sets[i], sets[j])) for i, j in chosen]
     rng.shuffle(pairs)
     return pairs
+
+
+MAX_ENUMERATED = 2_000_000
+
+
+def _cycle(pairs: list[tuple[int, int]], wanted: int, rng: random.Random) -> list[tuple[int, int]]:
+    """`wanted` pairs: all of them in a shuffled order, again reshuffled, until enough."""
+    chosen: list[tuple[int, int]] = []
+    while pairs and len(chosen) < wanted:
+        order = pairs[:]
+        rng.shuffle(order)
+        chosen += order[: wanted - len(chosen)]
+    return chosen
+
+
+def _sampled(
+    sets: list[frozenset[str]], iterations: int, rng: random.Random
+) -> list[tuple[int, int]]:
+    """Per round, each example with a random positive and a random negative partner."""
+    everyone = range(len(sets))
+    chosen = []
+    for _ in range(iterations):
+        for i in everyone:
+            for wanted_overlap in (True, False):
+                for _attempt in range(50):
+                    j = rng.randrange(len(sets))
+                    if j != i and bool(sets[i] & sets[j]) == wanted_overlap:
+                        chosen.append((i, j))
+                        break
+    return chosen
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:

@@ -116,9 +116,10 @@ class ContrastiveModel(torch.nn.Module):
     (sentence-transformers' CosineSimilarityLoss, as SetFit trains its body). The batch holds
     each distinct text once; `first` and `second` pick the rows of every pair."""
 
-    def __init__(self, encoder: torch.nn.Module) -> None:
+    def __init__(self, encoder: torch.nn.Module, chunk: int = 16) -> None:
         super().__init__()
         self.embed = SentenceEncoder(encoder, normalize=True)
+        self.chunk = chunk
 
     def forward(
         self,
@@ -129,9 +130,30 @@ class ContrastiveModel(torch.nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> HeadOutput:
-        embeddings = self.embed(input_ids, attention_mask, token_type_ids)
+        embeddings = self.embed_sorted(input_ids, attention_mask, token_type_ids)
         cosine = (embeddings[first] * embeddings[second]).sum(-1)
         loss = None
         if labels is not None:
             loss = torch.nn.functional.mse_loss(cosine.float(), labels.float())
         return HeadOutput(cosine.unsqueeze(-1), loss)
+
+    def embed_sorted(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Embeddings of the rows, encoded in length-sorted chunks cut to their own longest.
+
+        A batch holds up to twice `chunk` distinct texts; padding them all to the longest wastes
+        work that chunks of similar lengths do not (the result is the same: padding is masked).
+        """
+        lengths = attention_mask.sum(-1)
+        order = torch.argsort(lengths, descending=True)
+        parts = []
+        for start in range(0, len(order), self.chunk):
+            rows = order[start : start + self.chunk]
+            width = int(lengths[rows].max())
+            types = None if token_type_ids is None else token_type_ids[rows, :width]
+            parts.append(self.embed(input_ids[rows, :width], attention_mask[rows, :width], types))
+        return torch.cat(parts)[torch.argsort(order)]  # back to the rows' order

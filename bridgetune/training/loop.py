@@ -123,13 +123,15 @@ class Loop:
         cfg: TrainConfig,
         pad_id: int,
         checkpoint_dir: Path,
+        bucket_by_length: bool = True,
     ) -> None:
         self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
         self.features = train_features
         self.checkpoint_dir = Path(checkpoint_dir)
         on_cpu, self.precision = resolve_precision(cfg)
         self.accelerator = make_accelerator(on_cpu, self.precision)
-        self.lengths = [len(f["input_ids"]) for f in train_features]
+        # equal lengths make the batches plain shuffled ones (no length buckets)
+        self.lengths = [len(f["input_ids"]) if bucket_by_length else 0 for f in train_features]
         batches = self.epoch_batches(0)
         if not batches:
             raise ValueError(
@@ -285,7 +287,9 @@ class Loop:
         )
 
     def evaluate(self, progress: TrainProgress | None = None) -> dict:
-        """Dev metrics now; tracks the best weights and early stopping."""
+        """Dev metrics now; tracks the best weights and early stopping (nothing without dev)."""
+        if not self.dev.features:
+            return {}
         predictions = self.task.calibrate(self.predict(self.dev), self.dev.examples)
         metrics = headline(self.task.metrics(predictions, self.dev.examples))
         if self.metric_name not in metrics:
