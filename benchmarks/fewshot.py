@@ -396,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
             "pass --data DIR)"
         )
         return 0
+    import importlib.util
+
+    if importlib.util.find_spec("setfit") is None:
+        print("fewshot: skipped, the peer is not installed (pip install setfit)")
+        return 0
     quiet_libraries()
     from bridgetune.models import resolve_model
 
