@@ -57,12 +57,18 @@ def train(
 ) -> None:
     """Fine-tune a model as CONFIG says; writes reports and the model to the run directory."""
     from bridgetune import api
+
+    _run_training(lambda: api.train(config, overrides or [], resume=resume))
+
+
+def _run_training(action) -> None:
+    """Run a training action; print dev/test metrics, or say how to resume after Ctrl-C."""
     from bridgetune.evaluate import headline
     from bridgetune.training.loop import TrainingInterrupted
 
     _quiet_libraries()
     try:
-        result = _run(lambda: api.train(config, overrides or [], resume=resume))
+        result = _run(action)
     except TrainingInterrupted as stop:
         console.print(f"[yellow]{stop}[/yellow]")
         raise typer.Exit(130) from None
@@ -87,20 +93,9 @@ def fewshot(
     overrides: Overrides = None,
 ) -> None:
     """Few-shot training as CONFIG's `fewshot` section says (contrastive or prompt-based)."""
-    from bridgetune.evaluate import headline
     from bridgetune.fewshot import fewshot as run_fewshot
-    from bridgetune.training.loop import TrainingInterrupted
 
-    _quiet_libraries()
-    try:
-        result = _run(lambda: run_fewshot(config, overrides or []))
-    except TrainingInterrupted as stop:
-        console.print(f"[yellow]{stop}[/yellow]")
-        raise typer.Exit(130) from None
-    _print_metrics("dev", headline(result.metrics))
-    if result.test_metrics:
-        _print_metrics("test", headline(result.test_metrics))
-    console.print(f"model saved to [bold]{result.model_dir}[/bold]; report in {result.run_dir}")
+    _run_training(lambda: run_fewshot(config, overrides or []))
 
 
 @app.command()
