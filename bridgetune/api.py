@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import json
 from collections import Counter
@@ -102,12 +103,16 @@ def train(
     """
     from accelerate.utils import set_seed
 
+    from bridgetune.methods import PROBLEMS, apply_method, check_method, head_modules
     from bridgetune.training.loop import EvalData, Loop
+    from bridgetune.training.objective import class_weights
 
     cfg = as_config(config, overrides)
     run_dir = cfg.run_dir
+    check_method(cfg.method, resolve_model(cfg.model.name), cfg.task, cfg.model.trust_remote_code)
     splits = load_splits(cfg.data, cfg.task)
     task, tokenizer, model_path = prepare_task(cfg, splits)
+    splits = augmented(cfg, splits, tokenizer, model_path)
     length = cfg.model.max_length
     train_features = task.encode(splits.train, tokenizer, length)
     dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
@@ -116,8 +121,21 @@ def train(
     model = task.build_model(
         model_path, dropout=cfg.model.dropout, trust_remote_code=cfg.model.trust_remote_code
     )
+    head = head_modules(model)
+    model = apply_method(model, cfg.method, cfg.task, cfg.model.name)
+    report_parameters(cfg.method.name, model)
+    problem = PROBLEMS[cfg.task]
     loop = Loop(
-        model, task, train_features, dev, cfg.train, tokenizer.pad_token_id, run_dir / "checkpoint"
+        model,
+        task,
+        train_features,
+        dev,
+        cfg.train,
+        tokenizer.pad_token_id,
+        run_dir / "checkpoint",
+        head=head,
+        problem=problem,
+        weights=class_weights(cfg.train.class_weights, task.labels, train_features, problem),
     )
     if resume:
         loop.resume()
@@ -139,6 +157,28 @@ def train(
         save_run(cfg, result, loop.unwrapped, tokenizer, task, splits)
     loop.accelerator.wait_for_everyone()
     return result
+
+
+def augmented(cfg: RunConfig, splits: Splits, tokenizer: Any, model_path: str) -> Splits:
+    """`splits` with the training split augmented as `cfg.augment` says (dev/test untouched)."""
+    if not cfg.augment.ops:
+        return splits
+    from bridgetune.data.augment import augment_split
+
+    train = augment_split(splits.train, cfg.augment, cfg.task, tokenizer, model_path)
+    return dataclasses.replace(splits, train=train)
+
+
+def report_parameters(method: str, model: Any) -> None:
+    from rich.console import Console
+
+    from bridgetune.methods import count_parameters
+
+    trainable, total = count_parameters(model)
+    Console(stderr=True).print(
+        f"method {method}: {trainable:,} of {total:,} parameters train "
+        f"({100 * trainable / max(total, 1):.2f}%)"
+    )
 
 
 def final_metrics(loop: Any, data: Any, calibrate: bool) -> dict[str, Any]:

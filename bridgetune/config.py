@@ -82,8 +82,96 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
 
 
+MethodName = Literal["full", "head_only", "bitfit", "lora", "ia3", "prefix", "prompt", "ptuning"]
+
+
 class MethodConfig(_Section):
-    name: Literal["full"] = Field("full", description="Tuning method: 'full' fine-tuning.")
+    """Which parameters train. The task head always trains and is always saved."""
+
+    name: MethodName = Field(
+        "full",
+        description="'full' fine-tuning; 'head_only' (linear probe); 'bitfit' (biases + head); "
+        "peft methods 'lora', 'ia3', 'prefix' (prefix tuning), 'prompt' (prompt tuning), "
+        "'ptuning' (P-tuning: prompt from a small encoder).",
+    )
+    r: int = Field(8, gt=0, description="LoRA: rank of the update matrices.")
+    alpha: float = Field(16, gt=0, description="LoRA: scaling numerator (update x alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA: dropout on the adapter input.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="LoRA/IA3: module names (or name suffixes) to adapt; unset: chosen per "
+        "architecture by peft (attention query/value for BERT-style models).",
+    )
+    num_virtual_tokens: int = Field(
+        20, gt=0, description="prefix/prompt/ptuning: number of trained virtual tokens."
+    )
+    freeze_embeddings: bool = Field(
+        False, description="full: keep the embedding layer frozen."
+    )
+    freeze_layers: int = Field(
+        0, ge=0, description="full: keep the bottom N transformer layers frozen."
+    )
+    export: Literal["merged", "adapter"] = Field(
+        "merged",
+        description="peft methods: save the model with the adapter merged into plain "
+        "transformers weights, or the adapter (plus the head) next to the base model name.",
+    )
+
+    @model_validator(mode="after")
+    def _check_freezing(self) -> MethodConfig:
+        if (self.freeze_embeddings or self.freeze_layers) and self.name != "full":
+            raise ValueError(
+                f"method.freeze_embeddings/freeze_layers apply to method 'full'; method "
+                f"{self.name!r} already freezes the body"
+            )
+        if self.target_modules is not None and self.name not in ("lora", "ia3"):
+            raise ValueError("method.target_modules applies to 'lora' and 'ia3' only")
+        return self
+
+
+AugmentOp = Literal[
+    "swap", "delete", "insert", "mask", "synonym", "contextual", "backtranslation", "mention"
+]
+
+
+class AugmentConfig(_Section):
+    """Data augmentation of the training split (never dev or test), seeded."""
+
+    ops: list[AugmentOp] = Field(
+        default_factory=list,
+        description="Augmentations to draw from: swap, delete, insert (random words), mask "
+        "(tokenizer's mask token), synonym (embedding-space neighbours of the model's own "
+        "input embeddings), contextual (fill-mask model), backtranslation (two translation "
+        "models), mention (NER: replace an entity mention by another of the same type).",
+    )
+    copies: int = Field(
+        1, ge=1, description="Augmented copies added per training example (each by one op)."
+    )
+    p: float = Field(0.1, gt=0, le=1, description="Share of words (characters for CJK) changed.")
+    seed: int = Field(0, description="Seed of the augmentation.")
+    synonym_neighbours: int = Field(
+        10, gt=0, description="synonym: candidates among the nearest input embeddings."
+    )
+    fill_mask_model: str | None = Field(
+        None, description="contextual: a fill-mask model (local directory or hub id)."
+    )
+    translation_models: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="backtranslation: [source->pivot, pivot->source] translation models.",
+    )
+
+    @model_validator(mode="after")
+    def _check_models(self) -> AugmentConfig:
+        if "contextual" in self.ops and not self.fill_mask_model:
+            raise ValueError("augment op 'contextual' needs augment.fill_mask_model")
+        if "backtranslation" in self.ops and not self.translation_models:
+            raise ValueError(
+                "augment op 'backtranslation' needs augment.translation_models: "
+                "[source->pivot model, pivot->source model]"
+            )
+        return self
 
 
 class FewShotConfig(_Section):
@@ -162,6 +250,37 @@ class TrainConfig(_Section):
         "CUDA_VISIBLE_DEVICES or accelerate launch.",
     )
     eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
+    head_lr: float | None = Field(
+        None, gt=0, description="Learning rate of the task head; unset: train.lr."
+    )
+    layer_lr_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Layer-wise learning-rate decay: layer k of L trains at "
+        "lr x decay^(L-k) (k = 0 lowest), the embeddings at lr x decay^(L+1); unset: one lr.",
+    )
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        None,
+        description="Loss weight per class: 'balanced' (inverse frequency in train) or "
+        "{label: weight}; multilabel: weight of each label's positives; NER: per tag.",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy (not multilabel)."
+    )
+    rdrop: float = Field(
+        0.0,
+        ge=0,
+        description="R-Drop: weight of the symmetric KL between two dropout passes; 0 is off.",
+    )
+    adversarial: Literal["none", "fgm", "pgd"] = Field(
+        "none", description="Adversarial training on the input embeddings: FGM or PGD."
+    )
+    adv_epsilon: float = Field(
+        1.0, gt=0, description="FGM/PGD: norm of the perturbation (per example)."
+    )
+    adv_alpha: float = Field(0.3, gt=0, description="PGD: norm of each ascent step.")
+    adv_steps: int = Field(3, ge=1, description="PGD: ascent steps per batch.")
 
 
 class RunConfig(_Section):
@@ -173,11 +292,16 @@ class RunConfig(_Section):
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")
     def _check_task_columns(self) -> RunConfig:
         if self.task == "pair" and not self.data.text_pair_column:
             raise ValueError("task 'pair' needs data.text_pair_column (the second text's column)")
+        if self.task == "multilabel" and self.train.label_smoothing:
+            raise ValueError("train.label_smoothing applies to single-label tasks, not multilabel")
+        if "mention" in self.augment.ops and self.task != "ner":
+            raise ValueError("augment op 'mention' replaces entity mentions: task 'ner' only")
         return self
 
     @property
@@ -307,6 +431,12 @@ def _describe(error: ValidationError, source: str, root: type[BaseModel] | None 
             close = difflib.get_close_matches(str(loc[-1]), _fields_at(root or RunConfig, loc), n=1)
             hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
             lines.append(f"  - {where}: unknown key{hint}")
+        elif item["type"] == "literal_error" and isinstance(item.get("input"), str):
+            choices = str(item.get("ctx", {}).get("expected", "")).replace(" or ", ", ")
+            options = [c.strip(" '") for c in choices.split(",") if c.strip(" '")]
+            close = difflib.get_close_matches(item["input"], options, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"  - {where}: unknown value {item['input']!r}{hint} ({item['msg']})")
         else:
             lines.append(f"  - {where}: {item['msg']}")
     lines.append("Run `bridgetune config --schema` to list every key.")

@@ -1,0 +1,91 @@
+"""Tuning methods: which parameters of a model train, and how the result is saved.
+
+`apply_method` is the one entry point; each method is a function registered in METHODS
+(freeze.py: full, head_only, bitfit; peft.py: lora, ia3, prefix, prompt, ptuning).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bridgetune.config import ConfigError, MethodConfig
+from bridgetune.methods import freeze as _freeze  # noqa: F401  (registers)
+from bridgetune.methods import peft as _peft  # noqa: F401  (registers)
+from bridgetune.methods.base import METHODS, count_parameters, head_modules, is_head
+from bridgetune.methods.peft import AdapterModel
+
+PROBLEMS = {"classification": "single", "pair": "single", "multilabel": "multi", "ner": "token"}
+
+
+def apply_method(
+    model: torch.nn.Module, cfg: MethodConfig, task: str, base_model: str
+) -> torch.nn.Module:
+    """`model` prepared for training with method `cfg.name` for a task (its head trains).
+
+    `base_model` is the configured model name (kept by adapters to find their base again).
+    """
+    prepared = METHODS.get(cfg.name)(model, cfg, head_modules(model), PROBLEMS[task])
+    if isinstance(prepared, AdapterModel):
+        prepared.base_model = base_model  # a name resolve_model finds again, not a local path
+    return prepared
+
+
+def check_method(cfg: MethodConfig, model_path: str, task: str, trust_remote_code: bool) -> None:
+    """Apply the method to a one-layer copy of the model's architecture and run a forward pass,
+    so a method the architecture cannot take fails with a clear message before any data is read.
+
+    Raises:
+        ConfigError: the method (or its target modules) does not fit the model.
+    """
+    import transformers
+
+    kind = "Token" if task == "ner" else "Sequence"
+    auto = f"AutoModelFor{kind}Classification"
+    config = transformers.AutoConfig.from_pretrained(
+        model_path, num_labels=3, trust_remote_code=trust_remote_code
+    )
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if hasattr(config, key):
+            setattr(config, key, 1)
+    model = getattr(transformers, auto).from_config(config, trust_remote_code=trust_remote_code)
+    try:
+        prepared = apply_method(model, cfg, task, model_path)
+        ids = torch.ones((1, 8), dtype=torch.long)
+        with torch.no_grad():
+            prepared(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except Exception as error:  # peft and transformers raise many types for a misfit
+        raise ConfigError(method_error(cfg, model, config.model_type, error)) from error
+
+
+def method_error(
+    cfg: MethodConfig, model: torch.nn.Module, model_type: str, error: Exception
+) -> str:
+    """What went wrong applying `cfg` to a `model_type` model, and what to do instead."""
+    message = f"method.name={cfg.name!r} does not work with this {model_type} model: {error}"
+    if cfg.target_modules is not None:
+        linear = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear)
+            }
+        )
+        message = (
+            f"method.target_modules={cfg.target_modules} matches no module of this "
+            f"{model_type} model that {cfg.name} can adapt; its linear modules are: "
+            + ", ".join(linear)
+        )
+    elif cfg.name in ("prefix", "prompt", "ptuning"):
+        message += "; use method.name=lora (works with any model that has linear layers)"
+    return message
+
+
+__all__ = [
+    "METHODS",
+    "PROBLEMS",
+    "apply_method",
+    "check_method",
+    "count_parameters",
+    "head_modules",
+    "is_head",
+]

@@ -26,6 +26,7 @@ from bridgetune.data.schema import Example
 from bridgetune.evaluate import headline
 from bridgetune.predictor import infer
 from bridgetune.tasks import Task
+from bridgetune.training.adversarial import EmbeddingAttack
 from bridgetune.training.checkpoint import (
     LoopState,
     has_checkpoint,
@@ -35,6 +36,7 @@ from bridgetune.training.checkpoint import (
     save_best,
     save_checkpoint,
 )
+from bridgetune.training.objective import Objective
 from bridgetune.training.optim import build_optimizer, build_scheduler
 from bridgetune.training.progress import TrainProgress
 
@@ -124,7 +126,12 @@ class Loop:
         pad_id: int,
         checkpoint_dir: Path,
         bucket_by_length: bool = True,
+        head: list[str] | None = None,
+        problem: str = "single",
+        weights: torch.Tensor | None = None,
     ) -> None:
+        """`head`: the task head's module names (train.head_lr); `problem`: single, multi or
+        token (the loss of train.class_weights/label_smoothing/rdrop); `weights`: class weights."""
         self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
         self.features = train_features
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -141,7 +148,11 @@ class Loop:
         self.total_steps = max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
         self.metric_name = cfg.metric or DEFAULT_METRICS[task.name]
         self.model = model
-        self.optimizer = build_optimizer(model, cfg, self.accelerator.device)
+        self.objective = Objective(problem, cfg, weights)
+        self.attack = None
+        if cfg.adversarial != "none":
+            self.attack = EmbeddingAttack(model.get_input_embeddings(), cfg)
+        self.optimizer = build_optimizer(model, cfg, self.accelerator.device, head)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.state = LoopState()
         self.stopped_early = False
@@ -211,10 +222,7 @@ class Loop:
                 for k, v in batch.items()
             }
             update = (index + 1) % accum == 0 or index + 1 == len(batches)
-            sync = contextlib.nullcontext() if update else self.accelerator.no_sync(self.model)
-            with sync:
-                loss = self.model(**batch).loss
-                self.accelerator.backward(loss / accum)
+            loss = self.forward_backward(batch, update)
             running += loss.detach()
             counted += 1
             seen += len(batches[index])
@@ -242,6 +250,24 @@ class Loop:
             if self.finished:
                 break
         return self.state.batches_done == len(batches)
+
+    def forward_backward(self, batch: dict[str, torch.Tensor], update: bool) -> torch.Tensor:
+        """Loss and gradients of one batch (gradients synchronised across processes on update)."""
+        accum = self.cfg.grad_accum
+
+        def no_sync() -> contextlib.AbstractContextManager:
+            return self.accelerator.no_sync(self.model)
+
+        with contextlib.nullcontext() if update else no_sync():
+            if self.attack is not None:
+                return self.attack.step(
+                    lambda: self.objective(self.model, batch),
+                    lambda loss: self.accelerator.backward(loss / accum),
+                    no_sync,
+                )
+            loss = self.objective(self.model, batch)
+            self.accelerator.backward(loss / accum)
+            return loss
 
     def optimizer_step(self) -> None:
         if self.cfg.max_grad_norm:

@@ -9,25 +9,45 @@ from bridgetune.config import TrainConfig
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_")
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and biases/normalization weights without decay."""
-    decay, no_decay = [], []
+def parameter_groups(
+    model: torch.nn.Module, cfg: TrainConfig, head: list[str] | None = None
+) -> list[dict]:
+    """Groups by (learning rate, weight decay): biases and normalization weights never decay;
+    the head trains at train.head_lr; with train.layer_lr_decay, layer k of L (0 = lowest)
+    trains at lr x decay^(L-k) and the embeddings at lr x decay^(L+1)."""
+    from bridgetune.methods.base import is_head, layer_of_parameters, transformer_layers
+
+    depth = layer_of_parameters(model) if cfg.layer_lr_decay else {}
+    layers = len(transformer_layers(model) or []) if cfg.layer_lr_decay else 0
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         exempt = parameter.ndim < 2 or any(key in name for key in NO_DECAY)
-        (no_decay if exempt else decay).append(parameter)
+        if head and is_head(name, head):
+            lr = cfg.head_lr or cfg.lr
+        elif id(parameter) in depth:
+            level = depth[id(parameter)]
+            lr = cfg.lr * cfg.layer_lr_decay ** (layers - level if level >= 0 else layers + 1)
+        else:
+            lr = cfg.lr
+        groups.setdefault((lr, 0.0 if exempt else cfg.weight_decay), []).append(parameter)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "lr": lr, "weight_decay": decay}
+        for (lr, decay), params in sorted(groups.items(), key=lambda item: item[0])
     ]
 
 
 def build_optimizer(
-    model: torch.nn.Module, cfg: TrainConfig, device: torch.device
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    device: torch.device,
+    head: list[str] | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW; the fused CUDA kernel on GPUs (one launch for all parameters)."""
-    groups = parameter_groups(model, cfg.weight_decay)
+    groups = parameter_groups(model, cfg, head)
+    if not groups:
+        raise ValueError("no parameter of the model trains: check method.name and its options")
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
 
 

@@ -1,0 +1,100 @@
+"""What a tuning method needs to know about a model: its head, its layers, its embeddings.
+
+Methods receive the head's module names from the caller (DESIGN.md: methods never import tasks);
+`head_modules` finds them the same way for every transformers model: the top-level modules that
+are not the pretrained body (`base_model_prefix`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from bridgetune.config import MethodConfig
+from bridgetune.registry import Registry
+
+
+class Method(Protocol):
+    """Marks which parameters train (and may wrap the model, as peft methods do).
+
+    `problem` is "single", "multi" or "token": the kind of loss the head is trained with.
+    """
+
+    def __call__(
+        self, model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
+    ) -> torch.nn.Module: ...
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the task head: the model's top-level modules with parameters, other than its
+    pretrained body (dropout and activation modules have nothing to train or save)."""
+    body = getattr(model, "base_model_prefix", "")
+    names = [
+        name
+        for name, module in model.named_children()
+        if name != body and any(True for _ in module.parameters())
+    ]
+    if not names:
+        raise ValueError(f"{type(model).__name__}: no task head next to the body {body!r}")
+    return names
+
+
+def is_head(name: str, head: list[str]) -> bool:
+    """Whether parameter `name` belongs to one of the head modules (also inside peft wrappers)."""
+    dotted = f".{name}"
+    return any(f".{module}." in dotted for module in head)
+
+
+def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The stack of transformer blocks: the longest ModuleList holding equal blocks."""
+    best = None
+    for module in model.modules():
+        if not isinstance(module, torch.nn.ModuleList) or len(module) < 2:
+            continue
+        uniform = len({type(block) for block in module}) == 1
+        if uniform and (best is None or len(module) > len(best)):
+            best = module
+    return best
+
+
+def embedding_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The body's embedding block (word, position, type embeddings and their norm)."""
+    body = getattr(model, "base_model", model)
+    block = getattr(body, "embeddings", None)
+    if block is not None:
+        return [block]
+    found = [model.get_input_embeddings()]
+    for name in ("wpe", "embed_positions"):
+        if hasattr(body, name):
+            found.append(getattr(body, name))
+    return found
+
+
+def layer_of_parameters(model: torch.nn.Module) -> dict[int, int]:
+    """id(parameter) -> depth: -1 for the embeddings, k for the k-th transformer block."""
+    depth: dict[int, int] = {}
+    for block in embedding_modules(model):
+        for parameter in block.parameters():
+            depth[id(parameter)] = -1
+    layers = transformer_layers(model)
+    for index, block in enumerate(layers or []):
+        for parameter in block.parameters():
+            depth[id(parameter)] = index
+    return depth
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tensors shared by several names count once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+        trainable += parameter.numel() if parameter.requires_grad else 0
+    return trainable, total

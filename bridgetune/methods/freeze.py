@@ -1,0 +1,50 @@
+"""Methods that train a subset of the model's own parameters: full (optionally with a frozen
+embedding block or bottom layers), head-only (linear probe) and BitFit (biases + head)."""
+
+from __future__ import annotations
+
+import torch
+
+from bridgetune.config import MethodConfig
+from bridgetune.methods.base import METHODS, embedding_modules, is_head, transformer_layers
+
+
+@METHODS.register("full")
+def full(
+    model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
+) -> torch.nn.Module:
+    """Everything trains, except the embeddings and the bottom layers when asked."""
+    model.requires_grad_(True)
+    if cfg.freeze_embeddings:
+        for block in embedding_modules(model):
+            block.requires_grad_(False)
+    if cfg.freeze_layers:
+        layers = transformer_layers(model)
+        if layers is None or cfg.freeze_layers > len(layers):
+            have = 0 if layers is None else len(layers)
+            raise ValueError(
+                f"method.freeze_layers={cfg.freeze_layers}: the model has {have} layers"
+            )
+        for block in list(layers)[: cfg.freeze_layers]:
+            block.requires_grad_(False)
+    return model
+
+
+@METHODS.register("head_only")
+def head_only(
+    model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
+) -> torch.nn.Module:
+    """Linear probe: the body is frozen, the head trains."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(is_head(name, head))
+    return model
+
+
+@METHODS.register("bitfit")
+def bitfit(
+    model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
+) -> torch.nn.Module:
+    """BitFit (Ben Zaken et al., 2022): only the bias terms of the body, plus the head."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(is_head(name, head) or name.endswith(".bias"))
+    return model

@@ -1,0 +1,139 @@
+"""Parameter-efficient methods through the `peft` library: LoRA, IA3, prefix tuning, prompt
+tuning and P-tuning. The task head is always in `modules_to_save`, so it trains and is saved
+with the adapter.
+
+`AdapterModel` wraps the peft model so the loop, `infer` and the service see the same interface
+as for any other model (`.logits`, `.loss`), including token tasks under prompt methods, whose
+logits peft returns with the virtual tokens in front. Saving writes either the adapter merged into
+plain transformers weights (LoRA, IA3) or the adapter and head (`adapter_config.json`,
+`adapter_model.safetensors`) that `Predictor.load` puts back on the base model.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bridgetune.config import MethodConfig
+from bridgetune.methods.base import METHODS
+
+MERGEABLE = ("lora", "ia3")
+PROMPT_METHODS = ("prefix", "prompt", "ptuning")
+
+
+def peft_config(cfg: MethodConfig, head: list[str], problem: str) -> Any:
+    """The peft config of `cfg.name` for a classifier (`problem` single/multi) or a tagger."""
+    import peft
+
+    task_type = peft.TaskType.TOKEN_CLS if problem == "token" else peft.TaskType.SEQ_CLS
+    common = {"task_type": task_type}
+    if cfg.name == "lora":
+        return peft.LoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=cfg.target_modules,
+            modules_to_save=head,
+            **common,
+        )
+    if cfg.name == "ia3":
+        feedforward = None if cfg.target_modules is None else []
+        return peft.IA3Config(
+            target_modules=cfg.target_modules,
+            feedforward_modules=feedforward,
+            modules_to_save=head,
+            **common,
+        )
+    virtual = {"num_virtual_tokens": cfg.num_virtual_tokens, **common}
+    if cfg.name == "prefix":
+        return peft.PrefixTuningConfig(**virtual)
+    if cfg.name == "prompt":
+        return peft.PromptTuningConfig(**virtual)
+    return peft.PromptEncoderConfig(**virtual)
+
+
+def head_loss(logits: torch.Tensor, labels: torch.Tensor | None, problem: str) -> Any:
+    """The loss transformers' own heads compute, from the logits."""
+    if labels is None:
+        return None
+    functional = torch.nn.functional
+    if problem == "multi":
+        return functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+    )
+
+
+class AdapterModel(torch.nn.Module):
+    """A peft model with the interface of a transformers classifier; see the module docstring."""
+
+    def __init__(
+        self, peft_model: torch.nn.Module, method: str, problem: str, base_model: str, export: str
+    ) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.method, self.problem, self.base_model = method, problem, base_model
+        self.export = export if method in MERGEABLE else "adapter"
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Any:
+        from bridgetune.heads import HeadOutput
+
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        logits = self.peft_model(**inputs).logits
+        if self.problem == "token" and logits.shape[1] > input_ids.shape[1]:
+            logits = logits[:, -input_ids.shape[1] :]  # drop the virtual tokens' rows
+        return HeadOutput(logits, head_loss(logits, labels, self.problem))
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.peft_model.get_input_embeddings()
+
+    def merged(self) -> torch.nn.Module:
+        """A plain transformers model with the adapter folded into its weights (a copy)."""
+        return copy.deepcopy(self.peft_model).merge_and_unload()
+
+    def save(self, directory: Path) -> dict[str, Any] | None:
+        """Merged transformers weights (no head entry), or the adapter and its description."""
+        if self.export == "merged":
+            self.merged().save_pretrained(directory)
+            return None
+        self.peft_model.save_pretrained(directory)
+        return {
+            "type": "adapter",
+            "method": self.method,
+            "problem": self.problem,
+            "base_model": self.base_model,
+        }
+
+    @classmethod
+    def from_saved(cls, base: torch.nn.Module, directory: Path, head: dict) -> AdapterModel:
+        """Put the adapter saved in `directory` back on `base` (built with the run's labels)."""
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(base, str(directory))
+        return cls(peft_model, head["method"], head["problem"], head["base_model"], "adapter")
+
+
+def _register(name: str) -> None:
+    @METHODS.register(name)
+    def apply(
+        model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
+    ) -> torch.nn.Module:
+        from peft import get_peft_model
+
+        peft_model = get_peft_model(model, peft_config(cfg, head, problem))
+        return AdapterModel(peft_model, cfg.name, problem, model.config.name_or_path, cfg.export)
+
+
+for _name in ("lora", "ia3", *PROMPT_METHODS):
+    _register(_name)

@@ -1,0 +1,196 @@
+"""Method x task conformance: for every tuning method and every task, only the expected
+parameters train, the head trains and is saved, merged equals unmerged, and a saved directory
+loads back (Predictor; plain transformers for merged ones) to the same logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bridgetune import api
+from bridgetune.config import ConfigError, MethodConfig
+from bridgetune.export import save_model_dir
+from bridgetune.methods import apply_method, count_parameters
+from bridgetune.methods.peft import MERGEABLE, AdapterModel
+from bridgetune.predictor import Predictor
+from tests.conftest import tiny_config
+
+METHODS = ["full", "head_only", "bitfit", "lora", "ia3", "prefix", "prompt", "ptuning"]
+TASKS = {"classification": 2, "pair": 2, "multilabel": 3, "ner": 5}
+PEFT_MARKERS = {
+    "lora": "lora_",
+    "ia3": "ia3_",
+    "prefix": "prompt_encoder",
+    "prompt": "prompt_encoder",
+    "ptuning": "prompt_encoder",
+}
+
+
+def build(tiny_bert: Path, task: str) -> torch.nn.Module:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    from bridgetune.tasks.base import load_pretrained
+
+    labels = [f"L{i}" for i in range(TASKS[task])]
+    if task == "ner":
+        return load_pretrained(AutoModelForTokenClassification, str(tiny_bert), labels)
+    extra = {"problem_type": "multi_label_classification"} if task == "multilabel" else {}
+    return load_pretrained(AutoModelForSequenceClassification, str(tiny_bert), labels, **extra)
+
+
+def should_train(method: str, name: str) -> bool:
+    head = ".classifier." in f".{name}"
+    if method == "full":
+        return True
+    if method == "head_only":
+        return head
+    if method == "bitfit":
+        return head or name.endswith(".bias")
+    return "modules_to_save" in name or PEFT_MARKERS[method] in name
+
+
+def inputs(task: str) -> dict[str, torch.Tensor]:
+    ids = torch.tensor([[2, 7, 8, 9, 3, 0], [2, 10, 11, 3, 0, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    if task == "pair":
+        batch["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 0]])
+    return batch
+
+
+def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(**batch).logits
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("method", METHODS)
+def test_method_conformance(tiny_bert, tmp_path, method, task) -> None:
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(0)
+    model = apply_method(build(tiny_bert, task), MethodConfig(name=method), task, str(tiny_bert))
+    named = dict(model.named_parameters())
+    trainable = {name for name, p in named.items() if p.requires_grad}
+    assert trainable == {name for name in named if should_train(method, name)}
+    assert any(".classifier." in f".{name}" for name in trainable)  # the head always trains
+    with torch.no_grad():  # as training would: every trainable tensor moves
+        for name in trainable:
+            named[name].add_(torch.randn_like(named[name]) * 0.2)
+    batch = inputs(task)
+    before = logits(model, batch)
+    exports = ["merged", "adapter"] if method in MERGEABLE else [None]
+    labels = [f"L{i}" for i in range(TASKS[task])]
+    meta = {"task": task, "labels": labels, "tag_scheme": "IOB2", "max_length": 32}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    for export in exports:
+        if export:
+            model.export = export
+            assert torch.allclose(logits(model.merged(), batch), before, atol=1e-5)
+        directory = save_model_dir(tmp_path / str(export), model, tokenizer, meta)
+        loaded = Predictor.load(directory, device="cpu").model
+        assert torch.allclose(logits(loaded, batch), before, atol=1e-5), export
+        if isinstance(model, AdapterModel) and export != "merged":
+            assert (directory / "adapter_model.safetensors").is_file()
+            continue
+        import transformers
+
+        kind = "Token" if task == "ner" else "Sequence"
+        plain = getattr(transformers, f"AutoModelFor{kind}Classification").from_pretrained(
+            directory
+        )
+        assert torch.allclose(logits(plain, batch), before, atol=1e-5)
+        assert plain.config.id2label[0] == "L0"
+
+
+def test_trainable_counts_shrink_with_parameter_efficient_methods(tiny_bert) -> None:
+    counts = {}
+    for method in METHODS:
+        model = apply_method(
+            build(tiny_bert, "classification"), MethodConfig(name=method), "classification", "x"
+        )
+        counts[method] = count_parameters(model)
+    full_trainable, full_total = counts["full"]
+    assert full_trainable == full_total
+    for method in METHODS[1:]:
+        assert counts[method][0] < full_trainable / 2, method
+    assert counts["head_only"][0] == 32 * 2 + 2  # the classifier's weight and bias
+
+
+def test_freezing_embeddings_and_bottom_layers(tiny_bert) -> None:
+    cfg = MethodConfig(name="full", freeze_embeddings=True, freeze_layers=1)
+    model = apply_method(build(tiny_bert, "classification"), cfg, "classification", "x")
+    for name, parameter in model.named_parameters():
+        frozen = ".embeddings." in f".{name}" or ".layer.0." in name
+        assert parameter.requires_grad != frozen, name
+    with pytest.raises(ValueError, match="freeze_layers=5: the model has 2 layers"):
+        apply_method(
+            build(tiny_bert, "classification"),
+            MethodConfig(name="full", freeze_layers=5),
+            "classification",
+            "x",
+        )
+
+
+@pytest.mark.parametrize("export", ["merged", "adapter"])
+def test_lora_trains_end_to_end_and_reloads_identically(
+    tiny_bert, sentiment_csv, tmp_path, export
+) -> None:
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+        method={"name": "lora", "r": 4, "export": export},
+        train={"epochs": 20, "lr": 3e-2},
+    )
+    result = api.train(config)
+    assert result.metrics["accuracy"] == 1.0  # LoRA + head overfit the 8 examples
+    reloaded = api.evaluate(result.model_dir, sentiment_csv)
+    assert reloaded["accuracy"] == result.metrics["accuracy"]
+    assert (result.model_dir / "adapter_config.json").exists() == (export == "adapter")
+    assert api.load(result.model_dir).meta["method"] == "lora"
+
+
+def test_prompt_tuning_for_ner_end_to_end(tiny_bert, ner_conll, tmp_path) -> None:
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        task="ner",
+        data={"train": str(ner_conll), "dev": str(ner_conll)},
+        method={"name": "prompt", "num_virtual_tokens": 4},
+        train={"epochs": 2},
+    )
+    result = api.train(config)
+    predictions = api.predict(result.model_dir, ["john smith visited paris"])
+    assert [len(p["tags"]) for p in predictions] == [4]  # one tag per word, no virtual tokens
+
+
+def test_unknown_method_is_a_config_error_with_a_hint(tiny_bert, tmp_path) -> None:
+    config = tiny_config(tiny_bert, tmp_path, data={"train": "x.csv"}, method={"name": "lorra"})
+    with pytest.raises(ConfigError, match="did you mean 'lora'"):
+        api.train(config)
+
+
+def test_a_lora_target_that_matches_nothing_fails_before_reading_data(tiny_bert, tmp_path):
+    config = tiny_config(
+        tiny_bert,
+        tmp_path,
+        data={"train": str(tmp_path / "missing.csv")},  # never read: the method check is first
+        method={"name": "lora", "target_modules": ["qkv_proj"]},
+    )
+    with pytest.raises(
+        ConfigError, match=r"target_modules=\['qkv_proj'\] matches no module.*query"
+    ):
+        api.train(config)
+
+
+def test_incompatible_method_options_fail_at_validation(tiny_bert, tmp_path) -> None:
+    bad = [
+        ({"name": "lora", "freeze_layers": 2}, "apply to method 'full'"),
+        ({"name": "prefix", "target_modules": ["query"]}, "'lora' and 'ia3' only"),
+    ]
+    for method, message in bad:
+        config = tiny_config(tiny_bert, tmp_path, data={"train": "x.csv"}, method=method)
+        with pytest.raises(ConfigError, match=message):
+            api.as_config(config)
