@@ -138,7 +138,7 @@ def test_layer_wise_lr_decay_and_head_lr(tiny_bert) -> None:
     assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == 0.5**3  # L=2: L+1
     assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 0.5**2
     assert lr_of[id(named["bert.encoder.layer.1.output.dense.weight"])] == 0.5
-    assert lr_of[id(named["bert.pooler.dense.weight"])] == 1.0
+    assert lr_of[id(named["bert.pooler.dense.weight"])] == 3.0  # part of the head
     assert lr_of[id(named["classifier.weight"])] == 3.0
 
 

@@ -41,7 +41,7 @@ def build(tiny_bert: Path, task: str) -> torch.nn.Module:
 
 
 def should_train(method: str, name: str) -> bool:
-    head = ".classifier." in f".{name}"
+    head = ".classifier." in f".{name}" or ".pooler." in name
     if method == "full":
         return True
     if method == "head_only":
@@ -115,7 +115,7 @@ def test_trainable_counts_shrink_with_parameter_efficient_methods(tiny_bert) -> 
     assert full_trainable == full_total
     for method in METHODS[1:]:
         assert counts[method][0] < full_trainable / 2, method
-    assert counts["head_only"][0] == 32 * 2 + 2  # the classifier's weight and bias
+    assert counts["head_only"][0] == (32 * 32 + 32) + (32 * 2 + 2)  # pooler + classifier
 
 
 def test_freezing_embeddings_and_bottom_layers(tiny_bert) -> None:

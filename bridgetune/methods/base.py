@@ -31,13 +31,22 @@ METHODS: Registry[Method] = Registry("method")
 
 def head_modules(model: torch.nn.Module) -> list[str]:
     """Names of the task head: the model's top-level modules with parameters, other than its
-    pretrained body (dropout and activation modules have nothing to train or save)."""
+    pretrained body (dropout and activation modules have nothing to train or save), and the
+    body's pooler where the classifier reads it (BERT-style; RoBERTa has it in its classifier),
+    so every method adapts the same head on every architecture."""
     body = getattr(model, "base_model_prefix", "")
     names = [
         name
         for name, module in model.named_children()
         if name != body and any(True for _ in module.parameters())
     ]
+    pooler = getattr(getattr(model, body, None), "pooler", None)
+    if pooler is not None:  # BERT's classifier reads the pooler: part of the head
+        names += [  # its layers, not the block: peft's IA3 cannot unload a wrapped block
+            f"{body}.pooler.{name}"
+            for name, module in pooler.named_children()
+            if any(True for _ in module.parameters())
+        ]
     if not names:
         raise ValueError(f"{type(model).__name__}: no task head next to the body {body!r}")
     return names
