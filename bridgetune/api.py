@@ -165,8 +165,29 @@ def augmented(cfg: RunConfig, splits: Splits, tokenizer: Any, model_path: str) -
         return splits
     from bridgetune.data.augment import augment_split
 
-    train = augment_split(splits.train, cfg.augment, cfg.task, tokenizer, model_path)
+    scheme = cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None
+    train = augment_split(splits.train, cfg.augment, cfg.task, tokenizer, model_path, scheme)
     return dataclasses.replace(splits, train=train)
+
+
+def augment_preview(
+    config: ConfigLike, overrides: list[str] | None = None, n: int = 10
+) -> list[tuple[Example, Example, str]]:
+    """(original, augmented, op) of the first `n` copies `cfg.augment` adds to the training split.
+
+    Raises:
+        ConfigError: the config has no augment ops, or an op cannot run as configured.
+    """
+    from bridgetune.config import ConfigError
+    from bridgetune.data.augment import preview
+
+    cfg = as_config(config, overrides)
+    if not cfg.augment.ops:
+        raise ConfigError("the config has no augment.ops; e.g. augment.ops=[swap,synonym]")
+    splits = load_splits(cfg.data, cfg.task)
+    _, tokenizer, model_path = prepare_task(cfg, splits)
+    scheme = cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None
+    return preview(splits.train, cfg.augment, cfg.task, tokenizer, model_path, n, scheme)
 
 
 def report_parameters(method: str, model: Any) -> None:

@@ -340,6 +340,37 @@ def validate_data(config: Path, overrides: Overrides = None) -> None:
         out.print(f"test examples also in train: {report['test_in_train']}")
 
 
+@app.command()
+def augment(
+    config: Path,
+    overrides: Overrides = None,
+    show: Annotated[int, typer.Option(help="How many augmented examples to show.")] = 10,
+) -> None:
+    """Preview the augmentation of CONFIG's training split (augment section): original,
+    augmented copy and the op that made it, without training."""
+    from bridgetune import api
+
+    _quiet_libraries()
+    rows = _run(lambda: api.augment_preview(config, overrides or [], show))
+    table = Table(title=f"augmented training examples of {config}", show_lines=True)
+    for column in ("op", "original", "augmented"):
+        table.add_column(column)
+    for original, augmented, op in rows:
+        table.add_row(op, _shown(original), _shown(augmented))
+    Console().print(table)
+    if not rows:
+        console.print("no example could be augmented with these ops (see docs/augmentation.md)")
+
+
+def _shown(example) -> str:
+    """Text (NER: words with their non-O tags) of an example, as the preview shows it."""
+    if example.tags is None:
+        return (
+            example.text if example.text_pair is None else f"{example.text} || {example.text_pair}"
+        )
+    return " ".join(w if t == "O" else f"{w}/{t}" for w, t in zip(example.tokens, example.tags))
+
+
 @app.command("config")
 def show_config(
     config: Annotated[Path | None, typer.Argument(help="A config to validate and print.")] = None,

@@ -136,3 +136,23 @@ def test_error_text_with_brackets_is_printed_verbatim(tiny_bert, tmp_path):
     result = runner.invoke(app, ["train", str(path)])
     assert result.exit_code == 2
     assert "expected 'TOKEN [...] TAG'" in result.output.replace("\n", "")
+
+
+def test_augment_preview_command(tiny_bert, sentiment_csv, ner_conll, tmp_path):
+    config = write_config(
+        tiny_config(tiny_bert, tmp_path, data={"train": str(sentiment_csv)}), tmp_path
+    )
+    shown = runner.invoke(app, ["augment", str(config), "augment.ops=[swap]", "--show", "3"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("swap") >= 3 and "augmented" in shown.output
+    missing = runner.invoke(app, ["augment", str(config)])
+    assert missing.exit_code != 0 and "augment.ops" in missing.output
+    ner = tiny_config(tiny_bert, tmp_path, task="ner", data={"train": str(ner_conll)})
+    ner_config = write_config(
+        ner, tmp_path / "ner" if (tmp_path / "ner").mkdir() is None else tmp_path
+    )
+    mentions = runner.invoke(
+        app, ["augment", str(ner_config), "augment.ops=[mention]", "--show", "2"]
+    )
+    assert mentions.exit_code == 0, mentions.output
+    assert "/B-" in mentions.output  # entity words shown with their tags
