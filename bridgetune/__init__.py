@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from bridgetune.api import (  # noqa: E402
     TrainResult,
+    augment_preview,
     evaluate,
     export_feedback,
     load,
@@ -21,6 +22,7 @@ __all__ = [
     "RunConfig",
     "TrainResult",
     "__version__",
+    "augment_preview",
     "evaluate",
     "export_feedback",
     "fewshot",

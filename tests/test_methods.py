@@ -194,3 +194,18 @@ def test_incompatible_method_options_fail_at_validation(tiny_bert, tmp_path) -> 
         config = tiny_config(tiny_bert, tmp_path, data={"train": "x.csv"}, method=method)
         with pytest.raises(ConfigError, match=message):
             api.as_config(config)
+
+
+def test_lora_adapts_every_linear_layer_of_an_architecture_peft_has_no_default_for(tmp_path):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    config = DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+    model = apply_method(
+        DistilBertForSequenceClassification(config), MethodConfig(name="lora"), "pair", "x"
+    )
+    adapted = {
+        n.split(".lora_A")[0].rsplit(".", 1)[-1]
+        for n, _ in model.named_parameters()
+        if ".lora_A" in n
+    }
+    assert {"q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"} <= adapted

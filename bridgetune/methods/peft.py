@@ -24,18 +24,22 @@ MERGEABLE = ("lora", "ia3")
 PROMPT_METHODS = ("prefix", "prompt", "ptuning")
 
 
-def peft_config(cfg: MethodConfig, head: list[str], problem: str) -> Any:
+def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: str = "") -> Any:
     """The peft config of `cfg.name` for a classifier (`problem` single/multi) or a tagger."""
     import peft
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as KNOWN
 
     task_type = peft.TaskType.TOKEN_CLS if problem == "token" else peft.TaskType.SEQ_CLS
     common = {"task_type": task_type}
     if cfg.name == "lora":
+        targets = cfg.target_modules
+        if targets is None and model_type not in KNOWN:
+            targets = "all-linear"  # peft has no default for this architecture: every linear layer
         return peft.LoraConfig(
             r=cfg.r,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
-            target_modules=cfg.target_modules,
+            target_modules=targets,
             modules_to_save=head,
             **common,
         )
@@ -131,7 +135,8 @@ def _register(name: str) -> None:
     ) -> torch.nn.Module:
         from peft import get_peft_model
 
-        peft_model = get_peft_model(model, peft_config(cfg, head, problem))
+        config = peft_config(cfg, head, problem, getattr(model.config, "model_type", ""))
+        peft_model = get_peft_model(model, config)
         return AdapterModel(peft_model, cfg.name, problem, model.config.name_or_path, cfg.export)
 
 
