@@ -53,6 +53,7 @@ LR = {
 }
 METHODS = list(LR)
 AUGMENTATIONS = ["swap", "delete", "insert", "mask", "synonym"]
+HIDDEN = ("one", "data", "output", "plot")  # arguments not repeated in the JSON settings
 
 
 def dataset(name: str, data: Path, train_examples: int | None) -> dict[str, Any]:
@@ -234,6 +235,40 @@ def lowdata_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot(study: dict[str, Any], path: Path) -> None:
+    """Methods: dev metric against trainable parameters; low data: mean ± std per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = study["rows"]
+    if study["study"] == "methods":
+        datasets = list(dict.fromkeys(r["data"] for r in rows))
+        figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4))
+        for axis, data in zip(list(getattr(axes, "flat", [axes])), datasets):
+            for r in (r for r in rows if r["data"] == data):
+                axis.scatter(r["trainable"], r["value"])
+                axis.annotate(r["method"], (r["trainable"], r["value"]), fontsize=8)
+            axis.set_xscale("log")
+            axis.set_xlabel("trainable parameters")
+            axis.set_ylabel(f"dev {rows[0]['metric'] if data == 'sst2' else 'entity_f1'}")
+            axis.set_title(data)
+    else:
+        variants = list(dict.fromkeys(r["variant"] for r in rows))
+        values = [[r["value"] for r in rows if r["variant"] == v] for v in variants]
+        figure, axis = plt.subplots(figsize=(1.1 * len(variants) + 2, 4))
+        means = [statistics.mean(v) for v in values]
+        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        axis.bar(variants, means, yerr=stds, capsize=4)
+        axis.set_ylim(min(means) - 3 * max(stds + [0.01]), max(means) + 3 * max(stds + [0.01]))
+        axis.set_ylabel("SST-2 dev accuracy (mean ± std over seeds)")
+        axis.set_title(f"SST-2, {len(values[0])} seeds")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", choices=["methods", "lowdata"], default="methods")
@@ -253,6 +288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads per run")
     parser.add_argument("--output", type=Path, help="also write the JSON result here")
+    parser.add_argument("--plot", type=Path, help="also draw the result into this PNG")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the runs' progress")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -287,10 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         "device": device,
         "threads": args.threads,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("one", "data", "output")},
+        "settings": {k: v for k, v in vars(args).items() if k not in HIDDEN},
         "total_s": round(time.perf_counter() - started),
         **study,
     }
+    if args.plot:
+        plot(study, args.plot)
     if args.output:
         args.output.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     print(json.dumps(result, default=str))
