@@ -6,18 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import tiny_config, write_config
 
 
-def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
-    config = tiny_config(
-        tiny_bert,
-        tmp_path / "runs",
-        train={"epochs": 20, "batch_size": 2},
-        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
-    )
-    path = write_config(config, tmp_path)
+def launch(config: Path, port: str) -> subprocess.CompletedProcess:
+    """`bridgetune train CONFIG` under `accelerate launch` with two CPU processes."""
     command = [
         sys.executable,
         "-m",
@@ -34,10 +29,21 @@ def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
         "-m",
         "bridgetune.cli",
         "train",
-        str(path),
+        str(config),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": port}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        train={"epochs": 20, "batch_size": 2},
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+    )
+    path = write_config(config, tmp_path)
+    done = launch(path, "29517")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     model_dir = tmp_path / "runs" / "tiny" / "model"
     meta = json.loads((model_dir / "bridgetune.json").read_text())
@@ -45,3 +51,19 @@ def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
     history = json.loads((tmp_path / "runs" / "tiny" / "history.json").read_text())
     steps = max(h["step"] for h in history)
     assert steps == 20 * 2  # 5 batches per epoch sharded over 2 processes: 2 each (1 dropped)
+
+
+def test_two_process_lora_with_pgd_and_accumulation(tiny_bert, sentiment_csv, tmp_path):
+    """Adversarial passes and peft models under DDP: extra forwards must not upset its reducer."""
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        method={"name": "lora"},
+        train={"epochs": 2, "batch_size": 2, "grad_accum": 2, "adversarial": "pgd", "adv_steps": 2},
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+    )
+    path = write_config(config, tmp_path)
+    done = launch(path, "29518")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    meta = json.loads((tmp_path / "runs" / "tiny" / "model" / "bridgetune.json").read_text())
+    assert meta["method"] == "lora"

@@ -62,8 +62,8 @@ class EmbeddingAttack:
             with self._perturbed(delta):
                 if last:
                     backward(loss_of())
-                else:
-                    with self._capturing():
+                else:  # no parameter gradients: keep DDP from expecting a reduction
+                    with no_sync(), self._capturing():
                         adversarial = loss_of()
                         (gradient,) = torch.autograd.grad(adversarial, self.captured)
         return loss
