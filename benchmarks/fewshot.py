@@ -7,7 +7,7 @@ whole SST-2 dev set (872 sentences). The settings are SetFit's defaults, for bot
 
 - body: CosineSimilarityLoss on SetFit pairs, num_iterations 20 (every example gets one positive
   and one negative pair per iteration), batch size 16, 1 epoch over the pairs, learning rate 2e-5
-  with 10% linear warmup, no weight decay, max_length 64;
+  with 10% linear warmup, max_length 64 (weight decay: ours 0.0, SetFit's 0.01; see our_config);
 - head: scikit-learn LogisticRegression on the (normalized, mean-pooled) embeddings.
 
 Ours is `bridgetune.fewshot.train_contrastive` (our loop on the pairs, then the fitted head);
@@ -153,7 +153,10 @@ def our_config(args: argparse.Namespace, k: int, seed: int, workdir: Path) -> An
                 "lr": LR,
                 "batch_size": BATCH_SIZE,
                 "warmup_ratio": WARMUP,
-                "weight_decay": 0.0,  # SetFit's body trainer default (transformers' 0.0)
+                # SetFit passes l2_weight=0.01 to its body trainer. With 0.01 here, plus SetFit's
+                # self-pairs (a text paired with itself), k=64 x 5 seeds gave the same mean
+                # accuracy (0.7821) as these settings: the table in docs/ keeps 0.0.
+                "weight_decay": 0.0,
                 "eval_batch_size": EVAL_BATCH_SIZE,
                 "precision": args.precision,
                 "seed": seed,
