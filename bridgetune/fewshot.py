@@ -34,6 +34,7 @@ def fewshot(config: ConfigLike, overrides: list[str] | None = None) -> TrainResu
     cfg = as_config(config, overrides)
     if cfg.task not in FEWSHOT_TASKS:
         raise ConfigError(f"fewshot supports the tasks {FEWSHOT_TASKS}, not {cfg.task!r}")
+    check_fewshot_options(cfg)
     splits = load_splits(cfg.data, cfg.task)
     task, tokenizer, model_path = prepare_task(cfg, splits)
     set_seed(cfg.train.seed)
@@ -54,6 +55,28 @@ def fewshot(config: ConfigLike, overrides: list[str] | None = None) -> TrainResu
         result.test_metrics = final_metrics(loop, test, calibrate=False)
     save_run(cfg, result, model, tokenizer, task, splits, method=cfg.fewshot.mode)
     return result
+
+
+def check_fewshot_options(cfg: RunConfig) -> None:
+    """Refuse the `train`/`method` options that only `bridgetune train` applies.
+
+    The few-shot modes train their own objective (cosine pairs, a fitted head, a verbalizer);
+    silently ignoring a LoRA method or FGM would report a run that did not do what it says.
+    """
+    set_options = {
+        "method.name": cfg.method.name != "full",
+        "train.class_weights": cfg.train.class_weights is not None,
+        "train.label_smoothing": cfg.train.label_smoothing > 0,
+        "train.rdrop": cfg.train.rdrop > 0,
+        "train.adversarial": cfg.train.adversarial != "none",
+        "augment.ops": bool(cfg.augment.ops),
+    }
+    used = [key for key, value in set_options.items() if value]
+    if used:
+        raise ConfigError(
+            f"bridgetune fewshot does not apply {', '.join(used)} (its modes train their own "
+            "objective); remove them, or use bridgetune train with data.few_shot_k"
+        )
 
 
 class _Evaluator:

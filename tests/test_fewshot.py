@@ -341,3 +341,13 @@ def test_pair_batches_encode_each_text_once(tiny_bert) -> None:
     assert loss.item() == pytest.approx(
         torch.nn.functional.mse_loss(together, torch.tensor([1.0, 0.0, 0.5])).item(), abs=1e-6
     )
+
+
+def test_fewshot_refuses_options_only_train_applies(tiny_bert, sentiment_csv, tmp_path) -> None:
+    from bridgetune.fewshot import fewshot
+
+    config = _fewshot_config(tiny_bert, tmp_path, sentiment_csv)
+    config["method"] = {"name": "lora"}
+    config["train"]["adversarial"] = "fgm"
+    with pytest.raises(ConfigError, match="does not apply method.name, train.adversarial"):
+        fewshot(config)
