@@ -105,9 +105,7 @@ class MethodConfig(_Section):
     num_virtual_tokens: int = Field(
         20, gt=0, description="prefix/prompt/ptuning: number of trained virtual tokens."
     )
-    freeze_embeddings: bool = Field(
-        False, description="full: keep the embedding layer frozen."
-    )
+    freeze_embeddings: bool = Field(False, description="full: keep the embedding layer frozen.")
     freeze_layers: int = Field(
         0, ge=0, description="full: keep the bottom N transformer layers frozen."
     )
