@@ -51,7 +51,7 @@ def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: st
             modules_to_save=head,
             **common,
         )
-    virtual = {"num_virtual_tokens": cfg.num_virtual_tokens, **common}
+    virtual = {"num_virtual_tokens": cfg.num_virtual_tokens, "modules_to_save": head, **common}
     if cfg.name == "prefix":
         return peft.PrefixTuningConfig(**virtual)
     if cfg.name == "prompt":
