@@ -96,7 +96,9 @@ def run_config(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
         config["data"].update(few_shot_k=spec["few_shot"] // 2, few_shot_seed=spec["seed"])
     if spec.get("augment"):
         config["augment"] = spec["augment"]
-    return config
+    from bridgetune.config import apply_overrides
+
+    return apply_overrides(config, spec.get("overrides", []))
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +132,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "metric": metric,
         "value": round(float(result.metrics[metric]), 4),
         **counted,
+        "overrides": spec.get("overrides", []),
         "run_s": round(wall, 1),
         "peak_mb": round(peak_mb),
     }
@@ -155,7 +158,9 @@ def methods_study(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for data in args.datasets:
         for method in args.methods:
-            lr = LR[method][data] if isinstance(LR[method], dict) else LR[method]
+            lr = args.lr.get(method) or (
+                LR[method][data] if isinstance(LR[method], dict) else LR[method]
+            )
             spec = base_spec(args, f"{data}-{method}", data, method, lr, args.seed)
             spec["train_examples"] = args.sst2_examples if data == "sst2" else args.conll_examples
             rows.append(launch(spec))
@@ -194,6 +199,7 @@ def base_spec(args, label: str, data: str, method: str, lr: float, seed: int) ->
         "device": args.device,
         "threads": args.threads,
         "verbose": args.verbose,
+        "overrides": args.set,
     }
 
 
@@ -207,11 +213,17 @@ def methods_table(rows: list[dict[str, Any]]) -> str:
         delta = f"{100 * (r['value'] - full[r['data']]):+.1f}" if r["data"] in full else ""
         share = 100 * r["trainable"] / r["total"]
         lines.append(
-            f"| {r['data']} | {r['method']} | {r['lr']:g} | {r['metric']} {r['value']:.4f} "
+            f"| {r['data']} | {name(r)} | {r['lr']:g} | {r['metric']} {r['value']:.4f} "
             f"| {delta} | {r['trainable']:,} ({share:.2f}%) | {r['run_s']:.0f} "
             f"| {r['peak_mb']:,} |"
         )
     return "\n".join(lines)
+
+
+def name(row: dict[str, Any]) -> str:
+    """The method, with the overrides of a variant run."""
+    extra = row.get("overrides") or []
+    return row["method"] + (f" ({', '.join(extra)})" if extra else "")
 
 
 def lowdata_table(rows: list[dict[str, Any]]) -> str:
@@ -285,6 +297,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lowdata-epochs", type=float, default=8.0)
     parser.add_argument("--lowdata-lr", type=float, default=5e-5)
     parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
+    parser.add_argument(
+        "--lr", action="append", default=[], help="METHOD=LR: another rate than the table's"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="dotted config override for every run, e.g. method.r=16",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads per run")
     parser.add_argument("--output", type=Path, help="also write the JSON result here")
@@ -292,6 +313,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="show the runs' progress")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.lr = {k: float(v) for k, v in (item.split("=", 1) for item in args.lr)}
     args.datasets = args.datasets.split(",")
     args.methods = args.methods.split(",")
     args.augmentations = [a for a in args.augmentations.split(",") if a]
