@@ -313,7 +313,7 @@ def report(args: argparse.Namespace, ours: list[Run], peer: list[Run]) -> dict[s
         "data": "SST-2: k per class sampled from train, scored on the whole dev set",
         "dev_examples": args.n_dev,
         "ks": list(args.ks),
-        "seeds": list(range(args.seeds)),
+        "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "settings": {
             "batch_size": BATCH_SIZE,
             "epochs": EPOCHS,
@@ -350,6 +350,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ks", help="examples per class, comma-separated (default: 8,16,64; quick: 8)"
     )
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per k (default: 5; quick: 1)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first..first+N-1 (more seeds later)"
+    )
     parser.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
@@ -422,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bridgetune-bench-") as tmp:
         workdir = Path(tmp)
         for k in args.ks:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 mine, splits = run_ours(args, k, seed, workdir)
                 theirs = run_setfit(args, splits, k, seed, workdir)
                 ours.append(mine)
