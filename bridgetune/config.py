@@ -99,8 +99,8 @@ class MethodConfig(_Section):
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA: dropout on the adapter input.")
     target_modules: list[str] | None = Field(
         None,
-        description="LoRA/IA3: module names (or name suffixes) to adapt; unset: chosen per "
-        "architecture by peft (attention query/value for BERT-style models).",
+        description="LoRA/IA3: module names (or name suffixes) to adapt; unset: LoRA adapts "
+        "every linear layer of the body, IA3 peft's choice per architecture.",
     )
     num_virtual_tokens: int = Field(
         20, gt=0, description="prefix/prompt/ptuning: number of trained virtual tokens."

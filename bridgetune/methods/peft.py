@@ -27,19 +27,18 @@ PROMPT_METHODS = ("prefix", "prompt", "ptuning")
 def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: str = "") -> Any:
     """The peft config of `cfg.name` for a classifier (`problem` single/multi) or a tagger."""
     import peft
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as KNOWN
 
     task_type = peft.TaskType.TOKEN_CLS if problem == "token" else peft.TaskType.SEQ_CLS
     common = {"task_type": task_type}
     if cfg.name == "lora":
-        targets = cfg.target_modules
-        if targets is None and model_type not in KNOWN:
-            targets = "all-linear"  # peft has no default for this architecture: every linear layer
+        # default: every linear layer of the body (peft's "all-linear"; the head is saved whole).
+        # Only query/value (the LoRA paper's and peft's per-architecture default) was 1.95 points
+        # of SST-2 accuracy behind it at the same cost (docs/methods.md).
         return peft.LoraConfig(
             r=cfg.r,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
-            target_modules=targets,
+            target_modules=cfg.target_modules or "all-linear",
             modules_to_save=head,
             **common,
         )
