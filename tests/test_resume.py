@@ -74,3 +74,15 @@ def test_precision_and_device_choices_on_cpu():
         resolve_precision(TrainConfig(precision="fp16"))
     with pytest.raises(ValueError, match="no CUDA GPU"):
         resolve_precision(TrainConfig(device="cuda"))
+
+
+def test_lora_with_fgm_resumes_to_the_same_run(tiny_bert, sentiment_csv, tmp_path):
+    extra = {"method": {"name": "lora", "export": "adapter"}}
+    whole_config = _config(tiny_bert, sentiment_csv, tmp_path / "a", adversarial="fgm")
+    whole = api.train({**whole_config, **extra})
+    config = {**_config(tiny_bert, sentiment_csv, tmp_path / "b", adversarial="fgm"), **extra}
+    with pytest.raises(TrainingInterrupted):
+        api.train(config, on_step=_interrupt_at(3))
+    resumed = api.train(config, resume=True)
+    assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]
+    assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
