@@ -174,6 +174,8 @@ def lowdata_study(args: argparse.Namespace) -> dict[str, Any]:
         variants[op] = {"augment": {"ops": [op], "copies": 1, "seed": 0}}
     variants["fgm"] = {"train": {"adversarial": "fgm"}}
     variants["pgd"] = {"train": {"adversarial": "pgd"}}
+    if args.variants:
+        variants = {name: variants[name] for name in args.variants.split(",")}
     rows = []
     for name, extra in variants.items():
         for seed in range(args.seeds):
@@ -231,13 +233,13 @@ def lowdata_table(rows: list[dict[str, Any]]) -> str:
         "| variant | dev accuracy mean ± std | per seed | run s (mean) |",
         "|---|---|---|---:|",
     ]
-    base = None
+    base = None  # the first variant listed is the reference of the deltas
     for variant in dict.fromkeys(r["variant"] for r in rows):
         values = [r["value"] for r in rows if r["variant"] == variant]
         mean = statistics.mean(values)
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         base = mean if base is None else base
-        delta = "" if variant == "baseline" else f" ({100 * (mean - base):+.1f})"
+        delta = "" if mean is base else f" ({100 * (mean - base):+.1f})"
         seconds = statistics.mean(r["run_s"] for r in rows if r["variant"] == variant)
         lines.append(
             f"| {variant} | {mean:.4f} ± {std:.4f}{delta} | "
@@ -297,6 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lowdata-epochs", type=float, default=8.0)
     parser.add_argument("--lowdata-lr", type=float, default=5e-5)
     parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
+    parser.add_argument("--variants", help="low-data study: only these (e.g. baseline,fgm)")
     parser.add_argument(
         "--lr", action="append", default=[], help="METHOD=LR: another rate than the table's"
     )
