@@ -3,6 +3,8 @@ embedding block or bottom layers), head-only (linear probe) and BitFit (biases +
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from bridgetune.config import MethodConfig
@@ -35,9 +37,7 @@ def head_only(
     model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
 ) -> torch.nn.Module:
     """Linear probe: the body is frozen, the head trains."""
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(is_head(name, head))
-    return model
+    return _train_only(model, lambda name: is_head(name, head))
 
 
 @METHODS.register("bitfit")
@@ -45,6 +45,10 @@ def bitfit(
     model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
 ) -> torch.nn.Module:
     """BitFit (Ben Zaken et al., 2022): only the bias terms of the body, plus the head."""
+    return _train_only(model, lambda name: is_head(name, head) or name.endswith(".bias"))
+
+
+def _train_only(model: torch.nn.Module, trains: Callable[[str], bool]) -> torch.nn.Module:
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(is_head(name, head) or name.endswith(".bias"))
+        parameter.requires_grad_(trains(name))
     return model
