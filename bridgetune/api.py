@@ -165,8 +165,9 @@ def augmented(cfg: RunConfig, splits: Splits, tokenizer: Any, model_path: str) -
         return splits
     from bridgetune.data.augment import augment_split
 
-    scheme = cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None
-    train = augment_split(splits.train, cfg.augment, cfg.task, tokenizer, model_path, scheme)
+    train = augment_split(
+        splits.train, cfg.augment, cfg.task, tokenizer, model_path, _tag_scheme(cfg)
+    )
     return dataclasses.replace(splits, train=train)
 
 
@@ -186,8 +187,11 @@ def augment_preview(
         raise ConfigError("the config has no augment.ops; e.g. augment.ops=[swap,synonym]")
     splits = load_splits(cfg.data, cfg.task)
     _, tokenizer, model_path = prepare_task(cfg, splits)
-    scheme = cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None
-    return preview(splits.train, cfg.augment, cfg.task, tokenizer, model_path, n, scheme)
+    return preview(splits.train, cfg.augment, cfg.task, tokenizer, model_path, n, _tag_scheme(cfg))
+
+
+def _tag_scheme(cfg: RunConfig) -> str | None:
+    return cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None
 
 
 def report_parameters(method: str, model: Any) -> None:
