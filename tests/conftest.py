@@ -54,6 +54,20 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mlm(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random BertForMaskedLM (its head saved, so it counts as trained) sharing the tiny
+    BERT's tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertForMaskedLM
+
+    directory = tmp_path_factory.mktemp("tiny-mlm")
+    torch.manual_seed(0)
+    BertForMaskedLM(AutoConfig.from_pretrained(tiny_bert)).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random RoBERTa with a byte-level BPE tokenizer trained in memory."""
     import torch

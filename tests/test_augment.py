@@ -55,19 +55,6 @@ def bert_tokenizer(tiny_bert: Path):
     return AutoTokenizer.from_pretrained(tiny_bert)
 
 
-@pytest.fixture(scope="module")
-def tiny_mlm(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random BertForMaskedLM (with its head) sharing the tiny BERT's tokenizer."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, BertForMaskedLM
-
-    directory = tmp_path_factory.mktemp("tiny-mlm")
-    torch.manual_seed(0)
-    BertForMaskedLM(AutoConfig.from_pretrained(tiny_bert)).save_pretrained(directory)
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(directory)
-    return directory
-
-
 def word_level_tokenizer(vocab: list[str]):
     """A fast word-level tokenizer without a mask token; appends </s> like T5."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors

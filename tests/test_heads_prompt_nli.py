@@ -19,16 +19,10 @@ SENTIMENT_WORDS = {"negative": ["bad", "terrible"], "positive": ["good"]}
 TEXTS = ["my order is late", "great service thanks", "package arrived broken", "love this phone"]
 
 
-@pytest.fixture(scope="module")
-def bert_mlm(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random BertForMaskedLM (its head saved, so it counts as trained)."""
-    from transformers import BertForMaskedLM
-
-    directory = tmp_path_factory.mktemp("bert-mlm")
-    torch.manual_seed(0)
-    BertForMaskedLM(AutoConfig.from_pretrained(tiny_bert)).save_pretrained(directory)
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(directory)
-    return directory
+@pytest.fixture()
+def bert_mlm(tiny_mlm: Path) -> Path:
+    """The shared tiny masked LM (conftest)."""
+    return tiny_mlm
 
 
 @pytest.fixture(scope="module")
