@@ -83,6 +83,9 @@ def test_lora_with_fgm_resumes_to_the_same_run(tiny_bert, sentiment_csv, tmp_pat
     config = {**_config(tiny_bert, sentiment_csv, tmp_path / "b", adversarial="fgm"), **extra}
     with pytest.raises(TrainingInterrupted):
         api.train(config, on_step=_interrupt_at(3))
+    # the checkpoint holds what trains: the adapter and the head, not the frozen base model
+    saved = load_file(tmp_path / "b" / "tiny" / "checkpoint" / "model.safetensors")
+    assert saved and all("lora_" in k or "modules_to_save" in k for k in saved), list(saved)
     resumed = api.train(config, resume=True)
     assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]
     assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]

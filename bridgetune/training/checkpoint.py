@@ -2,22 +2,35 @@
 
 A checkpoint is written to a temporary directory and renamed into place, so an interrupted save
 never replaces a good checkpoint with a broken one.
+
+When part of the model is frozen (LoRA and the other PEFT methods, BitFit, head-only, frozen
+layers), the weight files hold only what trains (plus buffers): the frozen weights cannot change
+during a run, and a LoRA run on a big model would otherwise write the whole base model at every
+checkpoint and every new best. The file records a checksum of each frozen tensor; loading it
+into a model whose frozen weights differ (another base model, another method) is an error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from bridgetune.atomic import atomic_directory
 
 STATE_FILE = "loop_state.json"
+TRAINABLE_FORMAT = "bridgetune-trainable"  # safetensors metadata "format" of a partial file
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's weights do not fit the model the run built."""
 
 
 @dataclass
@@ -57,7 +70,7 @@ def save_checkpoint(
     """Write the checkpoint atomically; `rng` is the RNG state at the optimizer-step boundary."""
     best = Path(directory) / "best.safetensors"
     with atomic_directory(Path(directory)) as staging:
-        save_model(model, str(staging / "model.safetensors"))
+        save_weights(model, staging / "model.safetensors")
         torch.save(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
             staging / "training_state.pt",
@@ -70,7 +83,7 @@ def save_checkpoint(
 def save_best(directory: Path, model: torch.nn.Module) -> None:
     Path(directory).mkdir(parents=True, exist_ok=True)
     temporary = Path(directory) / "best.safetensors.tmp"
-    save_model(model, str(temporary))
+    save_weights(model, temporary)
     temporary.replace(Path(directory) / "best.safetensors")
 
 
@@ -78,7 +91,7 @@ def load_best(directory: Path, model: torch.nn.Module) -> bool:
     path = Path(directory) / "best.safetensors"
     if not path.is_file():
         return False
-    load_model(model, str(path))
+    load_weights(model, path)
     return True
 
 
@@ -91,9 +104,83 @@ def load_checkpoint(
 ) -> LoopState:
     """Restore weights, optimizer, scheduler and RNG state; return the loop state."""
     directory = Path(directory)
-    load_model(model, str(directory / "model.safetensors"))
+    load_weights(model, directory / "model.safetensors")
     saved = torch.load(directory / "training_state.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     set_rng_state(saved["rng"])
     return LoopState(**json.loads((directory / STATE_FILE).read_text(encoding="utf-8")))
+
+
+def _frozen(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def _checksums(frozen: dict[str, torch.Tensor]) -> list[float]:
+    """One float64 sum per frozen tensor (one host sync for all of them)."""
+    if not frozen:
+        return []
+    sums = [p.detach().sum(dtype=torch.float64) for p in frozen.values()]
+    return [float(x) for x in torch.stack([s.cpu() for s in sums]).tolist()]
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The whole model, or, when some parameters are frozen, the rest (see the module doc)."""
+    frozen = _frozen(model)
+    if not frozen:
+        save_model(model, str(path))
+        return
+    frozen_storage = {p.data_ptr() for p in frozen.values()}
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        pointer = tensor.data_ptr()
+        if pointer in frozen_storage or pointer in seen:  # frozen, or tied to a saved one
+            continue
+        seen.add(pointer)
+        tensors[name] = tensor.detach().contiguous()
+    metadata = {
+        "format": TRAINABLE_FORMAT,
+        "frozen": json.dumps(dict(zip(frozen, _checksums(frozen)))),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load what `save_weights` wrote; a partial file must fit the model's frozen weights."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != TRAINABLE_FORMAT:
+        load_model(model, str(path))
+        return
+    recorded: dict[str, float] = json.loads(metadata["frozen"])
+    frozen = _frozen(model)
+    if set(recorded) != set(frozen):
+        raise CheckpointMismatch(
+            f"{path}: the checkpoint was written with {len(recorded)} frozen tensors, this run "
+            f"freezes {len(frozen)} (did the method or the model change?). Resume with the "
+            "config the run started with, or start again without --resume."
+        )
+    changed = [
+        name
+        for name, now in zip(frozen, _checksums(frozen))
+        if not math.isclose(now, recorded[name], rel_tol=1e-5, abs_tol=1e-4)
+    ]
+    if changed:
+        raise CheckpointMismatch(
+            f"{path}: {len(changed)} frozen weights differ from those the checkpoint was "
+            f"trained on (first: {changed[0]}); the base model changed since. Resume with "
+            "the same model, or start again without --resume."
+        )
+    device = next(model.parameters()).device
+    state = load_file(str(path), device=str(device))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    current = model.state_dict()
+    covered = {p.data_ptr() for p in frozen.values()}  # names of frozen or tied tensors
+    covered |= {current[n].data_ptr() for n in state if n in current}
+    untrained = [n for n in missing if current[n].data_ptr() not in covered]
+    if unexpected or untrained:
+        raise CheckpointMismatch(
+            f"{path} does not fit this model: unexpected {unexpected[:3]}, missing "
+            f"{untrained[:3]}. Start again without --resume."
+        )
