@@ -1,0 +1,11 @@
+"""The `bridgetune` command line: each command is a thin shell over bridgetune.api.
+
+`app` is the typer application (the `bridgetune` entry point; `python -m bridgetune.cli`).
+The commands live by theme in `core` (train, evaluate, predict, data and config), `fewshot`
+(few-shot and zero-shot) and `serving` (serve, feedback, monitor); importing them registers them.
+"""
+
+from bridgetune.cli import core, fewshot, serving  # noqa: F401  (registers the commands)
+from bridgetune.cli.common import app
+
+__all__ = ["app"]

@@ -1,0 +1,3 @@
+from bridgetune.cli import app
+
+app()

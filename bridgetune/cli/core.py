@@ -1,0 +1,195 @@
+"""Training, evaluation, prediction and the data/config commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bridgetune.cli.common import (
+    Overrides,
+    app,
+    console,
+    fail,
+    print_metrics,
+    quiet_libraries,
+    run_action,
+    run_training,
+)
+
+
+@app.command()
+def train(
+    config: Path,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+) -> None:
+    """Fine-tune a model as CONFIG says; writes reports and the model to the run directory."""
+    from bridgetune import api
+
+    run_training(lambda: api.train(config, overrides or [], resume=resume))
+
+
+@app.command()
+def evaluate(
+    model_dir: Path,
+    data: Path,
+    output: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
+) -> None:
+    """Evaluate a saved model on a labelled file; prints metrics, writes a report with --output."""
+    from bridgetune import api
+    from bridgetune.evaluate import headline
+
+    quiet_libraries()
+    metrics = run_action(lambda: api.evaluate(model_dir, data, output))
+    print_metrics(str(data), headline(metrics))
+    typer.echo(json.dumps(headline(metrics)))
+
+
+@app.command()
+def predict(
+    model_dir: Path,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="TXT (a text per line), CSV, TSV, JSONL.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto|txt|csv|tsv|jsonl|conll")] = "auto",
+    output: Annotated[Path | None, typer.Option(help="Write JSONL here (default stdout).")] = None,
+    pair: Annotated[str | None, typer.Option(help="Second text for pair models.")] = None,
+    batch_size: int = 64,
+) -> None:
+    """Predict with a saved model: texts as arguments, --file, or lines on stdin; writes JSONL."""
+    from bridgetune import api
+    from bridgetune.data.schema import Example
+
+    quiet_libraries()
+    if texts:
+        inputs = [Example(text=t, text_pair=pair) for t in texts]
+    elif file is not None:
+        inputs = run_action(lambda: api.read_inputs(model_dir, file, fmt))
+    elif not sys.stdin.isatty():
+        inputs = [
+            Example(text=line.rstrip("\n"), text_pair=pair) for line in sys.stdin if line.strip()
+        ]
+    else:
+        inputs = []
+    if not inputs:
+        fail(ValueError("no input: give texts as arguments, --file PATH, or pipe lines on stdin"))
+    predictor = run_action(lambda: api.load(model_dir))
+    predictions = run_action(lambda: predictor.predict(inputs, batch_size=batch_size))
+    lines = [
+        json.dumps(
+            {"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {}), **p},
+            ensure_ascii=False,
+        )
+        for e, p in zip(inputs, predictions)
+    ]
+    if output is None:
+        typer.echo("\n".join(lines))
+    else:
+        from bridgetune.atomic import atomic_write_text
+
+        atomic_write_text(output, "\n".join(lines) + "\n")
+        console.print(f"{len(lines)} predictions written to {output}")
+
+
+@app.command("validate-data")
+def validate_data(config: Path, overrides: Overrides = None) -> None:
+    """Check the data of CONFIG before training: counts, labels, duplicates, overlap, lengths."""
+    from bridgetune import api
+
+    quiet_libraries()
+    report = run_action(lambda: api.validate_data(config, overrides or []))
+    out = Console()
+    table = Table(title=f"data of {config}")
+    for column in (
+        "split",
+        "examples",
+        "duplicates",
+        "tokens mean",
+        "p95",
+        "max",
+        f"> max_length {report['max_length']}",
+    ):
+        table.add_column(column, justify="right")
+    for name, stats in report["splits"].items():
+        tokens = stats["tokens"]
+        table.add_row(
+            name,
+            str(stats["examples"]),
+            str(stats["duplicates"]),
+            f"{tokens['mean']:.1f}",
+            str(tokens["p95"]),
+            str(tokens["max"]),
+            str(stats["truncated"]),
+        )
+    out.print(table)
+    labels = Table(title="label distribution")
+    labels.add_column("label")
+    for name in report["splits"]:
+        labels.add_column(name, justify="right")
+    names = list(report["splits"]["train"]["labels"])
+    for label in names:
+        labels.add_row(label, *[str(s["labels"].get(label, 0)) for s in report["splits"].values()])
+    out.print(labels)
+    out.print(f"dev examples also in train: {report['dev_in_train']}")
+    if "test_in_train" in report:
+        out.print(f"test examples also in train: {report['test_in_train']}")
+
+
+@app.command()
+def augment(
+    config: Path,
+    overrides: Overrides = None,
+    show: Annotated[int, typer.Option(help="How many augmented examples to show.")] = 10,
+) -> None:
+    """Preview CONFIG's augmentation without training: original, copy and the op that made it."""
+    from bridgetune import api
+
+    quiet_libraries()
+    rows = run_action(lambda: api.augment_preview(config, overrides or [], show))
+    table = Table(title=f"augmented training examples of {config}", show_lines=True)
+    for column in ("op", "original", "augmented"):
+        table.add_column(column)
+    for original, augmented, op in rows:
+        table.add_row(op, _shown(original), _shown(augmented))
+    Console().print(table)
+    if not rows:
+        console.print("no example could be augmented with these ops (see docs/augmentation.md)")
+
+
+def _shown(example) -> str:
+    """Text (NER: words with their non-O tags) of an example, as the preview shows it."""
+    if example.tags is None:
+        return (
+            example.text if example.text_pair is None else f"{example.text} || {example.text_pair}"
+        )
+    return " ".join(w if t == "O" else f"{w}/{t}" for w, t in zip(example.tokens, example.tags))
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Argument(help="A config to validate and print.")] = None,
+    overrides: Overrides = None,
+    schema: Annotated[bool, typer.Option(help="List every config key.")] = False,
+) -> None:
+    """Print every config key with its default and description, or a validated config."""
+    import yaml
+
+    from bridgetune.config import load_config, schema_lines
+
+    if schema or config is None:
+        table = Table(title="bridgetune config keys")
+        for column in ("key", "default", "description"):
+            table.add_column(column)
+        for key, default, description in schema_lines():
+            table.add_row(key, default, description)
+        Console(width=160).print(table)
+        return
+    cfg = run_action(lambda: load_config(config, overrides or []))
+    typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
