@@ -333,6 +333,14 @@ class MonitorConfig(_Section):
     min_mean_confidence: float | None = Field(
         None, gt=0, le=1, description="Alert when the window's mean confidence falls below this."
     )
+    clear_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="An active service alert clears only once the window is back inside its "
+        "threshold by this much (share or confidence), so a value hovering at a threshold "
+        "does not raise it again and again; 0 clears at the threshold.",
+    )
     webhook_url: str | None = Field(
         None, description="POST each alert as JSON to this URL (in the background)."
     )

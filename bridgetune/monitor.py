@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from bridgetune.config import ConfigError, MonitorConfig
@@ -191,6 +191,7 @@ class DriftMonitor:
         self._confidence_sum = 0.0
         self._confidence_count = 0
         self._active: dict[tuple[str, str | None], Alert] = {}
+        self._clearing = _clearing_thresholds(cfg)
         self._lock = threading.Lock()
 
     def observe(self, labels: Sequence[str], confidence: float | None) -> list[Alert]:
@@ -202,15 +203,22 @@ class DriftMonitor:
 
         Returns:
             Only the alerts that became active with this prediction; an alert stays active
-            (and is not returned again) until a window no longer crosses its threshold.
+            (and is not returned again) until the window is back inside its threshold by
+            `cfg.clear_margin`.
         """
         with self._lock:
             self._add(tuple(labels), confidence)
             if len(self._window) > self.cfg.window:
                 self._evict()
-            current = check_window(
-                self._shares(), self._mean_confidence(), len(self._window), self.expected, self.cfg
-            )
+            figures = (self._shares(), self._mean_confidence(), len(self._window), self.expected)
+            current = check_window(*figures, self.cfg)
+            if self._active and self.cfg.clear_margin:  # hysteresis: active ones clear later
+                crossed = {alert.key for alert in current}
+                current += [
+                    replace(alert, threshold=_configured(alert, self.cfg))
+                    for alert in check_window(*figures, self._clearing)
+                    if alert.key in self._active and alert.key not in crossed
+                ]
             new = [alert for alert in current if alert.key not in self._active]
             self._active = {alert.key: alert for alert in current}
             return new
@@ -253,6 +261,29 @@ class DriftMonitor:
         if not self._confidence_count:
             return None
         return self._confidence_sum / self._confidence_count
+
+
+def _clearing_thresholds(cfg: MonitorConfig) -> MonitorConfig:
+    """`cfg` with every threshold moved inward by `clear_margin`: what keeps an alert active."""
+    margin = cfg.clear_margin
+    shift = cfg.max_share_shift
+    confidence = cfg.min_mean_confidence
+    return cfg.model_copy(
+        update={
+            "max_share_shift": None if shift is None else max(shift - margin, 0.0),
+            "label_share_max": {k: max(v - margin, 0.0) for k, v in cfg.label_share_max.items()},
+            "min_mean_confidence": None if confidence is None else confidence + margin,
+        }
+    )
+
+
+def _configured(alert: Alert, cfg: MonitorConfig) -> float:
+    """The configured threshold of an alert's kind (what messages and webhooks show)."""
+    if alert.kind == "share_shift":
+        return float(cfg.max_share_shift or 0.0)
+    if alert.kind == "share_max":
+        return cfg.label_share_max[alert.label or ""]
+    return float(cfg.min_mean_confidence or 0.0)
 
 
 def webhook_payload(alert: Alert, model: str) -> dict[str, Any]:

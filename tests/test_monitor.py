@@ -86,9 +86,8 @@ def test_alert_message_and_dict():
 
 
 def test_alert_fires_once_clears_and_fires_again():
-    monitor = DriftMonitor(
-        {"neg": 0.5, "pos": 0.5}, _cfg(window=4, min_samples=2, label_share_max={"neg": 0.5})
-    )
+    cfg = _cfg(window=4, min_samples=2, label_share_max={"neg": 0.5}, clear_margin=0)
+    monitor = DriftMonitor({"neg": 0.5, "pos": 0.5}, cfg)
     fired = [monitor.observe([label], 0.9) for label in ["pos", "neg", "neg", "neg"]]
     assert [len(new) for new in fired] == [0, 0, 1, 0]  # 1/2 is not above 0.5; 2/3 is
     assert fired[2][0].key == ("share_max", "neg")
@@ -105,6 +104,48 @@ def test_alert_fires_once_clears_and_fires_again():
     assert snapshot["count"] == 4
     assert snapshot["shares"] == {"neg": 0.75, "pos": 0.25}
     assert snapshot["active_alerts"][0]["kind"] == "share_max"
+
+
+def _raised(monitor: DriftMonitor, labels: str, confidence: float = 0.9) -> list[tuple]:
+    """Keys of the alerts raised while `labels` ('n'/'p' per prediction) are observed."""
+    names = {"n": "neg", "p": "pos"}
+    return [a.key for x in labels for a in monitor.observe([names[x]], confidence)]
+
+
+def test_an_active_alert_clears_only_past_the_margin():
+    """A share hovering at its threshold raises the alert once, not at every crossing."""
+    # window of 10: 0.7 neg (a shift of 0.2, not over 0.2), 0.8 (over), back to 0.7 for a
+    # while, then 0.8 again
+    start, hover = "pppnnnnnnn", "npppnnnnnnnn"
+    shift = [("share_shift", "neg"), ("share_shift", "pos")]
+    plain = DriftMonitor(
+        {"neg": 0.5, "pos": 0.5},
+        _cfg(window=10, min_samples=10, max_share_shift=0.2, clear_margin=0),
+    )
+    assert _raised(plain, start) == []
+    assert _raised(plain, hover) == shift * 2  # raised, cleared at 0.7, raised again
+    monitor = DriftMonitor(
+        {"neg": 0.5, "pos": 0.5}, _cfg(window=10, min_samples=10, max_share_shift=0.2)
+    )
+    assert monitor.cfg.clear_margin == 0.05  # the default
+    assert _raised(monitor, start) == []
+    assert _raised(monitor, hover) == shift  # 0.7 is not back inside 0.2 by 0.05: kept
+    active = {a.key: a for a in monitor.active}
+    assert active[shift[0]].threshold == 0.2  # messages show the configured threshold
+    assert active[shift[0]].value == 0.8
+    assert _raised(monitor, "pppp") == [] and monitor.active == []  # 0.6 clears
+
+
+def test_low_confidence_clears_only_past_the_margin():
+    cfg = _cfg(
+        window=10, min_samples=10, min_mean_confidence=0.8
+    )  # raised below 0.8, kept up to 0.85
+    monitor = DriftMonitor({"neg": 0.5, "pos": 0.5}, cfg)
+    assert _raised(monitor, "np" * 5, confidence=0.7) == [("low_confidence", None)]
+    _raised(monitor, "np" * 2 + "n", confidence=0.95)  # mean 0.825
+    assert [a.kind for a in monitor.active] == ["low_confidence"]
+    _raised(monitor, "p" + "np" * 2, confidence=0.95)  # mean 0.95
+    assert monitor.active == []
 
 
 def test_rolling_counts_match_a_recount():
