@@ -169,6 +169,7 @@ def train_embeddings(
         # plain shuffled batches, as SetFit's: length buckets were ~15% faster, but a few seeds
         # could not show that they cost no accuracy (dropout noise alone moves it ~0.015)
         bucket_by_length=False,
+        resumable=False,  # `fewshot` has no --resume: no 270 MB checkpoint per epoch
     )
     return loop.run().state.history
 
@@ -262,6 +263,7 @@ def train_linear_head(
         head_cfg,
         tokenizer.pad_token_id,
         cfg.run_dir / "checkpoint-head",
+        resumable=False,
     )
     loop.run()
     for parameter in model.parameters():
@@ -290,6 +292,7 @@ def train_prompt(
         cfg.train,
         tokenizer.pad_token_id,
         cfg.run_dir / "checkpoint",
+        resumable=False,
     )
     history = loop.run().state.history
     return loop.unwrapped, history

@@ -7,6 +7,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from unittest import mock
+
 import pytest
 import torch
 from conftest import SENTIMENT, tiny_config, write_csv
@@ -134,6 +136,31 @@ def test_contrastive_fewshot_learns_and_round_trips(tiny_bert, sentiment_csv, tm
     right = sum(p["label"] == gold for p, (_, gold) in zip(loaded, SENTIMENT))
     assert right / len(texts) == pytest.approx(result.metrics["accuracy"])  # dev is this data
     AutoModel.from_pretrained(result.model_dir)  # the encoder is plain transformers
+    # `fewshot` has no --resume: its stages keep no checkpoints once they are done
+    assert not list(result.run_dir.glob("checkpoint*"))
+
+
+def test_fewshot_interrupted_says_nothing_was_saved(tiny_bert, sentiment_csv, tmp_path):
+    import os
+    import signal
+
+    from bridgetune.training.loop import Loop, TrainingInterrupted
+
+    original = Loop.optimizer_step
+
+    def step_then_ctrl_c(self):
+        original(self)
+        if self.state.global_step == self.steps_per_epoch + 1:
+            # the first epoch's evaluation kept its best weights there
+            assert (self.checkpoint_dir / "best.safetensors").is_file()
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled by the loop
+
+    config = _fewshot_config(tiny_bert, tmp_path, sentiment_csv)
+    with mock.patch.object(Loop, "optimizer_step", step_then_ctrl_c):
+        with pytest.raises(TrainingInterrupted, match="nothing was saved") as stop:
+            fewshot(config)
+    assert stop.value.checkpoint is None
+    assert not list((tmp_path / "runs").rglob("*.safetensors"))
 
 
 def test_logistic_head_equals_sklearn(tiny_bert, sentiment_csv, tmp_path) -> None:

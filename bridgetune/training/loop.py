@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import signal
 import threading
 import time
@@ -49,13 +50,18 @@ DEFAULT_METRICS = {
 
 
 class TrainingInterrupted(RuntimeError):
-    """Training stopped by Ctrl-C after saving a checkpoint; resume with --resume."""
+    """Training stopped by Ctrl-C: after saving a checkpoint (resume with --resume), or, for
+    a loop that cannot resume (`checkpoint` None), with nothing saved."""
 
-    def __init__(self, checkpoint: Path, step: int) -> None:
-        super().__init__(
-            f"interrupted at step {step}; checkpoint saved in {checkpoint}. "
-            "Run the same command with --resume to continue."
-        )
+    def __init__(self, checkpoint: Path | None, step: int) -> None:
+        if checkpoint is None:
+            message = f"interrupted at step {step}; nothing was saved: run the command again."
+        else:
+            message = (
+                f"interrupted at step {step}; checkpoint saved in {checkpoint}. "
+                "Run the same command with --resume to continue."
+            )
+        super().__init__(message)
         self.checkpoint = checkpoint
         self.step = step
 
@@ -129,9 +135,14 @@ class Loop:
         head: list[str] | None = None,
         problem: str = "single",
         weights: torch.Tensor | None = None,
+        resumable: bool = True,
     ) -> None:
         """`head`: the task head's module names (train.head_lr); `problem`: single, multi or
-        token (the loss of train.class_weights/label_smoothing/rdrop); `weights`: class weights."""
+        token (the loss of train.class_weights/label_smoothing/rdrop); `weights`: class weights.
+        `resumable=False` (stages of a command without --resume, e.g. few-shot): no
+        checkpoints, and `checkpoint_dir` (which then only holds the best weights while the
+        loop runs) is removed at the end."""
+        self.resumable = resumable
         self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
         self.features = train_features
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -196,6 +207,8 @@ class Loop:
                 self.evaluate(progress)  # a run that ends between evaluations
         if self.state.best_metric is not None:
             load_best(self.checkpoint_dir, self.unwrapped)
+        if not self.resumable:
+            self.remove_best()
         return FitResult(self.state, self.metric_name, self.state.best_metric, self.stopped_early)
 
     @property
@@ -246,7 +259,10 @@ class Loop:
                 on_step(self.state)
             if self.interrupted(flag):
                 self.save_checkpoint()
-                raise TrainingInterrupted(self.checkpoint_dir, self.state.global_step)
+                if not self.resumable:
+                    self.remove_best()
+                saved = self.checkpoint_dir if self.resumable else None
+                raise TrainingInterrupted(saved, self.state.global_step)
             if self.finished:
                 break
         return self.state.batches_done == len(batches)
@@ -354,7 +370,14 @@ class Loop:
             )
         return metrics
 
+    def remove_best(self) -> None:
+        """A loop that cannot resume keeps nothing in its checkpoint directory."""
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
     def save_checkpoint(self) -> None:
+        if not self.resumable:
+            return
         if self.accelerator.is_main_process:
             save_checkpoint(
                 self.checkpoint_dir,
