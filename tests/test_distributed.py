@@ -48,6 +48,11 @@ def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
     model_dir = tmp_path / "runs" / "tiny" / "model"
     meta = json.loads((model_dir / "bridgetune.json").read_text())
     assert meta["metrics"]["dev"]["accuracy"] >= 0.9
+    # dev was predicted in two shards and gathered: the metrics are those of one process
+    from bridgetune import api
+
+    alone = api.evaluate(model_dir, sentiment_csv)
+    assert {k: alone[k] for k in meta["metrics"]["dev"]} == meta["metrics"]["dev"]
     history = json.loads((tmp_path / "runs" / "tiny" / "history.json").read_text())
     steps = max(h["step"] for h in history)
     assert steps == 20 * 2  # 5 batches per epoch sharded over 2 processes: 2 each (1 dropped)

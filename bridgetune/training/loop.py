@@ -316,17 +316,30 @@ class Loop:
         progress.show_loss(loss)
 
     def predict(self, data: EvalData) -> list[dict]:
-        """Predictions of the current weights, at the run's precision."""
-        return infer(
+        """Predictions of the current weights, at the run's precision, in `data`'s order.
+
+        With several processes each predicts every n-th example and all of them receive all
+        predictions (so every process computes the same metrics and early-stopping decision).
+        """
+        n, rank = self.accelerator.num_processes, self.accelerator.process_index
+        mine = infer(
             self.unwrapped,
             self.task,
-            data.features,
-            data.examples,
+            data.features[rank::n],
+            data.examples[rank::n],
             self.pad_id,
             self.accelerator.device,
             self.cfg.eval_batch_size,
             self.precision,
         )
+        if n == 1:
+            return mine
+        from accelerate.utils import gather_object
+
+        predictions: list[dict] = [{}] * len(data.features)
+        for index, shard in enumerate(gather_object([mine])):  # one list per process
+            predictions[index::n] = shard
+        return predictions
 
     def evaluate(self, progress: TrainProgress | None = None) -> dict:
         """Dev metrics now; tracks the best weights and early stopping (nothing without dev)."""
