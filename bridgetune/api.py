@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -164,6 +165,13 @@ def augmented(cfg: RunConfig, splits: Splits, tokenizer: Any, model_path: str) -
     if not cfg.augment.ops:
         return splits
     from bridgetune.data.augment import augment_split
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under accelerate launch / torchrun
+        from accelerate import PartialState
+
+        from bridgetune.training.loop import resolve_precision
+
+        PartialState(cpu=resolve_precision(cfg.train)[0])  # the processes share the work
 
     train = augment_split(
         splits.train, cfg.augment, cfg.task, tokenizer, model_path, _tag_scheme(cfg)

@@ -59,12 +59,14 @@ def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
 
 
 def test_two_process_lora_with_pgd_and_accumulation(tiny_bert, sentiment_csv, tmp_path):
-    """Adversarial passes and peft models under DDP: extra forwards must not upset its reducer."""
+    """Adversarial passes and peft models under DDP: extra forwards must not upset its reducer;
+    the processes share the augmentation."""
     config = tiny_config(
         tiny_bert,
         tmp_path / "runs",
         method={"name": "lora"},
         train={"epochs": 2, "batch_size": 2, "grad_accum": 2, "adversarial": "pgd", "adv_steps": 2},
+        augment={"ops": ["swap", "delete"]},  # shared between the processes
         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
     )
     path = write_config(config, tmp_path)
@@ -72,3 +74,55 @@ def test_two_process_lora_with_pgd_and_accumulation(tiny_bert, sentiment_csv, tm
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     meta = json.loads((tmp_path / "runs" / "tiny" / "model" / "bridgetune.json").read_text())
     assert meta["method"] == "lora"
+
+
+_AUGMENT_WORKER = """
+import pickle, sys
+import torch.distributed as dist
+from transformers import AutoTokenizer
+from bridgetune.config import AugmentConfig
+from bridgetune.data import augment
+
+rank, port, model, data, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+ran = []
+original = augment._run
+augment._run = lambda jobs, *rest: ran.append(len(jobs)) or original(jobs, *rest)
+examples, cfg = pickle.load(open(data, "rb"))
+tokenizer = AutoTokenizer.from_pretrained(model)
+result = augment.augment_split(examples, cfg, "classification", tokenizer, model)
+pickle.dump((result, sum(ran)), open(f"{out}.{rank}", "wb"))
+dist.destroy_process_group()
+"""
+
+
+def test_augmentation_is_shared_between_processes(tiny_bert, tmp_path):
+    """Each process augments half of the copies; all get the same split as one process."""
+    import pickle
+
+    from conftest import SENTIMENT
+    from transformers import AutoTokenizer
+
+    from bridgetune.config import AugmentConfig
+    from bridgetune.data.augment import augment_split
+    from bridgetune.data.schema import Example
+
+    examples = [Example(text=text, label=label) for text, label in SENTIMENT]
+    cfg = AugmentConfig(ops=["swap", "delete", "synonym"], copies=3, seed=3)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    alone = augment_split(examples, cfg, "classification", tokenizer, str(tiny_bert))
+    data, worker = tmp_path / "data.pkl", tmp_path / "worker.py"
+    data.write_bytes(pickle.dumps((examples, cfg)))
+    worker.write_text(_AUGMENT_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["29519", str(tiny_bert), str(data), str(tmp_path / "out")]
+    workers = [
+        subprocess.Popen([sys.executable, str(worker), str(rank), *args], env=env)
+        for rank in (0, 1)
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    results = [pickle.loads((tmp_path / f"out.{rank}").read_bytes()) for rank in (0, 1)]
+    jobs = len(examples) * cfg.copies
+    assert [ran for _, ran in results] == [(jobs + 1) // 2, jobs // 2]
+    assert results[0][0] == results[1][0] == alone
+    assert len(alone) > len(examples)

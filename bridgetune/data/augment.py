@@ -359,6 +359,34 @@ def _run(
     return results
 
 
+def _processes() -> tuple[int, int]:
+    """(rank, number of processes) of a distributed run, (0, 1) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _run_shared(
+    jobs: list[_Job], examples: list[Example], augmenters: dict, advance: Callable[[int], None]
+) -> list[Example | None]:
+    """`_run` split across the processes of a distributed run: each runs every n-th job and
+    all receive all results, so every process trains on the same augmented split, and
+    model-backed ops (contextual, back-translation) take 1/n of the time."""
+    rank, n = _processes()
+    if n == 1:
+        return _run(jobs, examples, augmenters, advance)
+    import torch.distributed as dist
+
+    shards: list[Any] = [None] * n
+    dist.all_gather_object(shards, _run(jobs[rank::n], examples, augmenters, advance))
+    results: list[Example | None] = [None] * len(jobs)
+    for index, shard in enumerate(shards):
+        results[index::n] = shard
+    return results
+
+
 def _content(example: Example) -> tuple:
     return example.text, example.text_pair, tuple(example.tokens or ()), tuple(example.tags or ())
 
@@ -392,11 +420,13 @@ def _augment(
     window = len(jobs) if limit is None else max(4 * limit, 32)
     found: list[tuple[int, Example, str]] = []
     seen = {(i, _content(e)) for i, e in enumerate(examples)}
-    enabled = limit is None and len(examples) > PROGRESS_MIN_EXAMPLES
-    with _progress(len(jobs), enabled) as advance:
+    rank, n = _processes() if limit is None else (0, 1)  # previews run alone
+    run = _run_shared if n > 1 else _run
+    enabled = limit is None and rank == 0 and len(examples) > PROGRESS_MIN_EXAMPLES
+    with _progress(len(jobs[::n]), enabled) as advance:  # the main process's share
         for start in range(0, len(jobs), window):
             batch = jobs[start : start + window]
-            for job, result in zip(batch, _run(batch, examples, augmenters, advance)):
+            for job, result in zip(batch, run(batch, examples, augmenters, advance)):
                 key = (job.index, _content(result)) if result else None
                 if key is None or key in seen:
                     continue  # nothing changed, or the same as another copy
