@@ -258,11 +258,11 @@ class Loop:
             if on_step:
                 on_step(self.state)
             if self.interrupted(flag):
-                self.save_checkpoint()
                 if not self.resumable:
                     self.remove_best()
-                saved = self.checkpoint_dir if self.resumable else None
-                raise TrainingInterrupted(saved, self.state.global_step)
+                    raise TrainingInterrupted(None, self.state.global_step)
+                self.save_checkpoint()
+                raise TrainingInterrupted(self.checkpoint_dir, self.state.global_step)
             if self.finished:
                 break
         return self.state.batches_done == len(batches)
