@@ -23,6 +23,16 @@ from bridgetune.tasks.similarity import PairSimilarityTask
 
 FEWSHOT_TASKS = ("classification", "multilabel")
 DEV_PAIRS = 256  # dev pairs scored while the body trains: progress to watch, best epoch kept
+# SetFit's body-phase settings (setfit.TrainingArguments; weight decay is its l2_weight): the
+# `train` keys that a contrastive config leaves unset take these, not the fine-tuning defaults
+# (3 epochs at 5e-5 would be 3x the work on pairs that already repeat every text 40 times)
+CONTRASTIVE_TRAIN_DEFAULTS = {
+    "epochs": 1,
+    "lr": 2e-5,
+    "batch_size": 16,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+}
 
 
 def fewshot(config: ConfigLike, overrides: list[str] | None = None) -> TrainResult:
@@ -32,6 +42,8 @@ def fewshot(config: ConfigLike, overrides: list[str] | None = None) -> TrainResu
     from bridgetune.training.loop import EvalData
 
     cfg = as_config(config, overrides)
+    if cfg.fewshot.mode == "contrastive":
+        cfg = contrastive_defaults(cfg)
     if cfg.task not in FEWSHOT_TASKS:
         raise ConfigError(f"fewshot supports the tasks {FEWSHOT_TASKS}, not {cfg.task!r}")
     check_fewshot_options(cfg)
@@ -55,6 +67,16 @@ def fewshot(config: ConfigLike, overrides: list[str] | None = None) -> TrainResu
         result.test_metrics = final_metrics(loop, test, calibrate=False)
     save_run(cfg, result, model, tokenizer, task, splits, method=cfg.fewshot.mode)
     return result
+
+
+def contrastive_defaults(cfg: RunConfig) -> RunConfig:
+    """`cfg` with SetFit's body-phase values for the `train` keys the user did not set."""
+    unset = {
+        key: value
+        for key, value in CONTRASTIVE_TRAIN_DEFAULTS.items()
+        if key not in cfg.train.model_fields_set
+    }
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=unset)})
 
 
 def check_fewshot_options(cfg: RunConfig) -> None:

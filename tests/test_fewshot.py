@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-
 from unittest import mock
 
 import pytest
@@ -138,6 +137,29 @@ def test_contrastive_fewshot_learns_and_round_trips(tiny_bert, sentiment_csv, tm
     AutoModel.from_pretrained(result.model_dir)  # the encoder is plain transformers
     # `fewshot` has no --resume: its stages keep no checkpoints once they are done
     assert not list(result.run_dir.glob("checkpoint*"))
+
+
+def test_contrastive_train_keys_left_unset_take_setfit_values(tiny_bert, sentiment_csv, tmp_path):
+    import yaml
+
+    from bridgetune.fewshot import CONTRASTIVE_TRAIN_DEFAULTS
+
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+        fewshot={"iterations": 2},
+    )
+    config["train"] = {"lr": 5e-3}  # set: kept; epochs, batch size, warmup, decay: SetFit's
+    result = fewshot(config)
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())["train"]
+    assert saved["lr"] == 5e-3
+    assert {k: saved[k] for k in CONTRASTIVE_TRAIN_DEFAULTS if k != "lr"} == {
+        "epochs": 1,
+        "batch_size": 16,
+        "warmup_ratio": 0.1,
+        "weight_decay": 0.01,
+    }
 
 
 def test_fewshot_interrupted_says_nothing_was_saved(tiny_bert, sentiment_csv, tmp_path):

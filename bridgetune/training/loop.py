@@ -337,8 +337,8 @@ class Loop:
         from accelerate.utils import gather_object
 
         predictions: list[dict] = [{}] * len(data.features)
-        for index, shard in enumerate(gather_object([mine])):  # one list per process
-            predictions[index::n] = shard
+        for index, part in enumerate(gather_object([mine])):  # one list per process
+            predictions[index::n] = part
         return predictions
 
     def evaluate(self, progress: TrainProgress | None = None) -> dict:
