@@ -26,6 +26,7 @@ from bridgetune.config import AugmentConfig, ConfigError
 from bridgetune.data.io import TOKEN_TASKS, join_tokens
 from bridgetune.data.schema import Example
 from bridgetune.data.tags import check_sequence, decode_spans, split_tag
+from bridgetune.distributed import processes, shared
 from bridgetune.registry import Registry
 
 PROGRESS_MIN_EXAMPLES = 1000  # smaller splits augment in seconds: no progress bar
@@ -359,32 +360,14 @@ def _run(
     return results
 
 
-def _processes() -> tuple[int, int]:
-    """(rank, number of processes) of a distributed run, (0, 1) otherwise."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _run_shared(
-    jobs: list[_Job], examples: list[Example], augmenters: dict, advance: Callable[[int], None]
+def _run_part(
+    jobs: list[_Job],
+    examples: list[Example],
+    augmenters: dict,
+    advance: Callable[[int], None],
+    part: slice,
 ) -> list[Example | None]:
-    """`_run` split across the processes of a distributed run: each runs every n-th job and
-    all receive all results, so every process trains on the same augmented split, and
-    model-backed ops (contextual, back-translation) take 1/n of the time."""
-    rank, n = _processes()
-    if n == 1:
-        return _run(jobs, examples, augmenters, advance)
-    import torch.distributed as dist
-
-    shards: list[Any] = [None] * n
-    dist.all_gather_object(shards, _run(jobs[rank::n], examples, augmenters, advance))
-    results: list[Example | None] = [None] * len(jobs)
-    for index, shard in enumerate(shards):
-        results[index::n] = shard
-    return results
+    return _run(jobs[part], examples, augmenters, advance)
 
 
 def _content(example: Example) -> tuple:
@@ -420,13 +403,19 @@ def _augment(
     window = len(jobs) if limit is None else max(4 * limit, 32)
     found: list[tuple[int, Example, str]] = []
     seen = {(i, _content(e)) for i, e in enumerate(examples)}
-    rank, n = _processes() if limit is None else (0, 1)  # previews run alone
-    run = _run_shared if n > 1 else _run
+    # a distributed run shares the work: each process makes every n-th copy, all get all
+    # (the same split everywhere; model-backed ops take 1/n of the time); previews run alone
+    rank, n = processes() if limit is None else (0, 1)
     enabled = limit is None and rank == 0 and len(examples) > PROGRESS_MIN_EXAMPLES
     with _progress(len(jobs[::n]), enabled) as advance:  # the main process's share
         for start in range(0, len(jobs), window):
             batch = jobs[start : start + window]
-            for job, result in zip(batch, run(batch, examples, augmenters, advance)):
+            if limit is None:
+                part_of = partial(_run_part, batch, examples, augmenters, advance)
+                results = shared(len(batch), part_of)
+            else:
+                results = _run(batch, examples, augmenters, advance)
+            for job, result in zip(batch, results):
                 key = (job.index, _content(result)) if result else None
                 if key is None or key in seen:
                     continue  # nothing changed, or the same as another copy

@@ -24,6 +24,7 @@ import torch
 from bridgetune.config import TrainConfig
 from bridgetune.data.batching import shard, train_batches
 from bridgetune.data.schema import Example
+from bridgetune.distributed import shared
 from bridgetune.evaluate import headline
 from bridgetune.predictor import infer
 from bridgetune.tasks import Task
@@ -321,25 +322,20 @@ class Loop:
         With several processes each predicts every n-th example and all of them receive all
         predictions (so every process computes the same metrics and early-stopping decision).
         """
-        n, rank = self.accelerator.num_processes, self.accelerator.process_index
-        mine = infer(
-            self.unwrapped,
-            self.task,
-            data.features[rank::n],
-            data.examples[rank::n],
-            self.pad_id,
-            self.accelerator.device,
-            self.cfg.eval_batch_size,
-            self.precision,
-        )
-        if n == 1:
-            return mine
-        from accelerate.utils import gather_object
 
-        predictions: list[dict] = [{}] * len(data.features)
-        for index, part in enumerate(gather_object([mine])):  # one list per process
-            predictions[index::n] = part
-        return predictions
+        def predict_part(part: slice) -> list[dict]:
+            return infer(
+                self.unwrapped,
+                self.task,
+                data.features[part],
+                data.examples[part],
+                self.pad_id,
+                self.accelerator.device,
+                self.cfg.eval_batch_size,
+                self.precision,
+            )
+
+        return shared(len(data.features), predict_part)
 
     def evaluate(self, progress: TrainProgress | None = None) -> dict:
         """Dev metrics now; tracks the best weights and early stopping (nothing without dev)."""

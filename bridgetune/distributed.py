@@ -1,0 +1,40 @@
+"""Work split across the processes of a distributed run (`accelerate launch`, torchrun).
+
+Pure torch: `data` and `training` both use it (DESIGN: data never imports training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def processes() -> tuple[int, int]:
+    """(rank, number of processes) of an initialized process group, (0, 1) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shared(count: int, work: Callable[[slice], list[T]]) -> list[T]:
+    """The results of `count` items, computed by the processes together.
+
+    Every process calls `work(slice(rank, count, n))` (every n-th item, one result per item)
+    and receives all results, in item order; alone, `work(slice(0, count, 1))`.
+    """
+    rank, n = processes()
+    mine = work(slice(rank, count, n))
+    if n == 1:
+        return mine
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * n
+    dist.all_gather_object(parts, mine)
+    results: list[Any] = [None] * count
+    for index, part in enumerate(parts):
+        results[index::n] = part
+    return results
