@@ -11,7 +11,16 @@ from pathlib import Path
 from conftest import tiny_config, write_config
 
 
-def launch(config: Path, port: str) -> subprocess.CompletedProcess:
+def free_port() -> str:
+    """A TCP port nothing listens on now (fixed ports collide when two suites run at once)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def launch(config: Path) -> subprocess.CompletedProcess:
     """`bridgetune train CONFIG` under `accelerate launch` with two CPU processes."""
     command = [
         sys.executable,
@@ -31,7 +40,7 @@ def launch(config: Path, port: str) -> subprocess.CompletedProcess:
         "train",
         str(config),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": port}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": free_port()}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -43,7 +52,7 @@ def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
     )
     path = write_config(config, tmp_path)
-    done = launch(path, "29517")
+    done = launch(path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     model_dir = tmp_path / "runs" / "tiny" / "model"
     meta = json.loads((model_dir / "bridgetune.json").read_text())
@@ -70,7 +79,7 @@ def test_two_process_lora_with_pgd_and_accumulation(tiny_bert, sentiment_csv, tm
         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
     )
     path = write_config(config, tmp_path)
-    done = launch(path, "29518")
+    done = launch(path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     meta = json.loads((tmp_path / "runs" / "tiny" / "model" / "bridgetune.json").read_text())
     assert meta["method"] == "lora"
@@ -92,6 +101,7 @@ examples, cfg = pickle.load(open(data, "rb"))
 tokenizer = AutoTokenizer.from_pretrained(model)
 result = augment.augment_split(examples, cfg, "classification", tokenizer, model)
 pickle.dump((result, sum(ran)), open(f"{out}.{rank}", "wb"))
+dist.barrier()  # neither process tears gloo down while the other still uses it
 dist.destroy_process_group()
 """
 
@@ -115,7 +125,7 @@ def test_augmentation_is_shared_between_processes(tiny_bert, tmp_path):
     data.write_bytes(pickle.dumps((examples, cfg)))
     worker.write_text(_AUGMENT_WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["29519", str(tiny_bert), str(data), str(tmp_path / "out")]
+    args = [free_port(), str(tiny_bert), str(data), str(tmp_path / "out")]
     workers = [
         subprocess.Popen([sys.executable, str(worker), str(rank), *args], env=env)
         for rank in (0, 1)
