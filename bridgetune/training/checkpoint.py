@@ -121,7 +121,8 @@ def _checksums(frozen: dict[str, torch.Tensor]) -> list[float]:
     if not frozen:
         return []
     sums = [p.detach().sum(dtype=torch.float64) for p in frozen.values()]
-    return [float(x) for x in torch.stack([s.cpu() for s in sums]).tolist()]
+    device = sums[0].device
+    return [float(x) for x in torch.stack([s.to(device) for s in sums]).tolist()]
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
