@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,12 @@ from bridgetune.config import (
 from bridgetune.data.io import TOKEN_TASKS, read_file
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import Splits, check_labels, example_labels, load_splits
+from bridgetune.distributed import is_launch_main
 from bridgetune.evaluate import headline, write_report
+from bridgetune.failpoints import failpoint
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.predictor import Predictor, read_meta
+from bridgetune.rundir import RunDirectory, check_disk, run_bytes
 from bridgetune.tasks import Task, build_task
 
 ConfigLike = RunConfig | str | Path | dict
@@ -92,24 +96,39 @@ def train(
     overrides: list[str] | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     on_step: Callable[[Any], None] | None = None,
 ) -> TrainResult:
     """Fine-tune, evaluate on dev (and test), and save the model directory of a run.
 
+    The run directory is written as one unit (bridgetune.rundir): a finished run there is
+    replaced only with `overwrite`, and only once the new run has finished.
+
     Args:
         config: a RunConfig, a YAML path or a raw dict.
         overrides: dotted overrides such as ``["train.lr=3e-5"]``.
-        resume: continue from the run's last checkpoint.
+        resume: continue the run's unfinished training from its last checkpoint.
+        overwrite: replace a finished run of the same name.
         on_step: called after every optimizer step with the loop state (tests, callbacks).
     """
+    cfg = as_config(config, overrides)
+    with claimed_run(cfg, resume, overwrite) as run:
+        return train_run(cfg, run, resume, on_step)
+
+
+def train_run(
+    cfg: RunConfig,
+    run: RunDirectory,
+    resume: bool = False,
+    on_step: Callable[[Any], None] | None = None,
+) -> TrainResult:
+    """`train` in the claimed run directory `run`."""
     from accelerate.utils import set_seed
 
     from bridgetune.methods import PROBLEMS, apply_method, check_method, head_modules
     from bridgetune.training.loop import EvalData, Loop
     from bridgetune.training.objective import class_weights
 
-    cfg = as_config(config, overrides)
-    run_dir = cfg.run_dir
     check_method(cfg.method, resolve_model(cfg.model.name), cfg.task, cfg.model.trust_remote_code)
     splits = load_splits(cfg.data, cfg.task)
     task, tokenizer, model_path = prepare_task(cfg, splits)
@@ -125,6 +144,8 @@ def train(
     head = head_modules(model)
     model = apply_method(model, cfg.method, cfg.task, cfg.model.name)
     report_parameters(cfg.method.name, model)
+    if is_launch_main():
+        check_disk(run.path.parent, run_bytes(model))
     problem = PROBLEMS[cfg.task]
     loop = Loop(
         model,
@@ -133,18 +154,13 @@ def train(
         dev,
         cfg.train,
         tokenizer.pad_token_id,
-        run_dir / "checkpoint",
+        run.checkpoint,
         head=head,
         problem=problem,
         weights=class_weights(cfg.train.class_weights, task.labels, train_features, problem),
     )
     if resume:
         loop.resume()
-    elif (run_dir / "checkpoint").exists() and loop.accelerator.is_main_process:
-        import shutil
-
-        shutil.rmtree(run_dir / "checkpoint")  # a fresh run must not inherit an old best model
-    loop.accelerator.wait_for_everyone()
     fit = loop.run(on_step)
     dev_metrics = final_metrics(loop, dev, calibrate=True)
     test_metrics = None
@@ -152,12 +168,38 @@ def train(
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
         test_metrics = final_metrics(loop, test, calibrate=False)
     result = TrainResult(
-        run_dir, run_dir / "model", dev_metrics, test_metrics, fit.state.history, fit.stopped_early
+        run.path,
+        run.path / "model",
+        dev_metrics,
+        test_metrics,
+        fit.state.history,
+        fit.stopped_early,
     )
     if loop.accelerator.is_main_process:
-        save_run(cfg, result, loop.unwrapped, tokenizer, task, splits)
+        save_run(run, cfg, result, loop.unwrapped, tokenizer, task, splits)
     loop.accelerator.wait_for_everyone()
     return result
+
+
+@contextlib.contextmanager
+def claimed_run(
+    cfg: RunConfig, resume: bool = False, overwrite: bool = False
+) -> Iterator[RunDirectory]:
+    """The run directory of `cfg`, checked and claimed by the main process before any work;
+    a run that fails leaves only a checkpoint to resume from (`RunDirectory.abandon`)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    run = RunDirectory(cfg.run_dir, announce=lambda text: console.print(f"[yellow]{text}[/yellow]"))
+    main = is_launch_main()  # the other processes of a launch write nothing into the run
+    if main:
+        run.prepare(resume=resume, overwrite=overwrite)
+    try:
+        yield run
+    except BaseException:
+        if main:
+            run.abandon()
+        raise
 
 
 def augmented(cfg: RunConfig, splits: Splits, tokenizer: Any, model_path: str) -> Splits:
@@ -249,6 +291,7 @@ def model_meta(
         "max_length": cfg.model.max_length,
         "base_model": cfg.model.name,
         "method": method or cfg.method.name,
+        "seed": cfg.train.seed,
         "metrics": metrics,
         "label_distribution": {label: counts[label] / total for label in task.labels},
         "data_fingerprint": splits.fingerprint,
@@ -269,6 +312,7 @@ def model_meta(
 
 
 def save_run(
+    run: RunDirectory,
     cfg: RunConfig,
     result: TrainResult,
     model: Any,
@@ -277,19 +321,27 @@ def save_run(
     splits: Splits,
     method: str | None = None,
 ) -> None:
-    """Reports, plots, the resolved config and the model directory of a finished run."""
+    """Reports, plots, the resolved config and the model directory of a finished run, made
+    visible together (`run.publish`)."""
     from bridgetune.export import save_model_dir
 
-    run_dir = result.run_dir
-    write_report(run_dir, "dev", result.metrics, result.history, title=f"{cfg.name}: dev")
-    scores = {"dev": headline(result.metrics)}
-    if result.test_metrics is not None:
-        write_report(run_dir, "test", result.test_metrics, title=f"{cfg.name}: test")
-        scores["test"] = headline(result.test_metrics)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    atomic_write_text(run_dir / "history.json", json.dumps(result.history, indent=1))
-    meta = model_meta(cfg, task, splits, scores, method)
-    save_model_dir(result.model_dir, model, tokenizer, meta)
+    def write(staging: Path) -> None:
+        write_report(staging, "dev", result.metrics, result.history, title=f"{cfg.name}: dev")
+        scores = {"dev": headline(result.metrics)}
+        if result.test_metrics is not None:
+            write_report(staging, "test", result.test_metrics, title=f"{cfg.name}: test")
+            scores["test"] = headline(result.test_metrics)
+        (staging / "config.yaml").write_text(
+            yaml.safe_dump(cfg.model_dump(), sort_keys=False), encoding="utf-8"
+        )
+        (staging / "history.json").write_text(
+            json.dumps(result.history, indent=1), encoding="utf-8"
+        )
+        failpoint("reports")
+        meta = model_meta(cfg, task, splits, scores, method)
+        save_model_dir(staging / "model", model, tokenizer, meta)
+
+    run.publish(write)
 
 
 def saved_data_config(meta: dict[str, Any], path: str) -> DataConfig:

@@ -1,13 +1,31 @@
-"""Atomic writes: a crash never leaves a half-written file or model where a good one was."""
+"""Atomic writes: a crash never leaves a half-written file or model where a good one was.
+
+A directory is replaced by an exchange rename (Linux `renameat2(RENAME_EXCHANGE)`): the old and
+the new directory swap names in one step, so there is no moment when the path does not exist.
+Where the kernel or filesystem cannot exchange, two renames do it, with a moment between them
+that `replace_directory` keeps as short as two system calls.
+
+Temporary names carry the writer's process id, so a later writer removes what a killed one left
+(and never what a live one is still writing).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import glob
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from bridgetune.failpoints import failpoint
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_CANNOT_EXCHANGE = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM}
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -31,6 +49,58 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one step; False where the system cannot (then nothing moved)."""
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if rename is None:
+        return False
+    rename.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    done = rename(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _CANNOT_EXCHANGE:
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def replace_directory(staging: Path, path: Path) -> Path | None:
+    """Put `staging` at `path`; returns where the old `path` went (to delete), or None."""
+    if not path.exists():
+        os.replace(staging, path)
+        return None
+    if exchange(staging, path):
+        return staging
+    retired = path.with_name(f".{path.name}.{os.getpid()}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    os.replace(path, retired)
+    os.replace(staging, path)
+    return retired
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale(path: Path) -> None:
+    """Delete the temporary siblings of `path` that killed processes left behind."""
+    if not path.parent.is_dir():
+        return
+    for sibling in path.parent.glob(glob.escape(f".{path.name}.") + "*"):
+        parts = sibling.name[len(path.name) + 2 :].split(".")
+        if parts[-1] in ("tmp", "old") and parts[0].isdigit() and not pid_alive(int(parts[0])):
+            if sibling.is_dir():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `path` (old contents removed).
@@ -39,15 +109,17 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale(path)
+    staging = Path(
+        tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    )
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    retired = path.with_name(f".{path.name}.old")
-    shutil.rmtree(retired, ignore_errors=True)
-    if path.exists():
-        os.replace(path, retired)
-    os.replace(staging, path)
-    shutil.rmtree(retired, ignore_errors=True)
+    failpoint(f"before-swap:{path.name}")
+    retired = replace_directory(staging, path)
+    failpoint(f"after-swap:{path.name}")
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)

@@ -391,6 +391,11 @@ class ServeConfig(_Section):
         description="Keys for /admin endpoints (none: admin disabled); also from "
         "BRIDGETUNE_ADMIN_KEYS.",
     )
+    metrics_public: bool = Field(
+        False,
+        description="Serve /metrics without a key when api_keys are set (it shows label names "
+        "and the training label distribution; off: it asks for a key like predict).",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (empty: CORS off)."
     )

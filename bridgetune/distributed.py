@@ -5,6 +5,7 @@ Pure torch: `data` and `training` both use it (DESIGN: data never imports traini
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,12 @@ def processes() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def is_launch_main() -> bool:
+    """Whether this is the first process of a launch (`accelerate launch`, torchrun set RANK),
+    known before any process group exists, so set-up work happens once."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def shared(count: int, work: Callable[[slice], list[T]]) -> list[T]:

@@ -12,12 +12,21 @@ from typing import Any
 
 import torch
 
-from bridgetune.api import ConfigLike, TrainResult, as_config, final_metrics, prepare_task, save_run
+from bridgetune.api import (
+    ConfigLike,
+    TrainResult,
+    as_config,
+    claimed_run,
+    final_metrics,
+    prepare_task,
+    save_run,
+)
 from bridgetune.config import ConfigError, RunConfig
 from bridgetune.data.fewshot import contrastive_pairs
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import load_splits
 from bridgetune.heads.embedding import ContrastiveModel, EmbeddingClassifier, SentenceEncoder
+from bridgetune.rundir import RunDirectory
 from bridgetune.tasks import Task
 from bridgetune.tasks.similarity import PairSimilarityTask
 
@@ -35,18 +44,27 @@ CONTRASTIVE_TRAIN_DEFAULTS = {
 }
 
 
-def fewshot(config: ConfigLike, overrides: list[str] | None = None) -> TrainResult:
-    """Train a few-shot classifier as `config.fewshot` says and save its run directory."""
-    from accelerate.utils import set_seed
-
-    from bridgetune.training.loop import EvalData
-
+def fewshot(
+    config: ConfigLike, overrides: list[str] | None = None, *, overwrite: bool = False
+) -> TrainResult:
+    """Train a few-shot classifier as `config.fewshot` says and save its run directory
+    (a finished run of the same name is replaced only with `overwrite`)."""
     cfg = as_config(config, overrides)
     if cfg.fewshot.mode == "contrastive":
         cfg = contrastive_defaults(cfg)
     if cfg.task not in FEWSHOT_TASKS:
         raise ConfigError(f"fewshot supports the tasks {FEWSHOT_TASKS}, not {cfg.task!r}")
     check_fewshot_options(cfg)
+    with claimed_run(cfg, overwrite=overwrite) as run:
+        return fewshot_run(cfg, run)
+
+
+def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
+    """`fewshot` in the claimed run directory `run`."""
+    from accelerate.utils import set_seed
+
+    from bridgetune.training.loop import EvalData
+
     splits = load_splits(cfg.data, cfg.task)
     task, tokenizer, model_path = prepare_task(cfg, splits)
     set_seed(cfg.train.seed)
@@ -60,12 +78,12 @@ def fewshot(config: ConfigLike, overrides: list[str] | None = None) -> TrainResu
     length = cfg.model.max_length
     dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
     result = TrainResult(
-        cfg.run_dir, cfg.run_dir / "model", final_metrics(loop, dev, calibrate=True), None, history
+        run.path, run.path / "model", final_metrics(loop, dev, calibrate=True), None, history
     )
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
         result.test_metrics = final_metrics(loop, test, calibrate=False)
-    save_run(cfg, result, model, tokenizer, task, splits, method=cfg.fewshot.mode)
+    save_run(run, cfg, result, model, tokenizer, task, splits, method=cfg.fewshot.mode)
     return result
 
 
@@ -98,6 +116,11 @@ def check_fewshot_options(cfg: RunConfig) -> None:
         raise ConfigError(
             f"bridgetune fewshot does not apply {', '.join(used)} (its modes train their own "
             "objective); remove them, or use bridgetune train with data.few_shot_k"
+        )
+    if cfg.fewshot.mode == "prompt" and cfg.fewshot.verbalizer is None:
+        raise ConfigError(
+            "fewshot.mode=prompt needs fewshot.verbalizer: words per label, e.g. "
+            "{positive: [great], negative: [terrible]}"
         )
 
 
@@ -187,7 +210,7 @@ def train_embeddings(
         EvalData(dev_features, [Example(text="") for _ in dev_features]),
         train_cfg,
         tokenizer.pad_token_id,
-        cfg.run_dir / "checkpoint-body",
+        RunDirectory(cfg.run_dir).staging / "checkpoint-body",
         # plain shuffled batches, as SetFit's: length buckets were ~15% faster, but a few seeds
         # could not show that they cost no accuracy (dropout noise alone moves it ~0.015)
         bucket_by_length=False,
@@ -284,7 +307,7 @@ def train_linear_head(
         dev_data,
         head_cfg,
         tokenizer.pad_token_id,
-        cfg.run_dir / "checkpoint-head",
+        RunDirectory(cfg.run_dir).staging / "checkpoint-head",
         resumable=False,
     )
     loop.run()
@@ -313,7 +336,7 @@ def train_prompt(
         EvalData(task.encode(dev, tokenizer, length), dev),
         cfg.train,
         tokenizer.pad_token_id,
-        cfg.run_dir / "checkpoint",
+        RunDirectory(cfg.run_dir).staging / "checkpoint",
         resumable=False,
     )
     history = loop.run().state.history
@@ -323,11 +346,6 @@ def train_prompt(
 def prompt_model(cfg: RunConfig, task: Task, tokenizer: Any, model_path: str) -> torch.nn.Module:
     from bridgetune.heads.prompt import PromptClassifier, load_masked_lm
 
-    if cfg.fewshot.verbalizer is None:
-        raise ConfigError(
-            "fewshot.mode=prompt needs fewshot.verbalizer: words per label, e.g. "
-            "{positive: [great], negative: [terrible]}"
-        )
     mlm = load_masked_lm(model_path, cfg.model.trust_remote_code)
     return PromptClassifier(
         mlm,

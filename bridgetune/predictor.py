@@ -73,6 +73,13 @@ def infer(
     return results  # type: ignore[return-value]
 
 
+REQUIRED_META = ("task", "labels")
+
+
+class ModelDirectoryError(ValueError):
+    """A model directory bridgetune cannot use; the message names the file and what to do."""
+
+
 def read_meta(directory: Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
@@ -80,7 +87,21 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"{directory} is not a bridgetune model directory "
             f"(no {META_FILE}); pass the 'model' folder of a run"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelDirectoryError(
+            f"{path} is not valid JSON ({error}); the file is damaged: retrain, or restore it"
+        ) from None
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if not isinstance(meta, dict) or missing:
+        writer = meta.get("bridgetune_version") if isinstance(meta, dict) else None
+        raise ModelDirectoryError(
+            f"{path} has no {', '.join(repr(k) for k in missing or REQUIRED_META)} (written by "
+            f"{'bridgetune ' + writer if writer else 'an unknown program'}); the file is damaged "
+            "or not from a bridgetune run: retrain, or restore the file"
+        )
+    return meta
 
 
 class Predictor:

@@ -107,6 +107,11 @@ def _zeroshot_model(
         multilabel = task.name == "multilabel"
         return NLIClassifier(nli, tokenizer, labels, hypothesis_template, multilabel), {}
     if method == "prompt":
+        if verbalizer is None:
+            raise ConfigError(
+                "zero-shot method prompt needs a verbalizer: words per label, e.g. "
+                "{positive: [great], negative: [terrible]}"
+            )
         cfg = copy.deepcopy(RunConfig.model_validate({"data": {"train": "-"}}))
         cfg.fewshot.template, cfg.fewshot.verbalizer = template, verbalizer
         return prompt_model(cfg, task, tokenizer, model_path), {}

@@ -28,10 +28,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-install() { $SUDO apt-get install -y chromium chromium-driver; }
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+# apt's output goes to a log that is shown only when something fails.
+quietly() { "$@" >>"$LOG" 2>&1 || { tail -n 30 "$LOG"; return 1; }; }
+install() { quietly $SUDO apt-get install -y -q chromium chromium-driver; }
+echo "install-browser: installing Debian's chromium and chromium-driver (for the browser test)"
 if ! install; then
     echo "install-browser: install failed; updating the package lists and trying again"
-    $SUDO apt-get update
+    quietly $SUDO apt-get update
     install
 fi
 echo "install-browser: installed $("$CHROMIUM" --version 2>/dev/null || echo chromium)"

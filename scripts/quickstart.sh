@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 echo "== 1/4 check the data"
 bridgetune validate-data examples/configs/support_sentiment.yaml
 echo "== 2/4 fine-tune the bundled all-MiniLM-L6-v2 on support-message sentiment"
-bridgetune train examples/configs/support_sentiment.yaml
+bridgetune train examples/configs/support_sentiment.yaml --overwrite   # rerunnable
 echo "== 3/4 evaluation report (runs/support-sentiment/dev_report.md)"
 cat runs/support-sentiment/dev_report.md
 echo "== 4/4 predictions from the saved model"
@@ -17,6 +17,6 @@ bridgetune predict runs/support-sentiment/model \
   "Can I change the delivery address for order #48213?" \
   "Thanks, the replacement charger came a day early. Great service!"
 echo "== bonus: named entities (train support NER, then predict)"
-bridgetune train examples/configs/support_ner.yaml
+bridgetune train examples/configs/support_ner.yaml --overwrite
 bridgetune predict runs/support-ner/model \
   "Hi, this is Maria Lopez: my Nimbus Pad 11 order #55102 to Chicago is late since March 3rd."

@@ -157,3 +157,27 @@ def test_augment_preview_command(tiny_bert, sentiment_csv, ner_conll, tmp_path):
     )
     assert mentions.exit_code == 0, mentions.output
     assert "/B-" in mentions.output  # entity words shown with their tags
+
+
+def test_predict_names_the_stdin_line_that_is_not_utf8(served_classifier):
+    result = runner.invoke(
+        app, ["predict", str(served_classifier)], input=b"fine\n\xc4\xe3\xba\xc3 gbk\n"
+    )
+    assert result.exit_code == 2
+    flat = " ".join(result.output.split())
+    assert "stdin:2: byte 0xc4 at column 1 is not valid UTF-8" in flat
+    assert "iconv" in flat
+
+
+def test_a_model_directory_without_labels_is_a_clear_error(served_classifier, tmp_path):
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(served_classifier, broken)
+    meta = json.loads((broken / "bridgetune.json").read_text())
+    del meta["labels"]
+    (broken / "bridgetune.json").write_text(json.dumps(meta))
+    result = runner.invoke(app, ["predict", str(broken), "fine"])
+    assert result.exit_code == 2
+    flat = " ".join(result.output.split())
+    assert "has no 'labels' (written by bridgetune" in flat and "retrain" in flat

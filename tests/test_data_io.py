@@ -660,3 +660,10 @@ def test_inferred_tags_are_completed_per_scheme():
     assert infer_labels(examples, "ner", "IOB2") == ["O", "B-ORDER", "I-ORDER"]
     chars = [Example(text="ab", tokens=["a", "b"], tags=["B_X", "E_X"])]
     assert infer_labels(chars, "ner", "BMES") == ["O", "B_X", "E_X", "M_X", "S_X"]
+
+
+def test_a_csv_field_over_the_csv_module_limit_is_read(tmp_path: Path) -> None:
+    long = "word " * 40_000  # 200,000 characters: over the csv module's 131,072 default
+    path = write(tmp_path / "long.csv", f'text,label\n"{long}",positive\nshort,negative\n')
+    examples = read(path)
+    assert len(examples[0].text) == len(long) and examples[1].label == "negative"

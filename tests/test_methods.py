@@ -4,6 +4,7 @@ loads back (Predictor; plain transformers for merged ones) to the same logits.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from bridgetune.config import ConfigError, MethodConfig
 from bridgetune.export import save_model_dir
 from bridgetune.methods import apply_method, count_parameters
 from bridgetune.methods.peft import MERGEABLE, AdapterModel
+from bridgetune.methods.prefix import PrefixModel
 from bridgetune.predictor import Predictor
 from tests.conftest import tiny_config
 
@@ -22,7 +24,7 @@ TASKS = {"classification": 2, "pair": 2, "multilabel": 3, "ner": 5}
 PEFT_MARKERS = {
     "lora": "lora_",
     "ia3": "ia3_",
-    "prefix": "prompt_encoder",
+    "prefix": "prefix",
     "prompt": "prompt_encoder",
     "ptuning": "prompt_encoder",
 }
@@ -48,6 +50,8 @@ def should_train(method: str, name: str) -> bool:
         return head
     if method == "bitfit":
         return head or name.endswith(".bias")
+    if method == "prefix":  # ours, not peft's: the prefix tensor and the head itself
+        return name == "prefix" or head
     return "modules_to_save" in name or PEFT_MARKERS[method] in name
 
 
@@ -94,6 +98,9 @@ def test_method_conformance(tiny_bert, tmp_path, method, task) -> None:
         assert torch.allclose(logits(loaded, batch), before, atol=1e-5), export
         if isinstance(model, AdapterModel) and export != "merged":
             assert (directory / "adapter_model.safetensors").is_file()
+            continue
+        if isinstance(model, PrefixModel):
+            assert (directory / "prefix_model.safetensors").is_file()
             continue
         import transformers
 
@@ -165,6 +172,47 @@ def test_prompt_tuning_for_ner_end_to_end(tiny_bert, ner_conll, tmp_path) -> Non
     result = api.train(config)
     predictions = api.predict(result.model_dir, ["john smith visited paris"])
     assert [len(p["tags"]) for p in predictions] == [4]  # one tag per word, no virtual tokens
+
+
+def test_prefix_tuning_trains_end_to_end_and_reloads_identically(
+    tiny_bert, sentiment_csv, tmp_path
+) -> None:
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+        method={"name": "prefix", "num_virtual_tokens": 4},
+        train={"epochs": 10, "lr": 3e-2},
+    )
+    result = api.train(config)
+    history = json.loads((result.model_dir.parent / "history.json").read_text())
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert losses[-1] < losses[0] * 0.9  # (a frozen random tiny body cannot reach 100%)
+    assert api.evaluate(result.model_dir, sentiment_csv) == result.metrics
+    assert (result.model_dir / "prefix_model.safetensors").is_file()
+
+
+def test_prefix_reaches_every_layer_and_padding_stays_masked(tiny_bert) -> None:
+    torch.manual_seed(0)
+    model = apply_method(
+        build(tiny_bert, "ner"), MethodConfig(name="prefix", num_virtual_tokens=3), "ner", "x"
+    ).eval()
+    short = {"input_ids": torch.tensor([[2, 10, 11, 3]]), "attention_mask": torch.ones(1, 4)}
+    padded = {
+        "input_ids": torch.tensor([[2, 10, 11, 3, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 0, 0]]),
+    }
+    alone = logits(model, short)
+    assert torch.allclose(logits(model, padded)[:, :4], alone, atol=1e-5)  # pads unseen
+    for layer in range(2):  # each layer's prefix changes the output
+        with torch.no_grad():
+            model.prefix[layer].add_(1.0)
+        assert not torch.allclose(logits(model, short), alone, atol=1e-4), layer
+        with torch.no_grad():
+            model.prefix[layer].sub_(1.0)
+    model.train()
+    model(**short, labels=torch.tensor([[0, 1, 2, 0]])).loss.backward()
+    assert model.prefix.grad is not None and model.prefix.grad.abs().sum() > 0
 
 
 def test_unknown_method_is_a_config_error_with_a_hint(tiny_bert, tmp_path) -> None:

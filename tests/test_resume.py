@@ -39,7 +39,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(
     with pytest.raises(TrainingInterrupted) as stopped:
         api.train(config, on_step=_interrupt_at(stop_step))
     assert stopped.value.step == stop_step
-    assert (tmp_path / "b" / "tiny" / "checkpoint" / "model.safetensors").is_file()
+    assert (tmp_path / "b" / ".tiny.partial" / "checkpoint" / "model.safetensors").is_file()
     assert not (tmp_path / "b" / "tiny" / "model").exists()  # nothing half-written
     resumed = api.train(config, resume=True)
     assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
@@ -50,7 +50,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_bert, sentiment_csv, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no unfinished run"):
         api.train(_config(tiny_bert, sentiment_csv, tmp_path), resume=True)
 
 
@@ -84,7 +84,7 @@ def test_lora_with_fgm_resumes_to_the_same_run(tiny_bert, sentiment_csv, tmp_pat
     with pytest.raises(TrainingInterrupted):
         api.train(config, on_step=_interrupt_at(3))
     # the checkpoint holds what trains: the adapter and the head, not the frozen base model
-    saved = load_file(tmp_path / "b" / "tiny" / "checkpoint" / "model.safetensors")
+    saved = load_file(tmp_path / "b" / ".tiny.partial" / "checkpoint" / "model.safetensors")
     assert saved and all("lora_" in k or "modules_to_save" in k for k in saved), list(saved)
     resumed = api.train(config, resume=True)
     assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -319,3 +320,75 @@ def test_cli_serve_checks_its_options_before_starting(served_classifier):
 
 def _flat(text: str) -> str:
     return " ".join(text.split())
+
+
+def test_bodies_that_are_not_json_get_415(classifier, tmp_path):
+    with client_for(classifier, tmp_path) as client:
+        body = json.dumps({"texts": ["fine"]})
+        for headers in ({}, {"Content-Type": "text/plain"}, {"Content-Type": "application/xml"}):
+            response = client.post("/v1/predict", content=body, headers=headers)
+            assert response.status_code == 415, (headers, response.text)
+            assert "Content-Type: application/json" in response.json()["detail"]
+        charset = {"Content-Type": "application/json; charset=utf-8"}
+        assert client.post("/v1/predict", content=body, headers=charset).status_code == 200
+
+
+def test_invalid_unicode_is_422_naming_the_text(classifier, tmp_path):
+    with client_for(classifier, tmp_path) as client:
+        raw = '{"texts": ["fine", "x\\ud800y"]}'  # a lone surrogate, escaped as JSON allows
+        response = client.post(
+            "/v1/predict", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert "texts[1] is not valid Unicode" in response.json()["detail"]
+        feedback = '{"text": "a\\udfffb", "label": "positive"}'
+        response = client.post(
+            "/v1/feedback", content=feedback, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422 and "text is not valid Unicode" in response.text
+        undecodable = client.post(
+            "/v1/predict", content=b'{"texts": ["\xff\xfe"]}',
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert 400 <= undecodable.status_code < 500, undecodable.text
+
+
+def test_an_unexpected_error_is_a_500_with_a_request_id_and_no_stack(
+    classifier, tmp_path, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr("bridgetune.serve.app.schemas.Info", broken)
+    app = create_app(classifier, ServeConfig(feedback_db=str(tmp_path / "f.db")))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/v1/info")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert body["request_id"] in caplog.text and "secret internal detail" in caplog.text
+
+
+def test_metrics_need_the_key_when_keys_are_set(classifier, tmp_path):
+    with client_for(classifier, tmp_path, api_keys=["k1"]) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"X-API-Key": "k1"}).status_code == 200
+    with client_for(classifier, tmp_path, api_keys=["k1"], metrics_public=True) as client:
+        assert client.get("/metrics").status_code == 200
+    with client_for(classifier, tmp_path) as client:  # no keys: open, as every endpoint
+        assert client.get("/metrics").status_code == 200
+
+
+def test_reload_of_a_directory_without_labels_says_which_key(classifier, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(classifier.directory, broken)
+    meta = json.loads((broken / "bridgetune.json").read_text())
+    del meta["labels"]
+    (broken / "bridgetune.json").write_text(json.dumps(meta))
+    with client_for(classifier, tmp_path, admin_keys=["root"]) as client:
+        response = client.post(
+            "/admin/reload", json={"model_dir": str(broken)}, headers={"X-API-Key": "root"}
+        )
+        assert response.status_code == 422
+        assert "has no 'labels' (written by bridgetune" in response.json()["detail"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -79,3 +80,50 @@ def _fuzz(operation, mode) -> None:
         )
 
     run()
+
+
+CONTENT_TYPES = [
+    None,
+    "application/json",
+    "application/json; charset=utf-8",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/xml",
+    "application/vnd.api+json",
+    "",
+]
+
+
+def _texts_with_bad_unicode():
+    """JSON bodies whose strings may hold lone surrogates, as raw bytes or JSON escapes."""
+    from hypothesis import strategies as st
+
+    text = st.text(st.characters(categories=["Cs", "Lu", "Ll", "Nd", "Zs", "Lo"]))
+    texts = st.lists(text, min_size=1, max_size=4)
+    as_json = texts.map(lambda items: json.dumps({"texts": items}).encode())
+    raw = st.binary(max_size=64).map(lambda junk: b'{"texts": ["' + junk + b'"]}')
+    return st.one_of(as_json, raw)
+
+
+def test_content_types_and_invalid_unicode_never_get_a_server_error(live: LiveServer) -> None:
+    from hypothesis import strategies as st
+
+    seen: dict[int, int] = {}
+
+    @given(
+        path=st.sampled_from(["/v1/predict", "/v1/feedback", "/admin/reload"]),
+        content_type=st.sampled_from(CONTENT_TYPES),
+        body=_texts_with_bad_unicode(),
+    )
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None)
+    def run(path: str, content_type: str | None, body: bytes) -> None:
+        headers = {"X-API-Key": ADMIN_KEY}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        response = httpx.post(f"{live.url}{path}", content=body, headers=headers, timeout=30)
+        assert response.status_code < 500, (path, content_type, body, response.text)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+
+    run()
+    assert seen.get(415, 0) >= 5 and seen.get(422, 0) >= 5, seen  # both refusals were reached

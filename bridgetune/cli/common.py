@@ -17,6 +17,10 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides: train.lr=3e-5")]
+Overwrite = Annotated[
+    bool,
+    typer.Option(help="Replace a finished run of the same name (kept until the new one is done)."),
+]
 
 
 def quiet_libraries() -> None:
@@ -39,10 +43,18 @@ def run_action(action):
     from bridgetune.config import ConfigError
     from bridgetune.data.schema import DataError
     from bridgetune.models import ModelError
+    from bridgetune.rundir import RunDirectoryError
 
     try:
         return action()
-    except (ConfigError, DataError, ModelError, FileNotFoundError, ValueError) as error:
+    except (
+        ConfigError,
+        DataError,
+        ModelError,
+        RunDirectoryError,
+        FileNotFoundError,
+        ValueError,
+    ) as error:
         fail(error)
 
 

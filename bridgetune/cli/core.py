@@ -13,6 +13,7 @@ from rich.table import Table
 
 from bridgetune.cli.common import (
     Overrides,
+    Overwrite,
     app,
     console,
     fail,
@@ -27,12 +28,15 @@ from bridgetune.cli.common import (
 def train(
     config: Path,
     overrides: Overrides = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run's unfinished training from its checkpoint.")
+    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a model as CONFIG says; writes reports and the model to the run directory."""
     from bridgetune import api
 
-    run_training(lambda: api.train(config, overrides or [], resume=resume))
+    run_training(lambda: api.train(config, overrides or [], resume=resume, overwrite=overwrite))
 
 
 @app.command()
@@ -65,6 +69,7 @@ def predict(
 ) -> None:
     """Predict with a saved model: texts as arguments, --file, or lines on stdin; writes JSONL."""
     from bridgetune import api
+    from bridgetune.data.io import decode_utf8
     from bridgetune.data.schema import Example
 
     quiet_libraries()
@@ -73,9 +78,9 @@ def predict(
     elif file is not None:
         inputs = run_action(lambda: api.read_inputs(model_dir, file, fmt))
     elif not sys.stdin.isatty():
-        inputs = [
-            Example(text=line.rstrip("\n"), text_pair=pair) for line in sys.stdin if line.strip()
-        ]
+        text = run_action(lambda: decode_utf8(sys.stdin.buffer.read(), "stdin"))
+        lines = text.replace("\r\n", "\n").split("\n")  # not splitlines(): U+2028 is text
+        inputs = [Example(text=line, text_pair=pair) for line in lines if line.strip()]
     else:
         inputs = []
     if not inputs:

@@ -9,6 +9,7 @@ import typer
 
 from bridgetune.cli.common import (
     Overrides,
+    Overwrite,
     app,
     console,
     key_value,
@@ -23,11 +24,12 @@ from bridgetune.cli.common import (
 def fewshot(
     config: Path,
     overrides: Overrides = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Few-shot training as CONFIG's `fewshot` section says (contrastive or prompt-based)."""
     from bridgetune.fewshot import fewshot as run_fewshot
 
-    run_training(lambda: run_fewshot(config, overrides or []))
+    run_training(lambda: run_fewshot(config, overrides or [], overwrite=overwrite))
 
 
 @app.command()

@@ -42,15 +42,20 @@ def read_text(path: Path) -> str:
     """Read a file as strict UTF-8, naming the line of the first bad byte."""
     if not path.is_file():
         raise DataError(f"{path}: file does not exist; check the data path in your config")
-    raw = path.read_bytes()
+    return decode_utf8(path.read_bytes(), str(path))
+
+
+def decode_utf8(raw: bytes, source: str) -> str:
+    """`raw` as strict UTF-8 (a BOM dropped); DataError naming `source`, line and column of the
+    first bad byte otherwise."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
         raise DataError(
-            f"{path}:{line}: byte 0x{raw[error.start]:02x} at column {column} is not valid UTF-8; "
-            "re-save the file with UTF-8 encoding"
+            f"{source}:{line}: byte 0x{raw[error.start]:02x} at column {column} is not valid "
+            "UTF-8; re-save the text as UTF-8 (e.g. iconv -f GBK -t UTF-8 for GBK files)"
         ) from None
 
 
@@ -82,8 +87,20 @@ def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(f"{path}:{number}: each line must be a JSON object")
             yield number, row
         return
+    # the file is in memory already, so the csv module's 128 KiB field cap protects nothing:
+    # a field may be as long as the file (long documents are real data)
+    csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, 2**31 - 1)))
     reader = csv.DictReader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as error:  # a field over the limit still (a file over 2 GiB)
+            raise DataError(
+                f"{path}:{reader.line_num}: not valid {fmt.upper()} ({error}); check the quoting"
+            ) from None
         # line_num is the record's last line; quoted fields may span several lines
         start = reader.line_num - sum(str(v).count("\n") for v in row.values() if v)
         if None in row:

@@ -8,7 +8,8 @@ are given, so the loop, `infer`, the tasks' decoding and the service use them un
   from label descriptions, where the rows are the descriptions' embeddings);
 - prompt: a masked-LM scores verbalizer words at the mask slot of a template (PET-style);
 - nli: an NLI cross-encoder scores "text entails hypothesis(label)" for every label;
-- adapter: a peft adapter saved unmerged (bridgetune.methods.peft), put back on its base model.
+- adapter: a peft adapter saved unmerged (bridgetune.methods.peft), put back on its base model;
+- prefix: a key/value prefix per layer and the head (bridgetune.methods.prefix), likewise.
 
 A model directory of a head keeps the wrapped model in transformers format (plain `transformers`
 loads it) and `bridgetune.json` describes the head under the key "head".
@@ -63,20 +64,24 @@ def load_head_model(directory: Path, meta: dict[str, Any]) -> torch.nn.Module | 
 
         return NLIClassifier.load(directory, head, labels, multilabel)
     if kind == "adapter":
-        return load_adapter_model(directory, head, labels)
+        from bridgetune.methods.peft import AdapterModel
+
+        return AdapterModel.from_saved(load_base_model(head, labels), directory, head)
+    if kind == "prefix":
+        from bridgetune.methods.prefix import PrefixModel
+
+        return PrefixModel.from_saved(load_base_model(head, labels), directory, head)
     raise ValueError(f"{directory}: unknown head type {kind!r} in bridgetune.json")
 
 
-def load_adapter_model(directory: Path, head: dict[str, Any], labels: list[str]) -> torch.nn.Module:
-    """A peft adapter (and its trained head) put back on its base model, built with `labels`."""
+def load_base_model(head: dict[str, Any], labels: list[str]) -> torch.nn.Module:
+    """The pretrained base model an adapter or prefix goes back on, built with `labels`."""
     import transformers
 
-    from bridgetune.methods.peft import AdapterModel
     from bridgetune.models import resolve_model
     from bridgetune.tasks.base import load_pretrained
 
     kind = "Token" if head["problem"] == "token" else "Sequence"
     auto = getattr(transformers, f"AutoModelFor{kind}Classification")
     extra = {"problem_type": "multi_label_classification"} if head["problem"] == "multi" else {}
-    base = load_pretrained(auto, resolve_model(head["base_model"]), labels, **extra)
-    return AdapterModel.from_saved(base, directory, head)
+    return load_pretrained(auto, resolve_model(head["base_model"]), labels, **extra)

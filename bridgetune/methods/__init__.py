@@ -1,7 +1,7 @@
 """Tuning methods: which parameters of a model train, and how the result is saved.
 
 `apply_method` is the one entry point; each method is a function registered in METHODS
-(freeze.py: full, head_only, bitfit; peft.py: lora, ia3, prefix, prompt, ptuning).
+(freeze.py: full, head_only, bitfit; peft.py: lora, ia3, prompt, ptuning; prefix.py: prefix).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import torch
 from bridgetune.config import ConfigError, MethodConfig
 from bridgetune.methods import freeze as _freeze  # noqa: F401  (registers)
 from bridgetune.methods import peft as _peft  # noqa: F401  (registers)
+from bridgetune.methods import prefix as _prefix  # noqa: F401  (registers)
 from bridgetune.methods.base import METHODS, count_parameters, head_modules, is_head
 from bridgetune.methods.peft import AdapterModel
+from bridgetune.methods.prefix import PrefixModel
 
 PROBLEMS = {"classification": "single", "pair": "single", "multilabel": "multi", "ner": "token"}
 
@@ -25,13 +27,13 @@ def apply_method(
     `base_model` is the configured model name (kept by adapters to find their base again).
     """
     prepared = METHODS.get(cfg.name)(model, cfg, head_modules(model), PROBLEMS[task])
-    if isinstance(prepared, AdapterModel):
+    if isinstance(prepared, (AdapterModel, PrefixModel)):
         prepared.base_model = base_model  # a name resolve_model finds again, not a local path
     return prepared
 
 
 def check_method(cfg: MethodConfig, model_path: str, task: str, trust_remote_code: bool) -> None:
-    """Apply the method to a one-layer copy of the model's architecture and run a forward pass,
+    """Apply the method to a two-layer copy of the model's architecture and run a forward pass,
     so a method the architecture cannot take fails with a clear message before any data is read.
 
     Raises:
@@ -46,7 +48,7 @@ def check_method(cfg: MethodConfig, model_path: str, task: str, trust_remote_cod
     )
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(config, key):
-            setattr(config, key, 1)
+            setattr(config, key, 2)  # two: a stack of layers is found as a repeated block
     model = getattr(transformers, auto).from_config(config, trust_remote_code=trust_remote_code)
     try:
         prepared = apply_method(model, cfg, task, model_path)
@@ -75,7 +77,7 @@ def method_error(
             f"{model_type} model that {cfg.name} can adapt; its linear modules are: "
             + ", ".join(linear)
         )
-    elif cfg.name in ("prefix", "prompt", "ptuning"):
+    elif cfg.name in ("prefix", "prompt", "ptuning") and "method.name=" not in message:
         message += "; use method.name=lora (works with any model that has linear layers)"
     return message
 

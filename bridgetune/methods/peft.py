@@ -1,6 +1,6 @@
-"""Parameter-efficient methods through the `peft` library: LoRA, IA3, prefix tuning, prompt
-tuning and P-tuning. The task head is always in `modules_to_save`, so it trains and is saved
-with the adapter.
+"""Parameter-efficient methods through the `peft` library: LoRA, IA3, prompt tuning and
+P-tuning (prefix tuning is ours: methods/prefix.py). The task head is always in
+`modules_to_save`, so it trains and is saved with the adapter.
 
 `AdapterModel` wraps the peft model so the loop, `infer` and the service see the same interface
 as for any other model (`.logits`, `.loss`), including token tasks under prompt methods, whose
@@ -11,7 +11,10 @@ plain transformers weights (LoRA, IA3) or the adapter and head (`adapter_config.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from bridgetune.config import MethodConfig
 from bridgetune.methods.base import METHODS
 
 MERGEABLE = ("lora", "ia3")
-PROMPT_METHODS = ("prefix", "prompt", "ptuning")
+PROMPT_METHODS = ("prompt", "ptuning")
 
 
 def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: str = "") -> Any:
@@ -51,11 +54,18 @@ def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: st
             **common,
         )
     virtual = {"num_virtual_tokens": cfg.num_virtual_tokens, "modules_to_save": head, **common}
-    if cfg.name == "prefix":
-        return peft.PrefixTuningConfig(**virtual)
     if cfg.name == "prompt":
         return peft.PromptTuningConfig(**virtual)
     return peft.PromptEncoderConfig(**virtual)
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft 0.21 calls `is_gradient_checkpointing`, which transformers 5.24 deprecated: a
+    FutureWarning for every adapter built or loaded that users can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        yield
 
 
 def head_loss(logits: torch.Tensor, labels: torch.Tensor | None, problem: str) -> Any:
@@ -123,7 +133,8 @@ class AdapterModel(torch.nn.Module):
         """Put the adapter saved in `directory` back on `base` (built with the run's labels)."""
         from peft import PeftModel
 
-        peft_model = PeftModel.from_pretrained(base, str(directory))
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(base, str(directory))
         return cls(peft_model, head["method"], head["problem"], head["base_model"], "adapter")
 
 
@@ -135,7 +146,8 @@ def _register(name: str) -> None:
         from peft import get_peft_model
 
         config = peft_config(cfg, head, problem, getattr(model.config, "model_type", ""))
-        peft_model = get_peft_model(model, config)
+        with quiet_peft():
+            peft_model = get_peft_model(model, config)
         return AdapterModel(peft_model, cfg.name, problem, model.config.name_or_path, cfg.export)
 
 

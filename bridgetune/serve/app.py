@@ -7,8 +7,10 @@ GET /metrics, POST /admin/reload, and the playground page at /.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import uuid
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -25,7 +27,13 @@ from bridgetune.predictor import Predictor
 from bridgetune.serve import schemas
 from bridgetune.serve.batching import MicroBatcher
 from bridgetune.serve.metrics import ServiceMetrics
-from bridgetune.serve.middleware import BodyLimit, RequestMetrics, key_matches, presented_key
+from bridgetune.serve.middleware import (
+    BodyLimit,
+    RequestMetrics,
+    RequireJSON,
+    key_matches,
+    presented_key,
+)
 from bridgetune.serve.service import (
     RequestError,
     feedback_label,
@@ -46,9 +54,11 @@ ENDPOINTS = (
     "/v1/feedback",
     "/admin/reload",
 )
+JSON_BODIES = ("/v1/predict", "/v1/feedback", "/admin/reload")
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong API key."},
     413: {"description": "Too many texts or too large a body."},
+    415: {"description": "The body is not sent as application/json."},
     422: {"description": "The request does not fit the schema or the model."},
     503: {"description": "The model is still loading."},
 }
@@ -103,6 +113,7 @@ def create_app(model: str | Path | Predictor, config: ServeConfig | None = None)
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
+    app.add_middleware(RequireJSON, paths=JSON_BODIES)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=service.metrics, endpoints=ENDPOINTS)
     return app
@@ -154,10 +165,39 @@ def _add_error_handlers(app: FastAPI) -> None:
             {"detail": "; ".join(problems), "errors": _plain(error.errors())}, status_code=422
         )
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        """A bug, not the client's mistake: logged with an id the client can quote."""
+        request_id = uuid.uuid4().hex[:16]
+        log.error(
+            "request %s: %s %s failed", request_id, request.method, request.url.path,
+            exc_info=error,
+        )  # fmt: skip
+        return JSONResponse(
+            {
+                "detail": "internal error; the server log has the details under this request id",
+                "request_id": request_id,
+            },
+            status_code=500,
+            headers={"X-Request-ID": request_id},
+        )
+
 
 def _plain(errors: Any) -> Any:
-    """Validation errors with their non-JSON parts (exceptions in ctx) as strings."""
-    return [{k: (str(v) if k == "ctx" else v) for k, v in item.items()} for item in errors]
+    """Validation errors as JSON: exceptions in ctx and non-JSON inputs (bytes, surrogates)
+    become strings."""
+    return [
+        {k: (v if k in ("type", "loc", "msg") else _json_safe(v)) for k, v in item.items()}
+        for item in errors
+    ]
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return repr(value)[:200]
+    return value
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
@@ -195,7 +235,12 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True, "model_version": service.slot.version})
 
-    @app.get("/metrics", tags=["status"], summary="Prometheus metrics.")
+    @app.get(
+        "/metrics",
+        tags=["status"],
+        summary="Prometheus metrics (behind the API key when keys are set, unless metrics_public).",
+        dependencies=[] if config.metrics_public else [Depends(user)],
+    )
     async def metrics() -> Response:
         body, content_type = service.metrics.render()
         return Response(body, media_type=content_type)

@@ -1,4 +1,5 @@
-"""ASGI middleware and key checks: body size limit (413), request metrics, API keys."""
+"""ASGI middleware and key checks: body size limit (413), JSON bodies only (415), request
+metrics, API keys."""
 
 from __future__ import annotations
 
@@ -63,6 +64,32 @@ class BodyLimit:
                 "request or raise max_body_bytes"
             },
         )
+
+
+class RequireJSON:
+    """Answer 415 to a body sent to `paths` without a JSON Content-Type (missing, text/plain,
+    a form...), before FastAPI would try to read it as something else."""
+
+    def __init__(self, app: ASGIApp, paths: Iterable[str]) -> None:
+        self.app = app
+        self.paths = set(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            declared = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+            media = declared.split(";", 1)[0].strip().lower()
+            if media != "application/json" and not media.endswith("+json"):
+                shown = repr(declared) if declared else "none"
+                await send_json(
+                    send,
+                    415,
+                    {
+                        "detail": f"the body must be JSON: send Content-Type: application/json "
+                        f"(this request had {shown})"
+                    },
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """JSON may escape lone surrogates ("\\ud800") that no tokenizer or database takes."""
+        for where, text in _strings(data, ""):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise ValueError(
+                    f"{where} is not valid Unicode: a lone surrogate "
+                    f"(U+{ord(text[error.start]):04X}) at character {error.start}; send text "
+                    "that is valid UTF-8"
+                ) from None
+        return data
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(path such as "texts[2]", string) for every string in a parsed JSON value."""
+    if isinstance(value, str):
+        yield where or "body", value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{where}[{index}]")
 
 
 def _has_text(value: str) -> str:

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from bridgetune.atomic import atomic_directory
+from bridgetune.failpoints import failpoint
 
 STATE_FILE = "loop_state.json"
 TRAINABLE_FORMAT = "bridgetune-trainable"  # safetensors metadata "format" of a partial file
@@ -84,6 +85,7 @@ def save_best(directory: Path, model: torch.nn.Module) -> None:
     Path(directory).mkdir(parents=True, exist_ok=True)
     temporary = Path(directory) / "best.safetensors.tmp"
     save_weights(model, temporary)
+    failpoint("best")
     temporary.replace(Path(directory) / "best.safetensors")
 
 

@@ -1,0 +1,215 @@
+"""A run directory (`<output_dir>/<name>/`) is written as one unit.
+
+While a run trains, everything it writes goes to a staging directory beside the run,
+`.<name>.partial/` (its checkpoint, the best weights, then its reports and model); when the run
+has finished, the staging directory and the run directory swap names in one exchange rename
+(bridgetune.atomic). So `<name>/` always holds one whole finished run, reports matching model,
+or nothing; a killed run leaves the previous run untouched.
+
+- A finished run is replaced only when asked (`--overwrite`); otherwise starting a run into it
+  is refused before any work.
+- The staging directory records its writer (`.owner.json`: process id, host, start time). A
+  fresh run removes what a killed writer left (saying so; `--resume` continues it instead) and
+  refuses to start while a live process still writes it. After the swap the staging name holds
+  the previous run, without an owner file, until it is deleted.
+- Write points, each covered by a failpoint (bridgetune.failpoints) in the fault-injection
+  test: checkpoint swaps, best weights, reports, the model directory, the run swap.
+- Before training: the output directory must be writable and have room for the checkpoints and
+  the model (`check_disk`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridgetune.atomic import pid_alive, remove_stale, replace_directory
+from bridgetune.failpoints import failpoint
+
+OWNER_FILE = ".owner.json"
+MODEL_META = Path("model") / "bridgetune.json"
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked; the message says what to do."""
+
+
+def finished_run(path: Path) -> dict[str, Any] | None:
+    """What the finished run in `path` says of itself (its model's bridgetune.json), or None."""
+    meta_path = path / MODEL_META
+    if not meta_path.is_file():
+        return None
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # a model directory is there, whatever state its description is in
+
+
+def describe(meta: dict[str, Any]) -> str:
+    scores = meta.get("metrics", {}).get("dev") or {}
+    score = ", ".join(f"dev {name} {value:.4g}" for name, value in list(scores.items())[:1])
+    when = meta.get("created", "at an unknown time")
+    return f"trained {when}" + (f", {score}" if score else "")
+
+
+class RunDirectory:
+    """The run directory `path` and its staging directory; see the module docstring."""
+
+    def __init__(self, path: Path, announce: Callable[[str], None] = print) -> None:
+        self.path = Path(path)
+        self.staging = self.path.parent / f".{self.path.name}.partial"
+        self.announce = announce
+        self.created: Path | None = None  # the first folder `prepare` had to create
+
+    @property
+    def checkpoint(self) -> Path:
+        """Where the loop writes checkpoints and best weights while the run trains."""
+        return self.staging / "checkpoint"
+
+    def prepare(self, resume: bool = False, overwrite: bool = False) -> None:
+        """Check and claim the directory before any work (see the module docstring).
+
+        Raises:
+            RunDirectoryError: not writable, a finished run and no `overwrite`, or another
+                process writing the run.
+            FileNotFoundError: `resume` without an unfinished run to continue.
+        """
+        self._check_target()
+        remove_stale(self.path)  # a fallback swap's leftovers (bridgetune.atomic)
+        # a run killed right after its swap left its owner file in place: it must not travel
+        # back to the staging name with the next swap (it would look like an unfinished run)
+        (self.path / OWNER_FILE).unlink(missing_ok=True)
+        owner = self._owner()
+        if owner and owner.get("host") == socket.gethostname() and owner["pid"] != os.getpid():
+            if pid_alive(owner["pid"]):
+                raise RunDirectoryError(
+                    f"{self.path}: another bridgetune process (pid {owner['pid']}, started "
+                    f"{owner.get('started', '?')}) is writing this run; wait for it, or choose "
+                    "another name"
+                )
+        if resume:
+            self._take_over(owner)
+            return
+        finished = finished_run(self.path)
+        if finished is not None and not overwrite:
+            raise RunDirectoryError(
+                f"{self.path} holds a finished run ({describe(finished)}). Pass --overwrite "
+                f"(Python: overwrite=True) to replace it (it stays until the new run has "
+                f"finished), or choose another name (name={self.path.name}-2)"
+            )
+        if self.staging.exists():
+            if owner and (self.checkpoint / "loop_state.json").is_file():
+                self.announce(
+                    f"removed the unfinished run that a stopped process left in {self.staging} "
+                    "(--resume would have continued it)"
+                )
+            shutil.rmtree(self.staging)
+        self._claim()
+
+    def publish(self, write: Callable[[Path], None]) -> None:
+        """`write(staging)` writes the run's results; then the whole run replaces `path`.
+
+        The owner file stays until the swap, so a run killed before it can still `--resume`
+        (its checkpoint is complete); after the swap the staging name holds the previous run,
+        ownerless, for `prepare` to delete if this process dies before it does."""
+        write(self.staging)
+        failpoint("before-swap:run")
+        retired = replace_directory(self.staging, self.path)
+        failpoint("after-swap:run")
+        (self.path / OWNER_FILE).unlink(missing_ok=True)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+
+    def abandon(self) -> None:
+        """After a run failed: keep a checkpoint to resume from; otherwise leave no trace (the
+        staging directory and the folders `prepare` created are removed)."""
+        if (self.checkpoint / "loop_state.json").is_file():
+            return
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.created is None:
+            return
+        for folder in (self.path.parent, *self.path.parent.parents):
+            try:
+                folder.rmdir()  # only while empty
+            except OSError:
+                return
+            if folder == self.created:
+                return
+
+    def _check_target(self) -> None:
+        for part in (self.path, *self.path.parents):
+            if part.exists() and not part.is_dir():
+                raise RunDirectoryError(
+                    f"cannot write the run to {self.path}: {part} is a file, not a directory. "
+                    "Choose another output_dir or name"
+                )
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
+        self.created = missing[-1] if missing else None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            probe = self.path.parent / f".{self.path.name}.{os.getpid()}.probe.tmp"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise RunDirectoryError(
+                f"cannot write the run to {self.path}: {error.strerror or error} "
+                f"({error.filename or self.path.parent}). Choose a writable output_dir"
+            ) from error
+
+    def _owner(self) -> dict[str, Any] | None:
+        try:
+            owner = json.loads((self.staging / OWNER_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return owner if isinstance(owner.get("pid"), int) else None
+
+    def _claim(self) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (self.staging / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+
+    def _take_over(self, owner: dict[str, Any] | None) -> None:
+        if owner is None or not (self.checkpoint / "loop_state.json").is_file():
+            raise FileNotFoundError(
+                f"--resume: no unfinished run of {self.path.name!r} to continue (its checkpoint "
+                f"would be in {self.checkpoint}; a run can be resumed after Ctrl-C or a crash "
+                "during training). Run without --resume to start again"
+            )
+        self._claim()
+
+
+def check_disk(directory: Path, need: int) -> None:
+    """Raise RunDirectoryError when `directory`'s filesystem has less than `need` bytes free."""
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise RunDirectoryError(
+            f"{directory}: the run needs about {need / 1e9:.2f} GB for its checkpoints and "
+            f"model, and {free / 1e9:.2f} GB are free. Free some space or choose another "
+            "output_dir"
+        )
+
+
+def run_bytes(model: Any) -> int:
+    """Disk a run of `model` needs at its peak: the saved model, two checkpoints during a
+    checkpoint swap (trainable weights + AdamW's two moments each) and the best weights."""
+    seen: set[int] = set()
+    total = trainable = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        size = parameter.numel() * parameter.element_size()
+        total += size
+        if parameter.requires_grad:
+            trainable += parameter.numel() * 4  # fp32 weights and moments
+    return total + 7 * trainable
