@@ -65,3 +65,18 @@ def test_ner_matches_token_classification_pipeline(tmp_path):
             by_start.setdefault(token["start"], token["entity"])  # first sub-token of a word
         starts = [start for start, _ in split_words(text, predictor.tokenizer)]
         assert [by_start[s] for s in starts] == prediction["tags"], text
+
+
+def test_prefix_tuning_trains_the_default_model(tmp_path):
+    """method: prefix on MiniLM with the locked transformers (peft's prefix tuning broke there):
+    trains, saves prefix + head, reloads to the same metrics."""
+    import json
+
+    overrides = [*_quick(tmp_path, 2), "method.name=prefix", "train.lr=5e-3", "train.log_every=2"]
+    result = api.train(ROOT / "examples/configs/support_sentiment.yaml", overrides)
+    history = json.loads((result.run_dir / "history.json").read_text())
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert losses[-1] < losses[0]
+    assert (result.model_dir / "prefix_model.safetensors").is_file()
+    reloaded = api.evaluate(result.model_dir, ROOT / "examples/data/support/dev.csv")
+    assert reloaded["accuracy"] == result.metrics["accuracy"]
