@@ -34,7 +34,7 @@ from bridgetune.failpoints import failpoint
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.predictor import Predictor, read_meta
 from bridgetune.rundir import RunDirectory, check_disk, run_bytes
-from bridgetune.tasks import Task, build_task
+from bridgetune.tasks import TASKS, Task, build_task
 
 ConfigLike = RunConfig | str | Path | dict
 
@@ -125,11 +125,18 @@ def train_run(
     """`train` in the claimed run directory `run`."""
     from accelerate.utils import set_seed
 
-    from bridgetune.methods import PROBLEMS, apply_method, check_method, head_modules
+    from bridgetune.methods import apply_method, check_method, head_modules
     from bridgetune.training.loop import EvalData, Loop
     from bridgetune.training.objective import class_weights
 
-    check_method(cfg.method, resolve_model(cfg.model.name), cfg.task, cfg.model.trust_remote_code)
+    kind: Any = TASKS.get(cfg.task)
+    check_method(
+        cfg.method,
+        resolve_model(cfg.model.name),
+        kind.auto_class,
+        kind.problem,
+        cfg.model.trust_remote_code,
+    )
     splits = load_splits(cfg.data, cfg.task)
     task, tokenizer, model_path = prepare_task(cfg, splits)
     splits = augmented(cfg, splits, tokenizer, model_path)
@@ -142,11 +149,11 @@ def train_run(
         model_path, dropout=cfg.model.dropout, trust_remote_code=cfg.model.trust_remote_code
     )
     head = head_modules(model)
-    model = apply_method(model, cfg.method, cfg.task, cfg.model.name)
+    model = apply_method(model, cfg.method, task.problem, cfg.model.name)
     report_parameters(cfg.method.name, model)
     if is_launch_main():
         check_disk(run.path.parent, run_bytes(model))
-    problem = PROBLEMS[cfg.task]
+    problem = task.problem
     loop = Loop(
         model,
         task,
@@ -426,7 +433,7 @@ def monitor(
         The report: settings, expected shares, and per window start, end, count, shares,
         mean_confidence, flagged and alerts.
     """
-    from bridgetune.monitor import WEBHOOK_TIMEOUT_S, check_labels, notify, prediction_signal
+    from bridgetune.monitor import WEBHOOK_TIMEOUT_S, check_labels, notify
     from bridgetune.monitor_report import (
         group_by_window,
         parse_window,
@@ -439,12 +446,11 @@ def monitor(
     width = parse_window(window)
     meta = read_meta(Path(model_dir))
     check_labels(cfg, meta["labels"])
-    task = meta["task"]
-    pair = task == "pair"
-    records = read_stream(Path(input_path), pair=pair)
     predictor = load(model_dir)
+    pair = predictor.task.takes_pairs
+    records = read_stream(Path(input_path), pair=pair)
     inputs = [Example(text=r.text, text_pair=r.text_pair if pair else None) for r in records]
-    observations = [prediction_signal(task, p) for p in predictor.predict(inputs)]
+    observations = [predictor.task.monitor_signal(p) for p in predictor.predict(inputs)]
     expected = meta.get("label_distribution") or {}
     windows, alerts = [], []
     for start, indices in group_by_window(records, width):

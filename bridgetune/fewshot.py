@@ -27,10 +27,9 @@ from bridgetune.data.schema import Example
 from bridgetune.data.splits import load_splits
 from bridgetune.heads.embedding import ContrastiveModel, EmbeddingClassifier, SentenceEncoder
 from bridgetune.rundir import RunDirectory
-from bridgetune.tasks import Task
+from bridgetune.tasks import TASKS, Task
 from bridgetune.tasks.similarity import PairSimilarityTask
 
-FEWSHOT_TASKS = ("classification", "multilabel")
 DEV_PAIRS = 256  # dev pairs scored while the body trains: progress to watch, best epoch kept
 # SetFit's body-phase settings (setfit.TrainingArguments; weight decay is its l2_weight): the
 # `train` keys that a contrastive config leaves unset take these, not the fine-tuning defaults
@@ -52,8 +51,9 @@ def fewshot(
     cfg = as_config(config, overrides)
     if cfg.fewshot.mode == "contrastive":
         cfg = contrastive_defaults(cfg)
-    if cfg.task not in FEWSHOT_TASKS:
-        raise ConfigError(f"fewshot supports the tasks {FEWSHOT_TASKS}, not {cfg.task!r}")
+    if not fewshot_capable(TASKS.get(cfg.task)):
+        capable = [name for name in TASKS if fewshot_capable(TASKS.get(name))]
+        raise ConfigError(f"fewshot supports the tasks {capable}, not {cfg.task!r}")
     check_fewshot_options(cfg)
     with claimed_run(cfg, overwrite=overwrite) as run:
         return fewshot_run(cfg, run)
@@ -85,6 +85,11 @@ def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
         result.test_metrics = final_metrics(loop, test, calibrate=False)
     save_run(run, cfg, result, model, tokenizer, task, splits, method=cfg.fewshot.mode)
     return result
+
+
+def fewshot_capable(task: Any) -> bool:
+    """Few-shot modes classify single texts (one label or several), from sentence embeddings."""
+    return task.problem in ("single", "multi") and not task.takes_pairs
 
 
 def contrastive_defaults(cfg: RunConfig) -> RunConfig:
@@ -248,7 +253,7 @@ def train_classifier(
     features = embed_texts(encoder, tokenizer, [e.text for e in train], cfg.model.max_length)
     x = features.numpy()
     labels = task.labels
-    if task.name == "multilabel":
+    if task.problem == "multi":
         rows = []
         for label in labels:
             y = [int(label in e.label) for e in train]
@@ -291,7 +296,7 @@ def train_linear_head(
 
     hidden = encoder.config.hidden_size
     model = EmbeddingClassifier(
-        encoder, torch.zeros(len(task.labels), hidden), multilabel=task.name == "multilabel"
+        encoder, torch.zeros(len(task.labels), hidden), multilabel=task.problem == "multi"
     )
     for parameter in model.embed.parameters():
         parameter.requires_grad_(False)
@@ -353,5 +358,5 @@ def prompt_model(cfg: RunConfig, task: Task, tokenizer: Any, model_path: str) ->
         cfg.fewshot.template,
         cfg.fewshot.verbalizer,
         task.labels,
-        task.name == "multilabel",
+        task.problem == "multi",
     )

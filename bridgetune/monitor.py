@@ -82,27 +82,6 @@ class Alert:
         return {**asdict(self), "message": self.message()}
 
 
-def prediction_signal(task: str, prediction: Mapping[str, Any]) -> tuple[list[str], float | None]:
-    """The labels and confidence that one prediction contributes to a window.
-
-    Args:
-        task: the model's task (classification, multilabel, pair or ner).
-        prediction: one result of `Predictor.predict`.
-
-    Returns:
-        ``([label], top score)`` for classification and pair, ``(labels, mean probability of
-        each label's decision)`` for multilabel, ``(tags, None)`` for NER.
-    """
-    if task == "ner":
-        return list(prediction["tags"]), None
-    if task == "multilabel":
-        chosen = set(prediction["labels"])
-        scores = prediction["scores"]
-        decided = [p if label in chosen else 1.0 - p for label, p in scores.items()]
-        return list(prediction["labels"]), sum(decided) / len(decided) if decided else None
-    return [prediction["label"]], float(prediction["score"])
-
-
 def label_shares(counts: Mapping[str, int], labels: Iterable[str]) -> dict[str, float]:
     """Each label's share of all label occurrences in `counts` (0.0 for an empty window).
 
@@ -195,7 +174,7 @@ class DriftMonitor:
         self._lock = threading.Lock()
 
     def observe(self, labels: Sequence[str], confidence: float | None) -> list[Alert]:
-        """Add one prediction (see `prediction_signal`) and re-check the thresholds.
+        """Add one prediction (its task's `monitor_signal`) and re-check the thresholds.
 
         Args:
             labels: its label (single-label), labels (multilabel, 0..n) or tags (NER).

@@ -152,7 +152,7 @@ class Predictor:
                 examples.append(Example(text=item[0], text_pair=item[1]))
             else:
                 examples.append(Example(text=str(item)))
-        if self.task.name == "pair" and any(e.text_pair is None for e in examples):
+        if self.task.takes_pairs and any(e.text_pair is None for e in examples):
             raise ValueError("this model classifies text pairs: give (text, text_pair) inputs")
         return examples
 

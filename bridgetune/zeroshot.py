@@ -104,7 +104,7 @@ def _zeroshot_model(
         from bridgetune.heads.nli import NLIClassifier
 
         nli = AutoModelForSequenceClassification.from_pretrained(model_path)
-        multilabel = task.name == "multilabel"
+        multilabel = task.problem == "multi"
         return NLIClassifier(nli, tokenizer, labels, hypothesis_template, multilabel), {}
     if method == "prompt":
         if verbalizer is None:
@@ -128,7 +128,7 @@ def _zeroshot_meta(
         "task": task.name,
         "labels": task.labels,
         "tag_scheme": None,
-        "threshold": 0.5 if task.name == "multilabel" else None,
+        "threshold": 0.5 if task.problem == "multi" else None,
         "max_length": max_length,
         "base_model": model,
         "method": f"zeroshot-{method}",

@@ -73,7 +73,7 @@ def test_rdrop_adds_the_symmetric_kl_of_two_passes() -> None:
 def _embedding_grad_setup(tiny_bert, method: str):
     torch.manual_seed(0)
     model = apply_method(
-        build(tiny_bert, "classification"), MethodConfig(name=method), "classification", "x"
+        build(tiny_bert, "classification"), MethodConfig(name=method), "single", "x"
     )
     model.train()
     for module in model.modules():  # no dropout: passes are comparable by hand

@@ -17,6 +17,7 @@ from bridgetune.methods import apply_method, count_parameters
 from bridgetune.methods.peft import MERGEABLE, AdapterModel
 from bridgetune.methods.prefix import PrefixModel
 from bridgetune.predictor import Predictor
+from bridgetune.tasks import TASKS as TASK_REGISTRY
 from tests.conftest import tiny_config
 
 METHODS = ["full", "head_only", "bitfit", "lora", "ia3", "prefix", "prompt", "ptuning"]
@@ -74,7 +75,8 @@ def test_method_conformance(tiny_bert, tmp_path, method, task) -> None:
     from transformers import AutoTokenizer
 
     torch.manual_seed(0)
-    model = apply_method(build(tiny_bert, task), MethodConfig(name=method), task, str(tiny_bert))
+    problem = TASK_REGISTRY.get(task).problem
+    model = apply_method(build(tiny_bert, task), MethodConfig(name=method), problem, str(tiny_bert))
     named = dict(model.named_parameters())
     trainable = {name for name, p in named.items() if p.requires_grad}
     assert trainable == {name for name in named if should_train(method, name)}
@@ -116,7 +118,7 @@ def test_trainable_counts_shrink_with_parameter_efficient_methods(tiny_bert) -> 
     counts = {}
     for method in METHODS:
         model = apply_method(
-            build(tiny_bert, "classification"), MethodConfig(name=method), "classification", "x"
+            build(tiny_bert, "classification"), MethodConfig(name=method), "single", "x"
         )
         counts[method] = count_parameters(model)
     full_trainable, full_total = counts["full"]
@@ -128,7 +130,7 @@ def test_trainable_counts_shrink_with_parameter_efficient_methods(tiny_bert) -> 
 
 def test_freezing_embeddings_and_bottom_layers(tiny_bert) -> None:
     cfg = MethodConfig(name="full", freeze_embeddings=True, freeze_layers=1)
-    model = apply_method(build(tiny_bert, "classification"), cfg, "classification", "x")
+    model = apply_method(build(tiny_bert, "classification"), cfg, "single", "x")
     for name, parameter in model.named_parameters():
         frozen = ".embeddings." in f".{name}" or ".layer.0." in name
         assert parameter.requires_grad != frozen, name
@@ -136,7 +138,7 @@ def test_freezing_embeddings_and_bottom_layers(tiny_bert) -> None:
         apply_method(
             build(tiny_bert, "classification"),
             MethodConfig(name="full", freeze_layers=5),
-            "classification",
+            "single",
             "x",
         )
 
@@ -195,7 +197,7 @@ def test_prefix_tuning_trains_end_to_end_and_reloads_identically(
 def test_prefix_reaches_every_layer_and_padding_stays_masked(tiny_bert) -> None:
     torch.manual_seed(0)
     model = apply_method(
-        build(tiny_bert, "ner"), MethodConfig(name="prefix", num_virtual_tokens=3), "ner", "x"
+        build(tiny_bert, "ner"), MethodConfig(name="prefix", num_virtual_tokens=3), "token", "x"
     ).eval()
     short = {"input_ids": torch.tensor([[2, 10, 11, 3]]), "attention_mask": torch.ones(1, 4)}
     padded = {
@@ -250,7 +252,7 @@ def test_lora_adapts_every_linear_layer_of_the_body_by_default(tmp_path):
 
     config = DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
     model = apply_method(
-        DistilBertForSequenceClassification(config), MethodConfig(name="lora"), "pair", "x"
+        DistilBertForSequenceClassification(config), MethodConfig(name="lora"), "single", "x"
     )
     adapted = {
         n.split(".lora_A")[0].rsplit(".", 1)[-1]

@@ -26,7 +26,6 @@ from bridgetune.monitor import (
     check_window,
     label_shares,
     post_alert,
-    prediction_signal,
 )
 from bridgetune.monitor_report import parse_timestamp, parse_window, read_stream
 from bridgetune.predictor import Predictor
@@ -187,15 +186,19 @@ def test_multilabel_and_ner_shares_are_shares_of_labels():
     assert label_shares(Counter(), ["x"]) == {"x": 0.0}
 
 
-def test_prediction_signal_per_task():
+def test_monitor_signal_per_task():
+    from bridgetune.tasks import build_task
+
     single = {"label": "neg", "score": 0.8, "scores": {"neg": 0.8, "pos": 0.2}}
-    assert prediction_signal("classification", single) == (["neg"], 0.8)
-    assert prediction_signal("pair", {**single, "label": "same"}) == (["same"], 0.8)
+    assert build_task("classification", ["neg", "pos"]).monitor_signal(single) == (["neg"], 0.8)
+    same = {**single, "label": "same"}
+    assert build_task("pair", ["same", "other"]).monitor_signal(same) == (["same"], 0.8)
     multi = {"labels": ["a"], "scores": {"a": 0.9, "b": 0.3}}
-    labels, confidence = prediction_signal("multilabel", multi)
+    labels, confidence = build_task("multilabel", ["a", "b"]).monitor_signal(multi)
     assert labels == ["a"] and confidence == pytest.approx((0.9 + 0.7) / 2)
     ner = {"tags": ["B-PER", "O"], "entities": []}
-    assert prediction_signal("ner", ner) == (["B-PER", "O"], None)
+    tagger = build_task("ner", ["O", "B-PER", "I-PER"])
+    assert tagger.monitor_signal(ner) == (["B-PER", "O"], None)
 
 
 def test_unknown_label_in_share_max_is_a_config_error():

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from bridgetune.tasks.base import TASKS
+
 
 @dataclass
 class HeadOutput:
@@ -49,7 +51,7 @@ def load_head_model(directory: Path, meta: dict[str, Any]) -> torch.nn.Module | 
     if not head:
         return None
     labels = list(meta["labels"])
-    multilabel = meta["task"] == "multilabel"
+    multilabel = TASKS.get(meta["task"]).problem == "multi"
     kind = head["type"]
     if kind == "embedding":
         from bridgetune.heads.embedding import EmbeddingClassifier

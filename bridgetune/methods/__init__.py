@@ -16,23 +16,25 @@ from bridgetune.methods.base import METHODS, count_parameters, head_modules, is_
 from bridgetune.methods.peft import AdapterModel
 from bridgetune.methods.prefix import PrefixModel
 
-PROBLEMS = {"classification": "single", "pair": "single", "multilabel": "multi", "ner": "token"}
-
 
 def apply_method(
-    model: torch.nn.Module, cfg: MethodConfig, task: str, base_model: str
+    model: torch.nn.Module, cfg: MethodConfig, problem: str, base_model: str
 ) -> torch.nn.Module:
-    """`model` prepared for training with method `cfg.name` for a task (its head trains).
+    """`model` prepared for training with method `cfg.name` (its head trains).
 
-    `base_model` is the configured model name (kept by adapters to find their base again).
+    `problem` is the task's kind of loss (`Task.problem`: single, multi or token; methods never
+    import tasks); `base_model` is the configured model name (kept by adapters to find their
+    base again).
     """
-    prepared = METHODS.get(cfg.name)(model, cfg, head_modules(model), PROBLEMS[task])
+    prepared = METHODS.get(cfg.name)(model, cfg, head_modules(model), problem)
     if isinstance(prepared, (AdapterModel, PrefixModel)):
         prepared.base_model = base_model  # a name resolve_model finds again, not a local path
     return prepared
 
 
-def check_method(cfg: MethodConfig, model_path: str, task: str, trust_remote_code: bool) -> None:
+def check_method(
+    cfg: MethodConfig, model_path: str, auto_class: str, problem: str, trust_remote_code: bool
+) -> None:
     """Apply the method to a two-layer copy of the model's architecture and run a forward pass,
     so a method the architecture cannot take fails with a clear message before any data is read.
 
@@ -41,17 +43,17 @@ def check_method(cfg: MethodConfig, model_path: str, task: str, trust_remote_cod
     """
     import transformers
 
-    kind = "Token" if task == "ner" else "Sequence"
-    auto = f"AutoModelFor{kind}Classification"
     config = transformers.AutoConfig.from_pretrained(
         model_path, num_labels=3, trust_remote_code=trust_remote_code
     )
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(config, key):
             setattr(config, key, 2)  # two: a stack of layers is found as a repeated block
-    model = getattr(transformers, auto).from_config(config, trust_remote_code=trust_remote_code)
+    model = getattr(transformers, auto_class).from_config(
+        config, trust_remote_code=trust_remote_code
+    )
     try:
-        prepared = apply_method(model, cfg, task, model_path)
+        prepared = apply_method(model, cfg, problem, model_path)
         ids = torch.ones((1, 8), dtype=torch.long)
         with torch.no_grad():
             prepared(input_ids=ids, attention_mask=torch.ones_like(ids))
@@ -84,7 +86,6 @@ def method_error(
 
 __all__ = [
     "METHODS",
-    "PROBLEMS",
     "apply_method",
     "check_method",
     "count_parameters",

@@ -13,7 +13,7 @@ import torch
 
 from bridgetune.config import ServeConfig
 from bridgetune.data.schema import Example
-from bridgetune.monitor import Alert, DriftMonitor, post_alert, prediction_signal
+from bridgetune.monitor import Alert, DriftMonitor, post_alert
 from bridgetune.predictor import Predictor, infer
 from bridgetune.serve.metrics import ServiceMetrics
 from bridgetune.serve.store import FeedbackStore
@@ -63,9 +63,10 @@ class ModelSlot:
         return self.predictor.task.name
 
     def examples(self, texts: list[str], pairs: list[str] | None) -> list[Example]:
-        if self.task == "pair" and pairs is None:
+        takes_pairs = self.predictor.task.takes_pairs
+        if takes_pairs and pairs is None:
             raise RequestError(422, "this model classifies text pairs: send text_pairs too")
-        if self.task != "pair" and pairs is not None:
+        if not takes_pairs and pairs is not None:
             raise RequestError(422, f"this {self.task} model takes no text_pairs")
         return [Example(text=t, text_pair=pairs[i] if pairs else None) for i, t in enumerate(texts)]
 
@@ -130,8 +131,8 @@ class Observer:
         metrics = self.metrics
         metrics.texts.inc(len(predictions))
         for prediction in predictions:
-            labels, confidence = prediction_signal(slot.task, prediction)
-            for label in _counted_labels(slot.task, prediction, labels):
+            labels, confidence = slot.predictor.task.monitor_signal(prediction)
+            for label in slot.predictor.task.counted_labels(prediction):
                 metrics.labels.labels(label=label).inc()
             if confidence is not None:
                 metrics.confidence.observe(confidence)
@@ -166,34 +167,12 @@ class Observer:
             self.metrics.expected_share.labels(label=label).set(share)
 
 
-def _counted_labels(task: str, prediction: dict[str, Any], labels: list[str]) -> list[str]:
-    if task == "ner":
-        return [entity["type"] for entity in prediction.get("entities", [])]
-    return list(labels)
-
-
 def feedback_label(slot: ModelSlot, label: Any, entities: list[dict] | None, text: str) -> Any:
-    """The corrected answer checked against the model's labels (a RequestError otherwise)."""
-    task = slot.predictor.task
-    if task.name == "ner":
-        if not entities and entities != []:
-            raise RequestError(422, "this NER model needs 'entities' (type, start, end)")
-        types = sorted({tag[2:] for tag in task.labels if tag != "O"})
-        for entity in entities:
-            if entity["type"] not in types:
-                raise RequestError(422, f"unknown entity type {entity['type']!r}; one of {types}")
-            if entity["end"] > len(text):
-                raise RequestError(422, f"entity end {entity['end']} is past the text's end")
-        return entities
-    if label is None:
-        raise RequestError(422, "give 'label': the correct class")
-    chosen = [label] if isinstance(label, str) else list(label)
-    if task.name != "multilabel" and len(chosen) != 1:
-        raise RequestError(422, "this model predicts one label per text; give one 'label'")
-    unknown = [item for item in chosen if item not in task.labels]
-    if unknown:
-        raise RequestError(422, f"unknown label(s) {unknown}; the model's labels are {task.labels}")
-    return chosen if task.name == "multilabel" else chosen[0]
+    """The corrected answer, as the model's task checks it (a 422 RequestError otherwise)."""
+    try:
+        return slot.predictor.task.feedback_label(label, entities, text)
+    except ValueError as error:
+        raise RequestError(422, str(error)) from None
 
 
 def open_store(config: ServeConfig, directory: Path | None) -> FeedbackStore | None:

@@ -14,15 +14,24 @@ Feature = dict[str, Any]
 
 
 class Task(Protocol):
-    """What the loop, the predictor and the evaluator need from a task.
+    """What the loop, the methods, the predictor, the service and the monitor need from a task;
+    they ask the task instead of comparing task names.
 
     `labels` are class names (or tags); `auto_class` names the transformers Auto class that
-    loads a saved model of the task.
+    loads a saved model of the task; `problem` is the kind of loss its head trains with
+    ("single": softmax cross-entropy, "multi": sigmoid binary cross-entropy, "token": per-token
+    cross-entropy), which methods and the objective build on; `default_metric` is the dev
+    metric that picks the best checkpoint (higher is better); `takes_pairs`: every input is a
+    (text, text_pair) pair. Class attributes, so they can be read from `TASKS.get(name)` before
+    a task object exists.
     """
 
     name: str
     labels: list[str]
     auto_class: str
+    problem: str
+    default_metric: str
+    takes_pairs: bool
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module: ...
 
@@ -39,6 +48,12 @@ class Task(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict: ...
+
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]: ...
+
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]: ...
+
+    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any: ...
 
 
 TASKS: Registry[type] = Registry("task")

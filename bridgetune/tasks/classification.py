@@ -18,6 +18,9 @@ class ClassificationTask:
     name = "classification"
     auto_class = "AutoModelForSequenceClassification"
     problem_type = "single_label_classification"
+    problem = "single"
+    default_metric = "accuracy"
+    takes_pairs = False
 
     def __init__(self, labels: list[str]) -> None:
         self.labels = labels
@@ -96,12 +99,37 @@ class ClassificationTask:
             [e.label for e in examples], [p["label"] for p in predictions], self.labels
         )
 
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
+        """The labels and the confidence one prediction adds to a monitoring window."""
+        return [prediction["label"]], float(prediction["score"])
+
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]:
+        """The labels the service counts for this prediction (its metrics)."""
+        return [prediction["label"]]
+
+    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
+        """A corrected answer checked against the model's labels.
+
+        Raises:
+            ValueError: no label, several for a single-label model, or an unknown one.
+        """
+        if label is None:
+            raise ValueError("give 'label': the correct class")
+        chosen = [label] if isinstance(label, str) else list(label)
+        if self.problem != "multi" and len(chosen) != 1:
+            raise ValueError("this model predicts one label per text; give one 'label'")
+        unknown = [item for item in chosen if item not in self.labels]
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown}; the model's labels are {self.labels}")
+        return chosen if self.problem == "multi" else chosen[0]
+
 
 @TASKS.register("pair")
 class PairTask(ClassificationTask):
     """Sentence-pair classification (paraphrase, entailment, matching): texts encoded together."""
 
     name = "pair"
+    takes_pairs = True
 
 
 @TASKS.register("multilabel")
@@ -110,6 +138,8 @@ class MultiLabelTask(ClassificationTask):
 
     name = "multilabel"
     problem_type = "multi_label_classification"
+    problem = "multi"
+    default_metric = "f1_micro"
 
     def __init__(self, labels: list[str], threshold: float = 0.5) -> None:
         super().__init__(labels)
@@ -138,6 +168,15 @@ class MultiLabelTask(ClassificationTask):
         return multilabel_metrics(
             [e.label for e in examples], [p["labels"] for p in predictions], self.labels
         )
+
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
+        """The chosen labels, and the mean probability of each label's decision."""
+        chosen = set(prediction["labels"])
+        decided = [p if label in chosen else 1.0 - p for label, p in prediction["scores"].items()]
+        return list(prediction["labels"]), sum(decided) / len(decided) if decided else None
+
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]:
+        return list(prediction["labels"])
 
     def calibrate(
         self, predictions: list[dict[str, Any]], examples: list[Example]

@@ -22,6 +22,7 @@ class PairSimilarityTask:
 
     name = "similarity"
     labels = ["similarity"]
+    default_metric = "pair_accuracy"
 
     def __init__(self, targets: list[float] | None = None) -> None:
         self.targets = targets or []  # the dev pairs' targets, in order, for `metrics`

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from bridgetune.data.schema import Example
-from bridgetune.data.tags import decode_spans
+from bridgetune.data.tags import decode_spans, split_tag
 from bridgetune.evaluate import entity_metrics
 from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
 
@@ -64,6 +64,9 @@ class TokenTask:
 
     name = "ner"
     auto_class = "AutoModelForTokenClassification"
+    problem = "token"
+    default_metric = "entity_f1"
+    takes_pairs = False
 
     def __init__(self, labels: list[str], scheme: str = "IOB2") -> None:
         self.labels = labels
@@ -159,3 +162,27 @@ class TokenTask:
         return entity_metrics(
             [e.tags for e in examples], [p["tags"] for p in predictions], self.scheme
         )
+
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
+        """The tags (the monitor compares tag shares with training's); no confidence."""
+        return list(prediction["tags"]), None
+
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]:
+        """Entity types: what the service counts per prediction."""
+        return [entity["type"] for entity in prediction.get("entities", [])]
+
+    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
+        """Corrected entities checked against the model's types and the text.
+
+        Raises:
+            ValueError: no entities, an unknown type, or an entity past the text's end.
+        """
+        if entities is None:
+            raise ValueError("this NER model needs 'entities' (type, start, end)")
+        types = sorted({kind for kind in (split_tag(tag)[1] for tag in self.labels) if kind})
+        for entity in entities:
+            if entity["type"] not in types:
+                raise ValueError(f"unknown entity type {entity['type']!r}; one of {types}")
+            if entity["end"] > len(text):
+                raise ValueError(f"entity end {entity['end']} is past the text's end")
+        return entities

@@ -42,13 +42,6 @@ from bridgetune.training.objective import Objective
 from bridgetune.training.optim import build_optimizer, build_scheduler
 from bridgetune.training.progress import TrainProgress
 
-DEFAULT_METRICS = {
-    "classification": "accuracy",
-    "pair": "accuracy",
-    "multilabel": "f1_micro",
-    "ner": "entity_f1",
-}
-
 
 class TrainingInterrupted(RuntimeError):
     """Training stopped by Ctrl-C: after saving a checkpoint (resume with --resume), or, for
@@ -158,7 +151,7 @@ class Loop:
             )
         self.steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
         self.total_steps = max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
-        self.metric_name = cfg.metric or DEFAULT_METRICS[task.name]
+        self.metric_name = cfg.metric or task.default_metric
         self.model = model
         self.objective = Objective(problem, cfg, weights)
         self.attack = None
