@@ -25,7 +25,7 @@ from bridgetune.config import (
     build_config,
     load_config,
 )
-from bridgetune.data.io import TOKEN_TASKS, read_file
+from bridgetune.data.io import read_file
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import Splits, check_labels, example_labels, load_splits
 from bridgetune.distributed import is_launch_main
@@ -75,9 +75,14 @@ def predict(
     return predictor.predict(list(inputs))
 
 
+def tags_words(task: str) -> bool:
+    """Whether task `task` labels every word (its data are token files, it has a tag scheme)."""
+    return TASKS.get(task).problem == "token"
+
+
 def load_tokenizer_for(model_path: str, task: str, trust_remote_code: bool = False) -> Any:
     tokenizer = load_tokenizer(model_path, trust_remote_code)
-    if task in TOKEN_TASKS and getattr(tokenizer, "add_prefix_space", None) is False:
+    if tags_words(task) and getattr(tokenizer, "add_prefix_space", None) is False:
         # byte-level BPE (RoBERTa, GPT-2) must see a leading space to tokenize pre-split words
         tokenizer = load_tokenizer(model_path, trust_remote_code, add_prefix_space=True)
     return tokenizer
@@ -248,7 +253,7 @@ def augment_preview(
 
 
 def _tag_scheme(cfg: RunConfig) -> str | None:
-    return cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None
+    return cfg.data.tag_scheme if tags_words(cfg.task) else None
 
 
 def report_parameters(method: str, model: Any) -> None:
@@ -293,7 +298,7 @@ def model_meta(
     return {
         "task": cfg.task,
         "labels": task.labels,
-        "tag_scheme": cfg.data.tag_scheme if cfg.task in TOKEN_TASKS else None,
+        "tag_scheme": _tag_scheme(cfg),
         "threshold": getattr(task, "threshold", None),
         "max_length": cfg.model.max_length,
         "base_model": cfg.model.name,
@@ -398,14 +403,14 @@ def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dic
     _, tokenizer, _ = prepare_task(cfg, splits)
 
     def lengths(examples: list[Example]) -> list[int]:
-        if cfg.task in TOKEN_TASKS:
+        if tags_words(cfg.task):
             encoded = tokenizer([e.tokens for e in examples], is_split_into_words=True)
         else:
             pairs = [e.text_pair for e in examples] if examples[0].text_pair is not None else None
             encoded = tokenizer([e.text for e in examples], pairs)
         return [len(ids) for ids in encoded["input_ids"]]
 
-    return describe_splits(splits, lengths, cfg.model.max_length, cfg.task in TOKEN_TASKS)
+    return describe_splits(splits, lengths, cfg.model.max_length, tags_words(cfg.task))
 
 
 def monitor(
@@ -522,9 +527,10 @@ def export_feedback(
     )
     if fmt is None:
         raise ValueError(f"{output}: use a .csv, .jsonl or .conll file name")
-    if tasks == ["ner"] and fmt != "conll":
+    token_level = bool(tasks) and tags_words(tasks[0])
+    if token_level and fmt != "conll":
         raise ValueError("NER feedback exports as CoNLL: name the output *.conll")
-    if tasks and tasks != ["ner"] and fmt == "conll":
+    if tasks and not token_level and fmt == "conll":
         raise ValueError("classification feedback exports as .csv or .jsonl, not CoNLL")
     atomic_write_text(output, export_rows(rows, fmt))
     return len(rows)
