@@ -33,7 +33,7 @@ from bridgetune.evaluate import headline, write_report
 from bridgetune.failpoints import failpoint
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.predictor import Predictor, read_meta
-from bridgetune.rundir import RunDirectory, check_disk, run_bytes
+from bridgetune.rundir import RunDirectory, check_disk
 from bridgetune.tasks import TASKS, Task, build_task
 
 ConfigLike = RunConfig | str | Path | dict
@@ -191,6 +191,15 @@ def train_run(
         save_run(run, cfg, result, loop.unwrapped, tokenizer, task, splits)
     loop.accelerator.wait_for_everyone()
     return result
+
+
+def run_bytes(model: Any) -> int:
+    """Disk a run of `model` needs at its peak: the saved model, two checkpoints during a
+    checkpoint swap (fp32 trainable weights + AdamW's two moments each) and the best weights."""
+    from bridgetune.methods import count_parameters
+
+    trainable, total = count_parameters(model)
+    return total * next(model.parameters()).element_size() + 7 * 4 * trainable
 
 
 @contextlib.contextmanager

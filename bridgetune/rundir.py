@@ -197,19 +197,3 @@ def check_disk(directory: Path, need: int) -> None:
             f"model, and {free / 1e9:.2f} GB are free. Free some space or choose another "
             "output_dir"
         )
-
-
-def run_bytes(model: Any) -> int:
-    """Disk a run of `model` needs at its peak: the saved model, two checkpoints during a
-    checkpoint swap (trainable weights + AdamW's two moments each) and the best weights."""
-    seen: set[int] = set()
-    total = trainable = 0
-    for parameter in model.parameters():
-        if id(parameter) in seen:
-            continue
-        seen.add(id(parameter))
-        size = parameter.numel() * parameter.element_size()
-        total += size
-        if parameter.requires_grad:
-            trainable += parameter.numel() * 4  # fp32 weights and moments
-    return total + 7 * trainable

@@ -59,6 +59,18 @@ def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: st
     return peft.PromptEncoderConfig(**virtual)
 
 
+def body_inputs(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None,
+) -> dict[str, torch.Tensor | None]:
+    """The keyword arguments of a wrapped transformers model (token types only when given)."""
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        inputs["token_type_ids"] = token_type_ids
+    return inputs
+
+
 @contextlib.contextmanager
 def quiet_peft() -> Iterator[None]:
     """peft 0.21 calls `is_gradient_checkpointing`, which transformers 5.24 deprecated: a
@@ -100,10 +112,7 @@ class AdapterModel(torch.nn.Module):
     ) -> Any:
         from bridgetune.heads import HeadOutput
 
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        logits = self.peft_model(**inputs).logits
+        logits = self.peft_model(**body_inputs(input_ids, attention_mask, token_type_ids)).logits
         if self.problem == "token" and logits.shape[1] > input_ids.shape[1]:
             logits = logits[:, -input_ids.shape[1] :]  # drop the virtual tokens' rows
         return HeadOutput(logits, head_loss(logits, labels, self.problem))

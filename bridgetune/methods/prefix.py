@@ -159,12 +159,9 @@ class PrefixModel(torch.nn.Module):
         labels: torch.Tensor | None = None,
     ) -> Any:
         from bridgetune.heads import HeadOutput
-        from bridgetune.methods.peft import head_loss
+        from bridgetune.methods.peft import body_inputs, head_loss
 
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        logits = self.model(**inputs).logits
+        logits = self.model(**body_inputs(input_ids, attention_mask, token_type_ids)).logits
         return HeadOutput(logits, head_loss(logits, labels, self.problem))
 
     def get_input_embeddings(self) -> torch.nn.Module:
