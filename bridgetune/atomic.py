@@ -51,8 +51,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def exchange(first: Path, second: Path) -> bool:
     """Swap two existing paths in one step; False where the system cannot (then nothing moved)."""
-    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if rename is None:
+    try:
+        rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except (OSError, TypeError):  # no C library to open this way (Windows)
+        return False
+    if rename is None:  # not Linux, or a C library without it
         return False
     rename.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     done = rename(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
@@ -79,6 +82,10 @@ def replace_directory(staging: Path, path: Path) -> Path | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (on this host). On Windows always True: there `os.kill`
+    terminates the process instead of probing it, so nothing is ever taken for stale."""
+    if os.name == "nt":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
