@@ -189,9 +189,10 @@ def run_ours(args: argparse.Namespace, k: int, seed: int, workdir: Path) -> tupl
     from bridgetune.data.splits import load_splits
     from bridgetune.fewshot import train_contrastive
     from bridgetune.predictor import infer
+    from bridgetune.tasks import reader_for
 
     cfg = our_config(args, k, seed, workdir)
-    splits = load_splits(cfg.data, cfg.task)  # samples k per class with few_shot_seed
+    splits = load_splits(cfg.data, reader_for(cfg.task))  # samples k per class with few_shot_seed
     counts = Counter(e.label for e in splits.train)
     if set(counts.values()) != {k}:
         raise RuntimeError(f"k={k} seed={seed}: the sample has {dict(counts)} examples per label")

@@ -34,7 +34,7 @@ from bridgetune.failpoints import failpoint
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.predictor import Predictor, read_meta
 from bridgetune.rundir import RunDirectory, check_disk
-from bridgetune.tasks import TASKS, Task, build_task
+from bridgetune.tasks import TASKS, Task, build_task, reader_for
 
 ConfigLike = RunConfig | str | Path | dict
 
@@ -77,7 +77,7 @@ def predict(
 
 def tags_words(task: str) -> bool:
     """Whether task `task` labels every word (its data are token files, it has a tag scheme)."""
-    return TASKS.get(task).problem == "token"
+    return reader_for(task).tagged
 
 
 def load_tokenizer_for(model_path: str, task: str, trust_remote_code: bool = False) -> Any:
@@ -142,7 +142,7 @@ def train_run(
         kind.problem,
         cfg.model.trust_remote_code,
     )
-    splits = load_splits(cfg.data, cfg.task)
+    splits = load_splits(cfg.data, reader_for(cfg.task))
     task, tokenizer, model_path = prepare_task(cfg, splits)
     splits = augmented(cfg, splits, tokenizer, model_path)
     length = cfg.model.max_length
@@ -237,7 +237,7 @@ def augmented(cfg: RunConfig, splits: Splits, tokenizer: Any, model_path: str) -
         PartialState(cpu=resolve_precision(cfg.train)[0])  # the processes share the work
 
     train = augment_split(
-        splits.train, cfg.augment, cfg.task, tokenizer, model_path, _tag_scheme(cfg)
+        splits.train, cfg.augment, tags_words(cfg.task), tokenizer, model_path, _tag_scheme(cfg)
     )
     return dataclasses.replace(splits, train=train)
 
@@ -256,9 +256,10 @@ def augment_preview(
     cfg = as_config(config, overrides)
     if not cfg.augment.ops:
         raise ConfigError("the config has no augment.ops; e.g. augment.ops=[swap,synonym]")
-    splits = load_splits(cfg.data, cfg.task)
+    splits = load_splits(cfg.data, reader_for(cfg.task))
     _, tokenizer, model_path = prepare_task(cfg, splits)
-    return preview(splits.train, cfg.augment, cfg.task, tokenizer, model_path, n, _tag_scheme(cfg))
+    tagged = tags_words(cfg.task)
+    return preview(splits.train, cfg.augment, tagged, tokenizer, model_path, n, _tag_scheme(cfg))
 
 
 def _tag_scheme(cfg: RunConfig) -> str | None:
@@ -379,7 +380,7 @@ def evaluate(
     predictor = load(model_dir)
     meta = predictor.meta
     cfg = saved_data_config(meta, str(data))
-    examples = read_file(Path(data), cfg, meta["task"])
+    examples = read_file(Path(data), cfg, reader_for(meta["task"]))
     check_labels(examples, predictor.task.labels, split)
     predictions = predictor.predict(examples)
     metrics = predictor.task.metrics(predictions, examples)
@@ -400,7 +401,7 @@ def read_inputs(model_dir: str | Path, path: Path, fmt: str = "auto") -> list[Ex
         ]
     cfg = saved_data_config(meta, str(path))
     cfg.format = fmt if fmt != "auto" else cfg.format
-    return read_file(path, cfg, meta["task"], labelled=False)
+    return read_file(path, cfg, reader_for(meta["task"]), labelled=False)
 
 
 def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -408,7 +409,7 @@ def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dic
     from bridgetune.data.stats import describe_splits
 
     cfg = as_config(config, overrides)
-    splits = load_splits(cfg.data, cfg.task)
+    splits = load_splits(cfg.data, reader_for(cfg.task))
     _, tokenizer, _ = prepare_task(cfg, splits)
 
     def lengths(examples: list[Example]) -> list[int]:

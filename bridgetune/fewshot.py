@@ -27,7 +27,7 @@ from bridgetune.data.schema import Example
 from bridgetune.data.splits import load_splits
 from bridgetune.heads.embedding import ContrastiveModel, EmbeddingClassifier, SentenceEncoder
 from bridgetune.rundir import RunDirectory
-from bridgetune.tasks import TASKS, Task
+from bridgetune.tasks import TASKS, Task, reader_for
 from bridgetune.tasks.similarity import PairSimilarityTask
 
 DEV_PAIRS = 256  # dev pairs scored while the body trains: progress to watch, best epoch kept
@@ -65,7 +65,7 @@ def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
 
     from bridgetune.training.loop import EvalData
 
-    splits = load_splits(cfg.data, cfg.task)
+    splits = load_splits(cfg.data, reader_for(cfg.task))
     task, tokenizer, model_path = prepare_task(cfg, splits)
     set_seed(cfg.train.seed)
     if cfg.fewshot.mode == "contrastive":

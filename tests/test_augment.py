@@ -39,7 +39,7 @@ def ner(sentences: list, scheme: str) -> list[Example]:
 
 
 def augmented(examples: list[Example], tokenizer, model: Path, task="classification", **cfg):
-    out = augment_split(examples, AugmentConfig(**cfg), task, tokenizer, str(model))
+    out = augment_split(examples, AugmentConfig(**cfg), task == "ner", tokenizer, str(model))
     assert out[: len(examples)] == examples
     return out[len(examples) :]
 
@@ -174,7 +174,7 @@ def test_copies_count_labels_and_no_repeats(bert_tokenizer, tiny_bert):
 def test_preview_shows_the_first_copies_augment_split_adds(bert_tokenizer, tiny_bert):
     cfg = {"ops": ["swap", "delete", "mask"], "copies": 2, "p": 0.3}
     copies = augmented(texts(), bert_tokenizer, tiny_bert, **cfg)
-    shown = preview(texts(), AugmentConfig(**cfg), "classification", bert_tokenizer, "", 4)
+    shown = preview(texts(), AugmentConfig(**cfg), False, bert_tokenizer, "", 4)
     assert [augmented_copy for _, augmented_copy, _ in shown] == copies[:4]
     assert all(copy.source == f"{orig.source} ({op})" for orig, copy, op in shown)
 
@@ -321,7 +321,7 @@ def test_ner_copies_are_valid_and_keep_entities(
     examples = ner(sentences, scheme)
     cfg = {"ops": [op], "copies": 2, "p": 0.5, "fill_mask_model": str(tiny_mlm)}
     out = augment_split(
-        examples, AugmentConfig(**cfg), "ner", bert_tokenizer, str(tiny_bert), scheme
+        examples, AugmentConfig(**cfg), True, bert_tokenizer, str(tiny_bert), scheme
     )
     copies = out[len(examples) :]
     assert len(copies) >= len(examples) // 2

@@ -10,8 +10,9 @@ import pytest
 from bridgetune.config import DataConfig
 from bridgetune.data.io import detect_format, fingerprint, join_tokens, load_examples, read_file
 from bridgetune.data.schema import DataError, Example
-from bridgetune.data.splits import infer_labels, load_splits
+from bridgetune.data.splits import load_splits
 from bridgetune.data.tags import decode_spans
+from bridgetune.tasks import reader_for
 
 
 def write(path: Path, text: str) -> Path:
@@ -25,7 +26,7 @@ def write_jsonl(path: Path, rows: list[dict], ensure_ascii: bool = True) -> Path
 
 
 def read(path: Path, task: str = "classification", **options: object) -> list[Example]:
-    return read_file(path, DataConfig(train=str(path), **options), task)
+    return read_file(path, DataConfig(train=str(path), **options), reader_for(task))
 
 
 def data_error(path: Path, line: int | None, *fragments: str) -> _DataErrorCheck:
@@ -106,7 +107,7 @@ def test_read_jsonl_single_label(tmp_path: Path) -> None:
 
 def test_read_json_extension_as_jsonl(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "train.json", [{"text": "a", "label": "x"}])
-    assert detect_format(path, "auto", "classification") == "jsonl"
+    assert detect_format(path, "auto", tagged=False) == "jsonl"
     assert read(path)[0].label == "x"
 
 
@@ -377,14 +378,14 @@ def test_label_in_dev_unseen_in_train(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\nc,pos\n")
     dev = write(tmp_path / "dev.csv", "text,label\nd,pos\ne,neutral\n")
     with data_error(dev, 3, "'neutral'", "dev", "train"):
-        load_splits(DataConfig(train=str(train), dev=str(dev)), "classification")
+        load_splits(DataConfig(train=str(train), dev=str(dev)), reader_for("classification"))
 
 
 def test_tag_in_dev_unseen_in_train(tmp_path: Path) -> None:
     train = write(tmp_path / "train.conll", "John B-PER\nran O\n")
     dev = write(tmp_path / "dev.conll", "Bob B-PER\n\nParis B-LOC\n")
     with data_error(dev, 3, "'B-LOC'"):
-        load_splits(DataConfig(train=str(train), dev=str(dev)), "ner")
+        load_splits(DataConfig(train=str(train), dev=str(dev)), reader_for("ner"))
 
 
 def test_train_label_outside_configured_labels(tmp_path: Path) -> None:
@@ -392,7 +393,8 @@ def test_train_label_outside_configured_labels(tmp_path: Path) -> None:
     dev = write(tmp_path / "dev.csv", "text,label\nd,pos\n")
     with data_error(train, 4, "'meh'", "data.labels"):
         load_splits(
-            DataConfig(train=str(train), dev=str(dev), labels=["neg", "pos"]), "classification"
+            DataConfig(train=str(train), dev=str(dev), labels=["neg", "pos"]),
+            reader_for("classification"),
         )
 
 
@@ -400,7 +402,7 @@ def test_single_class_is_rejected(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,pos\nb,pos\n")
     dev = write(tmp_path / "dev.csv", "text,label\nd,pos\n")
     with data_error(train, None, "two classes"):
-        load_splits(DataConfig(train=str(train), dev=str(dev)), "classification")
+        load_splits(DataConfig(train=str(train), dev=str(dev)), reader_for("classification"))
 
 
 def test_token_line_without_tag(tmp_path: Path) -> None:
@@ -482,7 +484,7 @@ def test_empty_dev_split(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\n")
     dev = write(tmp_path / "dev.csv", "text,label\n")
     with data_error(dev, None, "empty"):
-        load_splits(DataConfig(train=str(train), dev=str(dev)), "classification")
+        load_splits(DataConfig(train=str(train), dev=str(dev)), reader_for("classification"))
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -511,13 +513,13 @@ def test_single_example_label_with_stratified_split(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\n" + "".join(rows))
     # the lonely example is on line 7 (header on 1, five 'pos' rows on 2-6)
     with data_error(train, 7, "'rare'", "single example", "data.dev"):
-        load_splits(DataConfig(train=str(train)), "classification")
+        load_splits(DataConfig(train=str(train)), reader_for("classification"))
 
 
 def test_too_few_examples_to_split(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\nc,pos\n")
     with data_error(train, None, "too few"):
-        load_splits(DataConfig(train=str(train)), "classification")
+        load_splits(DataConfig(train=str(train)), reader_for("classification"))
 
 
 # --- labels --------------------------------------------------------------------------------
@@ -526,7 +528,7 @@ def test_too_few_examples_to_split(tmp_path: Path) -> None:
 def test_labels_inferred_sorted(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\nc,neutral\nd,neg\n")
     dev = write(tmp_path / "dev.csv", "text,label\nd,pos\n")
-    splits = load_splits(DataConfig(train=str(train), dev=str(dev)), "classification")
+    splits = load_splits(DataConfig(train=str(train), dev=str(dev)), reader_for("classification"))
     assert splits.labels == ["neg", "neutral", "pos"]
     assert len(splits.train) == 4 and len(splits.dev) == 1 and splits.test is None
 
@@ -534,14 +536,14 @@ def test_labels_inferred_sorted(tmp_path: Path) -> None:
 def test_numeric_labels_sorted_numerically(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,10\nb,2\nc,1\nd,-3\ne,2\n")
     dev = write(tmp_path / "dev.csv", "text,label\nd,10\n")
-    splits = load_splits(DataConfig(train=str(train), dev=str(dev)), "classification")
+    splits = load_splits(DataConfig(train=str(train), dev=str(dev)), reader_for("classification"))
     assert splits.labels == ["-3", "1", "2", "10"]
 
 
 def test_multilabel_labels_inferred(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,b|a\nb,c\n")
     dev = write(tmp_path / "dev.csv", "text,label\nd,a|c\n")
-    splits = load_splits(DataConfig(train=str(train), dev=str(dev)), "multilabel")
+    splits = load_splits(DataConfig(train=str(train), dev=str(dev)), reader_for("multilabel"))
     assert splits.labels == ["a", "b", "c"]
 
 
@@ -551,23 +553,23 @@ def test_tag_labels_put_o_first(tmp_path: Path) -> None:
         "John B-PER\nSmith I-PER\nin O\nParis B-LOC\n\nAcme B-ORG\nCorp I-ORG\n",
     )
     dev = write(tmp_path / "dev.conll", "Bob B-PER\n")
-    splits = load_splits(DataConfig(train=str(train), dev=str(dev)), "ner")
+    splits = load_splits(DataConfig(train=str(train), dev=str(dev)), reader_for("ner"))
     assert splits.labels[0] == "O"
     assert splits.labels == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
 
 def test_infer_labels_directly() -> None:
     examples = [Example(text="x", tags=["B-X", "E-X", "S-A"]), Example(text="y", tags=["O"])]
-    assert infer_labels(examples, "ner") == ["O", "S-A", "B-X", "E-X"]
+    assert reader_for("ner").infer_labels(examples, None) == ["O", "S-A", "B-X", "E-X"]
     examples = [Example(text="x", label="b"), Example(text="y", label="A")]
-    assert infer_labels(examples, "classification") == ["A", "b"]
+    assert reader_for("classification").infer_labels(examples, None) == ["A", "b"]
 
 
 def test_configured_labels_keep_their_order(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\n")
     dev = write(tmp_path / "dev.csv", "text,label\nd,pos\n")
     cfg = DataConfig(train=str(train), dev=str(dev), labels=["pos", "neg", "neutral"])
-    assert load_splits(cfg, "classification").labels == ["pos", "neg", "neutral"]
+    assert load_splits(cfg, reader_for("classification")).labels == ["pos", "neg", "neutral"]
 
 
 # --- dev split and limits ------------------------------------------------------------------
@@ -579,7 +581,7 @@ def write_classes(path: Path, counts: dict[str, int]) -> Path:
 
 
 def split_texts(cfg: DataConfig) -> tuple[list[str], list[str]]:
-    splits = load_splits(cfg, "classification")
+    splits = load_splits(cfg, reader_for("classification"))
     return [e.text for e in splits.train], [e.text for e in splits.dev]
 
 
@@ -611,8 +613,8 @@ def test_stratified_split_holds_out_at_least_one_per_class(tmp_path: Path) -> No
 def test_ner_split_without_stratification(tmp_path: Path) -> None:
     blocks = [f"w{i} B-PER\nx{i} O" for i in range(10)]
     train = write(tmp_path / "train.conll", "\n\n".join(blocks) + "\n")
-    splits = load_splits(DataConfig(train=str(train), split_seed=3), "ner")
-    again = load_splits(DataConfig(train=str(train), split_seed=3), "ner")
+    splits = load_splits(DataConfig(train=str(train), split_seed=3), reader_for("ner"))
+    again = load_splits(DataConfig(train=str(train), split_seed=3), reader_for("ner"))
     assert len(splits.dev) == 1 and len(splits.train) == 9
     assert [e.text for e in splits.dev] == [e.text for e in again.dev]
 
@@ -621,7 +623,7 @@ def test_max_train_examples_with_dev_file(tmp_path: Path) -> None:
     train = write_classes(tmp_path / "train.csv", {"a": 5, "b": 5})
     dev = write_classes(tmp_path / "dev.csv", {"a": 3, "b": 3})
     cfg = DataConfig(train=str(train), dev=str(dev), max_train_examples=7, max_eval_examples=2)
-    splits = load_splits(cfg, "classification")
+    splits = load_splits(cfg, reader_for("classification"))
     assert [e.text for e in splits.train] == [e.text for e in read(train)][:7]
     assert len(splits.dev) == 2
 
@@ -631,7 +633,9 @@ def test_max_train_examples_before_split(tmp_path: Path) -> None:
         tmp_path / "train.csv",
         "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(40)),
     )
-    splits = load_splits(DataConfig(train=str(train), max_train_examples=20), "classification")
+    splits = load_splits(
+        DataConfig(train=str(train), max_train_examples=20), reader_for("classification")
+    )
     texts = {e.text for e in splits.train} | {e.text for e in splits.dev}
     assert texts == {f"t{i}" for i in range(20)}
     assert len(splits.dev) == 2
@@ -640,9 +644,9 @@ def test_max_train_examples_before_split(tmp_path: Path) -> None:
 def test_load_examples_limits_by_role(tmp_path: Path) -> None:
     path = write_classes(tmp_path / "data.csv", {"a": 3, "b": 3})
     cfg = DataConfig(train=str(path), max_train_examples=4, max_eval_examples=1)
-    assert len(load_examples(str(path), cfg, "classification", "train")) == 4
-    assert len(load_examples(str(path), cfg, "classification", "dev")) == 1
-    assert len(load_examples(str(path), cfg, "classification", "test")) == 1
+    assert len(load_examples(str(path), cfg, reader_for("classification"), "train")) == 4
+    assert len(load_examples(str(path), cfg, reader_for("classification"), "dev")) == 1
+    assert len(load_examples(str(path), cfg, reader_for("classification"), "test")) == 1
 
 
 def test_fingerprint_tracks_file_bytes(tmp_path: Path) -> None:
@@ -657,9 +661,9 @@ def test_inferred_tags_are_completed_per_scheme():
     from bridgetune.data.schema import Example
 
     examples = [Example(text="a b", tokens=["a", "b"], tags=["B-ORDER", "O"])]
-    assert infer_labels(examples, "ner", "IOB2") == ["O", "B-ORDER", "I-ORDER"]
+    assert reader_for("ner").infer_labels(examples, "IOB2") == ["O", "B-ORDER", "I-ORDER"]
     chars = [Example(text="ab", tokens=["a", "b"], tags=["B_X", "E_X"])]
-    assert infer_labels(chars, "ner", "BMES") == ["O", "B_X", "E_X", "M_X", "S_X"]
+    assert reader_for("ner").infer_labels(chars, "BMES") == ["O", "B_X", "E_X", "M_X", "S_X"]
 
 
 def test_a_csv_field_over_the_csv_module_limit_is_read(tmp_path: Path) -> None:

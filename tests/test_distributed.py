@@ -99,7 +99,7 @@ original = augment._run
 augment._run = lambda jobs, *rest: ran.append(len(jobs)) or original(jobs, *rest)
 examples, cfg = pickle.load(open(data, "rb"))
 tokenizer = AutoTokenizer.from_pretrained(model)
-result = augment.augment_split(examples, cfg, "classification", tokenizer, model)
+result = augment.augment_split(examples, cfg, False, tokenizer, model)
 with open(f"{out}.{rank}", "wb") as stream:
     pickle.dump((result, sum(ran)), stream)
 dist.barrier()  # neither process leaves while the other still uses gloo
@@ -123,7 +123,7 @@ def test_augmentation_is_shared_between_processes(tiny_bert, tmp_path):
     examples = [Example(text=text, label=label) for text, label in SENTIMENT]
     cfg = AugmentConfig(ops=["swap", "delete", "synonym"], copies=3, seed=3)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    alone = augment_split(examples, cfg, "classification", tokenizer, str(tiny_bert))
+    alone = augment_split(examples, cfg, False, tokenizer, str(tiny_bert))
     data, worker = tmp_path / "data.pkl", tmp_path / "worker.py"
     data.write_bytes(pickle.dumps((examples, cfg)))
     worker.write_text(_AUGMENT_WORKER)

@@ -8,6 +8,7 @@ import pytest
 from bridgetune.config import DataConfig
 from bridgetune.data.io import read_hub
 from bridgetune.data.schema import DataError
+from bridgetune.tasks import reader_for
 
 
 def _fake_hub(monkeypatch, table, features):
@@ -30,7 +31,7 @@ def test_classification_labels_become_names(monkeypatch):
     )
     calls = _fake_hub(monkeypatch, {"sentence": ["bad", "good"], "label": [0, 1]}, features)
     cfg = DataConfig(train="hf:glue:sst2", column_map={"sentence": "text"})
-    examples = read_hub("hf:glue:sst2", cfg, "classification", "dev")
+    examples = read_hub("hf:glue:sst2", cfg, reader_for("classification"), "dev")
     assert calls == [("glue", "sst2", "validation")]
     assert [(e.text, e.label) for e in examples] == [("bad", "negative"), ("good", "positive")]
 
@@ -44,7 +45,7 @@ def test_ner_tag_ids_become_tags(monkeypatch):
         monkeypatch, {"tokens": [["John", "Smith", "ran"]], "ner_tags": [[1, 2, 0]]}, features
     )
     cfg = DataConfig(train="hf:conll2003", label_column="ner_tags")
-    (example,) = read_hub("hf:conll2003", cfg, "ner", "train")
+    (example,) = read_hub("hf:conll2003", cfg, reader_for("ner"), "train")
     assert example.tags == ["B-PER", "I-PER", "O"] and example.text == "John Smith ran"
 
 
@@ -54,4 +55,4 @@ def test_unreachable_dataset_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     with pytest.raises(DataError, match="hf:nope.*could not load split 'train'"):
-        read_hub("hf:nope", DataConfig(train="hf:nope"), "classification", "train")
+        read_hub("hf:nope", DataConfig(train="hf:nope"), reader_for("classification"), "train")

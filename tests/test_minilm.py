@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bridgetune import api
 from bridgetune.data.io import read_file
+from bridgetune.tasks import reader_for
 from bridgetune.tasks.token import split_words
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def test_classifier_matches_text_classification_pipeline(tmp_path):
     dev = read_file(
         ROOT / "examples/data/support/dev.csv",
         api.saved_data_config(predictor.meta, "dev.csv"),
-        "classification",
+        reader_for("classification"),
     )
     ours = [p["label"] for p in predictor.predict([e.text for e in dev])]
     plain = pipeline("text-classification", model=str(result.model_dir), device="cpu")
@@ -48,7 +49,7 @@ def test_ner_matches_token_classification_pipeline(tmp_path):
         for e in read_file(
             ROOT / "examples/data/support_ner/dev.conll",
             api.saved_data_config(predictor.meta, "dev.conll"),
-            "ner",
+            reader_for("ner"),
         )
     ]
     ours = predictor.predict(texts)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bridgetune.config import DataConfig
 from bridgetune.data.io import read_file, read_records
+from bridgetune.tasks import reader_for
 
 TEXTS = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"),
@@ -50,6 +51,6 @@ def test_jsonl_roundtrip(tmp_path_factory, rows):
     path = tmp_path_factory.mktemp("jsonl") / "data.jsonl"
     lines = [json.dumps({"text": t, "label": y}, ensure_ascii=False) for t, y in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    examples = read_file(path, DataConfig(train=str(path)), "classification")
+    examples = read_file(path, DataConfig(train=str(path)), reader_for("classification"))
     assert [(e.text, e.label) for e in examples] == [(t, y.strip()) for t, y in rows]
     assert [e.source for e in examples] == [f"{path}:{i}" for i in range(1, len(rows) + 1)]

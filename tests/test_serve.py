@@ -18,6 +18,7 @@ from bridgetune.data.io import read_file
 from bridgetune.predictor import Predictor
 from bridgetune.serve import create_app
 from bridgetune.serve.store import FeedbackStore, export_rows
+from bridgetune.tasks import reader_for
 
 LONG = " ".join(["love this phone"] * 40)
 
@@ -181,7 +182,7 @@ def test_feedback_is_stored_once_and_exported_as_training_data(classifier, tmp_p
     ]
     path = tmp_path / "feedback.csv"
     path.write_text(export_rows(rows, "csv"), encoding="utf-8")
-    examples = read_file(path, DataConfig(train=str(path)), "classification")
+    examples = read_file(path, DataConfig(train=str(path)), reader_for("classification"))
     assert [(e.text, e.label) for e in examples] == [("the charger broke", "negative")]
 
 
@@ -199,7 +200,7 @@ def test_ner_feedback_exports_conll(ner, tmp_path):
     rows = list(FeedbackStore(tmp_path / "feedback.db").rows())
     path = tmp_path / "feedback.conll"
     path.write_text(export_rows(rows, "conll"), encoding="utf-8")
-    examples = read_file(path, DataConfig(train=str(path)), "ner")
+    examples = read_file(path, DataConfig(train=str(path)), reader_for("ner"))
     assert examples[0].tokens == ["bob", "visited", "london"]
     assert examples[0].tags == ["O", "O", "B-LOC"]
 

@@ -11,6 +11,7 @@ from conftest import SENTIMENT, ZH_SENTENCES, tiny_config, write_csv
 
 from bridgetune import api
 from bridgetune.predictor import Predictor
+from bridgetune.tasks import reader_for
 
 PAIRS = [
     ("how do i reset my password", "how can i change my password", "same"),
@@ -152,7 +153,9 @@ def test_ner_wordpiece_and_bpe(model_fixture, request, ner_conll, tmp_path):
     predictor = Predictor.load(result.model_dir)
     from bridgetune.data.io import read_file
 
-    examples = read_file(ner_conll, api.saved_data_config(predictor.meta, str(ner_conll)), "ner")
+    examples = read_file(
+        ner_conll, api.saved_data_config(predictor.meta, str(ner_conll)), reader_for("ner")
+    )
     assert [p["tags"] for p in predictor.predict(examples)] == gold
     assert _plain_word_tags(result.model_dir, words) == gold
     raw = predictor.predict(["john smith visited paris"])[0]

@@ -1,10 +1,10 @@
 """Augmentation of the training split: seeded, label-preserving ops registered by name.
 
 An augmenter is a callable `(example, rng) -> iterator of examples`. `AUGMENTERS` maps an op name
-to a factory that builds one from an `AugmentContext` (config, task, tokenizer, the whole split),
-so ops that need a model or split-wide statistics load or collect them once. Augmenters that
-also have `batch(pairs) -> list[Example | None]` are run batched (the model-backed ones, in
-augment_models.py).
+to a factory that builds one from an `AugmentContext` (config, tagged or not, tokenizer, the
+whole split), so ops that need a model or split-wide statistics load or collect them once.
+Augmenters that also have `batch(pairs) -> list[Example | None]` are run batched (the
+model-backed ones, in augment_models.py).
 
 Ops work on "units": a word (a character in CJK text) that may change, or, for NER, a whole
 entity mention that word ops keep as it is; tags are re-encoded from the units, so every output
@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 from bridgetune.config import AugmentConfig, ConfigError
-from bridgetune.data.io import TOKEN_TASKS, join_tokens
+from bridgetune.data.io import join_tokens
 from bridgetune.data.schema import Example
 from bridgetune.data.tags import check_sequence, decode_spans, split_tag
 from bridgetune.distributed import processes, shared
@@ -55,7 +55,7 @@ class AugmentContext:
     """What a factory may use to build its augmenter; `examples` is the whole split."""
 
     cfg: AugmentConfig
-    task: str
+    tagged: bool  # examples carry word tags (NER): mentions and tags stay aligned
     tokenizer: Any
     model_path: str
     examples: list[Example]
@@ -313,13 +313,13 @@ def infer_tag_scheme(examples: list[Example]) -> str:
     return "IOB2" if valid else "IOB1"
 
 
-def _check_ops(cfg: AugmentConfig, task: str) -> None:
-    if task in TOKEN_TASKS and "backtranslation" in cfg.ops:
+def _check_ops(cfg: AugmentConfig, tagged: bool) -> None:
+    if tagged and "backtranslation" in cfg.ops:
         raise ConfigError(
             "augment op 'backtranslation' cannot keep token tags aligned; for task 'ner' use "
             "swap, delete, insert, mask, synonym, contextual or mention"
         )
-    if task not in TOKEN_TASKS and "mention" in cfg.ops:
+    if not tagged and "mention" in cfg.ops:
         raise ConfigError("augment op 'mention' replaces entity mentions: task 'ner' only")
 
 
@@ -395,7 +395,7 @@ def _augment(
 ) -> list[tuple[int, Example, str]]:
     """(original index, augmented example, op), in plan order; stops after `limit` results."""
     cfg = context.cfg
-    _check_ops(cfg, context.task)
+    _check_ops(cfg, context.tagged)
     if not cfg.ops or not examples:
         return []
     augmenters = {op: AUGMENTERS.get(op)(context) for op in dict.fromkeys(cfg.ops)}
@@ -430,20 +430,20 @@ def _augment(
 def _context(
     examples: list[Example],
     cfg: AugmentConfig,
-    task: str,
+    tagged: bool,
     tokenizer: Any,
     model_path: str,
     tag_scheme: str | None,
 ) -> AugmentContext:
     if tag_scheme is None:
-        tag_scheme = infer_tag_scheme(examples) if task in TOKEN_TASKS else "IOB2"
-    return AugmentContext(cfg, task, tokenizer, model_path, examples, tag_scheme)
+        tag_scheme = infer_tag_scheme(examples) if tagged else "IOB2"
+    return AugmentContext(cfg, tagged, tokenizer, model_path, examples, tag_scheme)
 
 
 def augment_split(
     examples: list[Example],
     cfg: AugmentConfig,
-    task: str,
+    tagged: bool,
     tokenizer: Any,
     model_path: str,
     tag_scheme: str | None = None,
@@ -457,7 +457,8 @@ def augment_split(
     Args:
         examples: the training split (never dev or test).
         cfg: the `augment` section.
-        task: the task name; 'ner' keeps entity mentions and tags aligned.
+        tagged: the examples carry word tags (NER; the task's `reader.tagged`): entity
+            mentions and tags stay aligned.
         tokenizer: the model's tokenizer (mask token, vocabulary of 'synonym').
         model_path: the model's directory or hub id (input embeddings of 'synonym').
         tag_scheme: NER tag scheme (data.tag_scheme); inferred from the tags when None.
@@ -466,14 +467,14 @@ def augment_split(
         ConfigError: an op cannot run as configured (no mask token, a model that cannot load,
             no entity type with two mentions, an op the task does not support).
     """
-    context = _context(examples, cfg, task, tokenizer, model_path, tag_scheme)
+    context = _context(examples, cfg, tagged, tokenizer, model_path, tag_scheme)
     return list(examples) + [example for _, example, _ in _augment(examples, context)]
 
 
 def preview(
     examples: list[Example],
     cfg: AugmentConfig,
-    task: str,
+    tagged: bool,
     tokenizer: Any,
     model_path: str,
     n: int,
@@ -484,6 +485,6 @@ def preview(
     Only the jobs needed for `n` copies run, so previews of large splits are quick (model-backed
     ops and 'mention' still load their model or scan the split once).
     """
-    context = _context(examples, cfg, task, tokenizer, model_path, tag_scheme)
+    context = _context(examples, cfg, tagged, tokenizer, model_path, tag_scheme)
     found = _augment(examples, context, limit=n)[:n]
     return [(examples[index], example, op) for index, example, op in found]

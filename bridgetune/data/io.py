@@ -21,7 +21,6 @@ from bridgetune.config import DataConfig
 from bridgetune.data.schema import DataError, Example
 from bridgetune.data.tags import check_sequence
 
-TOKEN_TASKS = ("ner",)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 _TOKEN_EXTENSIONS = (".conll", ".txt", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")
@@ -59,11 +58,13 @@ def decode_utf8(raw: bytes, source: str) -> str:
         ) from None
 
 
-def detect_format(path: Path, declared: str, task: str) -> str:
+def detect_format(path: Path, declared: str, tagged: bool) -> str:
+    """The format of `path`: `declared`, or guessed from the suffix (token files for tagged
+    data unless JSONL)."""
     if declared != "auto":
         return declared
     suffix = path.suffix.lower()
-    if task in TOKEN_TASKS and suffix not in (".jsonl", ".json"):
+    if tagged and suffix not in (".jsonl", ".json"):
         return "conll"
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
@@ -149,12 +150,12 @@ def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
     return glue.join(tokens), offsets
 
 
-def _token_example(tokens: list[str], tags: list[str] | None, source: str) -> Example:
+def token_example(tokens: list[str], tags: list[str] | None, source: str) -> Example:
     text, offsets = join_tokens(tokens)
     return Example(text=text, tokens=tokens, tags=tags, offsets=offsets, source=source)
 
 
-def _column(row: dict[str, Any], name: str, path: Path, number: int) -> Any:
+def column(row: dict[str, Any], name: str, path: Path, number: int) -> Any:
     if name in row:
         return row[name]
     close = difflib.get_close_matches(name, [str(k) for k in row], n=1)
@@ -165,71 +166,12 @@ def _column(row: dict[str, Any], name: str, path: Path, number: int) -> Any:
     )
 
 
-def _text_example(
-    row: dict[str, Any], cfg: DataConfig, task: str, where: tuple[Path, int], labelled: bool
-) -> Example:
-    path, number = where
-    row = {cfg.column_map.get(k, k): v for k, v in row.items()}
-    text = _column(row, cfg.text_column, path, number)
-    if not isinstance(text, str) or not text.strip():
-        raise DataError(
-            f"{path}:{number}: empty text in column '{cfg.text_column}'; fill it or remove the row"
-        )
-    pair = None
-    if cfg.text_pair_column:
-        pair = _column(row, cfg.text_pair_column, path, number)
-        if not isinstance(pair, str) or not pair.strip():
-            raise DataError(f"{path}:{number}: empty text in column '{cfg.text_pair_column}'")
-    label = None
-    if labelled:
-        label = _parse_label(_column(row, cfg.label_column, path, number), cfg, task)
-        if label in ("", []):
-            raise DataError(f"{path}:{number}: empty label in column '{cfg.label_column}'")
-    return Example(text=text, text_pair=pair, label=label, source=f"{path}:{number}")
-
-
-def _parse_label(value: Any, cfg: DataConfig, task: str) -> str | list[str]:
-    if task == "multilabel":
-        if isinstance(value, list):
-            return [str(v) for v in value]
-        parts = str(value).split(cfg.label_separator) if value is not None else []
-        return [p.strip() for p in parts if p.strip()]
-    return "" if value is None else str(value).strip()
-
-
-def read_file(path: Path, cfg: DataConfig, task: str, labelled: bool = True) -> list[Example]:
-    """Examples of one local file, validated (tags against the declared scheme)."""
-    fmt = detect_format(path, cfg.format, task)
-    if task in TOKEN_TASKS and not labelled and fmt == "conll":
-        examples = [
-            _token_example(tokens, None, f"{path}:{first}")
-            for first, tokens, _ in read_token_file(path, tagged=False)
-        ]
-    elif task in TOKEN_TASKS:
-        examples = list(_token_examples(path, fmt, cfg))
-    else:
-        if fmt == "conll":
-            raise DataError(f"{path}: a token file cannot feed task '{task}'; use CSV/TSV/JSONL")
-        examples = [
-            _text_example(row, cfg, task, (path, number), labelled)
-            for number, row in read_records(path, fmt)
-        ]
+def read_file(path: Path, cfg: DataConfig, reader: Any, labelled: bool = True) -> list[Example]:
+    """Examples of one local file, as the task's `reader` (bridgetune.data.readers) reads them."""
+    examples = reader.read_file(path, cfg, labelled)
     if not examples:
         raise DataError(f"{path}: no examples found; the split is empty")
     return examples
-
-
-def _token_examples(path: Path, fmt: str, cfg: DataConfig) -> Iterator[Example]:
-    if fmt == "conll":
-        sentences = read_token_file(path)
-    elif fmt == "jsonl":
-        sentences = _jsonl_sentences(path, cfg)
-    else:
-        raise DataError(f"{path}: token tasks read CoNLL-style or JSONL files, not {fmt}")
-    for first, tokens, tags in sentences:
-        yield checked_token_example(
-            tokens, tags, cfg.tag_scheme, f"{path}", first, line_per_token=fmt == "conll"
-        )
 
 
 def checked_token_example(
@@ -250,14 +192,14 @@ def checked_token_example(
             f"{path}:{line}: invalid {scheme} sequence at token {tokens[index]!r}: "
             f"{reason}. Fix the tag or set data.tag_scheme to the file's scheme."
         )
-    return _token_example(tokens, tags, f"{path}:{first_line}")
+    return token_example(tokens, tags, f"{path}:{first_line}")
 
 
-def _jsonl_sentences(path: Path, cfg: DataConfig) -> Iterator[tuple[int, list[str], list[str]]]:
+def jsonl_sentences(path: Path, cfg: DataConfig) -> Iterator[tuple[int, list[str], list[str]]]:
     for number, row in read_records(path, "jsonl"):
         row = {cfg.column_map.get(k, k): v for k, v in row.items()}
-        tokens = _column(row, "tokens", path, number)
-        tags = _column(
+        tokens = column(row, "tokens", path, number)
+        tags = column(
             row, cfg.label_column if cfg.label_column != "label" else "tags", path, number
         )
         if len(tokens) != len(tags):
@@ -270,7 +212,7 @@ def _jsonl_sentences(path: Path, cfg: DataConfig) -> Iterator[tuple[int, list[st
         yield number, [str(t) for t in tokens], [str(t) for t in tags]
 
 
-def read_hub(spec: str, cfg: DataConfig, task: str, role: str) -> list[Example]:
+def read_hub(spec: str, cfg: DataConfig, reader: Any, role: str) -> list[Example]:
     """Examples of a hub dataset `hf:<name>[:<config>]`; role picks train/validation/test."""
     try:
         import datasets
@@ -284,15 +226,7 @@ def read_hub(spec: str, cfg: DataConfig, task: str, role: str) -> list[Example]:
         raise DataError(f"{spec}: could not load split '{split}': {error}") from None
     examples = []
     for index, row in enumerate(_decode_class_labels(dataset)):
-        where = (Path(spec), index + 1)
-        if task in TOKEN_TASKS:
-            row = {cfg.column_map.get(k, k): v for k, v in row.items()}
-            tags = _column(row, cfg.label_column, *where)
-            examples.append(
-                checked_token_example(row["tokens"], tags, cfg.tag_scheme, spec, index + 1)
-            )
-        else:
-            examples.append(_text_example(row, cfg, task, where, labelled=True))
+        examples.append(reader.read_row(row, cfg, (Path(spec), index + 1)))
     return examples
 
 
@@ -312,11 +246,12 @@ def _decode_class_labels(dataset: Any) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def load_examples(spec: str, cfg: DataConfig, task: str, role: str) -> list[Example]:
+def load_examples(spec: str, cfg: DataConfig, reader: Any, role: str) -> list[Example]:
+    """The examples of `spec` (a file or `hf:<name>`) for split `role`, capped as configured."""
     if spec.startswith("hf:"):
-        examples = read_hub(spec, cfg, task, role)
+        examples = read_hub(spec, cfg, reader, role)
     else:
-        examples = read_file(Path(spec), cfg, task)
+        examples = read_file(Path(spec), cfg, reader)
     limit = cfg.max_train_examples if role == "train" else cfg.max_eval_examples
     return examples[:limit] if limit else examples
 

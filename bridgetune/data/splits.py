@@ -3,41 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from bridgetune.config import DataConfig
 from bridgetune.data.fewshot import sample_k_shot
-from bridgetune.data.io import TOKEN_TASKS, Splits, fingerprint, load_examples
+from bridgetune.data.io import Splits, fingerprint, load_examples
+from bridgetune.data.readers import example_labels
 from bridgetune.data.schema import DataError, Example
-from bridgetune.data.tags import SCHEME_PREFIXES
-
-
-def example_labels(example: Example) -> list[str]:
-    """Every label an example carries: its class, its classes (multilabel) or its tags."""
-    if example.tags is not None:
-        return example.tags
-    if isinstance(example.label, list):
-        return example.label
-    return [] if example.label is None else [example.label]
-
-
-def infer_labels(train: list[Example], task: str, scheme: str | None = None) -> list[str]:
-    """Sorted label set of train; numeric labels sort numerically, 'O' comes first for tags.
-
-    With a tag `scheme`, every entity type gets all of the scheme's tags (B-X and I-X for IOB2),
-    so the model can express any valid sequence even when train happens to lack one, e.g. only
-    single-token entities of a type.
-    """
-    found = {label for example in train for label in example_labels(example)}
-    if task in TOKEN_TASKS:
-        if scheme:
-            found |= {f"{p}{t[1]}{t[2:]}" for t in found - {"O"} for p in SCHEME_PREFIXES[scheme]}
-            found.add("O")
-        rest = sorted(found - {"O"}, key=lambda t: (t[2:], t[:1]))
-        return (["O"] if "O" in found else []) + rest
-    try:
-        return sorted(found, key=int)
-    except ValueError:
-        return sorted(found)
 
 
 def check_labels(examples: list[Example], labels: list[str], role: str) -> None:
@@ -55,18 +27,20 @@ def check_labels(examples: list[Example], labels: list[str], role: str) -> None:
 
 
 def stratified_split(
-    examples: list[Example], fraction: float, seed: int, task: str, source: str
+    examples: list[Example], fraction: float, seed: int, reader: Any, source: str
 ) -> tuple[list[Example], list[Example]]:
-    """Seeded split that keeps class proportions (by first label; tags are not stratified)."""
+    """Seeded split that keeps the proportions of the reader's strata (classes: by first
+    label; tags are not stratified)."""
     from sklearn.model_selection import train_test_split
 
     if len(examples) < 4:
         raise DataError(
             f"{source}: {len(examples)} examples are too few to split off a dev set; give data.dev"
         )
-    strata = None
-    if task not in TOKEN_TASKS:
-        strata = [example_labels(e)[0] for e in examples]
+    strata = [reader.stratum(e) for e in examples]
+    if None in strata:
+        strata = None
+    else:
         counts = Counter(strata)
         lonely = [e for e, label in zip(examples, strata) if counts[label] < 2]
         if lonely:
@@ -86,21 +60,19 @@ def stratified_split(
     return list(train), list(dev)
 
 
-def load_splits(cfg: DataConfig, task: str) -> Splits:
-    """Read train/dev/test, infer or check labels, and split dev off train when needed."""
-    train = load_examples(cfg.train, cfg, task, "train")
+def load_splits(cfg: DataConfig, reader: Any) -> Splits:
+    """Read train/dev/test with the task's `reader` (bridgetune.data.readers), infer or check
+    labels, and split dev off train when needed."""
+    train = load_examples(cfg.train, cfg, reader, "train")
     if cfg.dev:
-        dev = load_examples(cfg.dev, cfg, task, "dev")
+        dev = load_examples(cfg.dev, cfg, reader, "dev")
     else:
-        train, dev = stratified_split(train, cfg.dev_fraction, cfg.split_seed, task, cfg.train)
-    test = load_examples(cfg.test, cfg, task, "test") if cfg.test else None
+        train, dev = stratified_split(train, cfg.dev_fraction, cfg.split_seed, reader, cfg.train)
+    test = load_examples(cfg.test, cfg, reader, "test") if cfg.test else None
     if cfg.few_shot_k:
         train = sample_k_shot(train, cfg.few_shot_k, cfg.few_shot_seed)
-    labels = list(cfg.labels) if cfg.labels else infer_labels(train, task, cfg.tag_scheme)
-    if task not in TOKEN_TASKS and len(labels) < 2 and task != "multilabel":
-        raise DataError(
-            f"{cfg.train}: found only the label {labels}; classification needs at least two classes"
-        )
+    labels = list(cfg.labels) if cfg.labels else reader.infer_labels(train, cfg.tag_scheme)
+    reader.check_label_set(labels, cfg.train)
     check_labels(train, labels, "train")
     check_labels(dev, labels, "dev")
     if test is not None:

@@ -21,4 +21,9 @@ def build_task(
     return task_class(labels)
 
 
-__all__ = ["TASKS", "Task", "build_task"]
+def reader_for(name: str) -> Any:
+    """How task `name` reads its data (bridgetune.data.readers)."""
+    return TASKS.get(name).reader
+
+
+__all__ = ["TASKS", "Task", "build_task", "reader_for"]

@@ -22,8 +22,9 @@ class Task(Protocol):
     ("single": softmax cross-entropy, "multi": sigmoid binary cross-entropy, "token": per-token
     cross-entropy), which methods and the objective build on; `default_metric` is the dev
     metric that picks the best checkpoint (higher is better); `takes_pairs`: every input is a
-    (text, text_pair) pair. Class attributes, so they can be read from `TASKS.get(name)` before
-    a task object exists.
+    (text, text_pair) pair; `reader` reads, validates and labels its data
+    (bridgetune.data.readers). Class attributes, so they can be read from `TASKS.get(name)`
+    before a task object exists.
     """
 
     name: str
@@ -32,6 +33,7 @@ class Task(Protocol):
     problem: str
     default_metric: str
     takes_pairs: bool
+    reader: Any
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module: ...
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import Example
 from bridgetune.evaluate import classification_metrics, multilabel_metrics
 from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
@@ -21,6 +22,7 @@ class ClassificationTask:
     problem = "single"
     default_metric = "accuracy"
     takes_pairs = False
+    reader = TextReader()
 
     def __init__(self, labels: list[str]) -> None:
         self.labels = labels
@@ -140,6 +142,7 @@ class MultiLabelTask(ClassificationTask):
     problem_type = "multi_label_classification"
     problem = "multi"
     default_metric = "f1_micro"
+    reader = TextReader(multilabel=True)
 
     def __init__(self, labels: list[str], threshold: float = 0.5) -> None:
         super().__init__(labels)

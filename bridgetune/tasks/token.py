@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from bridgetune.data.readers import TokenReader
 from bridgetune.data.schema import Example
 from bridgetune.data.tags import decode_spans, split_tag
 from bridgetune.evaluate import entity_metrics
@@ -67,6 +68,7 @@ class TokenTask:
     problem = "token"
     default_metric = "entity_f1"
     takes_pairs = False
+    reader = TokenReader()
 
     def __init__(self, labels: list[str], scheme: str = "IOB2") -> None:
         self.labels = labels

@@ -1,0 +1,185 @@
+"""How a task's examples are read: the data layer's half of the Task protocol.
+
+Each task class names its reader (`Task.reader`); the data layer, which never imports tasks,
+reads files and hub rows, infers and checks labels and splits off dev through it. A new task
+with a new format (QA spans, ranking groups) brings a reader of its own; two cover today's:
+
+- `TextReader`: a text (or a text pair) per row and a label, or several (`multilabel`);
+- `TokenReader`: words with a tag each (CoNLL-style files or JSONL token lists).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bridgetune.config import DataConfig
+from bridgetune.data.io import (
+    checked_token_example,
+    column,
+    detect_format,
+    jsonl_sentences,
+    read_records,
+    read_token_file,
+    token_example,
+)
+from bridgetune.data.schema import DataError, Example
+from bridgetune.data.tags import SCHEME_PREFIXES
+
+
+class Reader(Protocol):
+    """Reads one task's examples and knows its label set; see the module docstring.
+
+    `tagged`: examples carry one tag per word (a tag scheme applies, files may be CoNLL).
+    """
+
+    tagged: bool
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]: ...
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        """One row of a hub dataset (labelled)."""
+        ...
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]: ...
+
+    def check_label_set(self, labels: list[str], source: str) -> None: ...
+
+    def stratum(self, example: Example) -> str | None:
+        """What a stratified dev split keeps in proportion (None: not stratified)."""
+        ...
+
+
+def example_labels(example: Example) -> list[str]:
+    """Every label an example carries: its class, its classes (multilabel) or its tags."""
+    if example.tags is not None:
+        return example.tags
+    if isinstance(example.label, list):
+        return example.label
+    return [] if example.label is None else [example.label]
+
+
+def _found(train: list[Example]) -> set[str]:
+    return {label for example in train for label in example_labels(example)}
+
+
+@dataclass(frozen=True)
+class TextReader:
+    """Rows of CSV, TSV or JSONL: `text_column` (+ `text_pair_column`) and `label_column`."""
+
+    multilabel: bool = False
+    tagged = False
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        fmt = detect_format(path, cfg.format, tagged=False)
+        if fmt == "conll":
+            raise DataError(f"{path}: a token file cannot feed this task; use CSV/TSV/JSONL")
+        return [
+            self._example(row, cfg, (path, number), labelled)
+            for number, row in read_records(path, fmt)
+        ]
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        return self._example(row, cfg, where, labelled=True)
+
+    def _example(
+        self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int], labelled: bool
+    ) -> Example:
+        path, number = where
+        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        text = column(row, cfg.text_column, path, number)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(
+                f"{path}:{number}: empty text in column '{cfg.text_column}'; fill it or remove "
+                "the row"
+            )
+        pair = None
+        if cfg.text_pair_column:
+            pair = column(row, cfg.text_pair_column, path, number)
+            if not isinstance(pair, str) or not pair.strip():
+                raise DataError(f"{path}:{number}: empty text in column '{cfg.text_pair_column}'")
+        label = None
+        if labelled:
+            label = self._label(column(row, cfg.label_column, path, number), cfg)
+            if label in ("", []):
+                raise DataError(f"{path}:{number}: empty label in column '{cfg.label_column}'")
+        return Example(text=text, text_pair=pair, label=label, source=f"{path}:{number}")
+
+    def _label(self, value: Any, cfg: DataConfig) -> str | list[str]:
+        if not self.multilabel:
+            return "" if value is None else str(value).strip()
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        parts = str(value).split(cfg.label_separator) if value is not None else []
+        return [p.strip() for p in parts if p.strip()]
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        """Sorted label set of train; numeric labels sort numerically."""
+        found = _found(train)
+        try:
+            return sorted(found, key=int)
+        except ValueError:
+            return sorted(found)
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        if not self.multilabel and len(labels) < 2:
+            raise DataError(
+                f"{source}: found only the label {labels}; classification needs at least two "
+                "classes"
+            )
+
+    def stratum(self, example: Example) -> str | None:
+        return example_labels(example)[0]
+
+
+@dataclass(frozen=True)
+class TokenReader:
+    """Words with one tag each: CoNLL-style files (tag in the last column) or JSONL rows with
+    `tokens` and `tags`; tags are checked against `data.tag_scheme`."""
+
+    tagged = True
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        fmt = detect_format(path, cfg.format, tagged=True)
+        if not labelled and fmt == "conll":
+            return [
+                token_example(tokens, None, f"{path}:{first}")
+                for first, tokens, _ in read_token_file(path, tagged=False)
+            ]
+        if fmt == "conll":
+            sentences = read_token_file(path)
+        elif fmt == "jsonl":
+            sentences = jsonl_sentences(path, cfg)
+        else:
+            raise DataError(f"{path}: token tasks read CoNLL-style or JSONL files, not {fmt}")
+        return [
+            checked_token_example(
+                tokens, tags, cfg.tag_scheme, f"{path}", first, line_per_token=fmt == "conll"
+            )
+            for first, tokens, tags in sentences
+        ]
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        path, number = where
+        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        tags = column(row, cfg.label_column, path, number)
+        return checked_token_example(row["tokens"], tags, cfg.tag_scheme, str(path), number)
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        """'O' first, then tags by entity type. With a tag `scheme`, every entity type gets all
+        of the scheme's tags (B-X and I-X for IOB2), so the model can express any valid
+        sequence even when train happens to lack one, e.g. only single-token entities of a type.
+        """
+        found = _found(train)
+        if scheme:
+            found |= {f"{p}{t[1]}{t[2:]}" for t in found - {"O"} for p in SCHEME_PREFIXES[scheme]}
+            found.add("O")
+        rest = sorted(found - {"O"}, key=lambda t: (t[2:], t[:1]))
+        return (["O"] if "O" in found else []) + rest
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        return None  # a split of all-O sentences still trains a tagger
+
+    def stratum(self, example: Example) -> str | None:
+        return None
