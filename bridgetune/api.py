@@ -18,6 +18,7 @@ import yaml
 
 from bridgetune.atomic import atomic_write_text
 from bridgetune.config import (
+    ConfigError,
     DataConfig,
     MonitorConfig,
     RunConfig,
@@ -53,13 +54,39 @@ class TrainResult:
 
 def as_config(config: ConfigLike, overrides: list[str] | None = None) -> RunConfig:
     """A validated RunConfig from a RunConfig, a YAML path or a raw dict (+ dotted overrides)."""
-    if isinstance(config, RunConfig):
-        if not overrides:
-            return config
-        config = config.model_dump()
-    if isinstance(config, dict):
-        return build_config(apply_overrides(copy.deepcopy(config), overrides or []))
-    return load_config(config, overrides)
+    if isinstance(config, RunConfig) and not overrides:
+        cfg = config
+    elif isinstance(config, (RunConfig, dict)):
+        raw = config.model_dump() if isinstance(config, RunConfig) else copy.deepcopy(config)
+        cfg = build_config(apply_overrides(raw, overrides or []))
+    else:
+        cfg = load_config(config, overrides)
+    check_registered(cfg)
+    return cfg
+
+
+def check_registered(cfg: RunConfig) -> None:
+    """The task, method and augmentations `cfg` names are registered ("did you mean"
+    otherwise) and the task takes the options set (its `check_config`).
+
+    Raises:
+        ConfigError: what is wrong and what to write instead.
+    """
+    from bridgetune.data.augment import AUGMENTERS, check_ops
+    from bridgetune.methods import METHODS
+
+    names = [("task", TASKS, cfg.task), ("method.name", METHODS, cfg.method.name)]
+    names += [("augment.ops", AUGMENTERS, op) for op in cfg.augment.ops]
+    for key, registry, name in names:
+        try:
+            registry.get(name)
+        except KeyError as error:
+            raise ConfigError(f"{key}: {error.args[0]}") from None
+    try:
+        TASKS.get(cfg.task).check_config(cfg)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    check_ops(cfg.augment, reader_for(cfg.task).tagged)
 
 
 def load(model_dir: str | Path, device: str = "auto") -> Predictor:

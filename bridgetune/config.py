@@ -14,7 +14,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-TaskName = Literal["classification", "multilabel", "pair", "ner"]
 TagScheme = Literal["IOB1", "IOB2", "BIOES", "BMES"]
 
 
@@ -82,15 +81,13 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
 
 
-MethodName = Literal["full", "head_only", "bitfit", "lora", "ia3", "prefix", "prompt", "ptuning"]
-
-
 class MethodConfig(_Section):
     """Which parameters train. The task head always trains and is always saved."""
 
-    name: MethodName = Field(
+    name: str = Field(
         "full",
-        description="'full' fine-tuning; 'head_only' (linear probe); 'bitfit' (biases + head); "
+        description="A registered method (checked with 'did you mean'): 'full' fine-tuning; "
+        "'head_only' (linear probe); 'bitfit' (biases + head); "
         "peft methods 'lora', 'ia3', 'prefix' (prefix tuning), 'prompt' (prompt tuning), "
         "'ptuning' (P-tuning: prompt from a small encoder).",
     )
@@ -127,20 +124,16 @@ class MethodConfig(_Section):
         return self
 
 
-AugmentOp = Literal[
-    "swap", "delete", "insert", "mask", "synonym", "contextual", "backtranslation", "mention"
-]
-
-
 class AugmentConfig(_Section):
     """Data augmentation of the training split (never dev or test), seeded."""
 
-    ops: list[AugmentOp] = Field(
+    ops: list[str] = Field(
         default_factory=list,
-        description="Augmentations to draw from: swap, delete, insert (random words), mask "
-        "(tokenizer's mask token), synonym (embedding-space neighbours of the model's own "
-        "input embeddings), contextual (fill-mask model), backtranslation (two translation "
-        "models), mention (NER: replace an entity mention by another of the same type).",
+        description="Registered augmentations to draw from: swap, delete, insert (random "
+        "words), mask (tokenizer's mask token), synonym (embedding-space neighbours of the "
+        "model's own input embeddings), contextual (fill-mask model), backtranslation (two "
+        "translation models), mention (NER: replace an entity mention by another of the same "
+        "type).",
     )
     copies: int = Field(
         1, ge=1, description="Augmented copies added per training example (each by one op)."
@@ -287,23 +280,17 @@ class TrainConfig(_Section):
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; outputs go to <output_dir>/<name>.")
     output_dir: str = Field("runs", description="Parent directory of run directories.")
-    task: TaskName = Field("classification", description="classification|multilabel|pair|ner.")
+    task: str = Field(
+        "classification",
+        description="A registered task (checked with 'did you mean'): classification, "
+        "multilabel, pair, ner.",
+    )
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-
-    @model_validator(mode="after")
-    def _check_task_columns(self) -> RunConfig:
-        if self.task == "pair" and not self.data.text_pair_column:
-            raise ValueError("task 'pair' needs data.text_pair_column (the second text's column)")
-        if self.task == "multilabel" and self.train.label_smoothing:
-            raise ValueError("train.label_smoothing applies to single-label tasks, not multilabel")
-        if "mention" in self.augment.ops and self.task != "ner":
-            raise ValueError("augment op 'mention' replaces entity mentions: task 'ner' only")
-        return self
 
     @property
     def run_dir(self) -> Path:

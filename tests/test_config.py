@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bridgetune.api import as_config
 from bridgetune.config import (
     ConfigError,
     RunConfig,
@@ -88,10 +90,26 @@ def test_missing_data_section_is_a_config_error() -> None:
 
 
 def test_pair_task_needs_text_pair_column() -> None:
-    with pytest.raises(ConfigError, match="text_pair_column"):
-        build_config(minimal(task="pair"))
-    cfg = build_config({"task": "pair", "data": {"train": "t.csv", "text_pair_column": "b"}})
+    with pytest.raises(ConfigError, match="task 'pair' needs data.text_pair_column"):
+        as_config(minimal(task="pair"))
+    cfg = as_config({"task": "pair", "data": {"train": "t.csv", "text_pair_column": "b"}})
     assert cfg.data.text_pair_column == "b"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task=classifcation", "task: unknown task 'classifcation'; did you mean 'classification'"),
+        ("method.name=lorra", "method.name: unknown method 'lorra'; did you mean 'lora'"),
+        ("augment.ops=[swap,synonim]", "augment.ops: unknown augmentation 'synonim'; did you mean"),
+        ("train.label_smoothing=0.1", "label_smoothing applies to single-label tasks"),
+        ("augment.ops=[mention]", "'mention' replaces entity mentions"),
+    ],
+)
+def test_names_and_task_options_are_checked_before_any_work(override, message) -> None:
+    raw = minimal(task="multilabel") if "smoothing" in override else minimal()
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        as_config(raw, [override])
 
 
 # --- overrides -----------------------------------------------------------------------------

@@ -186,7 +186,8 @@ def show_config(
     """Print every config key with its default and description, or a validated config."""
     import yaml
 
-    from bridgetune.config import load_config, schema_lines
+    from bridgetune import api
+    from bridgetune.config import schema_lines
 
     if schema or config is None:
         table = Table(title="bridgetune config keys")
@@ -196,5 +197,5 @@ def show_config(
             table.add_row(key, default, description)
         Console(width=160).print(table)
         return
-    cfg = run_action(lambda: load_config(config, overrides or []))
+    cfg = run_action(lambda: api.as_config(config, overrides or []))
     typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))

@@ -313,7 +313,8 @@ def infer_tag_scheme(examples: list[Example]) -> str:
     return "IOB2" if valid else "IOB1"
 
 
-def _check_ops(cfg: AugmentConfig, tagged: bool) -> None:
+def check_ops(cfg: AugmentConfig, tagged: bool) -> None:
+    """Raise ConfigError for ops the data cannot take (tags that cannot stay aligned)."""
     if tagged and "backtranslation" in cfg.ops:
         raise ConfigError(
             "augment op 'backtranslation' cannot keep token tags aligned; for task 'ner' use "
@@ -395,7 +396,7 @@ def _augment(
 ) -> list[tuple[int, Example, str]]:
     """(original index, augmented example, op), in plan order; stops after `limit` results."""
     cfg = context.cfg
-    _check_ops(cfg, context.tagged)
+    check_ops(cfg, context.tagged)
     if not cfg.ops or not examples:
         return []
     augmenters = {op: AUGMENTERS.get(op)(context) for op in dict.fromkeys(cfg.ops)}

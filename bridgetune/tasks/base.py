@@ -35,6 +35,11 @@ class Task(Protocol):
     takes_pairs: bool
     reader: Any
 
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Raise ValueError for options of a RunConfig this task cannot take."""
+        ...
+
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module: ...
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]: ...

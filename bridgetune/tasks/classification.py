@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from bridgetune.config import RunConfig
 from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import Example
 from bridgetune.evaluate import classification_metrics, multilabel_metrics
@@ -38,6 +39,16 @@ class ClassificationTask:
             problem_type=self.problem_type,
             **kwargs,
         )
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Options of `cfg` that this task cannot take (ValueError), before any work."""
+        if cls.takes_pairs and not cfg.data.text_pair_column:
+            raise ValueError(
+                f"task {cls.name!r} needs data.text_pair_column (the second text's column)"
+            )
+        if cls.problem == "multi" and cfg.train.label_smoothing:
+            raise ValueError("train.label_smoothing applies to single-label tasks, not multilabel")
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         texts = [e.text for e in examples]

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from bridgetune.config import RunConfig
 from bridgetune.data.readers import TokenReader
 from bridgetune.data.schema import Example
 from bridgetune.data.tags import decode_spans, split_tag
@@ -75,6 +76,10 @@ class TokenTask:
         self.index = {label: i for i, label in enumerate(labels)}
         self.scheme = scheme
         self.continuation = continuation_labels(labels, self.index, scheme)
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Every option applies to tagging."""
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
