@@ -260,3 +260,15 @@ def test_lora_adapts_every_linear_layer_of_the_body_by_default(tmp_path):
         if ".lora_A" in n
     }
     assert {"q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"} <= adapted
+
+
+def test_an_unknown_head_type_names_the_file_and_the_closest_type(served_classifier, tmp_path):
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(served_classifier, broken)
+    meta = json.loads((broken / "bridgetune.json").read_text())
+    meta["head"] = {"type": "adaptr"}
+    (broken / "bridgetune.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"bridgetune.json: unknown head type 'adaptr'; did you"):
+        Predictor.load(broken, device="cpu")

@@ -11,18 +11,22 @@ are given, so the loop, `infer`, the tasks' decoding and the service use them un
 - adapter: a peft adapter saved unmerged (bridgetune.methods.peft), put back on its base model;
 - prefix: a key/value prefix per layer and the head (bridgetune.methods.prefix), likewise.
 
+Each is a `HeadModel` registered in `HEADS` under the "type" its `save` writes.
+
 A model directory of a head keeps the wrapped model in transformers format (plain `transformers`
 loads it) and `bridgetune.json` describes the head under the key "head".
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from bridgetune.registry import Registry
 from bridgetune.tasks.base import TASKS
 
 
@@ -45,35 +49,55 @@ def classification_loss(
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
+class HeadModel(Protocol):
+    """A model saved with a "head" entry in bridgetune.json: `save` writes it and returns that
+    entry (with its "type"), `load` rebuilds it from the directory, the entry and the labels."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> HeadOutput: ...
+
+    def save(self, directory: Path) -> dict[str, Any] | None: ...
+
+    @classmethod
+    def load(
+        cls, directory: Path, head: dict[str, Any], labels: list[str], multilabel: bool
+    ) -> torch.nn.Module: ...
+
+
+# head type -> "module:class" of its HeadModel, imported only when a directory of that type
+# loads (a package of its own registers its heads the same way)
+HEADS: Registry[str] = Registry("head type")
+for _kind, _where in {
+    "embedding": "bridgetune.heads.embedding:EmbeddingClassifier",
+    "prompt": "bridgetune.heads.prompt:PromptClassifier",
+    "nli": "bridgetune.heads.nli:NLIClassifier",
+    "adapter": "bridgetune.methods.peft:AdapterModel",
+    "prefix": "bridgetune.methods.prefix:PrefixModel",
+}.items():
+    HEADS.register(_kind)(_where)
+
+
 def load_head_model(directory: Path, meta: dict[str, Any]) -> torch.nn.Module | None:
-    """The head model saved in `directory`, or None for a plain transformers classifier."""
+    """The head model saved in `directory`, or None for a plain transformers classifier.
+
+    Raises:
+        ValueError: bridgetune.json names a head type no installed code registers.
+    """
     head = meta.get("head")
     if not head:
         return None
-    labels = list(meta["labels"])
+    try:
+        module, name = HEADS.get(head["type"]).split(":")
+    except KeyError as error:
+        raise ValueError(f"{directory}/bridgetune.json: {error.args[0]}") from None
+    head_class: Any = getattr(importlib.import_module(module), name)
     multilabel = TASKS.get(meta["task"]).problem == "multi"
-    kind = head["type"]
-    if kind == "embedding":
-        from bridgetune.heads.embedding import EmbeddingClassifier
-
-        return EmbeddingClassifier.load(directory, head, labels, multilabel)
-    if kind == "prompt":
-        from bridgetune.heads.prompt import PromptClassifier
-
-        return PromptClassifier.load(directory, head, labels, multilabel)
-    if kind == "nli":
-        from bridgetune.heads.nli import NLIClassifier
-
-        return NLIClassifier.load(directory, head, labels, multilabel)
-    if kind == "adapter":
-        from bridgetune.methods.peft import AdapterModel
-
-        return AdapterModel.from_saved(load_base_model(head, labels), directory, head)
-    if kind == "prefix":
-        from bridgetune.methods.prefix import PrefixModel
-
-        return PrefixModel.from_saved(load_base_model(head, labels), directory, head)
-    raise ValueError(f"{directory}: unknown head type {kind!r} in bridgetune.json")
+    return head_class.load(directory, head, list(meta["labels"]), multilabel)
 
 
 def load_base_model(head: dict[str, Any], labels: list[str]) -> torch.nn.Module:

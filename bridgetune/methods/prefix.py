@@ -187,6 +187,15 @@ class PrefixModel(torch.nn.Module):
         }
 
     @classmethod
+    def load(
+        cls, directory: Path, head: dict[str, Any], labels: list[str], multilabel: bool
+    ) -> PrefixModel:
+        """The prefix saved in `directory` on its base model built with `labels` (HeadModel)."""
+        from bridgetune.heads import load_base_model
+
+        return cls.from_saved(load_base_model(head, labels), directory, head)
+
+    @classmethod
     def from_saved(cls, base: torch.nn.Module, directory: Path, head: dict) -> PrefixModel:
         """Put the prefix and head saved in `directory` back on `base` (built with the labels).
 
