@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
+from bridgetune.losses import task_loss
 from bridgetune.registry import Registry
 from bridgetune.tasks.base import TASKS
 
@@ -41,12 +42,10 @@ class HeadOutput:
 def classification_loss(
     logits: torch.Tensor, labels: torch.Tensor | None, multilabel: bool
 ) -> torch.Tensor | None:
-    """Cross-entropy (single-label) or binary cross-entropy on sigmoid logits (multilabel)."""
+    """The task loss of a head's class logits (None without labels): bridgetune.losses."""
     if labels is None:
         return None
-    if multilabel:
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
-    return torch.nn.functional.cross_entropy(logits, labels)
+    return task_loss(logits, labels, "multi" if multilabel else "single")
 
 
 class HeadModel(Protocol):

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bridgetune.config import MethodConfig
+from bridgetune.losses import task_loss
 from bridgetune.methods.base import METHODS
 
 MERGEABLE = ("lora", "ia3")
@@ -81,15 +82,8 @@ def quiet_peft() -> Iterator[None]:
 
 
 def head_loss(logits: torch.Tensor, labels: torch.Tensor | None, problem: str) -> Any:
-    """The loss transformers' own heads compute, from the logits."""
-    if labels is None:
-        return None
-    functional = torch.nn.functional
-    if problem == "multi":
-        return functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-    return functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
-    )
+    """The task loss of the wrapped model's logits (None without labels): bridgetune.losses."""
+    return None if labels is None else task_loss(logits, labels, problem)
 
 
 class AdapterModel(torch.nn.Module):

@@ -17,9 +17,8 @@ from bridgetune.data.readers import TokenReader
 from bridgetune.data.schema import Example
 from bridgetune.data.tags import decode_spans, split_tag
 from bridgetune.evaluate import entity_metrics
+from bridgetune.losses import IGNORE
 from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
-
-IGNORE = -100
 
 
 def split_words(text: str, tokenizer: Any) -> list[tuple[int, int]]:

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from bridgetune.config import TrainConfig
-
-IGNORE = -100
+from bridgetune.losses import IGNORE, task_loss
 
 
 class Objective:
@@ -40,17 +39,7 @@ class Objective:
         return loss + self.rdrop * self.divergence(first, second, labels)
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        weights = None if self.weights is None else self.weights.to(logits.device)
-        if self.problem == "multi":
-            return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            weight=weights,
-            ignore_index=IGNORE,
-            label_smoothing=self.smoothing,
-        )
+        return task_loss(logits, labels, self.problem, self.weights, self.smoothing)
 
     def divergence(
         self, first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor
