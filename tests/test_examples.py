@@ -102,3 +102,11 @@ def test_write_conll_helper_roundtrip(tmp_path):
     # guards the fixture other tests rely on
     path = write_conll(tmp_path / "x.conll", [[("a", "O"), ("b", "B-X")]])
     assert path.read_text().splitlines() == ["a X O", "b X B-X"]
+
+
+def test_every_registered_task_has_a_shipped_example():
+    """Generated from the task registry: a new task ships a config that the tests then train."""
+    from bridgetune.tasks import TASKS
+
+    shipped = {load_config(path).task for path in CONFIGS if path.name not in SHARED}
+    assert set(TASKS) <= shipped, f"no example config for {sorted(set(TASKS) - shipped)}"
