@@ -101,12 +101,18 @@ class TextReader:
                 raise DataError(f"{path}:{number}: empty text in column '{cfg.text_pair_column}'")
         label = None
         if labelled:
-            label = self._label(column(row, cfg.label_column, path, number), cfg)
+            try:
+                label = self._label(column(row, cfg.label_column, path, number), cfg)
+            except ValueError as error:  # a reader's own label rules (subclasses)
+                if isinstance(error, DataError):
+                    raise
+                raise DataError(f"{path}:{number}: {error}") from None
             if label in ("", []):
                 raise DataError(f"{path}:{number}: empty label in column '{cfg.label_column}'")
         return Example(text=text, text_pair=pair, label=label, source=f"{path}:{number}")
 
     def _label(self, value: Any, cfg: DataConfig) -> str | list[str]:
+        """The label(s) of a raw column value; a ValueError becomes a DataError at file:line."""
         if not self.multilabel:
             return "" if value is None else str(value).strip()
         if isinstance(value, list):

@@ -12,13 +12,10 @@ from bridgetune.tasks.base import TASKS, Task
 def build_task(
     name: str, labels: list[str], tag_scheme: str = "IOB2", threshold: float = 0.5
 ) -> Task:
-    """The task object for a task name and its label set (tags for NER)."""
+    """The task object for a task name and its label set (tags for NER); each task class takes
+    the settings it uses (`create`)."""
     task_class: Any = TASKS.get(name)
-    if name == "ner":
-        return task_class(labels, scheme=tag_scheme)
-    if name == "multilabel":
-        return task_class(labels, threshold=threshold)
-    return task_class(labels)
+    return task_class.create(labels, tag_scheme=tag_scheme, threshold=threshold)
 
 
 def reader_for(name: str) -> Any:

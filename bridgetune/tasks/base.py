@@ -36,6 +36,11 @@ class Task(Protocol):
     reader: Any
 
     @classmethod
+    def create(cls, labels: list[str], **settings: Any) -> Task:
+        """The task for a label set; `settings` (tag_scheme, threshold, ...) as it needs."""
+        ...
+
+    @classmethod
     def check_config(cls, cfg: Any) -> None:
         """Raise ValueError for options of a RunConfig this task cannot take."""
         ...

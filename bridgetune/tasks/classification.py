@@ -41,6 +41,11 @@ class ClassificationTask:
         )
 
     @classmethod
+    def create(cls, labels: list[str], **settings: Any) -> ClassificationTask:
+        """The task for `labels`; `settings` (tag_scheme, threshold) are for other tasks."""
+        return cls(labels)
+
+    @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         """Options of `cfg` that this task cannot take (ValueError), before any work."""
         if cls.takes_pairs and not cfg.data.text_pair_column:
@@ -158,6 +163,11 @@ class MultiLabelTask(ClassificationTask):
     def __init__(self, labels: list[str], threshold: float = 0.5) -> None:
         super().__init__(labels)
         self.threshold = threshold
+
+    @classmethod
+    def create(cls, labels: list[str], **settings: Any) -> MultiLabelTask:
+        """The task for `labels` with the saved decision `threshold` (default 0.5)."""
+        return cls(labels, threshold=settings.get("threshold", 0.5))
 
     def encode_label(self, label: Any) -> Any:
         if label is None:

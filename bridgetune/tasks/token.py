@@ -77,6 +77,11 @@ class TokenTask:
         self.continuation = continuation_labels(labels, self.index, scheme)
 
     @classmethod
+    def create(cls, labels: list[str], **settings: Any) -> TokenTask:
+        """The task for the tags `labels` in `tag_scheme` (default IOB2)."""
+        return cls(labels, scheme=settings.get("tag_scheme") or "IOB2")
+
+    @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         """Every option applies to tagging."""
 
