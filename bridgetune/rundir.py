@@ -167,7 +167,7 @@ class RunDirectory:
             owner = json.loads((self.staging / OWNER_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return owner if isinstance(owner.get("pid"), int) else None
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
 
     def _claim(self) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
