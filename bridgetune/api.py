@@ -201,11 +201,11 @@ def train_run(
     if resume:
         loop.resume()
     fit = loop.run(on_step)
-    dev_metrics = final_metrics(loop, dev, calibrate=True)
+    dev_metrics = final_metrics(task, loop.predict(dev), dev.examples, calibrate=True)
     test_metrics = None
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
-        test_metrics = final_metrics(loop, test, calibrate=False)
+        test_metrics = final_metrics(task, loop.predict(test), test.examples, calibrate=False)
     result = TrainResult(
         run.path,
         run.path / "model",
@@ -305,12 +305,14 @@ def report_parameters(method: str, model: Any) -> None:
     )
 
 
-def final_metrics(loop: Any, data: Any, calibrate: bool) -> dict[str, Any]:
-    """Full metrics of the loop's final (best) weights on `data`; dev calibrates thresholds."""
-    predictions = loop.predict(data)
+def final_metrics(
+    task: Task, predictions: list[dict[str, Any]], examples: list[Example], calibrate: bool
+) -> dict[str, Any]:
+    """Full metrics of a trained model's `predictions` on `examples`; on dev (`calibrate`) the
+    task first fits its decision parameters (the multi-label threshold)."""
     if calibrate:
-        predictions = loop.task.calibrate(predictions, data.examples)
-    return loop.task.metrics(predictions, data.examples)
+        predictions = task.calibrate(predictions, examples)
+    return task.metrics(predictions, examples)
 
 
 def report_truncation(features: dict[str, list[dict]], max_length: int) -> None:

@@ -74,15 +74,15 @@ def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
         )
     else:
         model, history = train_prompt(cfg, task, tokenizer, model_path, splits.train, splits.dev)
-    loop = _Evaluator(model, task, tokenizer.pad_token_id, cfg)
-    length = cfg.model.max_length
+    length, pad_id = cfg.model.max_length, tokenizer.pad_token_id
     dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
-    result = TrainResult(
-        run.path, run.path / "model", final_metrics(loop, dev, calibrate=True), None, history
-    )
+    predicted = predict_split(model, task, pad_id, cfg, dev)
+    metrics = final_metrics(task, predicted, dev.examples, calibrate=True)
+    result = TrainResult(run.path, run.path / "model", metrics, None, history)
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
-        result.test_metrics = final_metrics(loop, test, calibrate=False)
+        predicted = predict_split(model, task, pad_id, cfg, test)
+        result.test_metrics = final_metrics(task, predicted, test.examples, calibrate=False)
     save_run(run, cfg, result, model, tokenizer, task, splits, method=cfg.fewshot.mode)
     return result
 
@@ -129,26 +129,15 @@ def check_fewshot_options(cfg: RunConfig) -> None:
         )
 
 
-class _Evaluator:
-    """What `final_metrics` needs of a loop: the task and `predict` (fp32 on the model's device)."""
+def predict_split(
+    model: torch.nn.Module, task: Task, pad_id: int, cfg: RunConfig, data: Any
+) -> list[dict]:
+    """Predictions of a trained few-shot model on an encoded split (fp32, its own device)."""
+    from bridgetune.predictor import infer
 
-    def __init__(self, model: torch.nn.Module, task: Task, pad_id: int, cfg: RunConfig) -> None:
-        self.model, self.task, self.pad_id, self.cfg = model, task, pad_id, cfg
-
-    def predict(self, data: Any) -> list[dict]:
-        from bridgetune.predictor import infer
-
-        device = next(self.model.parameters()).device
-        return infer(
-            self.model,
-            self.task,
-            data.features,
-            data.examples,
-            self.pad_id,
-            device,
-            self.cfg.train.eval_batch_size,
-            precision="fp32",
-        )
+    device = next(model.parameters()).device
+    batch = cfg.train.eval_batch_size
+    return infer(model, task, data.features, data.examples, pad_id, device, batch, precision="fp32")
 
 
 def train_contrastive(
