@@ -259,6 +259,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             model_version=slot.version,
             model_dir=str(slot.predictor.directory or ""),
             task=slot.task,
+            output=slot.predictor.task.output,
+            takes_pairs=slot.predictor.task.takes_pairs,
             labels=list(slot.predictor.task.labels),
             tag_scheme=meta.get("tag_scheme"),
             max_length=slot.predictor.max_length,

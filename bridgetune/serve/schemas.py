@@ -153,6 +153,11 @@ class Info(BaseModel):
     model_version: str
     model_dir: str
     task: str
+    output: str = Field(
+        description="What a prediction carries: 'label' (+ scores), 'labels' (multi-label) "
+        "or 'entities' (tags and spans)."
+    )
+    takes_pairs: bool = Field(description="Every input is a text pair: send text_pairs.")
     labels: list[str]
     tag_scheme: str | None = None
     max_length: int

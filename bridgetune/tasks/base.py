@@ -22,7 +22,8 @@ class Task(Protocol):
     ("single": softmax cross-entropy, "multi": sigmoid binary cross-entropy, "token": per-token
     cross-entropy), which methods and the objective build on; `default_metric` is the dev
     metric that picks the best checkpoint (higher is better); `takes_pairs`: every input is a
-    (text, text_pair) pair; `reader` reads, validates and labels its data
+    (text, text_pair) pair; `output` is what a prediction carries ("label", "labels",
+    "entities"; the playground renders by it); `reader` reads, validates and labels its data
     (bridgetune.data.readers). Class attributes, so they can be read from `TASKS.get(name)`
     before a task object exists.
     """
@@ -34,6 +35,7 @@ class Task(Protocol):
     default_metric: str
     takes_pairs: bool
     reader: Any
+    output: str
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> Task:

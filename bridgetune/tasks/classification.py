@@ -23,6 +23,7 @@ class ClassificationTask:
     problem = "single"
     default_metric = "accuracy"
     takes_pairs = False
+    output = "label"  # what a prediction carries: label + scores
     reader = TextReader()
 
     def __init__(self, labels: list[str]) -> None:
@@ -158,6 +159,7 @@ class MultiLabelTask(ClassificationTask):
     problem_type = "multi_label_classification"
     problem = "multi"
     default_metric = "f1_micro"
+    output = "labels"
     reader = TextReader(multilabel=True)
 
     def __init__(self, labels: list[str], threshold: float = 0.5) -> None:

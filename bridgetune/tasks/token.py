@@ -68,6 +68,7 @@ class TokenTask:
     problem = "token"
     default_metric = "entity_f1"
     takes_pairs = False
+    output = "entities"  # tags per word and entity spans
     reader = TokenReader()
 
     def __init__(self, labels: list[str], scheme: str = "IOB2") -> None:
