@@ -120,7 +120,12 @@ def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
     model_path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer_for(model_path, cfg.task, cfg.model.trust_remote_code)
     check_max_length(model_path, tokenizer, cfg.model.max_length)
-    return build_task(cfg.task, splits.labels, cfg.data.tag_scheme), tokenizer, model_path
+    pairs = bool(cfg.data.text_pair_column)
+    return (
+        build_task(cfg.task, splits.labels, cfg.data.tag_scheme, pairs=pairs),
+        tokenizer,
+        model_path,
+    )
 
 
 def train(

@@ -136,6 +136,10 @@ def write_report(
         path = directory / f"{split}_confusion_matrix.png"
         plot_confusion_matrix(metrics["confusion_matrix"], metrics["labels"], path)
         written.append(path)
+    if "scatter" in metrics:
+        path = directory / f"{split}_scatter.png"
+        plot_scatter(metrics["scatter"]["true"], metrics["scatter"]["predicted"], path)
+        written.append(path)
     if history:
         path = directory / "learning_curve.png"
         plot_learning_curve(history, path)
@@ -158,6 +162,20 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_scatter(true: list[float], predicted: list[float], path: Path) -> None:
+    """Predicted against true values (regression), with the diagonal of perfect predictions."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.scatter(true, predicted, s=10, alpha=0.5)
+    low, high = min(true + predicted), max(true + predicted)
+    axis.plot([low, high], [low, high], color="grey", linewidth=1, linestyle="--")
+    axis.set_xlabel("true")
+    axis.set_ylabel("predicted")
+    axis.set_title(f"{len(true)} examples")
+    _save_figure(figure, path)
+    plt.close(figure)
 
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> None:

@@ -23,6 +23,7 @@ def task_loss(
 ) -> torch.Tensor:
     """Mean loss of `logits` against `labels` for a task's `problem`.
 
+    "regression": mean squared error of the outputs against the float targets;
     "multi": binary cross-entropy on sigmoid logits (`weights`: BCE's pos_weight per label);
     "single" and "token": cross-entropy over the last axis (`weights` per class, `smoothing`
     as label smoothing; token positions labelled IGNORE do not count).
@@ -30,6 +31,8 @@ def task_loss(
     logits = logits.float()
     if weights is not None:
         weights = weights.to(logits.device)
+    if problem == "regression":
+        return F.mse_loss(logits, labels.float().view_as(logits))
     if problem == "multi":
         return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
     return F.cross_entropy(

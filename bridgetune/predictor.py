@@ -132,7 +132,11 @@ class Predictor:
         directory = Path(directory)
         meta = read_meta(directory)
         task = build_task(
-            meta["task"], meta["labels"], meta.get("tag_scheme", "IOB2"), meta.get("threshold", 0.5)
+            meta["task"],
+            meta["labels"],
+            meta.get("tag_scheme", "IOB2"),
+            meta.get("threshold", 0.5),
+            pairs=bool((meta.get("data") or {}).get("text_pair_column")),
         )
         from bridgetune.heads import load_head_model
 

@@ -35,7 +35,10 @@ PEFT_MARKERS = {
 
 
 def labels_of(task: str) -> list[str]:
-    return ["O", "B-X", "I-X", "B-Y", "I-Y"] if reader_for(task).tagged else ["L0", "L1", "L2"]
+    reader = reader_for(task)
+    if reader.tagged:
+        return ["O", "B-X", "I-X", "B-Y", "I-Y"]
+    return reader.infer_labels([], None) or ["L0", "L1", "L2"]  # regression: its one target
 
 
 def build(tiny_bert: Path, task: str) -> torch.nn.Module:

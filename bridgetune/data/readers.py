@@ -5,6 +5,7 @@ reads files and hub rows, infers and checks labels and splits off dev through it
 with a new format (QA spans, ranking groups) brings a reader of its own; two cover today's:
 
 - `TextReader`: a text (or a text pair) per row and a label, or several (`multilabel`);
+- `NumberReader`: a text (or a text pair) per row and a numeric target (regression);
 - `TokenReader`: words with a tag each (CoNLL-style files or JSONL token lists).
 """
 
@@ -52,12 +53,12 @@ class Reader(Protocol):
 
 
 def example_labels(example: Example) -> list[str]:
-    """Every label an example carries: its class, its classes (multilabel) or its tags."""
+    """Every class label an example carries: its class, its classes (multilabel) or its tags;
+    numeric targets (regression) are not labels."""
     if example.tags is not None:
         return example.tags
-    if isinstance(example.label, list):
-        return example.label
-    return [] if example.label is None else [example.label]
+    values = example.label if isinstance(example.label, list) else [example.label]
+    return [value for value in values if isinstance(value, str)]
 
 
 def _found(train: list[Example]) -> set[str]:
@@ -137,6 +138,35 @@ class TextReader:
 
     def stratum(self, example: Example) -> str | None:
         return example_labels(example)[0]
+
+
+@dataclass(frozen=True)
+class NumberReader(TextReader):
+    """Rows like TextReader's whose `label_column` holds a number (a rating, a similarity)."""
+
+    def _label(self, value: Any, cfg: DataConfig) -> list[float]:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise ValueError(
+                f"target {value!r} in column '{cfg.label_column}' is not a number"
+            ) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"target {value!r} in column '{cfg.label_column}' is not finite")
+        return [number]
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        """One target; its name is `data.labels` when given, else "value"."""
+        return ["value"]
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        if len(labels) != 1:
+            raise DataError(
+                f"{source}: regression predicts one target; data.labels names it, got {labels}"
+            )
+
+    def stratum(self, example: Example) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)

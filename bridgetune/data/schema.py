@@ -20,7 +20,7 @@ class Example:
 
     text: str
     text_pair: str | None = None
-    label: str | list[str] | None = None
+    label: str | list[str] | list[float] | None = None
     tokens: list[str] | None = None
     tags: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None

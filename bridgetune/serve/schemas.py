@@ -90,6 +90,7 @@ class Prediction(BaseModel):
     """One text's prediction; which fields are present depends on the task."""
 
     label: str | None = Field(None, description="Predicted class (classification, pair).")
+    value: float | None = Field(None, description="Predicted value (regression).")
     score: float | None = Field(None, description="Probability of `label` (softmax).")
     labels: list[str] | None = Field(None, description="Predicted classes (multilabel).")
     scores: dict[str, float] | None = Field(
@@ -114,8 +115,9 @@ class FeedbackRequest(_Body):
     predicted: str | list[str] | list[Entity] | None = Field(
         None, description="What the model predicted (informational)."
     )
-    label: str | list[str] | None = Field(
-        None, description="The correct class (a list for multilabel models)."
+    label: str | float | list[str] | None = Field(
+        None,
+        description="The correct class (a list for multilabel models; a number for regression).",
     )
     entities: list[Entity] | None = Field(
         None, description="The correct entities (NER models), offsets into `text`."

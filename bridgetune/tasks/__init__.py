@@ -1,21 +1,27 @@
-"""Tasks: classification (single, pair, multi-label) and token classification (NER)."""
+"""Tasks: classification (single, pair, multi-label), regression and token classification
+(NER)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bridgetune.tasks import classification as _classification  # noqa: F401  (registers)
+from bridgetune.tasks import regression as _regression  # noqa: F401  (registers)
 from bridgetune.tasks import token as _token  # noqa: F401  (registers)
 from bridgetune.tasks.base import TASKS, Task
 
 
 def build_task(
-    name: str, labels: list[str], tag_scheme: str = "IOB2", threshold: float = 0.5
+    name: str,
+    labels: list[str],
+    tag_scheme: str = "IOB2",
+    threshold: float = 0.5,
+    pairs: bool = False,
 ) -> Task:
     """The task object for a task name and its label set (tags for NER); each task class takes
-    the settings it uses (`create`)."""
+    the settings it uses (`create`; `pairs`: the data has a second text per row)."""
     task_class: Any = TASKS.get(name)
-    return task_class.create(labels, tag_scheme=tag_scheme, threshold=threshold)
+    return task_class.create(labels, tag_scheme=tag_scheme, threshold=threshold, pairs=pairs)
 
 
 def reader_for(name: str) -> Any:

@@ -20,8 +20,9 @@ class Task(Protocol):
     `labels` are class names (or tags); `auto_class` names the transformers Auto class that
     loads a saved model of the task; `problem` is the kind of loss its head trains with
     ("single": softmax cross-entropy, "multi": sigmoid binary cross-entropy, "token": per-token
-    cross-entropy), which methods and the objective build on; `default_metric` is the dev
-    metric that picks the best checkpoint (higher is better); `takes_pairs`: every input is a
+    cross-entropy, "regression": mean squared error), which methods and the objective build
+    on; `default_metric` is the dev metric that picks the best checkpoint, and
+    `lower_is_better` the metrics that improve downwards (MAE); `takes_pairs`: every input is a
     (text, text_pair) pair; `output` is what a prediction carries ("label", "labels",
     "entities"; the playground renders by it); `reader` reads, validates and labels its data
     (bridgetune.data.readers). Class attributes, so they can be read from `TASKS.get(name)`
@@ -36,6 +37,7 @@ class Task(Protocol):
     takes_pairs: bool
     reader: Any
     output: str
+    lower_is_better: frozenset[str]
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> Task:

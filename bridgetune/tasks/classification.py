@@ -24,6 +24,7 @@ class ClassificationTask:
     default_metric = "accuracy"
     takes_pairs = False
     output = "label"  # what a prediction carries: label + scores
+    lower_is_better: frozenset[str] = frozenset()  # metrics that improve downwards
     reader = TextReader()
 
     def __init__(self, labels: list[str]) -> None:
@@ -134,6 +135,8 @@ class ClassificationTask:
         """
         if label is None:
             raise ValueError("give 'label': the correct class")
+        if isinstance(label, float):  # a JSON number for a numeric class name ("1")
+            label = str(int(label)) if label.is_integer() else str(label)
         chosen = [label] if isinstance(label, str) else list(label)
         if self.problem != "multi" and len(chosen) != 1:
             raise ValueError("this model predicts one label per text; give one 'label'")

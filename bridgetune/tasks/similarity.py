@@ -23,6 +23,7 @@ class PairSimilarityTask:
     name = "similarity"
     labels = ["similarity"]
     default_metric = "pair_accuracy"
+    lower_is_better: frozenset[str] = frozenset()
 
     def __init__(self, targets: list[float] | None = None) -> None:
         self.targets = targets or []  # the dev pairs' targets, in order, for `metrics`

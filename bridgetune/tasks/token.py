@@ -69,6 +69,7 @@ class TokenTask:
     default_metric = "entity_f1"
     takes_pairs = False
     output = "entities"  # tags per word and entity spans
+    lower_is_better: frozenset[str] = frozenset()
     reader = TokenReader()
 
     def __init__(self, labels: list[str], scheme: str = "IOB2") -> None:

@@ -351,7 +351,7 @@ class Loop:
                 **metrics,
             }
         )
-        if self.state.best_metric is None or value > self.state.best_metric:
+        if self.state.best_metric is None or self.improves(value, self.state.best_metric):
             self.state.best_metric, self.state.best_step, self.state.bad_evals = (
                 value,
                 self.state.global_step,
@@ -371,6 +371,12 @@ class Loop:
                 + (" (early stop)" if self.stopped_early else "")
             )
         return metrics
+
+    def improves(self, value: float, best: float) -> bool:
+        """Whether dev metric `value` beats `best` (the task says which way its metrics go)."""
+        if self.metric_name in self.task.lower_is_better:
+            return value < best
+        return value > best
 
     def remove_best(self) -> None:
         """A loop that cannot resume keeps nothing in its checkpoint directory."""

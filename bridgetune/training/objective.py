@@ -44,8 +44,11 @@ class Objective:
     def divergence(
         self, first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Symmetric KL between the two passes' predictions (tokens: labelled positions only)."""
+        """Symmetric KL between the two passes' predictions (tokens: labelled positions only;
+        regression: the squared difference of the two outputs)."""
         first, second = first.float(), second.float()
+        if self.problem == "regression":
+            return F.mse_loss(first, second)
         if self.problem == "multi":
             p, q = torch.sigmoid(first), torch.sigmoid(second)
             p, q = torch.stack([p, 1 - p], -1), torch.stack([q, 1 - q], -1)

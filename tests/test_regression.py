@@ -1,0 +1,115 @@
+"""Regression: numeric targets read and checked, an MSE-trained one-output model, correlation
+and error metrics with a scatter plot, predictions and service answers as numbers."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from bridgetune import api
+from bridgetune.config import ServeConfig
+from bridgetune.data.schema import DataError
+from bridgetune.serve import create_app
+from bridgetune.tasks.regression import RegressionTask, regression_metrics
+from tests.conftest import tiny_config
+
+PAIRS = [
+    ("love this phone", "great phone", 4.5),
+    ("my order is late", "the delivery is slow", 4.0),
+    ("love this phone", "my order is late", 0.5),
+    ("great service thanks", "terrible slow delivery", 1.0),
+    ("terrible slow delivery", "the delivery is slow", 3.5),
+    ("great phone", "great service thanks", 2.5),
+]
+
+
+def write_pairs(path: Path, rows: list[tuple[str, str, object]]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "score"])
+        writer.writerows(rows)
+    return path
+
+
+def config(tiny_bert: Path, data: Path, runs: Path, **train) -> dict:
+    return tiny_config(
+        tiny_bert,
+        runs,
+        task="regression",
+        data={
+            "train": str(data),
+            "dev": str(data),
+            "text_column": "a",
+            "text_pair_column": "b",
+            "label_column": "score",
+            "labels": ["similarity"],
+        },
+        train={"epochs": 60, "lr": 1e-2, **train},
+    )
+
+
+def test_regression_trains_reports_saves_and_serves_numbers(tiny_bert, tmp_path):
+    data = write_pairs(tmp_path / "pairs.csv", PAIRS)
+    result = api.train(config(tiny_bert, data, tmp_path / "runs"))
+    assert result.metrics["spearman"] > 0.8  # the tiny model fits six pairs
+    assert {"pearson", "mae", "rmse"} <= set(result.metrics)
+    assert (result.run_dir / "dev_scatter.png").is_file()
+    predictor = api.load(result.model_dir)
+    assert predictor.meta["labels"] == ["similarity"]
+    predicted = predictor.predict([(a, b) for a, b, _ in PAIRS])
+    assert all(isinstance(p["value"], float) for p in predicted)
+    assert api.evaluate(result.model_dir, data)["spearman"] == pytest.approx(
+        result.metrics["spearman"]
+    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    plain = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
+    with torch.no_grad():
+        output = plain(**tokenizer("love this phone", "great phone", return_tensors="pt"))
+    assert output.logits.shape == (1, 1)
+    assert output.logits.item() == pytest.approx(
+        predicted[0]["value"], abs=2e-3
+    )  # bf16 inference on CPUs that have it
+    app = create_app(predictor, ServeConfig(feedback_db=str(tmp_path / "feedback.db")))
+    with TestClient(app) as client:
+        assert client.get("/v1/info").json()["output"] == "value"
+        body = {"texts": ["love this phone"], "text_pairs": ["great phone"]}
+        response = client.post("/v1/predict", json=body)
+        assert response.status_code == 200, response.text
+        answer = response.json()["predictions"][0]
+        assert answer["value"] == pytest.approx(
+            predicted[0]["value"], abs=2e-3
+        )  # bf16 inference on CPUs that have it
+        stored = client.post("/v1/feedback", json={"text": "love this phone", "label": 4.8})
+        assert stored.status_code == 201, stored.text
+        wrong = client.post("/v1/feedback", json={"text": "love this phone", "label": "high"})
+        assert wrong.status_code == 422 and "a number" in wrong.text
+
+
+def test_a_target_that_is_not_a_number_names_file_and_line(tiny_bert, tmp_path):
+    data = write_pairs(tmp_path / "pairs.csv", [*PAIRS[:3], ("a", "b", "very")])
+    with pytest.raises(DataError, match=r"pairs.csv:5: target 'very' in column 'score' is not"):
+        api.train(config(tiny_bert, data, tmp_path / "runs"))
+
+
+def test_classification_options_are_refused_for_regression(tiny_bert, tmp_path):
+    from bridgetune.config import ConfigError
+
+    data = write_pairs(tmp_path / "pairs.csv", PAIRS)
+    with pytest.raises(ConfigError, match="class_weights and train.label_smoothing apply"):
+        api.train(config(tiny_bert, data, tmp_path / "runs", label_smoothing=0.1))
+
+
+def test_metrics_by_hand_and_their_direction():
+    metrics = regression_metrics([1.0, 2.0, 3.0, 4.0], [1.5, 2.0, 2.5, 5.0])
+    assert metrics["mae"] == pytest.approx((0.5 + 0 + 0.5 + 1) / 4)
+    assert metrics["rmse"] == pytest.approx(((0.25 + 0 + 0.25 + 1) / 4) ** 0.5)
+    assert metrics["spearman"] == pytest.approx(1.0)  # same order
+    assert regression_metrics([1.0, 1.0], [0.0, 2.0])["pearson"] == 0.0  # undefined: constant
+    assert RegressionTask.lower_is_better == {"mae", "rmse"}
+    assert "spearman" not in RegressionTask.lower_is_better
