@@ -393,3 +393,13 @@ def test_reload_of_a_directory_without_labels_says_which_key(classifier, tmp_pat
         )
         assert response.status_code == 422
         assert "has no 'labels' (written by bridgetune" in response.json()["detail"]
+
+
+def test_a_lone_surrogate_in_a_key_is_a_422_too(classifier, tmp_path):
+    with client_for(classifier, tmp_path) as client:
+        raw = '{"texts": ["fine"], "x\\ud800": 1}'
+        response = client.post(
+            "/v1/predict", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert "a key of the body is not valid Unicode" in response.json()["detail"]

@@ -187,7 +187,7 @@ def _plain(errors: Any) -> Any:
     """Validation errors as JSON: exceptions in ctx and non-JSON inputs (bytes, surrogates)
     become strings."""
     return [
-        {k: (v if k in ("type", "loc", "msg") else _json_safe(v)) for k, v in item.items()}
+        {k: (v if k in ("type", "msg") else _json_safe(v)) for k, v in item.items()}
         for item in errors
     ]
 

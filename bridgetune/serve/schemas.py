@@ -33,6 +33,7 @@ def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
         yield where or "body", value
     elif isinstance(value, dict):
         for key, item in value.items():
+            yield f"a key of {where or 'the body'}", str(key)  # checked before it names a path
             yield from _strings(item, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
