@@ -16,18 +16,21 @@ IGNORE = -100  # label of positions that do not count (word pieces after the fir
 
 def task_loss(
     logits: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | None,
     problem: str,
     weights: torch.Tensor | None = None,
     smoothing: float = 0.0,
-) -> torch.Tensor:
-    """Mean loss of `logits` against `labels` for a task's `problem`.
+) -> torch.Tensor | None:
+    """Mean loss of `logits` against `labels` for a task's `problem` (None without labels,
+    as at prediction time).
 
     "regression": mean squared error of the outputs against the float targets;
     "multi": binary cross-entropy on sigmoid logits (`weights`: BCE's pos_weight per label);
     "single" and "token": cross-entropy over the last axis (`weights` per class, `smoothing`
     as label smoothing; token positions labelled IGNORE do not count).
     """
+    if labels is None:
+        return None
     logits = logits.float()
     if weights is not None:
         weights = weights.to(logits.device)

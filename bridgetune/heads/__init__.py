@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import torch
 
-from bridgetune.losses import task_loss
 from bridgetune.registry import Registry
 from bridgetune.tasks.base import TASKS
 
@@ -37,15 +36,6 @@ class HeadOutput:
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
-
-
-def classification_loss(
-    logits: torch.Tensor, labels: torch.Tensor | None, multilabel: bool
-) -> torch.Tensor | None:
-    """The task loss of a head's class logits (None without labels): bridgetune.losses."""
-    if labels is None:
-        return None
-    return task_loss(logits, labels, "multi" if multilabel else "single")
 
 
 class HeadModel(Protocol):

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from bridgetune.heads import HeadOutput, classification_loss
+from bridgetune.heads import HeadOutput
+from bridgetune.losses import task_loss
 
 HEAD_WEIGHTS = "head.safetensors"
 
@@ -71,7 +72,9 @@ class EmbeddingClassifier(torch.nn.Module):
     ) -> HeadOutput:
         embeddings = self.embed(input_ids, attention_mask, token_type_ids)
         logits = self.linear(embeddings.to(self.linear.weight.dtype) * self.scale)
-        return HeadOutput(logits, classification_loss(logits, labels, self.multilabel))
+        return HeadOutput(
+            logits, task_loss(logits, labels, "multi" if self.multilabel else "single")
+        )
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Encoder in transformers format plus head.safetensors; returns the head's meta."""

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bridgetune.heads import HeadOutput, classification_loss
+from bridgetune.heads import HeadOutput
 from bridgetune.heads.prompt import SpecialTokens, pad_rows, position_limit
+from bridgetune.losses import task_loss
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -98,7 +99,9 @@ class NLIClassifier(torch.nn.Module):
         if self.multilabel:
             # sigmoid(e - logsumexp(contrast)) is the softmax of entailment against the contrast.
             logits = logits - torch.logsumexp(pair_logits[..., self.contrast], dim=-1)
-        return HeadOutput(logits, classification_loss(logits, labels, self.multilabel))
+        return HeadOutput(
+            logits, task_loss(logits, labels, "multi" if self.multilabel else "single")
+        )
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the cross-encoder (safetensors) and return the head's entry for bridgetune.json."""

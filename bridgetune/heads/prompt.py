@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bridgetune.data.batching import padded
-from bridgetune.heads import HeadOutput, classification_loss
+from bridgetune.heads import HeadOutput
+from bridgetune.losses import task_loss
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -206,7 +207,9 @@ class PromptClassifier(torch.nn.Module):
         rows = torch.arange(len(positions), device=vocab_logits.device)
         at_mask = vocab_logits[rows, torch.tensor(positions, device=vocab_logits.device)]
         logits = at_mask[:, self.word_ids].float() @ self.word_weights.float().T
-        return HeadOutput(logits, classification_loss(logits, labels, self.multilabel))
+        return HeadOutput(
+            logits, task_loss(logits, labels, "multi" if self.multilabel else "single")
+        )
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the MLM (safetensors) and return the head's entry for bridgetune.json."""

@@ -81,11 +81,6 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-def head_loss(logits: torch.Tensor, labels: torch.Tensor | None, problem: str) -> Any:
-    """The task loss of the wrapped model's logits (None without labels): bridgetune.losses."""
-    return None if labels is None else task_loss(logits, labels, problem)
-
-
 class AdapterModel(torch.nn.Module):
     """A peft model with the interface of a transformers classifier; see the module docstring."""
 
@@ -109,7 +104,7 @@ class AdapterModel(torch.nn.Module):
         logits = self.peft_model(**body_inputs(input_ids, attention_mask, token_type_ids)).logits
         if self.problem == "token" and logits.shape[1] > input_ids.shape[1]:
             logits = logits[:, -input_ids.shape[1] :]  # drop the virtual tokens' rows
-        return HeadOutput(logits, head_loss(logits, labels, self.problem))
+        return HeadOutput(logits, task_loss(logits, labels, self.problem))
 
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.peft_model.get_input_embeddings()
@@ -136,17 +131,12 @@ class AdapterModel(torch.nn.Module):
         cls, directory: Path, head: dict[str, Any], labels: list[str], multilabel: bool
     ) -> AdapterModel:
         """The adapter saved in `directory` on its base model built with `labels` (HeadModel)."""
-        from bridgetune.heads import load_base_model
-
-        return cls.from_saved(load_base_model(head, labels), directory, head)
-
-    @classmethod
-    def from_saved(cls, base: torch.nn.Module, directory: Path, head: dict) -> AdapterModel:
-        """Put the adapter saved in `directory` back on `base` (built with the run's labels)."""
         from peft import PeftModel
 
+        from bridgetune.heads import load_base_model
+
         with quiet_peft():
-            peft_model = PeftModel.from_pretrained(base, str(directory))
+            peft_model = PeftModel.from_pretrained(load_base_model(head, labels), str(directory))
         return cls(peft_model, head["method"], head["problem"], head["base_model"], "adapter")
 
 

@@ -119,7 +119,7 @@ def self_attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 class PrefixModel(torch.nn.Module):
     """A transformers classifier with a trained key/value prefix in every layer; the interface
-    of `AdapterModel` (`.logits`, `.loss`, `save`, `from_saved`)."""
+    of `AdapterModel` (`.logits`, `.loss`, `save`, `load`)."""
 
     def __init__(
         self,
@@ -159,16 +159,17 @@ class PrefixModel(torch.nn.Module):
         labels: torch.Tensor | None = None,
     ) -> Any:
         from bridgetune.heads import HeadOutput
-        from bridgetune.methods.peft import body_inputs, head_loss
+        from bridgetune.losses import task_loss
+        from bridgetune.methods.peft import body_inputs
 
         logits = self.model(**body_inputs(input_ids, attention_mask, token_type_ids)).logits
-        return HeadOutput(logits, head_loss(logits, labels, self.problem))
+        return HeadOutput(logits, task_loss(logits, labels, self.problem))
 
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.model.get_input_embeddings()
 
     def save(self, directory: Path) -> dict[str, Any]:
-        """The prefix and the head's weights, and what `from_saved` needs to rebuild them."""
+        """The prefix and the head's weights, and what `load` needs to rebuild them."""
         from safetensors.torch import save_file
 
         tensors = {
@@ -190,22 +191,18 @@ class PrefixModel(torch.nn.Module):
     def load(
         cls, directory: Path, head: dict[str, Any], labels: list[str], multilabel: bool
     ) -> PrefixModel:
-        """The prefix saved in `directory` on its base model built with `labels` (HeadModel)."""
-        from bridgetune.heads import load_base_model
-
-        return cls.from_saved(load_base_model(head, labels), directory, head)
-
-    @classmethod
-    def from_saved(cls, base: torch.nn.Module, directory: Path, head: dict) -> PrefixModel:
-        """Put the prefix and head saved in `directory` back on `base` (built with the labels).
+        """The prefix and head saved in `directory` on the base model built with `labels`
+        (HeadModel).
 
         Raises:
-            ValueError: the saved weights do not fit `base` (another base model).
+            ValueError: the saved weights do not fit the base model (another base model).
         """
         from safetensors.torch import load_file
 
+        from bridgetune.heads import load_base_model
+
         model = cls(
-            base,
+            load_base_model(head, labels),
             head["num_virtual_tokens"],
             head["problem"],
             head["base_model"],
@@ -218,7 +215,7 @@ class PrefixModel(torch.nn.Module):
             raise ValueError(
                 f"{directory}: the saved prefix does not fit its base model: {error}"
             ) from error
-        if result.unexpected_keys or set(tensors) - set(model.state_dict()):
+        if result.unexpected_keys:
             raise ValueError(
                 f"{directory}/{WEIGHTS_FILE}: weights the base model {head['base_model']!r} does "
                 f"not have: {sorted(result.unexpected_keys)[:5]}"

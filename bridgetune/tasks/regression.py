@@ -1,6 +1,7 @@
 """Regression: a number per text or text pair (a rating, the similarity of two texts).
 
-The model is a transformers sequence classifier with one output (`problem_type="regression"`,
+The model is the classification task's sequence classifier with one output and
+`problem_type="regression"` (built by the inherited `build_model`,
 so plain `transformers` loads it); the loss is the mean squared error; the dev metric that picks
 the best checkpoint is Spearman's rank correlation (the STS convention), with Pearson, MAE and
 RMSE beside it and a scatter plot of predicted against true values in the report.
@@ -16,7 +17,7 @@ import torch
 from bridgetune.config import RunConfig
 from bridgetune.data.readers import NumberReader
 from bridgetune.data.schema import Example
-from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+from bridgetune.tasks.base import TASKS, Feature, pad_batch
 from bridgetune.tasks.classification import ClassificationTask
 
 SCATTER_POINTS = 2000  # (true, predicted) pairs kept in the metrics for the plot
@@ -50,17 +51,6 @@ class RegressionTask(ClassificationTask):
                 "train.class_weights and train.label_smoothing apply to classification, not "
                 "regression; remove them"
             )
-
-    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        return load_pretrained(
-            AutoModelForSequenceClassification,
-            name_or_path,
-            self.labels,
-            problem_type=self.problem_type,
-            **kwargs,
-        )
 
     def encode_label(self, label: Any) -> Any:
         return None if label is None else [float(value) for value in label]
