@@ -32,6 +32,7 @@ from bridgetune.data.splits import Splits, check_labels, example_labels, load_sp
 from bridgetune.distributed import is_launch_main
 from bridgetune.evaluate import headline, write_report
 from bridgetune.failpoints import failpoint
+from bridgetune.losses import LOSSES
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.predictor import Predictor, read_meta
 from bridgetune.rundir import RunDirectory, check_disk
@@ -82,8 +83,15 @@ def check_registered(cfg: RunConfig) -> None:
             registry.get(name)
         except KeyError as error:
             raise ConfigError(f"{key}: {error.args[0]}") from None
+    kind: Any = TASKS.get(cfg.task)
+    losses = LOSSES[kind.problem]
+    if cfg.train.loss is not None and cfg.train.loss not in losses:
+        raise ConfigError(
+            f"train.loss={cfg.train.loss!r} is not a loss of task {cfg.task!r}; choose one of: "
+            + ", ".join(losses)
+        )
     try:
-        TASKS.get(cfg.task).check_config(cfg)
+        kind.check_config(cfg)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     check_ops(cfg.augment, reader_for(cfg.task).tagged)
@@ -100,6 +108,18 @@ def predict(
     """Predictions for texts (or text pairs) with a saved model."""
     predictor = model_dir if isinstance(model_dir, Predictor) else load(model_dir)
     return predictor.predict(list(inputs))
+
+
+def rank(
+    model_dir: str | Path | Predictor,
+    query: str,
+    candidates: Sequence[str],
+    top_k: int | None = None,
+) -> list[dict[str, Any]]:
+    """`candidates` sorted by a ranking model's score against `query`, best first:
+    [{"index", "text", "score"}, ...] (the first `top_k`)."""
+    predictor = model_dir if isinstance(model_dir, Predictor) else load(model_dir)
+    return predictor.rank(query, candidates, top_k)
 
 
 def tags_words(task: str) -> bool:
@@ -190,7 +210,6 @@ def train_run(
     report_parameters(cfg.method.name, model)
     if is_launch_main():
         check_disk(run.path.parent, run_bytes(model))
-    problem = task.problem
     loop = Loop(
         model,
         task,
@@ -200,8 +219,7 @@ def train_run(
         tokenizer.pad_token_id,
         run.checkpoint,
         head=head,
-        problem=problem,
-        weights=class_weights(cfg.train.class_weights, task.labels, train_features, problem),
+        weights=class_weights(cfg.train.class_weights, task.labels, train_features, task.problem),
     )
     if resume:
         loop.resume()
@@ -359,6 +377,7 @@ def model_meta(
                 "label_column",
                 "column_map",
                 "label_separator",
+                "group_column",
                 "tag_scheme",
             }
         ),

@@ -39,6 +39,11 @@ class DataConfig(_Section):
         None, description="Column holding the second text (sentence-pair task)."
     )
     label_column: str = Field("label", description="Column holding the label(s).")
+    group_column: str | None = Field(
+        None,
+        description="Ranking: column of the query id that groups candidate rows (default: rows "
+        "with the same query text form a group).",
+    )
     column_map: dict[str, str] = Field(
         default_factory=dict,
         description="Rename source columns before use, e.g. {sentence: text, content: text}.",
@@ -255,6 +260,11 @@ class TrainConfig(_Section):
         None,
         description="Loss weight per class: 'balanced' (inverse frequency in train) or "
         "{label: weight}; multilabel: weight of each label's positives; NER: per tag.",
+    )
+    loss: str | None = Field(
+        None,
+        description="The task's loss; null is its default. regression: mse, huber; ranking: "
+        "listwise, pairwise, pointwise; classification, ner, qa: their cross-entropy.",
     )
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy (not multilabel)."

@@ -140,6 +140,10 @@ def write_report(
         path = directory / f"{split}_scatter.png"
         plot_scatter(metrics["scatter"]["true"], metrics["scatter"]["predicted"], path)
         written.append(path)
+    if metrics.get("first_relevant"):
+        path = directory / f"{split}_first_relevant.png"
+        plot_first_relevant(metrics["first_relevant"], path)
+        written.append(path)
     if history:
         path = directory / "learning_curve.png"
         plot_learning_curve(history, path)
@@ -174,6 +178,19 @@ def plot_scatter(true: list[float], predicted: list[float], path: Path) -> None:
     axis.set_xlabel("true")
     axis.set_ylabel("predicted")
     axis.set_title(f"{len(true)} examples")
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def plot_first_relevant(counts: dict[str, int], path: Path) -> None:
+    """Ranking: how many queries had their first relevant candidate at rank 1, 2, ..."""
+    plt = _pyplot()
+    ranks = sorted(counts, key=int)
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.bar([int(r) for r in ranks], [counts[r] for r in ranks], color="tab:blue")
+    axis.set_xlabel("rank of the first relevant candidate")
+    axis.set_ylabel("queries")
+    axis.set_title(f"{sum(counts.values())} queries")
     _save_figure(figure, path)
     plt.close(figure)
 

@@ -1,4 +1,4 @@
-"""The one loss of the classification and tagging tasks, shared by every model that computes it.
+"""The one loss of every task, shared by every model that computes it.
 
 Heads (embedding, prompt, NLI), adapter and prefix models and the training objective (class
 weights, label smoothing, R-Drop around it) all call `task_loss`, so a change to how a task
@@ -8,10 +8,32 @@ methods never import tasks).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 IGNORE = -100  # label of positions that do not count (word pieces after the first, padding)
+LOSS_KEYS = ("labels", "groups")  # batch entries the loss reads and the model never sees
+
+# the losses each kind of problem can train with (`train.loss`); the first is the default
+LOSSES: dict[str, tuple[str, ...]] = {
+    "single": ("cross_entropy",),
+    "multi": ("binary_cross_entropy",),
+    "token": ("cross_entropy",),
+    "regression": ("mse", "huber"),
+    "ranking": ("listwise", "pairwise", "pointwise"),
+    "span": ("cross_entropy",),
+}
+
+
+def output_logits(output: Any) -> torch.Tensor:
+    """A model output's logits; question-answering models' start and end logits are stacked
+    on a last axis of two, (batch, tokens, 2), so every task's logits are one tensor."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return logits
+    return torch.stack([output.start_logits, output.end_logits], dim=-1)
 
 
 def task_loss(
@@ -20,24 +42,41 @@ def task_loss(
     problem: str,
     weights: torch.Tensor | None = None,
     smoothing: float = 0.0,
+    groups: torch.Tensor | None = None,
+    kind: str | None = None,
 ) -> torch.Tensor | None:
     """Mean loss of `logits` against `labels` for a task's `problem` (None without labels,
-    as at prediction time).
+    as at prediction time); `kind` picks one of LOSSES[problem] (default: the first).
 
-    "regression": mean squared error of the outputs against the float targets;
+    "regression": mean squared error (or Huber, delta 1) of the outputs and the float targets;
     "multi": binary cross-entropy on sigmoid logits (`weights`: BCE's pos_weight per label);
     "single" and "token": cross-entropy over the last axis (`weights` per class, `smoothing`
-    as label smoothing; token positions labelled IGNORE do not count).
+    as label smoothing; token positions labelled IGNORE do not count);
+    "ranking": one score per (query, candidate) row, `labels` its relevance and `groups` its
+    query: listwise (softmax cross-entropy of each query's scores against its relevance
+    distribution, ListNet), pairwise (RankNet: log-loss of every more-relevant/less-relevant
+    pair of a query) or pointwise (binary cross-entropy of relevant or not);
+    "span": (batch, tokens, 2) start/end logits against (batch, 2) start/end token indices.
     """
     if labels is None:
         return None
     logits = logits.float()
+    kind = kind or LOSSES[problem][0]
     if weights is not None:
         weights = weights.to(logits.device)
     if problem == "regression":
-        return F.mse_loss(logits, labels.float().view_as(logits))
+        loss = F.huber_loss if kind == "huber" else F.mse_loss
+        return loss(logits, labels.float().view_as(logits))
     if problem == "multi":
         return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weights)
+    if problem == "ranking":
+        if groups is None:
+            raise ValueError("a ranking loss needs the batch's query groups")
+        return ranking_loss(logits.view(-1), labels.float().view(-1), groups.view(-1), kind)
+    if problem == "span":
+        start = F.cross_entropy(logits[..., 0], labels[:, 0], ignore_index=IGNORE)
+        end = F.cross_entropy(logits[..., 1], labels[:, 1], ignore_index=IGNORE)
+        return (start + end) / 2
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]),
         labels.reshape(-1),
@@ -45,3 +84,32 @@ def task_loss(
         ignore_index=IGNORE,
         label_smoothing=smoothing,
     )
+
+
+def ranking_loss(
+    scores: torch.Tensor, relevance: torch.Tensor, groups: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """See `task_loss` ("ranking"); queries whose candidates are all equally relevant teach
+    a listwise or pairwise loss nothing and do not count."""
+    if kind == "pointwise":
+        return F.binary_cross_entropy_with_logits(scores, (relevance > 0).float())
+    same = groups[:, None] == groups[None, :]
+    if kind == "pairwise":
+        better = same & (relevance[:, None] > relevance[None, :])
+        if not better.any():
+            return scores.sum() * 0.0
+        return F.softplus(scores[None, :] - scores[:, None])[better].mean()
+    # listwise: a masked softmax over each query's rows, one query per row of `same`
+    first = torch.unique(groups, return_inverse=True)[1]
+    queries = torch.zeros(int(first.max()) + 1, scores.numel(), dtype=torch.bool)
+    queries = queries.to(scores.device)
+    queries[first, torch.arange(scores.numel(), device=scores.device)] = True
+    masked = scores[None, :].masked_fill(~queries, float("-inf"))
+    log_p = torch.log_softmax(masked, dim=-1).masked_fill(~queries, 0.0)
+    target = relevance.clamp_min(0)[None, :] * queries
+    total = target.sum(-1, keepdim=True)
+    counted = (total.squeeze(-1) > 0) & ((target > 0).sum(-1) < queries.sum(-1))
+    if not counted.any():
+        return scores.sum() * 0.0
+    loss = -(target / total.clamp_min(1e-9) * log_p).sum(-1)
+    return loss[counted].mean()

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from bridgetune.data.batching import eval_batches
+from bridgetune.data.batching import eval_batches, feature_length
 from bridgetune.data.schema import Example
+from bridgetune.losses import LOSS_KEYS, output_logits
 from bridgetune.tasks import Task, build_task
 
 META_FILE = "bridgetune.json"
@@ -56,14 +57,15 @@ def infer(
     """Predictions for `features`, in their order (batches are sorted by length inside)."""
     was_training = model.training
     model.eval()
-    lengths = [len(f["input_ids"]) for f in features]
+    lengths = [feature_length(f) for f in features]
     results: list[dict[str, Any] | None] = [None] * len(features)
     with torch.inference_mode(), autocast_for(device, precision):
         for batch in eval_batches(lengths, batch_size, batch_tokens):
             tensors = task.collate([features[i] for i in batch], pad_id)
-            tensors.pop("labels", None)
-            tensors = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
-            logits = model(**tensors).logits
+            tensors = {
+                k: v.to(device, non_blocking=True) for k, v in tensors.items() if k not in LOSS_KEYS
+            }
+            logits = output_logits(model(**tensors))
             decoded = task.decode(
                 logits, [features[i] for i in batch], [examples[i] for i in batch]
             )
@@ -158,7 +160,24 @@ class Predictor:
                 examples.append(Example(text=str(item)))
         if self.task.takes_pairs and any(e.text_pair is None for e in examples):
             raise ValueError("this model classifies text pairs: give (text, text_pair) inputs")
+        if self.task.output == "ranking" and any(e.candidates is None for e in examples):
+            raise ValueError(
+                "this model ranks candidates: call rank(query, candidates), or give "
+                "Example(text=query, candidates=[...])"
+            )
         return examples
+
+    def rank(
+        self, query: str, candidates: Sequence[str], top_k: int | None = None
+    ) -> list[dict[str, Any]]:
+        """`candidates` sorted by their score against `query`, best first (ranking models):
+        [{"index": position in `candidates`, "text", "score"}, ...], the first `top_k`."""
+        if self.task.output != "ranking":
+            raise ValueError(f"rank() needs a ranking model; this one is a {self.task.name} model")
+        if not candidates:
+            return []
+        ranked = self.predict([Example(text=query, candidates=list(candidates))])[0]["ranking"]
+        return [{**entry, "text": candidates[entry["index"]]} for entry in ranked[:top_k]]
 
     def predict(
         self, inputs: Sequence[str | tuple[str, str] | Example], batch_size: int = 64

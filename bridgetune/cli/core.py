@@ -89,7 +89,12 @@ def predict(
     predictions = run_action(lambda: predictor.predict(inputs, batch_size=batch_size))
     lines = [
         json.dumps(
-            {"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {}), **p},
+            {
+                **({"id": e.id} if e.id else {}),
+                "text": e.text,
+                **({"text_pair": e.text_pair} if e.text_pair else {}),
+                **p,
+            },
             ensure_ascii=False,
         )
         for e, p in zip(inputs, predictions)
@@ -101,6 +106,48 @@ def predict(
 
         atomic_write_text(output, "\n".join(lines) + "\n")
         console.print(f"{len(lines)} predictions written to {output}")
+
+
+@app.command()
+def rank(
+    model_dir: Path,
+    query: Annotated[str, typer.Option(help="The query, or a user's profile text.")],
+    candidates: Annotated[
+        Path, typer.Option(help="Candidate texts: TXT (one per line), or CSV/TSV/JSONL.")
+    ],
+    column: Annotated[str, typer.Option(help="Candidate text column of CSV/TSV/JSONL.")] = "text",
+    top_k: Annotated[int | None, typer.Option(help="Show only the best K.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write JSONL here (default stdout).")] = None,
+) -> None:
+    """Rank candidate texts against a query with a ranking model; JSONL, best first."""
+    from bridgetune import api
+
+    quiet_libraries()
+    texts = run_action(lambda: read_candidates(candidates, column))
+    if not texts:
+        fail(ValueError(f"{candidates}: no candidates in the file"))
+    ranked = run_action(lambda: api.rank(model_dir, query, texts, top_k))
+    lines = [
+        json.dumps({"rank": i + 1, **entry}, ensure_ascii=False) for i, entry in enumerate(ranked)
+    ]
+    if output is None:
+        typer.echo("\n".join(lines))
+    else:
+        from bridgetune.atomic import atomic_write_text
+
+        atomic_write_text(output, "\n".join(lines) + "\n")
+        console.print(f"{len(lines)} ranked candidates written to {output}")
+
+
+def read_candidates(path: Path, column: str) -> list[str]:
+    """Candidate texts of a TXT file (a line each) or of `column` in CSV/TSV/JSONL rows."""
+    from bridgetune.data.io import column as named
+    from bridgetune.data.io import detect_format, read_records, read_text
+
+    if path.suffix.lower() in (".txt", ".text"):
+        return [line.strip() for line in read_text(path).split("\n") if line.strip()]
+    fmt = detect_format(path, "auto", tagged=False)
+    return [str(named(row, column, path, number)) for number, row in read_records(path, fmt)]
 
 
 @app.command("validate-data")

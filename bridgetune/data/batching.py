@@ -13,6 +13,12 @@ CHUNK_BATCHES = 50
 PAD_MULTIPLE = 8  # tensor cores and vectorized kernels like widths divisible by 8
 
 
+def feature_length(feature: dict) -> int:
+    """What a feature costs in a batch: its token count, or (a feature of several rows: a
+    ranking query with its candidates, a long QA context in windows) its declared `length`."""
+    return feature.get("length") or len(feature["input_ids"])
+
+
 def padded(length: int) -> int:
     return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
 

@@ -15,13 +15,19 @@ class Example:
 
     Text tasks use `text` (+ `text_pair`) and `label` (a list for multilabel). Token tasks use
     `tokens` and `tags`; `text` is then the tokens joined, and `offsets` gives each token's
-    character span in it. `source` is "file:line" for error messages.
+    character span in it. Ranking puts the query in `text` and its candidate texts in
+    `candidates` (`label`: a relevance per candidate); question answering the question in
+    `text`, the context in `text_pair` and the answers in `label` ({"text", "start"} dicts,
+    none for an unanswerable question). `id` is the record's own id (query id, question id);
+    `source` is "file:line" for error messages.
     """
 
     text: str
     text_pair: str | None = None
-    label: str | list[str] | list[float] | None = None
+    label: str | list[str] | list[float] | list[dict] | None = None
     tokens: list[str] | None = None
     tags: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None
+    candidates: list[str] | None = None
+    id: str | None = None
     source: str = ""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from bridgetune.config import MethodConfig
-from bridgetune.losses import task_loss
+from bridgetune.losses import output_logits, task_loss
 from bridgetune.methods.base import METHODS
 
 MERGEABLE = ("lora", "ia3")
@@ -32,7 +32,8 @@ def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: st
     """The peft config of `cfg.name` for a classifier (`problem` single/multi) or a tagger."""
     import peft
 
-    task_type = peft.TaskType.TOKEN_CLS if problem == "token" else peft.TaskType.SEQ_CLS
+    task_types = {"token": peft.TaskType.TOKEN_CLS, "span": peft.TaskType.QUESTION_ANS}
+    task_type = task_types.get(problem, peft.TaskType.SEQ_CLS)
     common = {"task_type": task_type}
     if cfg.name == "lora":
         # default: every linear layer of the body (peft's "all-linear"; the head is saved whole).
@@ -101,8 +102,10 @@ class AdapterModel(torch.nn.Module):
     ) -> Any:
         from bridgetune.heads import HeadOutput
 
-        logits = self.peft_model(**body_inputs(input_ids, attention_mask, token_type_ids)).logits
-        if self.problem == "token" and logits.shape[1] > input_ids.shape[1]:
+        logits = output_logits(
+            self.peft_model(**body_inputs(input_ids, attention_mask, token_type_ids))
+        )
+        if self.problem in ("token", "span") and logits.shape[1] > input_ids.shape[1]:
             logits = logits[:, -input_ids.shape[1] :]  # drop the virtual tokens' rows
         return HeadOutput(logits, task_loss(logits, labels, self.problem))
 

@@ -159,10 +159,10 @@ class PrefixModel(torch.nn.Module):
         labels: torch.Tensor | None = None,
     ) -> Any:
         from bridgetune.heads import HeadOutput
-        from bridgetune.losses import task_loss
+        from bridgetune.losses import output_logits, task_loss
         from bridgetune.methods.peft import body_inputs
 
-        logits = self.model(**body_inputs(input_ids, attention_mask, token_type_ids)).logits
+        logits = output_logits(self.model(**body_inputs(input_ids, attention_mask, token_type_ids)))
         return HeadOutput(logits, task_loss(logits, labels, self.problem))
 
     def get_input_embeddings(self) -> torch.nn.Module:

@@ -1,7 +1,7 @@
 """The HTTP service: `create_app(model_dir)` returns a FastAPI app with its OpenAPI document.
 
-Endpoints: POST /v1/predict, POST /v1/feedback, GET /v1/info, GET /health, GET /ready,
-GET /metrics, POST /admin/reload, and the playground page at /.
+Endpoints: POST /v1/predict, POST /v1/rank (ranking models), POST /v1/feedback, GET /v1/info,
+GET /health, GET /ready, GET /metrics, POST /admin/reload, and the playground page at /.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.concurrency import run_in_threadpool
 
 from bridgetune.config import ServeConfig
+from bridgetune.data.schema import Example
 from bridgetune.predictor import Predictor
 from bridgetune.serve import schemas
 from bridgetune.serve.batching import MicroBatcher
@@ -51,10 +52,11 @@ ENDPOINTS = (
     "/metrics",
     "/v1/info",
     "/v1/predict",
+    "/v1/rank",
     "/v1/feedback",
     "/admin/reload",
 )
-JSON_BODIES = ("/v1/predict", "/v1/feedback", "/admin/reload")
+JSON_BODIES = ("/v1/predict", "/v1/rank", "/v1/feedback", "/admin/reload")
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong API key."},
     413: {"description": "Too many texts or too large a body."},
@@ -294,11 +296,45 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             )
         service.follow()
         slot = service.ready_slot()
+        if slot.predictor.task.output == "ranking":
+            raise RequestError(422, "this ranking model answers POST /v1/rank (query, candidates)")
         examples = slot.examples(body.texts, body.text_pairs)
         features = slot.encode(examples, config.truncation)
         predictions = await service.batcher.submit(slot.predictor, features, examples)
         service.observer.record(slot, predictions)
         return {"model_version": slot.version, "task": slot.task, "predictions": predictions}
+
+    @app.post(
+        "/v1/rank",
+        tags=["model"],
+        response_model=schemas.RankResponse,
+        responses=ERRORS,
+        dependencies=[Depends(user)],
+    )
+    async def rank(body: schemas.RankRequest) -> dict[str, Any]:
+        """The candidates sorted by their score against the query, best first (ranking
+        models: recommendation, search)."""
+        if len(body.candidates) > config.max_texts:
+            raise RequestError(
+                413, f"{len(body.candidates)} candidates in one request; at most {config.max_texts}"
+            )
+        service.follow()
+        slot = service.ready_slot()
+        if slot.predictor.task.output != "ranking":
+            raise RequestError(
+                422, f"this {slot.task} model answers POST /v1/predict, not /v1/rank"
+            )
+        examples = [Example(text=body.query, candidates=body.candidates)]
+        features = slot.encode(examples, config.truncation)
+        predictions = await service.batcher.submit(slot.predictor, features, examples)
+        service.observer.record(slot, predictions)
+        ranked = predictions[0]["ranking"][: body.top_k]
+        return {
+            "model_version": slot.version,
+            "task": slot.task,
+            "ranking": [{**entry, "text": body.candidates[entry["index"]]} for entry in ranked],
+            "truncated": predictions[0]["truncated"],
+        }
 
     @app.post(
         "/v1/feedback",

@@ -74,6 +74,41 @@ class PredictRequest(_Body):
         return self
 
 
+class RankRequest(_Body):
+    """A query (or a user's profile) and the candidate texts to rank against it."""
+
+    query: str = Field(min_length=1, description="The query or user profile text.")
+    candidates: list[str] = Field(
+        min_length=1,
+        description="Candidate texts (items, documents, answers) to score and sort.",
+        examples=[["Wireless earbuds with noise cancelling", "A cast-iron skillet"]],
+    )
+    top_k: int | None = Field(None, ge=1, description="Return only the best K candidates.")
+
+    _query_has_content = field_validator("query")(_has_text)
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates_have_content(cls, candidates: list[str]) -> list[str]:
+        for index, text in enumerate(candidates):
+            if not text.strip():
+                raise ValueError(f"candidates[{index}] is empty or only whitespace")
+        return candidates
+
+
+class RankedCandidate(BaseModel):
+    index: int = Field(description="Position of the candidate in the request.")
+    text: str
+    score: float = Field(description="The model's score; higher ranks first.")
+
+
+class RankResponse(BaseModel):
+    model_version: str
+    task: str
+    ranking: list[RankedCandidate] = Field(description="Candidates, best first.")
+    truncated: bool = Field(description="True when a query-candidate pair was cut to max_length.")
+
+
 class Entity(_Body):
     type: str = Field(description="Entity type.")
     start: int = Field(ge=0, description="Character offset of the first character.")
@@ -99,6 +134,11 @@ class Prediction(BaseModel):
     )
     tags: list[str] | None = Field(None, description="Tag per word (NER).")
     entities: list[Entity] | None = Field(None, description="Entities with offsets (NER).")
+    answer: str | None = Field(
+        None, description="Answer span of the context (question answering); '' for none."
+    )
+    start: int | None = Field(None, description="Character offset of the answer in the context.")
+    end: int | None = Field(None, description="Character offset after the answer.")
     truncated: bool = Field(description="True when the text was longer than max_length and cut.")
 
 
@@ -157,8 +197,9 @@ class Info(BaseModel):
     model_dir: str
     task: str
     output: str = Field(
-        description="What a prediction carries: 'label' (+ scores), 'labels' (multi-label) "
-        "or 'entities' (tags and spans)."
+        description="What a prediction carries: 'label' (+ scores), 'labels' (multi-label), "
+        "'entities' (tags and spans), 'value' (regression), 'answer' (question answering) or "
+        "'ranking' (served by /v1/rank)."
     )
     takes_pairs: bool = Field(description="Every input is a text pair: send text_pairs.")
     labels: list[str]

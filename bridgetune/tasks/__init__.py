@@ -1,11 +1,12 @@
-"""Tasks: classification (single, pair, multi-label), regression and token classification
-(NER)."""
+"""Tasks: classification (single, pair, multi-label), regression, ranking, extractive question
+answering and token classification (NER)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bridgetune.tasks import classification as _classification  # noqa: F401  (registers)
+from bridgetune.tasks import ranking as _ranking  # noqa: F401  (registers)
 from bridgetune.tasks import regression as _regression  # noqa: F401  (registers)
 from bridgetune.tasks import token as _token  # noqa: F401  (registers)
 from bridgetune.tasks.base import TASKS, Task

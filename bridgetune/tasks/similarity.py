@@ -22,6 +22,7 @@ class PairSimilarityTask:
 
     name = "similarity"
     labels = ["similarity"]
+    problem = "regression"  # the loss: squared error of the cosine against the target
     default_metric = "pair_accuracy"
     lower_is_better: frozenset[str] = frozenset()
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bridgetune.config import TrainConfig
-from bridgetune.data.batching import shard, train_batches
+from bridgetune.data.batching import feature_length, shard, train_batches
 from bridgetune.data.schema import Example
 from bridgetune.distributed import shared
 from bridgetune.evaluate import headline
@@ -127,12 +127,11 @@ class Loop:
         checkpoint_dir: Path,
         bucket_by_length: bool = True,
         head: list[str] | None = None,
-        problem: str = "single",
         weights: torch.Tensor | None = None,
         resumable: bool = True,
     ) -> None:
-        """`head`: the task head's module names (train.head_lr); `problem`: single, multi or
-        token (the loss of train.class_weights/label_smoothing/rdrop); `weights`: class weights.
+        """`head`: the task head's module names (train.head_lr); `weights`: class weights (the
+        loss is the task's: `task.problem`).
         `resumable=False` (stages of a command without --resume, e.g. few-shot): no
         checkpoints, and `checkpoint_dir` (which then only holds the best weights while the
         loop runs) is removed at the end."""
@@ -143,7 +142,7 @@ class Loop:
         on_cpu, self.precision = resolve_precision(cfg)
         self.accelerator = make_accelerator(on_cpu, self.precision)
         # equal lengths make the batches plain shuffled ones (no length buckets)
-        self.lengths = [len(f["input_ids"]) if bucket_by_length else 0 for f in train_features]
+        self.lengths = [feature_length(f) if bucket_by_length else 0 for f in train_features]
         batches = self.epoch_batches(0)
         if not batches:
             raise ValueError(
@@ -153,7 +152,7 @@ class Loop:
         self.total_steps = max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
         self.metric_name = cfg.metric or task.default_metric
         self.model = model
-        self.objective = Objective(problem, cfg, weights)
+        self.objective = Objective(task.problem, cfg, weights)
         self.attack = None
         if cfg.adversarial != "none":
             self.attack = EmbeddingAttack(model.get_input_embeddings(), cfg)

@@ -1,7 +1,9 @@
-"""The training loss of a batch: the task's loss with class weights and label smoothing, and
-R-Drop (two dropout passes pulled together by a symmetric KL; Liang et al., 2021).
+"""The training loss of a batch: the task's one loss (`bridgetune.losses.task_loss`, the kind
+`train.loss` picks) with class weights and label smoothing, and R-Drop (two dropout passes
+pulled together by a symmetric KL; Liang et al., 2021).
 
-Without any of these options the model's own loss is used unchanged.
+The loss is computed here from the model's logits, never by the model: the batch entries the
+loss reads (labels, ranking groups) do not enter the model.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from bridgetune.config import TrainConfig
-from bridgetune.losses import IGNORE, task_loss
+from bridgetune.losses import IGNORE, LOSS_KEYS, output_logits, task_loss
 
 
 class Objective:
@@ -21,25 +23,29 @@ class Objective:
 
     def __init__(self, problem: str, cfg: TrainConfig, weights: torch.Tensor | None = None):
         self.problem = problem
+        self.kind = cfg.loss
         self.smoothing = cfg.label_smoothing
         self.rdrop = cfg.rdrop
         self.weights = weights
-        self.custom = weights is not None or self.smoothing > 0 or self.rdrop > 0
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if not self.custom:
-            return model(**batch).loss
-        labels = batch["labels"]
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        labels, groups = batch["labels"], batch.get("groups")
+        inputs = {k: v for k, v in batch.items() if k not in LOSS_KEYS}
         if not self.rdrop:
-            return self.task_loss(model(**inputs).logits, labels)
+            return self.task_loss(output_logits(model(**inputs)), labels, groups)
         doubled = {k: torch.cat([v, v]) for k, v in inputs.items()}
-        first, second = model(**doubled).logits.chunk(2)
-        loss = (self.task_loss(first, labels) + self.task_loss(second, labels)) / 2
+        first, second = output_logits(model(**doubled)).chunk(2)
+        loss = (self.task_loss(first, labels, groups) + self.task_loss(second, labels, groups)) / 2
         return loss + self.rdrop * self.divergence(first, second, labels)
 
-    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return task_loss(logits, labels, self.problem, self.weights, self.smoothing)
+    def task_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None
+    ) -> torch.Tensor:
+        loss = task_loss(
+            logits, labels, self.problem, self.weights, self.smoothing, groups, self.kind
+        )
+        assert loss is not None  # training batches carry labels
+        return loss
 
     def divergence(
         self, first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor
@@ -47,7 +53,7 @@ class Objective:
         """Symmetric KL between the two passes' predictions (tokens: labelled positions only;
         regression: the squared difference of the two outputs)."""
         first, second = first.float(), second.float()
-        if self.problem == "regression":
+        if self.problem in ("regression", "ranking"):
             return F.mse_loss(first, second)
         if self.problem == "multi":
             p, q = torch.sigmoid(first), torch.sigmoid(second)

@@ -1,0 +1,166 @@
+"""Ranking (recommendation, search): score every candidate text against a query (or a user's
+profile) and sort.
+
+The model is a cross-encoder: the sequence classifier with one output (as regression, so plain
+`transformers` loads it) reads "query [SEP] candidate" and gives a score. One example is a whole
+query: a feature holds one row per candidate, and a batch keeps every query whole, so the
+listwise (default) and pairwise losses compare the candidates of the same query
+(`bridgetune.losses.ranking_loss`; `train.loss` picks). `train.batch_size` therefore counts
+queries. Metrics are computed per query and averaged: MRR, MAP, NDCG@5/@10 (graded relevance)
+and AUC; the report plots where the first relevant candidate landed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import torch
+
+from bridgetune.config import RunConfig
+from bridgetune.data.readers import RankingReader
+from bridgetune.data.schema import Example
+from bridgetune.tasks.base import TASKS, Feature, pad_batch
+from bridgetune.tasks.classification import ClassificationTask
+from bridgetune.tasks.regression import RegressionTask
+
+NDCG_CUTOFFS = (5, 10)
+
+
+@TASKS.register("ranking")
+class RankingTask(RegressionTask):
+    """Candidates of a query scored by one output; `labels` is ["relevance"]."""
+
+    name = "ranking"
+    problem = "ranking"
+    default_metric = "ndcg@10"
+    lower_is_better: frozenset[str] = frozenset()
+    output = "ranking"
+    reader = RankingReader()
+
+    @classmethod
+    def create(cls, labels: list[str], **settings: Any) -> RankingTask:
+        return cls(labels)
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Candidates come from data.text_pair_column; there are no classes to weight."""
+        super().check_config(cfg)
+        if not cfg.data.text_pair_column:
+            raise ValueError(
+                "task 'ranking' needs data.text_pair_column, the column of the candidate text "
+                "(data.text_column holds the query, data.group_column its id)"
+            )
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
+        """One feature per query, with a row per (query, candidate) pair."""
+        flat = [
+            Example(text=example.text, text_pair=candidate)
+            for example in examples
+            for candidate in example.candidates or []
+        ]
+        rows = ClassificationTask.encode(self, flat, tokenizer, max_length) if flat else []
+        features, start = [], 0
+        for example in examples:
+            n = len(example.candidates or [])
+            group = rows[start : start + n]
+            start += n
+            longest = max((len(row["input_ids"]) for row in group), default=1)
+            features.append(
+                {
+                    "rows": group,
+                    "length": longest * max(n, 1),
+                    "truncated": any(row["truncated"] for row in group),
+                    "labels": None if example.label is None else [float(v) for v in example.label],
+                }
+            )
+        return features
+
+    def encode_label(self, label: Any) -> Any:
+        return None  # rows carry no label: the group's relevance list is the label
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        rows = [row for feature in features for row in feature["rows"]]
+        batch = pad_batch(rows, pad_id)
+        batch.pop("labels", None)
+        if features[0].get("labels") is not None:
+            batch["labels"] = torch.tensor(
+                [value for feature in features for value in feature["labels"]], dtype=torch.float
+            )
+            batch["groups"] = torch.tensor(
+                [i for i, feature in enumerate(features) for _ in feature["rows"]]
+            )
+        return batch
+
+    def decode(
+        self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
+    ) -> list[dict[str, Any]]:
+        scores = logits.float().reshape(-1).cpu().tolist()
+        predictions, start = [], 0
+        for feature in features:
+            group = scores[start : start + len(feature["rows"])]
+            start += len(feature["rows"])
+            order = sorted(range(len(group)), key=lambda i: -group[i])
+            predictions.append(
+                {
+                    "ranking": [{"index": i, "score": round(group[i], 6)} for i in order],
+                    "truncated": feature["truncated"],
+                }
+            )
+        return predictions
+
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
+        return ranking_metrics(
+            [[float(v) for v in e.label] for e in examples],  # type: ignore[union-attr]
+            [[entry["index"] for entry in p["ranking"]] for p in predictions],
+        )
+
+
+def ranking_metrics(relevance: list[list[float]], orders: list[list[int]]) -> dict[str, Any]:
+    """Per-query MRR, MAP, NDCG@k and AUC averaged over queries (relevant: relevance > 0;
+    NDCG uses the graded relevance, 2^rel - 1 gains); AUC over queries that have both relevant
+    and irrelevant candidates. `first_relevant` counts the rank of each query's first relevant
+    candidate (the report's histogram)."""
+    totals: Counter[str] = Counter()
+    auc_sum, auc_queries = 0.0, 0
+    first_relevant: Counter[int] = Counter()
+    for gains, order in zip(relevance, orders):
+        ranked = [gains[i] for i in order]
+        hits = [g > 0 for g in ranked]
+        first = hits.index(True) + 1 if any(hits) else None
+        totals["mrr"] += 1 / first if first else 0.0
+        if first:
+            first_relevant[first] += 1
+        found, precisions = 0, []
+        for rank, hit in enumerate(hits, 1):
+            if hit:
+                found += 1
+                precisions.append(found / rank)
+        totals["map"] += sum(precisions) / max(sum(hits), 1)
+        for k in NDCG_CUTOFFS:
+            totals[f"ndcg@{k}"] += _ndcg(ranked, k)
+        positives, negatives = sum(hits), len(hits) - sum(hits)
+        if positives and negatives:
+            above, seen_negatives = 0, 0
+            for hit in reversed(hits):  # count, for each relevant one, the irrelevant below it
+                if hit:
+                    above += seen_negatives
+                else:
+                    seen_negatives += 1
+            auc_sum += above / (positives * negatives)
+            auc_queries += 1
+    n = max(len(orders), 1)
+    result: dict[str, Any] = {name: value / n for name, value in sorted(totals.items())}
+    result["auc"] = auc_sum / auc_queries if auc_queries else 0.0
+    result["queries"] = len(orders)
+    result["first_relevant"] = {str(k): first_relevant[k] for k in sorted(first_relevant)}
+    return result
+
+
+def _ndcg(ranked: list[float], k: int) -> float:
+    def dcg(gains: list[float]) -> float:
+        return sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(gains[:k]))
+
+    ideal = dcg(sorted(ranked, reverse=True))
+    return dcg(ranked) / ideal if ideal > 0 else 0.0
