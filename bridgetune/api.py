@@ -193,6 +193,7 @@ def train_run(
         kind.auto_class,
         kind.problem,
         cfg.model.trust_remote_code,
+        num_labels=len(kind.reader.infer_labels([], None)) or 3,  # fixed by the task, or any
     )
     splits = load_splits(cfg.data, reader_for(cfg.task))
     task, tokenizer, model_path = prepare_task(cfg, splits)

@@ -137,7 +137,7 @@ class Predictor:
             meta["task"],
             meta["labels"],
             meta.get("tag_scheme", "IOB2"),
-            meta.get("threshold", 0.5),
+            meta.get("threshold"),
             pairs=bool((meta.get("data") or {}).get("text_pair_column")),
         )
         from bridgetune.heads import load_head_model

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 from bridgetune import api
 from bridgetune.config import ConfigError, MethodConfig
 from bridgetune.export import save_model_dir
+from bridgetune.losses import output_logits
 from bridgetune.methods import METHODS as METHOD_REGISTRY
 from bridgetune.methods import apply_method, count_parameters
 from bridgetune.methods.peft import MERGEABLE, AdapterModel
@@ -25,6 +27,7 @@ from tests.conftest import tiny_config
 # generated from the registries: a new method or task joins the matrix without a test edit
 METHODS = list(METHOD_REGISTRY)
 TASKS = list(TASK_REGISTRY)
+HEADS = ("classifier", "pooler", "qa_outputs")  # the head modules of BERT's task models
 PEFT_MARKERS = {
     "lora": "lora_",
     "ia3": "ia3_",
@@ -48,7 +51,7 @@ def build(tiny_bert: Path, task: str) -> torch.nn.Module:
 def should_train(method: str, name: str) -> bool | None:
     """Whether parameter `name` trains under `method`; None for a method this table does not
     know yet (the matrix then checks only that the head trains and the body does not all)."""
-    head = ".classifier." in f".{name}" or ".pooler." in name
+    head = any(f".{part}." in f".{name}" for part in HEADS)
     if method == "full":
         return True
     if method == "head_only":
@@ -72,7 +75,15 @@ def inputs(task: str) -> dict[str, torch.Tensor]:
 
 def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
-        return model.eval()(**batch).logits
+        return output_logits(model.eval()(**batch))
+
+
+def refusal_probe(tiny_bert: Path, task: str, method: str) -> Any:
+    from bridgetune.config import build_config
+
+    data = {"train": "x.csv", "text_pair_column": "b"}
+    return build_config({"task": task, "model": {"name": str(tiny_bert)}, "data": data,
+                         "method": {"name": method}})  # fmt: skip
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -81,6 +92,11 @@ def test_method_conformance(tiny_bert, tmp_path, method, task) -> None:
     from transformers import AutoTokenizer
 
     torch.manual_seed(0)
+    try:  # a task may refuse a method, with a reason (checked here)
+        TASK_REGISTRY.get(task).check_config(refusal_probe(tiny_bert, task, method))
+    except ValueError as error:
+        assert f"method.name={method!r}" in str(error) and "use " in str(error)
+        return
     problem = TASK_REGISTRY.get(task).problem
     model = apply_method(build(tiny_bert, task), MethodConfig(name=method), problem, str(tiny_bert))
     named = dict(model.named_parameters())
@@ -89,9 +105,10 @@ def test_method_conformance(tiny_bert, tmp_path, method, task) -> None:
         assert method == "full" or len(trainable) < len(named)
     else:
         assert trainable == {name for name in named if should_train(method, name)}
-    tagger = reader_for(task).tagged
-    for part in (".classifier.", ".pooler.") if not tagger else (".classifier.",):
-        assert any(part in f".{name}" for name in trainable), part  # the head always trains
+    parts = [part for part in HEADS if any(f".{part}." in f".{name}" for name in named)]
+    assert parts
+    for part in parts:
+        assert any(f".{part}." in f".{name}" for name in trainable), part  # the head trains
     with torch.no_grad():  # as training would: every trainable tensor moves
         for name in trainable:
             named[name].add_(torch.randn_like(named[name]) * 0.2)

@@ -89,6 +89,13 @@ def load_head_model(directory: Path, meta: dict[str, Any]) -> torch.nn.Module | 
     return head_class.load(directory, head, list(meta["labels"]), multilabel)
 
 
+AUTO_CLASSES = {  # the transformers class of a base model, by the problem its head learns
+    "single": "AutoModelForSequenceClassification",
+    "token": "AutoModelForTokenClassification",
+    "span": "AutoModelForQuestionAnswering",
+}
+
+
 def load_base_model(head: dict[str, Any], labels: list[str]) -> torch.nn.Module:
     """The pretrained base model an adapter or prefix goes back on, built with `labels`."""
     import transformers
@@ -96,7 +103,6 @@ def load_base_model(head: dict[str, Any], labels: list[str]) -> torch.nn.Module:
     from bridgetune.models import resolve_model
     from bridgetune.tasks.base import load_pretrained
 
-    kind = "Token" if head["problem"] == "token" else "Sequence"
-    auto = getattr(transformers, f"AutoModelFor{kind}Classification")
+    auto = getattr(transformers, AUTO_CLASSES.get(head["problem"], AUTO_CLASSES["single"]))
     extra = {"problem_type": "multi_label_classification"} if head["problem"] == "multi" else {}
     return load_pretrained(auto, resolve_model(head["base_model"]), labels, **extra)

@@ -33,10 +33,16 @@ def apply_method(
 
 
 def check_method(
-    cfg: MethodConfig, model_path: str, auto_class: str, problem: str, trust_remote_code: bool
+    cfg: MethodConfig,
+    model_path: str,
+    auto_class: str,
+    problem: str,
+    trust_remote_code: bool,
+    num_labels: int = 3,
 ) -> None:
     """Apply the method to a two-layer copy of the model's architecture and run a forward pass,
     so a method the architecture cannot take fails with a clear message before any data is read.
+    `num_labels`: the head's outputs where the task fixes them (a span model's start and end).
 
     Raises:
         ConfigError: the method (or its target modules) does not fit the model.
@@ -44,7 +50,7 @@ def check_method(
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(
-        model_path, num_labels=3, trust_remote_code=trust_remote_code
+        model_path, num_labels=num_labels, trust_remote_code=trust_remote_code
     )
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(config, key):

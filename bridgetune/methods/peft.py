@@ -32,7 +32,10 @@ def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: st
     """The peft config of `cfg.name` for a classifier (`problem` single/multi) or a tagger."""
     import peft
 
-    task_types = {"token": peft.TaskType.TOKEN_CLS, "span": peft.TaskType.QUESTION_ANS}
+    # span (question answering): no task type, so the plain PeftModel passes every input on;
+    # peft 0.21's PeftModelForQuestionAnswering drops token_type_ids, and the merged model
+    # (which gets them) then answers differently from the trained one
+    task_types = {"token": peft.TaskType.TOKEN_CLS, "span": None}
     task_type = task_types.get(problem, peft.TaskType.SEQ_CLS)
     common = {"task_type": task_type}
     if cfg.name == "lora":

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridgetune.tasks import classification as _classification  # noqa: F401  (registers)
+from bridgetune.tasks import qa as _qa  # noqa: F401  (registers)
 from bridgetune.tasks import ranking as _ranking  # noqa: F401  (registers)
 from bridgetune.tasks import regression as _regression  # noqa: F401  (registers)
 from bridgetune.tasks import token as _token  # noqa: F401  (registers)
@@ -16,11 +17,12 @@ def build_task(
     name: str,
     labels: list[str],
     tag_scheme: str = "IOB2",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     pairs: bool = False,
 ) -> Task:
     """The task object for a task name and its label set (tags for NER); each task class takes
-    the settings it uses (`create`; `pairs`: the data has a second text per row)."""
+    the settings it uses (`create`; `threshold`: a saved decision threshold, None before
+    training; `pairs`: the data has a second text per row)."""
     task_class: Any = TASKS.get(name)
     return task_class.create(labels, tag_scheme=tag_scheme, threshold=threshold, pairs=pairs)
 

@@ -172,7 +172,8 @@ class MultiLabelTask(ClassificationTask):
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> MultiLabelTask:
         """The task for `labels` with the saved decision `threshold` (default 0.5)."""
-        return cls(labels, threshold=settings.get("threshold", 0.5))
+        threshold = settings.get("threshold")
+        return cls(labels, threshold=0.5 if threshold is None else threshold)
 
     def encode_label(self, label: Any) -> Any:
         if label is None:
