@@ -74,7 +74,7 @@ def check_registered(cfg: RunConfig) -> None:
         ConfigError: what is wrong and what to write instead.
     """
     from bridgetune.data.augment import AUGMENTERS, check_ops
-    from bridgetune.methods import METHODS
+    from bridgetune.methods import METHODS, method_params
 
     names = [("task", TASKS, cfg.task), ("method.name", METHODS, cfg.method.name)]
     names += [("augment.ops", AUGMENTERS, op) for op in cfg.augment.ops]
@@ -83,6 +83,7 @@ def check_registered(cfg: RunConfig) -> None:
             registry.get(name)
         except KeyError as error:
             raise ConfigError(f"{key}: {error.args[0]}") from None
+    method_params(cfg.method)  # the method's own options (its Params)
     kind: Any = TASKS.get(cfg.task)
     losses = LOSSES[kind.problem]
     if cfg.train.loss is not None and cfg.train.loss not in losses:
@@ -225,22 +226,65 @@ def train_run(
     if resume:
         loop.resume()
     fit = loop.run(on_step)
-    dev_metrics = final_metrics(task, loop.predict(dev), dev.examples, calibrate=True)
+    result = finish_run(
+        run,
+        cfg,
+        Fitted(loop.unwrapped, loop.predict, fit.state.history, fit.stopped_early),
+        task,
+        tokenizer,
+        splits,
+        save=loop.accelerator.is_main_process,
+        dev=dev,
+    )
+    loop.accelerator.wait_for_everyone()
+    return result
+
+
+@dataclass
+class Fitted:
+    """What a model builder hands back to the composing layer: the trained model, how to
+    predict an encoded split with it (`predict(EvalData)`), the training history."""
+
+    model: Any
+    predict: Callable[[Any], list[dict[str, Any]]]
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def finish_run(
+    run: RunDirectory,
+    cfg: RunConfig,
+    fitted: Fitted,
+    task: Task,
+    tokenizer: Any,
+    splits: Splits,
+    method: str | None = None,
+    save: bool = True,
+    dev: Any = None,
+) -> TrainResult:
+    """The end of every kind of run (train, few-shot): dev metrics (the task calibrates its
+    decision parameters on dev), test metrics, then reports and the model directory (`save`:
+    this process writes it). `dev`: the dev split already encoded (EvalData), if it is."""
+    from bridgetune.training.loop import EvalData
+
+    length = cfg.model.max_length
+    if dev is None:
+        dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
+    dev_metrics = final_metrics(task, fitted.predict(dev), dev.examples, calibrate=True)
     test_metrics = None
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
-        test_metrics = final_metrics(task, loop.predict(test), test.examples, calibrate=False)
+        test_metrics = final_metrics(task, fitted.predict(test), test.examples, calibrate=False)
     result = TrainResult(
         run.path,
         run.path / "model",
         dev_metrics,
         test_metrics,
-        fit.state.history,
-        fit.stopped_early,
+        fitted.history,
+        fitted.stopped_early,
     )
-    if loop.accelerator.is_main_process:
-        save_run(run, cfg, result, loop.unwrapped, tokenizer, task, splits)
-    loop.accelerator.wait_for_everyone()
+    if save:
+        save_run(run, cfg, result, fitted.model, tokenizer, task, splits, method)
     return result
 
 

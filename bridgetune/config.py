@@ -87,46 +87,27 @@ class ModelConfig(_Section):
 
 
 class MethodConfig(_Section):
-    """Which parameters train. The task head always trains and is always saved."""
+    """Which parameters train. The task head always trains and is always saved.
+
+    Besides `name`, the section holds the chosen method's own options: each method declares them
+    as its `Params` model (`bridgetune.methods`, e.g. `method.r` for LoRA), validated with the
+    config (`api.check_registered`); an option the method does not take is an error.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: str = Field(
         "full",
         description="A registered method (checked with 'did you mean'): 'full' fine-tuning; "
         "'head_only' (linear probe); 'bitfit' (biases + head); "
-        "peft methods 'lora', 'ia3', 'prefix' (prefix tuning), 'prompt' (prompt tuning), "
-        "'ptuning' (P-tuning: prompt from a small encoder).",
-    )
-    r: int = Field(8, gt=0, description="LoRA: rank of the update matrices.")
-    alpha: float = Field(16, gt=0, description="LoRA: scaling numerator (update x alpha / r).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA: dropout on the adapter input.")
-    target_modules: list[str] | None = Field(
-        None,
-        description="LoRA/IA3: module names (or name suffixes) to adapt; unset: LoRA adapts "
-        "every linear layer of the body, IA3 peft's choice per architecture.",
-    )
-    num_virtual_tokens: int = Field(
-        20, gt=0, description="prefix/prompt/ptuning: number of trained virtual tokens."
-    )
-    freeze_embeddings: bool = Field(False, description="full: keep the embedding layer frozen.")
-    freeze_layers: int = Field(
-        0, ge=0, description="full: keep the bottom N transformer layers frozen."
-    )
-    export: Literal["merged", "adapter"] = Field(
-        "merged",
-        description="peft methods: save the model with the adapter merged into plain "
-        "transformers weights, or the adapter (plus the head) next to the base model name.",
+        "peft methods 'lora', 'ia3', 'prompt' (prompt tuning), 'ptuning' (P-tuning: prompt "
+        "from a small encoder); 'prefix' (prefix tuning). Their options: the method.* rows "
+        "below.",
     )
 
-    @model_validator(mode="after")
-    def _check_freezing(self) -> MethodConfig:
-        if (self.freeze_embeddings or self.freeze_layers) and self.name != "full":
-            raise ValueError(
-                f"method.freeze_embeddings/freeze_layers apply to method 'full'; method "
-                f"{self.name!r} already freezes the body"
-            )
-        if self.target_modules is not None and self.name not in ("lora", "ia3"):
-            raise ValueError("method.target_modules applies to 'lora' and 'ia3' only")
-        return self
+    def options(self) -> dict[str, Any]:
+        """The method options set in the config (everything but `name`)."""
+        return dict(self.model_extra or {})
 
 
 class AugmentConfig(_Section):
@@ -518,16 +499,26 @@ def schema_lines(root: type[BaseModel] | None = None) -> list[tuple[str, str, st
     return rows
 
 
-def schema_markdown() -> str:
-    """docs/config.md: the config reference as Markdown tables (kept in sync by a test)."""
+def schema_markdown(method_rows: list[tuple[str, str, str]]) -> str:
+    """docs/config.md: the config reference as Markdown tables (kept in sync by a test);
+    `method_rows` are the registered methods' options (`bridgetune.methods.params_schema_lines`:
+    config imports nothing of ours)."""
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `bridgetune/config.py` (`bridgetune config --schema` prints the same).",
+        "Generated from `bridgetune/config.py` and the methods' `Params` "
+        "(`bridgetune config --schema` prints the same; regenerate: `python -m "
+        "bridgetune.methods`).",
         "",
         "## Training (`bridgetune train CONFIG`)",
         "",
         *_markdown_table(schema_lines(RunConfig)),
+        "",
+        "### Method options (`method.*`, by `method.name`)",
+        "",
+        "Each method takes only its own options (its `Params` model in `bridgetune/methods`).",
+        "",
+        *_markdown_table(method_rows),
         "",
         "## Serving (`bridgetune serve MODEL_DIR --config SERVE.yaml`)",
         "",

@@ -14,12 +14,12 @@ import torch
 
 from bridgetune.api import (
     ConfigLike,
+    Fitted,
     TrainResult,
     as_config,
     claimed_run,
-    final_metrics,
+    finish_run,
     prepare_task,
-    save_run,
 )
 from bridgetune.config import ConfigError, RunConfig
 from bridgetune.data.fewshot import contrastive_pairs
@@ -60,10 +60,9 @@ def fewshot(
 
 
 def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
-    """`fewshot` in the claimed run directory `run`."""
+    """`fewshot` in the claimed run directory `run`: a model builder (contrastive or prompt)
+    between the stages api composes for every run."""
     from accelerate.utils import set_seed
-
-    from bridgetune.training.loop import EvalData
 
     splits = load_splits(cfg.data, reader_for(cfg.task))
     task, tokenizer, model_path = prepare_task(cfg, splits)
@@ -74,17 +73,9 @@ def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
         )
     else:
         model, history = train_prompt(cfg, task, tokenizer, model_path, splits.train, splits.dev)
-    length, pad_id = cfg.model.max_length, tokenizer.pad_token_id
-    dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
-    predicted = predict_split(model, task, pad_id, cfg, dev)
-    metrics = final_metrics(task, predicted, dev.examples, calibrate=True)
-    result = TrainResult(run.path, run.path / "model", metrics, None, history)
-    if splits.test is not None:
-        test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
-        predicted = predict_split(model, task, pad_id, cfg, test)
-        result.test_metrics = final_metrics(task, predicted, test.examples, calibrate=False)
-    save_run(run, cfg, result, model, tokenizer, task, splits, method=cfg.fewshot.mode)
-    return result
+    pad_id = tokenizer.pad_token_id
+    fitted = Fitted(model, lambda data: predict_split(model, task, pad_id, cfg, data), history)
+    return finish_run(run, cfg, fitted, task, tokenizer, splits, method=cfg.fewshot.mode)
 
 
 def fewshot_capable(task: Any) -> bool:
@@ -195,13 +186,16 @@ def train_embeddings(
     dev_pairs = contrastive_pairs(dev, 1, cfg.train.seed)[:DEV_PAIRS] if several else []
     features = _pair_features(train, pairs, tokenizer, length)
     dev_features = _pair_features(dev, dev_pairs, tokenizer, length)
-    pair_task = PairSimilarityTask([target for *_, target in dev_pairs])
+    dev_examples = [
+        Example(text=dev[i].text, text_pair=dev[j].text, label=[target])
+        for i, j, target in dev_pairs
+    ]
     train_cfg = cfg.train.model_copy(update={"metric": "pair_accuracy"})
     loop = Loop(
         ContrastiveModel(encoder),
-        pair_task,
+        PairSimilarityTask(),
         features,
-        EvalData(dev_features, [Example(text="") for _ in dev_features]),
+        EvalData(dev_features, dev_examples),
         train_cfg,
         tokenizer.pad_token_id,
         RunDirectory(cfg.run_dir).staging / "checkpoint-body",

@@ -13,6 +13,7 @@ import torch
 
 from bridgetune import api
 from bridgetune.config import ConfigError, MethodConfig
+from bridgetune.data.schema import Example
 from bridgetune.export import save_model_dir
 from bridgetune.losses import output_logits
 from bridgetune.methods import METHODS as METHOD_REGISTRY
@@ -262,8 +263,17 @@ def test_a_lora_target_that_matches_nothing_fails_before_reading_data(tiny_bert,
 
 def test_incompatible_method_options_fail_at_validation(tiny_bert, tmp_path) -> None:
     bad = [
-        ({"name": "lora", "freeze_layers": 2}, "apply to method 'full'"),
-        ({"name": "prefix", "target_modules": ["query"]}, "'lora' and 'ia3' only"),
+        (
+            {"name": "lora", "freeze_layers": 2},
+            "method.freeze_layers: applies to full; method 'lora' takes export, r, alpha, "
+            "dropout, target_modules",
+        ),
+        (
+            {"name": "prefix", "target_modules": ["query"]},
+            "applies to ia3, lora; method 'prefix' takes num_virtual_tokens",
+        ),
+        ({"name": "bitfit", "rank": 4}, "method 'bitfit' takes no options"),
+        ({"name": "lora", "r": 0}, "method.r: Input should be greater than 0"),
     ]
     for method, message in bad:
         config = tiny_config(tiny_bert, tmp_path, data={"train": "x.csv"}, method=method)
@@ -296,3 +306,31 @@ def test_an_unknown_head_type_names_the_file_and_the_closest_type(served_classif
     (broken / "bridgetune.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"bridgetune.json: unknown head type 'adaptr'; did you"):
         Predictor.load(broken, device="cpu")
+
+
+def sample_example(task: str) -> Example:
+    """An unlabelled input of the kind task `task` reads (from what it declares)."""
+    kind = TASK_REGISTRY.get(task)
+    if reader_for(task).tagged:
+        return Example(text="john smith visited paris")  # split into words by the task
+    if kind.output == "ranking":
+        return Example(text="my order", candidates=["my order is late", "great phone"])
+    pair = "the delivery is slow" if kind.takes_pairs else None
+    return Example(text="my order is late", text_pair=pair)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_decodes_what_its_prediction_model_declares(tiny_bert, task) -> None:
+    """`Task.prediction` is the contract of `decode`: every field present and typed."""
+    from transformers import AutoTokenizer
+
+    from bridgetune.predictor import infer
+
+    kind = build_task(task, labels_of(task))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    examples = [sample_example(task)] * 2
+    features = kind.encode(examples, tokenizer, 32)
+    model = build(tiny_bert, task)
+    predictions = infer(model, kind, features, examples, 0, torch.device("cpu"))
+    for prediction in predictions:
+        kind.prediction.model_validate(prediction)

@@ -75,6 +75,13 @@ def predictors(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
             _save_model(tiny_bert, root / "intent", "classification", CLASSES), device="cpu"
         ),
         "ner": Predictor.load(_save_model(tiny_bert, root / "ner", "ner", TAGS), device="cpu"),
+        "regression": Predictor.load(
+            _save_model(tiny_bert, root / "value", "regression", ["rating"]), device="cpu"
+        ),
+        "qa": Predictor.load(_save_model(tiny_bert, root / "qa", "qa", ["start", "end"]), "cpu"),
+        "ranking": Predictor.load(
+            _save_model(tiny_bert, root / "rank", "ranking", ["relevance"]), device="cpu"
+        ),
     }
 
 
@@ -300,3 +307,49 @@ def test_api_key_is_asked_for_and_sent(driver, serve, predictors):
         ec.visibility_of_element_located((By.CSS_SELECTOR, "#result .scores li.top")),
         "no prediction with the key",
     )
+
+
+def test_value_answer_and_ranking_views(driver, serve, predictors):
+    """Each task's kind of output is shown (and corrected) in its own way."""
+    value = predictors["regression"].predict(["great phone"])[0]["value"]
+    server = serve(predictors["regression"])
+    driver.get_log("browser")  # forget the previous page's messages
+    driver.get(server.url)
+    _wait(driver, _text_in("model-info", "regression"), "no model info")
+    driver.find_element(By.ID, "text").send_keys("great phone")
+    driver.find_element(By.ID, "predict").click()
+    _wait(driver, _text_in("values", "rating"), "no value shown")
+    shown = float(driver.find_element(By.CSS_SELECTOR, "#values dd").text)
+    assert shown == pytest.approx(value, abs=0.02)  # 3 decimals; bf16 on some CPUs
+    box = driver.find_element(By.ID, "correct-value-0")
+    box.clear()
+    box.send_keys("4.5")
+    driver.find_element(By.ID, "send-feedback").click()
+    _wait(driver, _text_in("feedback-status", "Saved"), "feedback not saved")
+    assert _stored(server.db)[-1]["label"] == 4.5
+
+    context = "my order is late and the delivery is slow"
+    answer = predictors["qa"].predict([("what is late", context)])[0]
+    server = serve(predictors["qa"])
+    driver.get(server.url)
+    _wait(driver, _text_in("text-label", "Question"), "no question field")
+    assert driver.find_element(By.ID, "pair-label").text == "Context"
+    driver.find_element(By.ID, "text").send_keys("what is late")
+    driver.find_element(By.ID, "text-pair").send_keys(context)
+    driver.find_element(By.ID, "predict").click()
+    _wait(driver, ec.visibility_of_element_located((By.ID, "answer")), "no answer shown")
+    assert driver.find_element(By.CSS_SELECTOR, "#answer-context mark").text == answer["answer"]
+
+    candidates = ["great phone", "my order is late", "thanks"]
+    ranked = predictors["ranking"].rank("my order", candidates)
+    server = serve(predictors["ranking"])
+    driver.get(server.url)
+    _wait(driver, _text_in("pair-label", "Candidates"), "no candidates field")
+    driver.find_element(By.ID, "text").send_keys("my order")
+    driver.find_element(By.ID, "text-pair").send_keys("\n".join(candidates))
+    driver.find_element(By.ID, "predict").click()
+    _wait(driver, ec.visibility_of_element_located((By.ID, "ranking")), "no ranking shown")
+    items = driver.find_elements(By.CSS_SELECTOR, "#ranking li")
+    assert [item.text.rsplit(" (", 1)[0] for item in items] == [r["text"] for r in ranked]
+    assert not driver.find_element(By.ID, "feedback-box").is_displayed()
+    assert not _severe(driver)

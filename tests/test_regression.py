@@ -4,6 +4,7 @@ and error metrics with a scatter plot, predictions and service answers as number
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,67 @@ def test_metrics_by_hand_and_their_direction():
     assert regression_metrics([1.0, 1.0], [0.0, 2.0])["pearson"] == 0.0  # undefined: constant
     assert RegressionTask.lower_is_better == {"mae", "rmse"}
     assert "spearman" not in RegressionTask.lower_is_better
+
+
+REVIEWS = [  # (text, quality, delivery): two targets per text
+    ("love this phone", 4.5, 3.0),
+    ("great phone but the delivery is slow", 4.0, 1.0),
+    ("terrible slow delivery", 1.0, 0.5),
+    ("great service thanks", 3.5, 4.5),
+    ("my order is late", 2.0, 1.0),
+    ("great phone", 4.5, 3.5),
+]
+
+
+def test_several_targets_train_predict_and_take_feedback(tiny_bert, tmp_path):
+    data = tmp_path / "reviews.jsonl"
+    data.write_text(
+        "".join(json.dumps({"text": t, "scores": [q, d]}) + "\n" for t, q, d in REVIEWS),
+        encoding="utf-8",
+    )
+    config = tiny_config(
+        tiny_bert,
+        tmp_path / "runs",
+        task="regression",
+        data={"train": str(data), "dev": str(data), "label_column": "scores",
+              "labels": ["quality", "delivery"]},
+        train={"epochs": 60, "lr": 1e-2, "loss": "huber"},
+    )  # fmt: skip
+    result = api.train(config)
+    assert set(result.metrics["per_target"]) == {"quality", "delivery"}
+    assert result.metrics["spearman"] == pytest.approx(
+        sum(m["spearman"] for m in result.metrics["per_target"].values()) / 2
+    )
+    assert result.metrics["spearman"] > 0.6
+    predictor = api.load(result.model_dir)
+    values = predictor.predict(["love this phone"])[0]["values"]
+    assert set(values) == {"quality", "delivery"}
+    with TestClient(create_app(predictor, ServeConfig(feedback_db=str(tmp_path / "f.db")))) as c:
+        served = c.post("/v1/predict", json={"texts": ["love this phone"]}).json()
+        # bf16 inference on CPUs that have it: about 3 significant digits
+        assert served["predictions"][0]["values"] == pytest.approx(values, rel=1e-2)
+        assert c.post("/v1/feedback", json={"text": "x", "label": [4, 2]}).status_code == 201
+        one = c.post("/v1/feedback", json={"text": "x", "label": 4})
+        assert one.status_code == 422 and "2 numbers, one per target" in one.text
+    exported = tmp_path / "feedback.csv"
+    assert api.export_feedback(tmp_path / "f.db", exported) == 1
+    assert "4.0|2.0" in exported.read_text(encoding="utf-8")
+
+
+def test_rows_with_another_number_of_targets_name_the_line(tmp_path):
+    from bridgetune.config import DataConfig
+    from bridgetune.data.readers import NumberReader
+
+    path = tmp_path / "r.csv"
+    path.write_text("text,score\na,1|2\nb,3\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"r.csv:3: 1 targets, but the first row has 2"):
+        NumberReader().read_file(path, DataConfig(train=str(path), label_column="score"), True)
+
+
+def test_huber_is_gentler_than_mse_on_outliers():
+    from bridgetune.losses import task_loss
+
+    predicted, target = torch.tensor([[0.0], [0.0]]), torch.tensor([[0.5], [10.0]])
+    huber = task_loss(predicted, target, "regression", kind="huber")
+    mse = task_loss(predicted, target, "regression")
+    assert huber == pytest.approx((0.125 + 9.5) / 2) and mse == pytest.approx((0.25 + 100) / 2)

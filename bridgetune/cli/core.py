@@ -235,12 +235,13 @@ def show_config(
 
     from bridgetune import api
     from bridgetune.config import schema_lines
+    from bridgetune.methods import params_schema_lines
 
     if schema or config is None:
         table = Table(title="bridgetune config keys")
         for column in ("key", "default", "description"):
             table.add_column(column)
-        for key, default, description in schema_lines():
+        for key, default, description in schema_lines() + params_schema_lines():
             table.add_row(key, default, description)
         Console(width=160).print(table)
         return

@@ -2,10 +2,10 @@
 
 Each task class names its reader (`Task.reader`); the data layer, which never imports tasks,
 reads files and hub rows, infers and checks labels and splits off dev through it. A new task
-with a new format (QA spans, ranking groups) brings a reader of its own; two cover today's:
+with a new format brings a reader of its own; these cover today's tasks:
 
 - `TextReader`: a text (or a text pair) per row and a label, or several (`multilabel`);
-- `NumberReader`: a text (or a text pair) per row and a numeric target (regression);
+- `NumberReader`: a text (or a text pair) per row and one or more numeric targets (regression);
 - `TokenReader`: words with a tag each (CoNLL-style files or JSONL token lists);
 - `RankingReader`: (query, candidate, relevance) rows grouped into one example per query;
 - `QAReader`: questions on contexts with answer spans (SQuAD JSON or JSONL rows).
@@ -13,10 +13,13 @@ with a new format (QA spans, ranking groups) brings a reader of its own; two cov
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from rich.console import Console
 
 from bridgetune.config import DataConfig
 from bridgetune.data.io import (
@@ -25,6 +28,7 @@ from bridgetune.data.io import (
     detect_format,
     jsonl_sentences,
     read_records,
+    read_text,
     read_token_file,
     token_example,
 )
@@ -145,27 +149,52 @@ class TextReader:
 
 @dataclass(frozen=True)
 class NumberReader(TextReader):
-    """Rows like TextReader's whose `label_column` holds a number (a rating, a similarity)."""
+    """Rows like TextReader's whose `label_column` holds a number (a rating, a similarity), or
+    several (a JSON list, or numbers joined by `data.label_separator`: one per target)."""
 
     def _label(self, value: Any, cfg: DataConfig) -> list[float]:
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            raise ValueError(
-                f"target {value!r} in column '{cfg.label_column}' is not a number"
-            ) from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ValueError(f"target {value!r} in column '{cfg.label_column}' is not finite")
-        return [number]
+        if isinstance(value, list):
+            parts = value
+        elif isinstance(value, str) and cfg.label_separator in value:
+            parts = value.split(cfg.label_separator)
+        else:
+            parts = [value]
+        numbers = []
+        for part in parts:
+            try:
+                number = float(str(part).strip())
+            except ValueError:
+                raise ValueError(
+                    f"target {part!r} in column '{cfg.label_column}' is not a number"
+                ) from None
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError(f"target {part!r} in column '{cfg.label_column}' is not finite")
+            numbers.append(number)
+        return numbers
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        examples = super().read_file(path, cfg, labelled)
+        if labelled and examples:
+            count = len(examples[0].label or [])
+            for example in examples:
+                if len(example.label or []) != count:
+                    raise DataError(
+                        f"{example.source}: {len(example.label or [])} targets, but the first "
+                        f"row has {count}; every row needs one number per target"
+                    )
+        return examples
 
     def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
-        """One target; its name is `data.labels` when given, else "value"."""
-        return ["value"]
+        """The targets' names: `data.labels` when given, else "value" (one target) or
+        value_1, value_2, ... (several)."""
+        count = len(train[0].label or []) if train else 1
+        return ["value"] if count == 1 else [f"value_{i + 1}" for i in range(count)]
 
     def check_label_set(self, labels: list[str], source: str) -> None:
-        if len(labels) != 1:
+        if not labels or len(set(labels)) != len(labels):
             raise DataError(
-                f"{source}: regression predicts one target; data.labels names it, got {labels}"
+                f"{source}: regression needs one distinct name per target in data.labels, got "
+                f"{labels}"
             )
 
     def stratum(self, example: Example) -> str | None:
@@ -348,8 +377,6 @@ class QAReader:
             examples.append(example)
             moved += shifted
         if moved:
-            from rich.console import Console
-
             Console(stderr=True).print(
                 f"[yellow]{path}: {moved} answer_start values did not point at their answer "
                 "text and were moved to its nearest occurrence in the context[/yellow]"
@@ -426,10 +453,6 @@ QA_LABELS = ("start", "end")  # the two outputs of a span model (its num_labels)
 
 def squad_records(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
     """(question record with its context, line number of its id) of a SQuAD-style JSON file."""
-    import json
-
-    from bridgetune.data.io import read_text
-
     raw = read_text(path)
     try:
         document = json.loads(raw)
@@ -456,10 +479,6 @@ def squad_records(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
 
 def _is_squad(path: Path) -> bool:
     """Whether a .json file is one SQuAD-style document (else: JSON lines)."""
-    import json
-
-    from bridgetune.data.io import read_text
-
     try:
         return isinstance(json.loads(read_text(path)), dict)
     except json.JSONDecodeError as error:

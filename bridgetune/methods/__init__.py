@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from bridgetune.config import ConfigError, MethodConfig
+from bridgetune.config import ConfigError, MethodConfig, schema_lines, schema_markdown
 from bridgetune.methods import freeze as _freeze  # noqa: F401  (registers)
 from bridgetune.methods import peft as _peft  # noqa: F401  (registers)
 from bridgetune.methods import prefix as _prefix  # noqa: F401  (registers)
-from bridgetune.methods.base import METHODS, count_parameters, head_modules, is_head
+from bridgetune.methods.base import METHODS, Params, count_parameters, head_modules, is_head
 from bridgetune.methods.peft import AdapterModel
 from bridgetune.methods.prefix import PrefixModel
 
@@ -26,10 +26,49 @@ def apply_method(
     import tasks); `base_model` is the configured model name (kept by adapters to find their
     base again).
     """
-    prepared = METHODS.get(cfg.name)(model, cfg, head_modules(model), problem)
+    prepared = METHODS.get(cfg.name)(model, method_params(cfg), head_modules(model), problem)
     if isinstance(prepared, (AdapterModel, PrefixModel)):
         prepared.base_model = base_model  # a name resolve_model finds again, not a local path
     return prepared
+
+
+def method_params(cfg: MethodConfig) -> Params:
+    """The options of method `cfg.name`, validated by its `Params` model.
+
+    Raises:
+        ConfigError: an option the method does not take (with what it takes), or a bad value.
+    """
+    from pydantic import ValidationError
+
+    params = METHODS.get(cfg.name).Params
+    try:
+        return params.model_validate(cfg.options())
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"])
+            if item["type"] == "extra_forbidden":
+                users = [name for name in METHODS if key in METHODS.get(name).Params.model_fields]
+                takes = ", ".join(params.model_fields) or "no options"
+                where = f"applies to {', '.join(users)}; " if users else ""
+                problems.append(f"method.{key}: {where}method {cfg.name!r} takes {takes}")
+            else:
+                problems.append(f"method.{key}: {item['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def params_schema_lines() -> list[tuple[str, str, str]]:
+    """(method.<option>, default, "method: description") for every registered method."""
+    rows = []
+    for name in METHODS:
+        for key, default, text in schema_lines(METHODS.get(name).Params):
+            rows.append((f"method.{key}", default, f"{name}: {text}"))
+    return rows
+
+
+def config_reference() -> str:
+    """docs/config.md: every config key, the methods' options included."""
+    return schema_markdown(params_schema_lines())
 
 
 def check_method(
@@ -72,7 +111,8 @@ def method_error(
 ) -> str:
     """What went wrong applying `cfg` to a `model_type` model, and what to do instead."""
     message = f"method.name={cfg.name!r} does not work with this {model_type} model: {error}"
-    if cfg.target_modules is not None:
+    target_modules = getattr(method_params(cfg), "target_modules", None)
+    if target_modules is not None:
         linear = sorted(
             {
                 name.rsplit(".", 1)[-1]
@@ -81,7 +121,7 @@ def method_error(
             }
         )
         message = (
-            f"method.target_modules={cfg.target_modules} matches no module of this "
+            f"method.target_modules={target_modules} matches no module of this "
             f"{model_type} model that {cfg.name} can adapt; its linear modules are: "
             + ", ".join(linear)
         )
@@ -92,9 +132,13 @@ def method_error(
 
 __all__ = [
     "METHODS",
+    "Params",
     "apply_method",
     "check_method",
+    "config_reference",
     "count_parameters",
     "head_modules",
     "is_head",
+    "method_params",
+    "params_schema_lines",
 ]

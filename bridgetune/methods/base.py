@@ -7,26 +7,48 @@ are not the pretrained body (`base_model_prefix`).
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
-from bridgetune.config import MethodConfig
 from bridgetune.registry import Registry
+
+
+class Params(BaseModel):
+    """A method's options (`method.<option>` in a config); a method without options takes
+    this empty model. Unknown options are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Method(Protocol):
     """Marks which parameters train (and may wrap the model, as peft methods do).
 
-    `problem` is "single", "multi" or "token": the kind of loss the head is trained with.
+    `params` are the method's validated options (an instance of its `Params`); `problem` is
+    the kind of loss the head is trained with (`Task.problem`: single, multi, token,
+    regression, ranking, span).
     """
 
+    Params: ClassVar[type[Params]]
+
     def __call__(
-        self, model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
+        self, model: torch.nn.Module, params: Any, head: list[str], problem: str
     ) -> torch.nn.Module: ...
 
 
 METHODS: Registry[Method] = Registry("method")
+
+
+def method(name: str, params: type[Params] = Params) -> Callable[[Any], Method]:
+    """Register a method function under `name` with its options model `params`."""
+
+    def decorate(function: Any) -> Method:
+        function.Params = params
+        return METHODS.register(name)(function)
+
+    return decorate
 
 
 def head_modules(model: torch.nn.Module) -> list[str]:

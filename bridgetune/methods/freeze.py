@@ -6,15 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from pydantic import Field
 
-from bridgetune.config import MethodConfig
-from bridgetune.methods.base import METHODS, embedding_modules, is_head, transformer_layers
+from bridgetune.methods.base import Params, embedding_modules, is_head, method, transformer_layers
 
 
-@METHODS.register("full")
-def full(
-    model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
-) -> torch.nn.Module:
+class FullParams(Params):
+    freeze_embeddings: bool = Field(False, description="Keep the embedding layer frozen.")
+    freeze_layers: int = Field(0, ge=0, description="Keep the bottom N transformer layers frozen.")
+
+
+@method("full", FullParams)
+def full(model: torch.nn.Module, cfg: FullParams, head: list[str], problem: str) -> torch.nn.Module:
     """Everything trains, except the embeddings and the bottom layers when asked."""
     model.requires_grad_(True)
     if cfg.freeze_embeddings:
@@ -32,18 +35,16 @@ def full(
     return model
 
 
-@METHODS.register("head_only")
+@method("head_only")
 def head_only(
-    model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
+    model: torch.nn.Module, cfg: Params, head: list[str], problem: str
 ) -> torch.nn.Module:
     """Linear probe: the body is frozen, the head trains."""
     return _train_only(model, lambda name: is_head(name, head))
 
 
-@METHODS.register("bitfit")
-def bitfit(
-    model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
-) -> torch.nn.Module:
+@method("bitfit")
+def bitfit(model: torch.nn.Module, cfg: Params, head: list[str], problem: str) -> torch.nn.Module:
     """BitFit (Ben Zaken et al., 2022): only the bias terms of the body, plus the head."""
     return _train_only(model, lambda name: is_head(name, head) or name.endswith(".bias"))
 

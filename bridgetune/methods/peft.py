@@ -16,20 +16,58 @@ import copy
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
-from bridgetune.config import MethodConfig
 from bridgetune.losses import output_logits, task_loss
-from bridgetune.methods.base import METHODS
+from bridgetune.methods.base import Params, method
 
 MERGEABLE = ("lora", "ia3")
 PROMPT_METHODS = ("prompt", "ptuning")
 
 
-def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: str = "") -> Any:
-    """The peft config of `cfg.name` for a classifier (`problem` single/multi) or a tagger."""
+class _Export(Params):
+    export: Literal["merged", "adapter"] = Field(
+        "merged",
+        description="Save the adapter merged into plain transformers weights, or the adapter "
+        "(plus the head) next to the base model name.",
+    )
+
+
+class LoraParams(_Export):
+    r: int = Field(8, gt=0, description="Rank of the update matrices.")
+    alpha: float = Field(16, gt=0, description="Scaling numerator (update x alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Module names (or name suffixes) to adapt; unset: every linear layer of "
+        "the body.",
+    )
+
+
+class IA3Params(_Export):
+    target_modules: list[str] | None = Field(
+        None, description="Module names (or suffixes) to scale; unset: peft's per architecture."
+    )
+
+
+class PromptParams(Params):
+    num_virtual_tokens: int = Field(20, gt=0, description="Trained virtual tokens.")
+
+
+PARAMS: dict[str, type[Params]] = {
+    "lora": LoraParams,
+    "ia3": IA3Params,
+    "prompt": PromptParams,
+    "ptuning": PromptParams,
+}
+
+
+def peft_config(name: str, cfg: Any, head: list[str], problem: str, model_type: str = "") -> Any:
+    """The peft config of method `name` with options `cfg` for a model whose head learns
+    `problem` (classifier, tagger, span model)."""
     import peft
 
     # span (question answering): no task type, so the plain PeftModel passes every input on;
@@ -38,7 +76,7 @@ def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: st
     task_types = {"token": peft.TaskType.TOKEN_CLS, "span": None}
     task_type = task_types.get(problem, peft.TaskType.SEQ_CLS)
     common = {"task_type": task_type}
-    if cfg.name == "lora":
+    if name == "lora":
         # default: every linear layer of the body (peft's "all-linear"; the head is saved whole).
         # Only query/value (the LoRA paper's and peft's per-architecture default) was 1.95 points
         # of SST-2 accuracy behind it at the same cost (docs/methods.md).
@@ -50,7 +88,7 @@ def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: st
             modules_to_save=head,
             **common,
         )
-    if cfg.name == "ia3":
+    if name == "ia3":
         feedforward = None if cfg.target_modules is None else []
         return peft.IA3Config(
             target_modules=cfg.target_modules,
@@ -59,7 +97,7 @@ def peft_config(cfg: MethodConfig, head: list[str], problem: str, model_type: st
             **common,
         )
     virtual = {"num_virtual_tokens": cfg.num_virtual_tokens, "modules_to_save": head, **common}
-    if cfg.name == "prompt":
+    if name == "prompt":
         return peft.PromptTuningConfig(**virtual)
     return peft.PromptEncoderConfig(**virtual)
 
@@ -147,17 +185,16 @@ class AdapterModel(torch.nn.Module):
 
 
 def _register(name: str) -> None:
-    @METHODS.register(name)
-    def apply(
-        model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
-    ) -> torch.nn.Module:
+    @method(name, PARAMS[name])
+    def apply(model: torch.nn.Module, cfg: Any, head: list[str], problem: str) -> torch.nn.Module:
         from peft import get_peft_model
 
-        config = peft_config(cfg, head, problem, getattr(model.config, "model_type", ""))
+        config = peft_config(name, cfg, head, problem, getattr(model.config, "model_type", ""))
         with quiet_peft():
             peft_model = get_peft_model(model, config)
-        return AdapterModel(peft_model, cfg.name, problem, model.config.name_or_path, cfg.export)
+        export = getattr(cfg, "export", "adapter")
+        return AdapterModel(peft_model, name, problem, model.config.name_or_path, export)
 
 
-for _name in ("lora", "ia3", *PROMPT_METHODS):
+for _name in PARAMS:
     _register(_name)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 
-from bridgetune.config import MethodConfig
-from bridgetune.methods.base import METHODS, is_head, transformer_layers
+from bridgetune.methods.base import Params, is_head, method, transformer_layers
 
 ATTENTION = "bridgetune_prefix"
 WEIGHTS_FILE = "prefix_model.safetensors"
@@ -223,9 +223,13 @@ class PrefixModel(torch.nn.Module):
         return model
 
 
-@METHODS.register("prefix")
+class PrefixParams(Params):
+    num_virtual_tokens: int = Field(20, gt=0, description="Trained key/value vectors per layer.")
+
+
+@method("prefix", PrefixParams)
 def prefix(
-    model: torch.nn.Module, cfg: MethodConfig, head: list[str], problem: str
+    model: torch.nn.Module, cfg: PrefixParams, head: list[str], problem: str
 ) -> torch.nn.Module:
     """Prefix tuning: `cfg.num_virtual_tokens` key/value vectors per layer, and the head."""
     return PrefixModel(model, cfg.num_virtual_tokens, problem, model.config.name_or_path, head)

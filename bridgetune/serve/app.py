@@ -204,6 +204,7 @@ def _json_safe(value: Any) -> Any:
 
 def _add_routes(app: FastAPI, service: Service) -> None:
     config = service.config
+    prediction_response = schemas.predict_response_model()  # the tasks registered now
 
     def user(
         api_key: Annotated[str | None, Depends(_api_key)],
@@ -283,7 +284,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.post(
         "/v1/predict",
         tags=["model"],
-        response_model=schemas.PredictResponse,
+        response_model=prediction_response,
         response_model_exclude_none=True,
         responses=ERRORS,
         dependencies=[Depends(user)],

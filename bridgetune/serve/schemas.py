@@ -122,30 +122,47 @@ class Entity(_Body):
         return self
 
 
-class Prediction(BaseModel):
-    """One text's prediction; which fields are present depends on the task."""
+def predict_response_model() -> type[BaseModel]:
+    """The /v1/predict response, its `predictions` documented from the prediction models of the
+    tasks registered now (`Task.prediction`): every field any task's prediction carries,
+    optional except `truncated`. Unknown fields pass through (a task registered later)."""
+    import operator
+    from functools import reduce
 
-    label: str | None = Field(None, description="Predicted class (classification, pair).")
-    value: float | None = Field(None, description="Predicted value (regression).")
-    score: float | None = Field(None, description="Probability of `label` (softmax).")
-    labels: list[str] | None = Field(None, description="Predicted classes (multilabel).")
-    scores: dict[str, float] | None = Field(
-        None, description="Probability per class: softmax (single-label) or sigmoid (multilabel)."
+    from pydantic import create_model
+
+    from bridgetune.tasks import TASKS
+
+    types: dict[str, list[Any]] = {}
+    descriptions: dict[str, str] = {}
+    for name in TASKS:
+        model = getattr(TASKS.get(name), "prediction", None)
+        for key, field in (model.model_fields if model else {}).items():
+            if key == "truncated":
+                continue
+            if field.annotation not in types.setdefault(key, []):
+                types[key].append(field.annotation)
+            descriptions.setdefault(key, field.description or "")
+    fields: dict[str, Any] = {
+        key: (reduce(operator.or_, annotations) | None, Field(None, description=descriptions[key]))
+        for key, annotations in types.items()
+    }
+    fields["truncated"] = (
+        bool,
+        Field(description="True when the text was longer than max_length and cut."),
     )
-    tags: list[str] | None = Field(None, description="Tag per word (NER).")
-    entities: list[Entity] | None = Field(None, description="Entities with offsets (NER).")
-    answer: str | None = Field(
-        None, description="Answer span of the context (question answering); '' for none."
+    prediction = create_model(
+        "Prediction",
+        __config__=ConfigDict(extra="allow"),
+        __doc__="One input's prediction; which fields are present depends on the task.",
+        **fields,
     )
-    start: int | None = Field(None, description="Character offset of the answer in the context.")
-    end: int | None = Field(None, description="Character offset after the answer.")
-    truncated: bool = Field(description="True when the text was longer than max_length and cut.")
-
-
-class PredictResponse(BaseModel):
-    model_version: str
-    task: str
-    predictions: list[Prediction]
+    return create_model(
+        "PredictResponse",
+        model_version=(str, ...),
+        task=(str, ...),
+        predictions=(list[prediction], ...),  # type: ignore[valid-type]
+    )
 
 
 class FeedbackRequest(_Body):
@@ -156,9 +173,10 @@ class FeedbackRequest(_Body):
     predicted: str | list[str] | list[Entity] | None = Field(
         None, description="What the model predicted (informational)."
     )
-    label: str | float | list[str] | None = Field(
+    label: str | float | list[str] | list[float] | None = Field(
         None,
-        description="The correct class (a list for multilabel models; a number for regression).",
+        description="The correct class (a list for multilabel models), value (regression; a "
+        "list, one per target, for several targets) or answer text (question answering).",
     )
     entities: list[Entity] | None = Field(
         None, description="The correct entities (NER models), offsets into `text`."

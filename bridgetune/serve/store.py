@@ -145,7 +145,9 @@ def export_rows(rows: list[FeedbackRow], fmt: str, separator: str = "|") -> str:
         return "".join(_conll_sentence(row) for row in rows)
     records = []
     for row in rows:
-        label = separator.join(row.label) if isinstance(row.label, list) else row.label
+        label = row.label
+        if isinstance(label, list):  # multilabel classes, or one number per regression target
+            label = separator.join(str(value) for value in label)
         record = {"text": row.text, "label": label}
         if row.text_pair is not None:
             record["text_pair"] = row.text_pair

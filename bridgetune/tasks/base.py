@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import torch
+from pydantic import BaseModel
 
 from bridgetune.data.batching import padded
 from bridgetune.data.schema import Example
@@ -24,7 +25,9 @@ class Task(Protocol):
     on; `default_metric` is the dev metric that picks the best checkpoint, and
     `lower_is_better` the metrics that improve downwards (MAE); `takes_pairs`: every input is a
     (text, text_pair) pair; `output` is what a prediction carries ("label", "labels",
-    "entities"; the playground renders by it); `reader` reads, validates and labels its data
+    "entities", "value", "answer", "ranking"; the playground renders by it) and `prediction`
+    the pydantic model of its fields (bridgetune.tasks.predictions: what `decode` returns, what
+    predict writes and the service documents); `reader` reads, validates and labels its data
     (bridgetune.data.readers). Class attributes, so they can be read from `TASKS.get(name)`
     before a task object exists.
     """
@@ -37,6 +40,7 @@ class Task(Protocol):
     takes_pairs: bool
     reader: Any
     output: str
+    prediction: type[BaseModel]
     lower_is_better: frozenset[str]
 
     @classmethod

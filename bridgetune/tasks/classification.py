@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
 from bridgetune.config import RunConfig
 from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import Example
 from bridgetune.evaluate import classification_metrics, multilabel_metrics
 from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+from bridgetune.tasks.predictions import LabelPrediction, LabelsPrediction
 
 
 @TASKS.register("classification")
@@ -24,6 +26,7 @@ class ClassificationTask:
     default_metric = "accuracy"
     takes_pairs = False
     output = "label"  # what a prediction carries: label + scores
+    prediction: type[BaseModel] = LabelPrediction
     lower_is_better: frozenset[str] = frozenset()  # metrics that improve downwards
     reader = TextReader()
 
@@ -163,6 +166,7 @@ class MultiLabelTask(ClassificationTask):
     problem = "multi"
     default_metric = "f1_micro"
     output = "labels"
+    prediction = LabelsPrediction
     reader = TextReader(multilabel=True)
 
     def __init__(self, labels: list[str], threshold: float = 0.5) -> None:

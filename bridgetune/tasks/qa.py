@@ -29,6 +29,7 @@ from bridgetune.config import RunConfig
 from bridgetune.data.readers import QAReader
 from bridgetune.data.schema import Example
 from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+from bridgetune.tasks.predictions import AnswerPrediction
 
 MAX_ANSWER_TOKENS = 64  # longest span considered (a CJK character is a token)
 TOP_K = 20  # start and end candidates per window
@@ -45,6 +46,7 @@ class QATask:
     lower_is_better: frozenset[str] = frozenset()
     takes_pairs = True  # (question, context)
     output = "answer"
+    prediction = AnswerPrediction
     reader = QAReader()
 
     def __init__(self, labels: list[str], threshold: float | None = None) -> None:

@@ -23,20 +23,23 @@ from bridgetune.data.readers import RankingReader
 from bridgetune.data.schema import Example
 from bridgetune.tasks.base import TASKS, Feature, pad_batch
 from bridgetune.tasks.classification import ClassificationTask
-from bridgetune.tasks.regression import RegressionTask
+from bridgetune.tasks.predictions import RankingPrediction
+from bridgetune.tasks.regression import numeric_label, refuse_class_options
 
 NDCG_CUTOFFS = (5, 10)
 
 
 @TASKS.register("ranking")
-class RankingTask(RegressionTask):
+class RankingTask(ClassificationTask):
     """Candidates of a query scored by one output; `labels` is ["relevance"]."""
 
     name = "ranking"
+    problem_type = "regression"  # one output: the saved model loads as a plain scorer
     problem = "ranking"
     default_metric = "ndcg@10"
     lower_is_better: frozenset[str] = frozenset()
     output = "ranking"
+    prediction = RankingPrediction
     reader = RankingReader()
 
     @classmethod
@@ -46,7 +49,7 @@ class RankingTask(RegressionTask):
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         """Candidates come from data.text_pair_column; there are no classes to weight."""
-        super().check_config(cfg)
+        refuse_class_options(cfg, "ranking")
         if not cfg.data.text_pair_column:
             raise ValueError(
                 "task 'ranking' needs data.text_pair_column, the column of the candidate text "
@@ -115,6 +118,17 @@ class RankingTask(RegressionTask):
             [[float(v) for v in e.label] for e in examples],  # type: ignore[union-attr]
             [[entry["index"] for entry in p["ranking"]] for p in predictions],
         )
+
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
+        """No classes and no calibrated confidence: the drift monitor watches nothing yet."""
+        return [], None
+
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]:
+        return []
+
+    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
+        """The corrected relevance of one candidate (`text_pair`) for the query (`text`)."""
+        return numeric_label(label, self.labels)
 
 
 def ranking_metrics(relevance: list[list[float]], orders: list[list[int]]) -> dict[str, Any]:

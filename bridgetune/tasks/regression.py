@@ -1,10 +1,12 @@
-"""Regression: a number per text or text pair (a rating, the similarity of two texts).
+"""Regression: one or more numbers per text or text pair (a rating, the similarity of two
+texts, several scores of one review).
 
-The model is the classification task's sequence classifier with one output and
-`problem_type="regression"` (built by the inherited `build_model`,
-so plain `transformers` loads it); the loss is the mean squared error; the dev metric that picks
-the best checkpoint is Spearman's rank correlation (the STS convention), with Pearson, MAE and
-RMSE beside it and a scatter plot of predicted against true values in the report.
+The model is the classification task's sequence classifier with one output per target and
+`problem_type="regression"` (built by the inherited `build_model`, so plain `transformers` loads
+it); the loss is the mean squared error (`train.loss: huber` for Huber, less pulled by
+outliers); the dev metric that picks the best checkpoint is Spearman's rank correlation (the
+STS convention; with several targets, their mean), with Pearson, MAE and RMSE beside it (and
+per target) and a scatter plot of predicted against true values in the report.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ import torch
 
 from bridgetune.config import RunConfig
 from bridgetune.data.readers import NumberReader
-from bridgetune.data.schema import Example
+from bridgetune.data.schema import DataError, Example
 from bridgetune.tasks.base import TASKS, Feature, pad_batch
 from bridgetune.tasks.classification import ClassificationTask
+from bridgetune.tasks.predictions import ValuePrediction
 
 SCATTER_POINTS = 2000  # (true, predicted) pairs kept in the metrics for the plot
 
 
 @TASKS.register("regression")
 class RegressionTask(ClassificationTask):
-    """One float target per text (or text pair); `labels` holds the target's name."""
+    """Float targets per text (or text pair); `labels` holds the targets' names."""
 
     name = "regression"
     problem_type = "regression"
@@ -33,6 +36,7 @@ class RegressionTask(ClassificationTask):
     default_metric = "spearman"
     lower_is_better = frozenset({"mae", "rmse"})
     output = "value"
+    prediction = ValuePrediction
     reader = NumberReader()
 
     @classmethod
@@ -46,11 +50,16 @@ class RegressionTask(ClassificationTask):
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         """Class weights and label smoothing are for classes; a regression has none."""
-        if cfg.train.class_weights is not None or cfg.train.label_smoothing:
-            raise ValueError(
-                "train.class_weights and train.label_smoothing apply to classification, not "
-                "regression; remove them"
-            )
+        refuse_class_options(cfg, "regression")
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
+        for example in examples:
+            if example.label is not None and len(example.label) != len(self.labels):
+                raise DataError(
+                    f"{example.source}: {len(example.label)} targets, but the model predicts "
+                    f"{len(self.labels)} ({', '.join(self.labels)}); give one number per target"
+                )
+        return super().encode(examples, tokenizer, max_length)
 
     def encode_label(self, label: Any) -> Any:
         return None if label is None else [float(value) for value in label]
@@ -61,10 +70,18 @@ class RegressionTask(ClassificationTask):
     def decode(
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
     ) -> list[dict[str, Any]]:
-        values = logits.float().reshape(len(features), -1)[:, 0].cpu().tolist()
+        rows = logits.float().reshape(len(features), -1).cpu().tolist()
+        if len(self.labels) == 1:
+            return [
+                {"value": round(row[0], 6), "truncated": feature["truncated"]}
+                for row, feature in zip(rows, features)
+            ]
         return [
-            {"value": round(value, 6), "truncated": feature["truncated"]}
-            for value, feature in zip(values, features)
+            {
+                "values": {name: round(v, 6) for name, v in zip(self.labels, row)},
+                "truncated": feature["truncated"],
+            }
+            for row, feature in zip(rows, features)
         ]
 
     def calibrate(
@@ -73,9 +90,31 @@ class RegressionTask(ClassificationTask):
         return predictions
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
-        return regression_metrics(
-            [float(e.label[0]) for e in examples], [p["value"] for p in predictions]
-        )
+        """Correlations and errors; with several targets per target (`per_target`) and their
+        means at the top (the scatter plot shows every target's points)."""
+        if len(self.labels) == 1:
+            return regression_metrics(
+                [float(e.label[0]) for e in examples],  # type: ignore[index]
+                [p["value"] for p in predictions],
+            )
+        per_target = {
+            name: regression_metrics(
+                [float(e.label[i]) for e in examples],  # type: ignore[index]
+                [p["values"][name] for p in predictions],
+            )
+            for i, name in enumerate(self.labels)
+        }
+        result: dict[str, Any] = {
+            key: sum(m[key] for m in per_target.values()) / len(per_target)
+            for key in ("pearson", "spearman", "mae", "rmse")
+        }
+        result["per_target"] = {
+            name: {k: v for k, v in m.items() if k != "scatter"} for name, m in per_target.items()
+        }
+        true = [t for m in per_target.values() for t in m["scatter"]["true"]]
+        predicted = [p for m in per_target.values() for p in m["scatter"]["predicted"]]
+        result["scatter"] = {"true": true[:SCATTER_POINTS], "predicted": predicted[:SCATTER_POINTS]}
+        return result
 
     def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
         """No classes to count and no confidence: the drift monitor watches nothing yet."""
@@ -85,18 +124,43 @@ class RegressionTask(ClassificationTask):
         return []
 
     def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
-        """The correct value, a number (as JSON number or string).
+        """The correct value: a number; with several targets, a list in the targets' order."""
+        return numeric_label(label, self.labels)
 
-        Raises:
-            ValueError: no label, or one that is not a finite number.
-        """
+
+def refuse_class_options(cfg: RunConfig, task: str) -> None:
+    """Class weights and label smoothing are for classes: an error for a task without them."""
+    if cfg.train.class_weights is not None or cfg.train.label_smoothing:
+        raise ValueError(
+            f"train.class_weights and train.label_smoothing apply to classification, not {task}; "
+            "remove them"
+        )
+
+
+def numeric_label(label: Any, targets: list[str]) -> float | list[float]:
+    """A corrected value (feedback): a number (JSON number or string), or with several
+    `targets` a list of numbers in their order.
+
+    Raises:
+        ValueError: no label, or not a finite number per target.
+    """
+    several = len(targets) > 1
+    values = label if several and isinstance(label, list) else [label]
+    if len(values) != len(targets):
+        raise ValueError(
+            f"give 'label': {len(targets)} numbers, one per target ({', '.join(targets)})"
+        )
+    numbers = []
+    for value in values:
         try:
-            value = float(label)
+            number = float(value)
         except (TypeError, ValueError):
-            raise ValueError("give 'label': the correct value, a number") from None
-        if not math.isfinite(value):
+            what = "a list of numbers, one per target" if several else "a number"
+            raise ValueError(f"give 'label': the correct value, {what}") from None
+        if not math.isfinite(number):
             raise ValueError("'label' must be a finite number")
-        return value
+        numbers.append(number)
+    return numbers if several else numbers[0]
 
 
 def regression_metrics(true: list[float], predicted: list[float]) -> dict[str, Any]:

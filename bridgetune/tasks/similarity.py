@@ -26,9 +26,6 @@ class PairSimilarityTask:
     default_metric = "pair_accuracy"
     lower_is_better: frozenset[str] = frozenset()
 
-    def __init__(self, targets: list[float] | None = None) -> None:
-        self.targets = targets or []  # the dev pairs' targets, in order, for `metrics`
-
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
         rows: dict[int, Feature] = {}
         for feature in features:
@@ -54,8 +51,9 @@ class PairSimilarityTask:
         return predictions
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
-        """Share of dev pairs on the right side of 0.5, and the mean squared error."""
-        pairs = list(zip(predictions, self.targets))
+        """Share of dev pairs on the right side of 0.5, and the mean squared error (each
+        example is the pair, its label the target similarity)."""
+        pairs = [(p, float(e.label[0])) for p, e in zip(predictions, examples)]  # type: ignore
         right = sum((p["similarity"] > 0.5) == (t > 0.5) for p, t in pairs)
         error = sum((p["similarity"] - t) ** 2 for p, t in pairs)
         return {"pair_accuracy": right / max(len(pairs), 1), "mse": error / max(len(pairs), 1)}

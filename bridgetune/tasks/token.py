@@ -19,6 +19,7 @@ from bridgetune.data.tags import decode_spans, split_tag
 from bridgetune.evaluate import entity_metrics
 from bridgetune.losses import IGNORE
 from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+from bridgetune.tasks.predictions import EntitiesPrediction
 
 
 def split_words(text: str, tokenizer: Any) -> list[tuple[int, int]]:
@@ -69,6 +70,7 @@ class TokenTask:
     default_metric = "entity_f1"
     takes_pairs = False
     output = "entities"  # tags per word and entity spans
+    prediction = EntitiesPrediction
     lower_is_better: frozenset[str] = frozenset()
     reader = TokenReader()
 

@@ -18,74 +18,142 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 PRODUCTS = [
-    "Aria wireless earbuds", "Nimbus robot vacuum", "Volt e-bike", "Lumen desk lamp",
-    "Pulse fitness tracker", "Brew Pro coffee maker", "Atlas hiking backpack",
-    "Echo smart speaker", "Frost mini fridge", "Glide electric toothbrush", "Orbit drone",
-    "Nova tablet", "Terra water filter", "Zen air purifier", "Spark portable charger",
-    "Halo baby monitor", "Quill e-reader", "Drift kayak", "Ember space heater",
+    "Aria wireless earbuds",
+    "Nimbus robot vacuum",
+    "Volt e-bike",
+    "Lumen desk lamp",
+    "Pulse fitness tracker",
+    "Brew Pro coffee maker",
+    "Atlas hiking backpack",
+    "Echo smart speaker",
+    "Frost mini fridge",
+    "Glide electric toothbrush",
+    "Orbit drone",
+    "Nova tablet",
+    "Terra water filter",
+    "Zen air purifier",
+    "Spark portable charger",
+    "Halo baby monitor",
+    "Quill e-reader",
+    "Drift kayak",
+    "Ember space heater",
     "Tide washing machine",
 ]
-CITIES = ["Lisbon", "Osaka", "Toronto", "Tallinn", "Austin", "Lyon", "Busan", "Krakow",
-          "Porto", "Denver", "Bergen", "Leipzig"]
+CITIES = [
+    "Lisbon",
+    "Osaka",
+    "Toronto",
+    "Tallinn",
+    "Austin",
+    "Lyon",
+    "Busan",
+    "Krakow",
+    "Porto",
+    "Denver",
+    "Bergen",
+    "Leipzig",
+]
 DAYS = ["Monday to Friday", "every day of the week", "Monday to Saturday", "weekdays only"]
-COLORS = ["black, white and sage green", "graphite and sand", "red, navy and silver",
-          "matte black only", "ocean blue and coral"]
+COLORS = [
+    "black, white and sage green",
+    "graphite and sand",
+    "red, navy and silver",
+    "matte black only",
+    "ocean blue and coral",
+]
 
 # fact: (value maker, statement templates, question phrasings)
 FACTS = {
     "warranty": (
         lambda r: f"{r.randint(1, 5)} years",
-        ["The {p} comes with a warranty of {v}.", "Every {p} is covered by a {v} warranty.",
-         "We guarantee the {p} for {v} against manufacturing defects."],
-        ["How long is the warranty on the {p}?", "What warranty does the {p} have?",
-         "For how long is the {p} guaranteed?"],
+        [
+            "The {p} comes with a warranty of {v}.",
+            "Every {p} is covered by a {v} warranty.",
+            "We guarantee the {p} for {v} against manufacturing defects.",
+        ],
+        [
+            "How long is the warranty on the {p}?",
+            "What warranty does the {p} have?",
+            "For how long is the {p} guaranteed?",
+        ],
     ),
     "returns": (
         lambda r: f"{r.choice([14, 30, 45, 60, 90])} days",
-        ["You can return the {p} within {v} of delivery.",
-         "Returns of the {p} are accepted for {v} after it arrives.",
-         "If the {p} is not right for you, send it back within {v}."],
-        ["How long do I have to return the {p}?", "What is the return window for the {p}?",
-         "Within how many days can the {p} be returned?"],
+        [
+            "You can return the {p} within {v} of delivery.",
+            "Returns of the {p} are accepted for {v} after it arrives.",
+            "If the {p} is not right for you, send it back within {v}.",
+        ],
+        [
+            "How long do I have to return the {p}?",
+            "What is the return window for the {p}?",
+            "Within how many days can the {p} be returned?",
+        ],
     ),
     "battery": (
         lambda r: f"{r.randint(4, 40)} hours",
-        ["On a full charge the {p} runs for about {v}.",
-         "The battery of the {p} lasts up to {v}.",
-         "Expect roughly {v} of use from the {p} between charges."],
-        ["How long does the battery of the {p} last?", "What is the battery life of the {p}?",
-         "How many hours does the {p} run on one charge?"],
+        [
+            "On a full charge the {p} runs for about {v}.",
+            "The battery of the {p} lasts up to {v}.",
+            "Expect roughly {v} of use from the {p} between charges.",
+        ],
+        [
+            "How long does the battery of the {p} last?",
+            "What is the battery life of the {p}?",
+            "How many hours does the {p} run on one charge?",
+        ],
     ),
     "shipping": (
         lambda r: r.choice(["free", "$4.99", "$9.50", "$12"]),
-        ["Shipping for the {p} costs {v} within the country.",
-         "Standard delivery of the {p} is {v}.",
-         "We charge {v} to ship the {p}."],
-        ["How much does shipping cost for the {p}?", "What does delivery of the {p} cost?",
-         "What is the shipping fee for the {p}?"],
+        [
+            "Shipping for the {p} costs {v} within the country.",
+            "Standard delivery of the {p} is {v}.",
+            "We charge {v} to ship the {p}.",
+        ],
+        [
+            "How much does shipping cost for the {p}?",
+            "What does delivery of the {p} cost?",
+            "What is the shipping fee for the {p}?",
+        ],
     ),
     "hours": (
         lambda r: f"{r.choice([7, 8, 9])} am to {r.choice([5, 6, 8, 10])} pm, {r.choice(DAYS)}",
-        ["Support for the {p} is available from {v}.",
-         "Our {p} helpline answers from {v}.",
-         "You can reach the {p} support team from {v}."],
-        ["When can I reach support for the {p}?", "What are the support hours for the {p}?",
-         "When is the {p} helpline open?"],
+        [
+            "Support for the {p} is available from {v}.",
+            "Our {p} helpline answers from {v}.",
+            "You can reach the {p} support team from {v}.",
+        ],
+        [
+            "When can I reach support for the {p}?",
+            "What are the support hours for the {p}?",
+            "When is the {p} helpline open?",
+        ],
     ),
     "made": (
         lambda r: r.choice(CITIES),
-        ["The {p} is designed and assembled in {v}.",
-         "Our factory in {v} builds every {p}.",
-         "Each {p} is made in {v}."],
-        ["Where is the {p} made?", "In which city is the {p} built?",
-         "Where is the {p} assembled?"],
+        [
+            "The {p} is designed and assembled in {v}.",
+            "Our factory in {v} builds every {p}.",
+            "Each {p} is made in {v}.",
+        ],
+        [
+            "Where is the {p} made?",
+            "In which city is the {p} built?",
+            "Where is the {p} assembled?",
+        ],
     ),
     "colors": (
         lambda r: r.choice(COLORS),
-        ["The {p} is sold in {v}.", "You can order the {p} in {v}.",
-         "Colour options for the {p} are {v}."],
-        ["What colours does the {p} come in?", "Which colours is the {p} available in?",
-         "In what colours can I buy the {p}?"],
+        [
+            "The {p} is sold in {v}.",
+            "You can order the {p} in {v}.",
+            "Colour options for the {p} are {v}.",
+        ],
+        [
+            "What colours does the {p} come in?",
+            "Which colours is the {p} available in?",
+            "In what colours can I buy the {p}?",
+        ],
     ),
 }
 DISTRACTORS = [
