@@ -12,6 +12,7 @@ from bridgetune.api import (  # noqa: E402
     load,
     monitor,
     predict,
+    rank,
     train,
 )
 from bridgetune.config import RunConfig, load_config  # noqa: E402
@@ -30,6 +31,7 @@ __all__ = [
     "load_config",
     "monitor",
     "predict",
+    "rank",
     "train",
     "zeroshot",
 ]
