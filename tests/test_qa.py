@@ -220,3 +220,22 @@ def test_options_qa_cannot_take_are_refused(tiny_bert, tmp_path):
         api.as_config({**config, "method": {"name": "prompt"}})
     with pytest.raises(ConfigError, match="apply to classification, not question answering"):
         api.as_config({**config, "train": {**config["train"], "label_smoothing": 0.1}})
+
+
+def test_answer_feedback_exports_as_training_data_the_reader_takes(tmp_path):
+    from bridgetune.serve.store import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback.db")
+    task = build_task("qa", ["start", "end"])
+    context = "the delivery is slow"
+    for question, answer in (("what is slow", "the delivery"), ("who called", "")):
+        label = task.feedback_label(answer, None, question)
+        store.add(text=question, text_pair=context, label=label, task="qa", model_version="v1")
+    store.close()
+    with pytest.raises(ValueError, match="correct answer text"):
+        task.feedback_label(None, None, "q")
+    exported = tmp_path / "more.jsonl"
+    assert api.export_feedback(tmp_path / "feedback.db", exported) == 2
+    examples = read(exported)
+    assert examples[0].label == [{"text": "the delivery", "start": 0}]
+    assert examples[1].label == []  # the correction says: no answer in this context
