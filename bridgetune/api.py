@@ -63,6 +63,10 @@ def as_config(config: ConfigLike, overrides: list[str] | None = None) -> RunConf
     else:
         cfg = load_config(config, overrides)
     check_registered(cfg)
+    default_method = getattr(TASKS.get(cfg.task), "default_method", None)
+    if default_method and "name" not in cfg.method.model_fields_set:
+        cfg.method.name = default_method  # e.g. LoRA for generative models
+        check_registered(cfg)
     return cfg
 
 
@@ -109,6 +113,18 @@ def predict(
     """Predictions for texts (or text pairs) with a saved model."""
     predictor = model_dir if isinstance(model_dir, Predictor) else load(model_dir)
     return predictor.predict(list(inputs))
+
+
+def generate(
+    model_dir: str | Path | Predictor,
+    prompts: Sequence[str | list[dict[str, str]]],
+    **decoding: Any,
+) -> list[dict[str, Any]]:
+    """Generations of a causal_lm model for prompts (a string, or a conversation as
+    [{role, content}, ...]); `decoding`: max_new_tokens, do_sample, temperature, top_p,
+    num_beams, repetition_penalty (greedy by default)."""
+    predictor = model_dir if isinstance(model_dir, Predictor) else load(model_dir)
+    return predictor.generate(prompts, **decoding)
 
 
 def rank(
@@ -407,6 +423,7 @@ def model_meta(
         "labels": task.labels,
         "tag_scheme": _tag_scheme(cfg),
         "threshold": getattr(task, "threshold", None),
+        "settings": task.settings() if hasattr(task, "settings") else {},
         "max_length": cfg.model.max_length,
         "base_model": cfg.model.name,
         "method": method or cfg.method.name,
@@ -423,6 +440,7 @@ def model_meta(
                 "column_map",
                 "label_separator",
                 "group_column",
+                "role_map",
                 "tag_scheme",
             }
         ),

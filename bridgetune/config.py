@@ -72,6 +72,11 @@ class DataConfig(_Section):
         "at least k per label). Works with every method.",
     )
     few_shot_seed: int = Field(0, description="Seed of the k-shot sample.")
+    role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="causal_lm: speaker names of `messages` mapped to system/user/assistant, "
+        "e.g. {customer: user, agent: assistant}.",
+    )
 
 
 class ModelConfig(_Section):

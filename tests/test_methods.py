@@ -74,6 +74,12 @@ def inputs(task: str) -> dict[str, torch.Tensor]:
     return batch
 
 
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float error: merging an adapter into weights rounds in fp32, and the tiny
+    Llama's large weights (logits up to ~10) leave differences up to ~2e-5."""
+    return torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
 def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return output_logits(model.eval()(**batch))
@@ -89,27 +95,35 @@ def refusal_probe(tiny_bert: Path, task: str, method: str) -> Any:
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("method", METHODS)
-def test_method_conformance(tiny_bert, tmp_path, method, task) -> None:
+def test_method_conformance(request, tmp_path, method, task) -> None:
     from transformers import AutoTokenizer
 
     torch.manual_seed(0)
+    generative = TASK_REGISTRY.get(task).auto_class == "AutoModelForCausalLM"
+    base = request.getfixturevalue("tiny_llama" if generative else "tiny_bert")
     try:  # a task may refuse a method, with a reason (checked here)
-        TASK_REGISTRY.get(task).check_config(refusal_probe(tiny_bert, task, method))
+        TASK_REGISTRY.get(task).check_config(refusal_probe(base, task, method))
     except ValueError as error:
         assert f"method.name={method!r}" in str(error) and "use " in str(error)
         return
     problem = TASK_REGISTRY.get(task).problem
-    model = apply_method(build(tiny_bert, task), MethodConfig(name=method), problem, str(tiny_bert))
+    try:
+        model = apply_method(build(base, task), MethodConfig(name=method), problem, str(base))
+    except ConfigError as error:  # bitfit on a model without biases (Llama)
+        assert "leaves nothing to train" in str(error)
+        return
     named = dict(model.named_parameters())
     trainable = {name for name, p in named.items() if p.requires_grad}
-    if should_train(method, next(iter(named))) is None:
-        assert method == "full" or len(trainable) < len(named)
+    if should_train(method, next(iter(named))) is None or generative:
+        # a language model has no task head: its methods adapt the body only
+        assert trainable and (method == "full" or len(trainable) < len(named))
+        assert not generative or not any("modules_to_save" in name for name in named)
     else:
         assert trainable == {name for name in named if should_train(method, name)}
-    parts = [part for part in HEADS if any(f".{part}." in f".{name}" for name in named)]
-    assert parts
-    for part in parts:
-        assert any(f".{part}." in f".{name}" for name in trainable), part  # the head trains
+        parts = [part for part in HEADS if any(f".{part}." in f".{name}" for name in named)]
+        assert parts
+        for part in parts:
+            assert any(f".{part}." in f".{name}" for name in trainable), part  # the head trains
     with torch.no_grad():  # as training would: every trainable tensor moves
         for name in trainable:
             named[name].add_(torch.randn_like(named[name]) * 0.2)
@@ -117,14 +131,14 @@ def test_method_conformance(tiny_bert, tmp_path, method, task) -> None:
     before = logits(model, batch)
     exports = ["merged", "adapter"] if method in MERGEABLE else [None]
     meta = {"task": task, "labels": labels_of(task), "tag_scheme": "IOB2", "max_length": 32}
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    tokenizer = AutoTokenizer.from_pretrained(base)
     for export in exports:
         if export:
             model.export = export
-            assert torch.allclose(logits(model.merged(), batch), before, atol=1e-5)
+            assert same(logits(model.merged(), batch), before)
         directory = save_model_dir(tmp_path / str(export), model, tokenizer, meta)
         loaded = Predictor.load(directory, device="cpu").model
-        assert torch.allclose(logits(loaded, batch), before, atol=1e-5), export
+        assert same(logits(loaded, batch), before), export
         if isinstance(model, AdapterModel) and export != "merged":
             assert (directory / "adapter_model.safetensors").is_file()
             continue
@@ -135,8 +149,9 @@ def test_method_conformance(tiny_bert, tmp_path, method, task) -> None:
 
         auto_class = TASK_REGISTRY.get(task).auto_class
         plain = getattr(transformers, auto_class).from_pretrained(directory)
-        assert torch.allclose(logits(plain, batch), before, atol=1e-5)
-        assert plain.config.id2label[0] == labels_of(task)[0]
+        assert same(logits(plain, batch), before)
+        if not generative:
+            assert plain.config.id2label[0] == labels_of(task)[0]
 
 
 def test_trainable_counts_shrink_with_parameter_efficient_methods(tiny_bert) -> None:

@@ -2,10 +2,11 @@
 
 `app` is the typer application (the `bridgetune` entry point; `python -m bridgetune.cli`).
 The commands live by theme in `core` (train, evaluate, predict, data and config), `fewshot`
-(few-shot and zero-shot) and `serving` (serve, feedback, monitor); importing them registers them.
+(few-shot and zero-shot), `serving` (serve, feedback, monitor) and `models` (models pull);
+importing them registers them.
 """
 
-from bridgetune.cli import core, fewshot, serving  # noqa: F401  (registers the commands)
+from bridgetune.cli import core, fewshot, models, serving  # noqa: F401  (registers commands)
 from bridgetune.cli.common import app
 
 __all__ = ["app"]

@@ -109,6 +109,73 @@ def predict(
 
 
 @app.command()
+def generate(
+    model_dir: Path,
+    prompts: Annotated[list[str] | None, typer.Argument(help="Prompts.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="JSONL of prompts (prompt, messages or instruction rows), or TXT."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write JSONL here (default stdout).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens generated per prompt.")] = 128,
+    sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    beams: Annotated[int, typer.Option(help="Beam search width (1: none).")] = 1,
+    repetition_penalty: Annotated[
+        float | None, typer.Option(help=">1 discourages repeats.")
+    ] = None,
+    batch_size: int = 8,
+) -> None:
+    """Generate text with a causal_lm model: prompts as arguments or --file; writes JSONL."""
+    from bridgetune import api
+
+    quiet_libraries()
+    if prompts:
+        inputs: list = list(prompts)
+    elif file is not None:
+        inputs = run_action(lambda: [prompt_of(e) for e in api.read_inputs(model_dir, file)])
+    else:
+        inputs = []
+    if not inputs:
+        fail(ValueError("no prompt: give prompts as arguments or --file PATH"))
+    decoding = {"do_sample": sample, "num_beams": beams}
+    for key, value in (
+        ("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)
+    ):  # fmt: skip
+        if value is not None:
+            decoding[key] = value
+    predictor = run_action(lambda: api.load(model_dir))
+    generated = run_action(
+        lambda: predictor.generate(
+            inputs, batch_size=batch_size, max_new_tokens=max_new_tokens, **decoding
+        )
+    )
+    lines = [
+        json.dumps({"prompt": prompt, **result}, ensure_ascii=False)
+        for prompt, result in zip(inputs, generated)
+    ]
+    if output is None:
+        typer.echo("\n".join(lines))
+    else:
+        from bridgetune.atomic import atomic_write_text
+
+        atomic_write_text(output, "\n".join(lines) + "\n")
+        console.print(f"{len(lines)} generations written to {output}")
+
+
+def prompt_of(example) -> str | list[dict[str, str]]:
+    """What to generate from for an input row: its conversation up to the last assistant turn
+    (a messages row), else its prompt."""
+    target = example.label if isinstance(example.label, dict) else {}
+    messages = target.get("messages")
+    if not messages:
+        return example.text
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    return messages[:last] if last else messages
+
+
+@app.command()
 def rank(
     model_dir: Path,
     query: Annotated[str, typer.Option(help="The query, or a user's profile text.")],

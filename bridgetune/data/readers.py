@@ -8,7 +8,8 @@ with a new format brings a reader of its own; these cover today's tasks:
 - `NumberReader`: a text (or a text pair) per row and one or more numeric targets (regression);
 - `TokenReader`: words with a tag each (CoNLL-style files or JSONL token lists);
 - `RankingReader`: (query, candidate, relevance) rows grouped into one example per query;
-- `QAReader`: questions on contexts with answer spans (SQuAD JSON or JSONL rows).
+- `QAReader`: questions on contexts with answer spans (SQuAD JSON or JSONL rows);
+- `GenerationReader`: prompt/completion, chat `messages` or alpaca-style rows (causal_lm).
 """
 
 from __future__ import annotations
@@ -497,3 +498,109 @@ def _span_start(context: str, text: str, start: Any) -> int | None:
         return None
     anchor = start if isinstance(start, int) else 0
     return min(hits, key=lambda hit: abs(hit - anchor))
+
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class GenerationReader:
+    """Rows for supervised fine-tuning of a generative model (JSONL, or CSV/TSV for the plain
+    forms), one of:
+
+    - `messages`: a conversation, a list of {role, content} (role: system, user, assistant;
+      other speaker names through `data.role_map`), multi-turn, optional system turn;
+    - `prompt` and `completion`: a plain prompt and the text that follows it;
+    - `instruction`, optional `input`, `output` (alpaca): the prompt is the instruction, and the
+      input after a blank line.
+
+    `data.column_map` renames other layouts onto these. An example keeps the prompt in `text`
+    and the target in `label` ({"completion": ...} or {"messages": [...]}). Unknown roles, a
+    conversation without an assistant turn (nothing to learn), and empty completions are
+    errors naming the file and line.
+    """
+
+    tagged = False
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        fmt = detect_format(path, cfg.format, tagged=False)
+        if fmt == "conll":
+            raise DataError(f"{path}: generation reads JSONL (or CSV/TSV) rows, not a token file")
+        return [
+            self._example(row, cfg, (path, number), labelled)
+            for number, row in read_records(path, fmt)
+        ]
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        return self._example(row, cfg, where, labelled=True)
+
+    def _example(
+        self, raw: dict[str, Any], cfg: DataConfig, where: tuple[Path, int], labelled: bool
+    ) -> Example:
+        path, number = where
+        at = f"{path}:{number}"
+        row = {cfg.column_map.get(k, k): v for k, v in raw.items()}
+        if "messages" in row:
+            messages = self._messages(row["messages"], cfg, at)
+            if labelled and not any(m["role"] == "assistant" for m in messages):
+                raise DataError(
+                    f"{at}: the conversation has no assistant turn, so there is nothing to "
+                    "learn; add the reply, or map its speaker to 'assistant' in data.role_map"
+                )
+            prompt = next((m["content"] for m in messages if m["role"] == "user"), "")
+            return Example(text=prompt, label={"messages": messages}, source=at)
+        if "prompt" in row:
+            prompt, completion = row["prompt"], row.get("completion")
+        elif "instruction" in row:
+            prompt = _text(row["instruction"], "instruction", at)
+            extra = row.get("input")
+            if isinstance(extra, str) and extra.strip():
+                prompt = f"{prompt}\n\n{extra}"
+            completion = row.get("output")
+        else:
+            raise DataError(
+                f"{at}: no generation columns; give 'messages', 'prompt' + 'completion', or "
+                f"'instruction' + 'output' (columns: {', '.join(map(str, row))}); rename with "
+                "data.column_map"
+            )
+        prompt = _text(prompt, "prompt", at)
+        if not labelled:
+            return Example(text=prompt, source=at)
+        completion = _text(completion, "completion", at)
+        return Example(text=prompt, label={"completion": completion}, source=at)
+
+    @staticmethod
+    def _messages(value: Any, cfg: DataConfig, at: str) -> list[dict[str, str]]:
+        if not isinstance(value, list) or not value:
+            raise DataError(f"{at}: 'messages' must be a non-empty list of {{role, content}}")
+        messages = []
+        for index, turn in enumerate(value):
+            if not isinstance(turn, dict) or "content" not in turn:
+                raise DataError(f"{at}: messages[{index}] is not a {{role, content}} object")
+            speaker = str(turn.get("role", turn.get("speaker", "")))
+            role = cfg.role_map.get(speaker, speaker)
+            if role not in ROLES:
+                raise DataError(
+                    f"{at}: messages[{index}] has the role {speaker!r}; roles are system, user "
+                    f"and assistant: map it with data.role_map, e.g. {{{speaker}: user}}"
+                )
+            messages.append(
+                {"role": role, "content": _text(turn["content"], f"messages[{index}] content", at)}
+            )
+        return messages
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        return []  # a generative model has no classes
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        if labels:
+            raise DataError(f"{source}: a generative task has no labels; drop data.labels")
+
+    def stratum(self, example: Example) -> str | None:
+        return None
+
+
+def _text(value: Any, name: str, at: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{at}: empty or missing {name}; fill it or remove the row")
+    return value

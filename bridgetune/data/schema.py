@@ -18,13 +18,15 @@ class Example:
     character span in it. Ranking puts the query in `text` and its candidate texts in
     `candidates` (`label`: a relevance per candidate); question answering the question in
     `text`, the context in `text_pair` and the answers in `label` ({"text", "start"} dicts,
-    none for an unanswerable question). `id` is the record's own id (query id, question id);
+    none for an unanswerable question); generation puts its target in `label` as a dict:
+    {"completion": text} after the prompt in `text`, or {"messages": [{role, content}, ...]}
+    for a conversation. `id` is the record's own id (query id, question id);
     `source` is "file:line" for error messages.
     """
 
     text: str
     text_pair: str | None = None
-    label: str | list[str] | list[float] | list[dict] | None = None
+    label: str | list[str] | list[float] | list[dict] | dict | None = None
     tokens: list[str] | None = None
     tags: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None

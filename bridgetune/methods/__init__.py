@@ -26,7 +26,14 @@ def apply_method(
     import tasks); `base_model` is the configured model name (kept by adapters to find their
     base again).
     """
-    prepared = METHODS.get(cfg.name)(model, method_params(cfg), head_modules(model), problem)
+    # a language model's output layer is its (tied) vocabulary, not a task head to retrain
+    head = [] if problem == "lm" else head_modules(model)
+    prepared = METHODS.get(cfg.name)(model, method_params(cfg), head, problem)
+    if not count_parameters(prepared)[0]:
+        raise ConfigError(
+            f"method.name={cfg.name!r} leaves nothing to train in this "
+            f"{type(model).__name__} (bitfit: a model without biases); choose another method"
+        )
     if isinstance(prepared, (AdapterModel, PrefixModel)):
         prepared.base_model = base_model  # a name resolve_model finds again, not a local path
     return prepared

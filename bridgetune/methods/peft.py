@@ -73,7 +73,7 @@ def peft_config(name: str, cfg: Any, head: list[str], problem: str, model_type: 
     # span (question answering): no task type, so the plain PeftModel passes every input on;
     # peft 0.21's PeftModelForQuestionAnswering drops token_type_ids, and the merged model
     # (which gets them) then answers differently from the trained one
-    task_types = {"token": peft.TaskType.TOKEN_CLS, "span": None}
+    task_types = {"token": peft.TaskType.TOKEN_CLS, "span": None, "lm": peft.TaskType.CAUSAL_LM}
     task_type = task_types.get(problem, peft.TaskType.SEQ_CLS)
     common = {"task_type": task_type}
     if name == "lora":

@@ -299,6 +299,10 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         slot = service.ready_slot()
         if slot.predictor.task.output == "ranking":
             raise RequestError(422, "this ranking model answers POST /v1/rank (query, candidates)")
+        if slot.predictor.task.output == "generation":
+            raise RequestError(
+                422, "this generative model is not served over HTTP yet; use bridgetune generate"
+            )
         examples = slot.examples(body.texts, body.text_pairs)
         features = slot.encode(examples, config.truncation)
         predictions = await service.batcher.submit(slot.predictor, features, examples)

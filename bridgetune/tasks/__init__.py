@@ -1,10 +1,11 @@
 """Tasks: classification (single, pair, multi-label), regression, ranking, extractive question
-answering and token classification (NER)."""
+answering, token classification (NER) and generation (causal_lm)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bridgetune.tasks import causal_lm as _causal_lm  # noqa: F401  (registers)
 from bridgetune.tasks import classification as _classification  # noqa: F401  (registers)
 from bridgetune.tasks import qa as _qa  # noqa: F401  (registers)
 from bridgetune.tasks import ranking as _ranking  # noqa: F401  (registers)
@@ -19,12 +20,16 @@ def build_task(
     tag_scheme: str = "IOB2",
     threshold: float | None = None,
     pairs: bool = False,
+    **settings: Any,
 ) -> Task:
     """The task object for a task name and its label set (tags for NER); each task class takes
     the settings it uses (`create`; `threshold`: a saved decision threshold, None before
-    training; `pairs`: the data has a second text per row)."""
+    training; `pairs`: the data has a second text per row; `settings`: what a task saved with
+    its model, `Task.settings()`)."""
     task_class: Any = TASKS.get(name)
-    return task_class.create(labels, tag_scheme=tag_scheme, threshold=threshold, pairs=pairs)
+    return task_class.create(
+        labels, tag_scheme=tag_scheme, threshold=threshold, pairs=pairs, **settings
+    )
 
 
 def reader_for(name: str) -> Any:

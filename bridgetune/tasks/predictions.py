@@ -71,3 +71,14 @@ class RankedCandidate(BaseModel):
 
 class RankingPrediction(_Prediction):
     ranking: list[RankedCandidate] = Field(description="Candidates, best first (ranking).")
+
+
+class LossPrediction(_Prediction):
+    nll: float = Field(description="Summed next-token loss of the target tokens (dev loss).")
+    tokens: int = Field(description="Target tokens scored.")
+
+
+class GenerationPrediction(_Prediction):
+    text: str = Field(description="The generated text (the prompt not repeated).")
+    tokens: int = Field(description="Tokens generated.")
+    finished: bool = Field(description="True when generation ended with EOS/end of turn.")

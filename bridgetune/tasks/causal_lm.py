@@ -1,0 +1,225 @@
+"""Supervised fine-tuning of decoder-only language models (instructions, dialogues).
+
+Data (bridgetune.data.readers.GenerationReader): a prompt and its completion, or a chat
+conversation. The loss counts the completion, or every assistant turn, and nothing else; which
+tokens those are is computed here from the rendered text (character spans of the assistant
+turns in the chat template's output, then the tokens over them), not from `{% generation %}`
+markers, which most templates lack. The end of an answer is always trained: the chat
+template's end-of-turn token, or EOS appended to a plain completion (also when the pad token
+is EOS: padding is masked by length, never by token id). A conversation trains with the
+model's chat template, or ChatML when it has none; the template used is saved with the
+tokenizer, so generation formats prompts as training did.
+
+During training, dev is scored by loss and perplexity (`decode` returns each example's summed
+loss); `Predictor.generate` writes text (greedy by default, left-padded batches).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bridgetune.config import RunConfig
+from bridgetune.data.readers import GenerationReader
+from bridgetune.data.schema import Example
+from bridgetune.losses import IGNORE
+from bridgetune.tasks.base import DROPOUT_KEYS, TASKS, Feature, pad_batch
+from bridgetune.tasks.predictions import LossPrediction
+
+# ChatML (as SmolLM2 and Qwen use it), for models that come without a chat template
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@TASKS.register("causal_lm")
+class CausalLMTask:
+    """A generative model fine-tuned on completions or conversations; no labels."""
+
+    name = "causal_lm"
+    auto_class = "AutoModelForCausalLM"
+    problem = "lm"
+    default_metric = "loss"
+    lower_is_better = frozenset({"loss", "perplexity"})
+    default_method = "lora"  # used when a config names no method
+    takes_pairs = False
+    output = "generation"
+    prediction = LossPrediction
+    reader = GenerationReader()
+
+    def __init__(self, labels: list[str], chat: bool | None = None) -> None:
+        self.labels = labels
+        self.chat = chat  # trained on conversations (prompts go through the chat template)
+
+    @classmethod
+    def create(cls, labels: list[str], **settings: Any) -> CausalLMTask:
+        return cls(labels, settings.get("chat"))
+
+    def settings(self) -> dict[str, Any]:
+        """What bridgetune.json keeps for `create` (how prompts are formatted)."""
+        return {"chat": bool(self.chat)}
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Options for classes or encoders that a language model cannot take."""
+        used = [
+            key
+            for key, value in (
+                ("train.class_weights", cfg.train.class_weights is not None),
+                ("train.label_smoothing", cfg.train.label_smoothing > 0),
+                ("train.rdrop", cfg.train.rdrop > 0),
+                ("augment.ops", bool(cfg.augment.ops)),
+            )
+            if value
+        ]
+        if used:
+            raise ValueError(f"{', '.join(used)}: not for causal_lm; remove them")
+        if cfg.method.name in ("prompt", "ptuning", "prefix", "head_only"):
+            raise ValueError(
+                f"method.name={cfg.method.name!r} is for encoders with a task head; for "
+                "causal_lm use lora (the default), ia3, bitfit (models with biases) or full"
+            )
+
+    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        trust = kwargs.get("trust_remote_code", False)
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust)
+        if kwargs.get("dropout") is not None:
+            for key in (*DROPOUT_KEYS, "attention_dropout"):
+                if hasattr(config, key):
+                    setattr(config, key, kwargs["dropout"])
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, config=config, trust_remote_code=trust
+        )
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
+        """Token ids and labels (IGNORE outside the trained text), cut at max_length."""
+        if self.chat is None:
+            self.chat = any(isinstance(e.label, dict) and "messages" in e.label for e in examples)
+        if self.chat and not tokenizer.chat_template:
+            tokenizer.chat_template = CHATML  # saved with the tokenizer, used by generate
+        features = []
+        for example in examples:
+            target = example.label if isinstance(example.label, dict) else {}
+            if "messages" in target:
+                ids, labels = conversation_tokens(tokenizer, target["messages"])
+            else:
+                ids, labels = completion_tokens(tokenizer, example.text, target.get("completion"))
+            truncated = len(ids) > max_length
+            features.append(
+                {
+                    "input_ids": ids[:max_length],
+                    "labels": labels[:max_length] if example.label is not None else None,
+                    "truncated": truncated,
+                }
+            )
+        return features
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        return pad_batch(features, pad_id, label_pad=IGNORE)
+
+    def decode(
+        self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
+    ) -> list[dict[str, Any]]:
+        """Each example's summed next-token loss over its target tokens (dev loss)."""
+        predictions = []
+        for row, feature in enumerate(features):
+            labels = torch.tensor(feature["labels"] or [], dtype=torch.long)
+            n = len(labels)
+            scored = labels[1:] != IGNORE
+            nll = 0.0
+            if n > 1 and scored.any():
+                nll = F.cross_entropy(
+                    logits[row, : n - 1].float(), labels[1:].to(logits.device), reduction="sum",
+                    ignore_index=IGNORE,
+                ).item()  # fmt: skip
+            predictions.append(
+                {"nll": nll, "tokens": int(scored.sum()), "truncated": feature["truncated"]}
+            )
+        return predictions
+
+    def calibrate(
+        self, predictions: list[dict[str, Any]], examples: list[Example]
+    ) -> list[dict[str, Any]]:
+        return predictions
+
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
+        tokens = sum(p["tokens"] for p in predictions)
+        loss = sum(p["nll"] for p in predictions) / max(tokens, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
+        return [], None
+
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]:
+        return []
+
+    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
+        """The corrected answer text."""
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError("give 'label': the answer the model should have given")
+        return label
+
+
+def completion_tokens(
+    tokenizer: Any, prompt: str, completion: str | None
+) -> tuple[list[int], list[int]]:
+    """Prompt ids (not trained) + completion ids + EOS (trained). Prompt and completion are
+    tokenized apart, as generation sees them (the prompt alone, then new tokens)."""
+    ids = tokenizer(prompt)["input_ids"]
+    labels = [IGNORE] * len(ids)
+    if completion is None:
+        return ids, labels
+    tail = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    tail = [*tail, tokenizer.eos_token_id]
+    return ids + tail, labels + tail
+
+
+def render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt
+    )
+
+
+def conversation_tokens(tokenizer: Any, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """The rendered conversation's ids, and labels on the assistant turns only.
+
+    Each assistant turn's characters are those between the conversation rendered up to it
+    (with the generation prompt) and rendered through it; the tokens over those characters are
+    trained, the turn's end-of-turn marker included. A turn whose rendering lacks EOS gets EOS
+    appended after it (trained).
+    """
+    text = render(tokenizer, messages)
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(tokenizer, messages[:index], True) if index else ""
+        through = render(tokenizer, messages[: index + 1])
+        if not (text.startswith(through) and through.startswith(before)):
+            raise ValueError(
+                "the chat template renders a conversation's beginning differently from the "
+                "whole conversation, so assistant turns cannot be located; use a template whose "
+                "output grows turn by turn"
+            )
+        spans.append((len(before), len(through)))
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    labels = [
+        token if any(start < b and a < end for start, end in spans) else IGNORE
+        for token, (a, b) in zip(ids, offsets)
+    ]
+    eos = tokenizer.eos_token
+    for start, end in reversed(spans):
+        if eos and eos in text[start:end]:
+            continue
+        last = max((i for i, (a, b) in enumerate(offsets) if a < end and b > start), default=None)
+        if last is not None:
+            ids.insert(last + 1, tokenizer.eos_token_id)
+            labels.insert(last + 1, tokenizer.eos_token_id)
+    return ids, labels

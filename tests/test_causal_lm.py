@@ -1,0 +1,175 @@
+"""causal_lm: generation data read and checked, loss only on completions and assistant turns
+(hand-checked masks), EOS trained with pad == eos, a tiny Llama fine-tuned with LoRA and full,
+its merged directory generating the same greedy text in plain transformers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bridgetune import api
+from bridgetune.config import ConfigError, DataConfig
+from bridgetune.data.readers import GenerationReader
+from bridgetune.data.schema import DataError, Example
+from bridgetune.losses import IGNORE
+from bridgetune.tasks import build_task
+from bridgetune.tasks.causal_lm import CHATML, conversation_tokens
+from tests.conftest import tiny_config
+
+
+def tokenizer_of(path: Path):
+    from bridgetune.models import load_tokenizer
+
+    return load_tokenizer(str(path))
+
+
+CHAT = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "where is my order"},
+    {"role": "assistant", "content": "it ships tomorrow"},
+    {"role": "user", "content": "thanks"},
+    {"role": "assistant", "content": "you are welcome"},
+]
+
+
+def test_labels_cover_exactly_the_assistant_turns_and_their_end(tiny_llama):
+    tokenizer = tokenizer_of(tiny_llama)
+    ids, labels = conversation_tokens(tokenizer, CHAT)
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    trained = [t for t, label in zip(tokens, labels) if label != IGNORE]
+    # each assistant turn: its words and its end of turn (this word-level tokenizer drops the
+    # newlines the template writes; nothing of the system and user turns, nor the role names)
+    assert trained == ["it", "ships", "tomorrow", "<|im_end|>",
+                       "you", "are", "welcome", "<|im_end|>"]  # fmt: skip
+    assert all(label in (IGNORE, token) for token, label in zip(ids, labels))
+    assert tokens[:3] == ["<|im_start|>", "system", "be"]
+
+
+def test_a_plain_completion_ends_with_a_trained_eos_also_when_pad_is_eos(tiny_llama):
+    tokenizer = tokenizer_of(tiny_llama)
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    task = build_task("causal_lm", [])
+    short = Example(text="hello", label={"completion": "hi"})
+    long = Example(text="where is my order", label={"completion": "it ships tomorrow"})
+    features = task.encode([short, long], tokenizer, 64)
+    eos = tokenizer.eos_token_id
+    assert features[0]["labels"] == [IGNORE, tokenizer.convert_tokens_to_ids("hi"), eos]
+    batch = task.collate(features, tokenizer.pad_token_id)
+    # padding (an eos id too) is masked by length; the trained eos is attended and labelled
+    assert batch["attention_mask"][0].tolist()[:3] == [1, 1, 1]
+    assert batch["attention_mask"][0, 3:].sum() == 0
+    assert batch["labels"][0, 2] == eos and (batch["labels"][0, 3:] == IGNORE).all()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def read(path: Path, **extra) -> list[Example]:
+    return GenerationReader().read_file(path, DataConfig(train=str(path), **extra), True)
+
+
+def test_every_data_form_is_read(tmp_path):
+    rows = [
+        {"messages": CHAT},
+        {"prompt": "hello", "completion": "hi"},
+        {"instruction": "what colour", "input": "the order", "output": "black"},
+        {"messages": [{"speaker": "customer", "content": "refund"},
+                      {"speaker": "agent", "content": "the money is back in five days"}]},
+    ]  # fmt: skip
+    examples = read(
+        write_jsonl(tmp_path / "d.jsonl", rows),
+        role_map={"customer": "user", "agent": "assistant"},
+    )
+    assert examples[0].label == {"messages": CHAT}
+    assert examples[1].text == "hello" and examples[1].label == {"completion": "hi"}
+    assert examples[2].text == "what colour\n\nthe order"
+    assert examples[3].label["messages"][1]["role"] == "assistant"
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"messages": [{"role": "robot", "content": "hi"}]},
+         r"d.jsonl:1: messages\[0\] has the role 'robot'"),
+        ({"messages": [{"role": "user", "content": "hi"}]},
+         "d.jsonl:1: the conversation has no assistant turn"),
+        ({"prompt": "hello", "completion": " "}, "d.jsonl:1: empty or missing completion"),
+        ({"question": "hello"}, "d.jsonl:1: no generation columns"),
+    ],
+)  # fmt: skip
+def test_bad_generation_rows_name_file_line_and_fix(tmp_path, row, message):
+    with pytest.raises(DataError, match=message):
+        read(write_jsonl(tmp_path / "d.jsonl", [row]))
+
+
+SUPPORT = [
+    {"messages": [{"role": "user", "content": "where is my order"},
+                  {"role": "assistant", "content": "it ships tomorrow"}]},
+    {"messages": [{"role": "user", "content": "refund"},
+                  {"role": "assistant", "content": "the money is back in five days"}]},
+    {"messages": [{"role": "user", "content": "what colour"},
+                  {"role": "assistant", "content": "black and white"}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_sft_trains_saves_and_generates_like_plain_transformers(tiny_llama, tmp_path, method):
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
+    config = tiny_config(
+        tiny_llama,
+        tmp_path / "runs",
+        task="causal_lm",
+        data={"train": str(data), "dev": str(data)},
+        train={"epochs": 60, "lr": 3e-2 if method == "lora" else 1e-2},
+    )
+    if method == "full":
+        config["method"] = {"name": "full"}
+    cfg = api.as_config(config)
+    assert cfg.method.name == method  # LoRA unless the config names a method
+    result = api.train(cfg)
+    history = [h["loss"] for h in result.history if "loss" in h]
+    assert history[-1] < history[0] / 3
+    assert result.metrics["perplexity"] < 2.0  # the tiny model learns three answers
+    generated = api.generate(result.model_dir, ["where is my order", "refund"], max_new_tokens=12)
+    assert [g["text"] for g in generated] == ["it ships tomorrow", "the money is back in five days"]
+    assert all(g["finished"] for g in generated)  # EOS was learned: the answers end
+    with pytest.raises(ValueError, match="this model generates text: call generate"):
+        api.predict(result.model_dir, ["where is my order"])
+    if method == "full":  # the command line, once
+        from typer.testing import CliRunner
+
+        from bridgetune.cli import app
+
+        out = CliRunner().invoke(
+            app, ["generate", str(result.model_dir), "refund", "--max-new-tokens", "12"]
+        )
+        assert out.exit_code == 0, out.output
+        line = json.loads(out.stdout.strip().splitlines()[-1])
+        assert line["prompt"] == "refund" and line["text"] == generated[1]["text"]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
+    assert tokenizer.chat_template == CHATML
+    plain = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "refund"}], tokenize=False, add_generation_prompt=True
+    )
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = plain.generate(
+        **ids, max_new_tokens=12, do_sample=False, eos_token_id=tokenizer.eos_token_id
+    )
+    text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert text.strip() == generated[1]["text"]
+
+
+def test_options_a_language_model_cannot_take_are_refused(tiny_llama, tmp_path):
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
+    config = tiny_config(tiny_llama, tmp_path / "runs", task="causal_lm", data={"train": str(data)})
+    with pytest.raises(ConfigError, match="train.label_smoothing: not for causal_lm"):
+        api.as_config({**config, "train": {**config["train"], "label_smoothing": 0.1}})
+    with pytest.raises(ConfigError, match="for causal_lm use lora"):
+        api.as_config({**config, "method": {"name": "prompt"}})
