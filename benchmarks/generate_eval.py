@@ -57,9 +57,10 @@ def main() -> None:
         first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompts.append(messages[:first])
         references.append(messages[first]["content"])
-    results = {}
+    results, devices = {}, set()
     for name in args.model:
         predictor = load_any(name)
+        devices.add(str(predictor.device))
         started = time.perf_counter()
         generated = predictor.generate(prompts, max_new_tokens=args.max_new_tokens)
         seconds = time.perf_counter() - started
@@ -77,8 +78,9 @@ def main() -> None:
     print(f"{'model':44s}{'EM':>8s}{'F1':>8s}{'EOS':>8s}")
     for name, r in results.items():
         print(f"{name[-44:]:44s}{r['exact_match']:8.3f}{r['f1']:8.3f}{r['finished']:8.3f}")
-    print(json.dumps({"dev": args.dev, "conversations": len(prompts), "results": results},
-                     ensure_ascii=False))  # fmt: skip
+    line = {"benchmark": "generate_eval", "device": ",".join(sorted(devices)), "dev": args.dev,
+            "conversations": len(prompts), "results": results}  # fmt: skip
+    print(json.dumps(line, ensure_ascii=False))
 
 
 if __name__ == "__main__":

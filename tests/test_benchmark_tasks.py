@@ -48,9 +48,9 @@ def test_qa_lexical_peer_and_a_model_on_the_shipped_dev_set(tiny_bert, tmp_path,
     config["model"]["max_length"] = 128  # the tiny tokenizer splits words into characters
     model = api.train(config).model_dir
     report = run(qa, ["--dev", str(dev), "--model", str(model)], capsys)
-    assert report["questions"] == 235
-    assert set(report["results"]) == {"lexical overlap (best clause)", "bridgetune"}
-    assert 0 <= report["results"]["bridgetune"]["f1"] <= 1
+    assert report["benchmark"] == "qa" and report["questions"] == 235
+    assert 0 <= report["ours"]["f1"] <= 1 and "exact_match" in report["peer"]
+    assert report["f1_gain"] == report["ours"]["f1"] - report["peer"]["f1"]
 
 
 def test_ranking_peers_and_a_model_on_the_shipped_queries(tiny_bert, tmp_path, capsys):
@@ -59,17 +59,29 @@ def test_ranking_peers_and_a_model_on_the_shipped_queries(tiny_bert, tmp_path, c
     data = write_groups(tmp_path / "recs.csv")
     model = api.train(ranking_config(tiny_bert, data, tmp_path / "runs", epochs=1)).model_dir
     report = run(load("ranking"), ["--model", str(model)], capsys)
-    assert report["queries"] == 80
-    results = report["results"]
-    assert set(results) == {
-        "random order",
-        "MiniLM embeddings, zero-shot",
-        "bridgetune cross-encoder",
-    }
-    assert results["MiniLM embeddings, zero-shot"]["ndcg@10"] > results["random order"]["ndcg@10"]
+    assert report["benchmark"] == "ranking" and report["queries"] == 80
+    assert report["peer"]["ndcg@10"] > report["floor"]["ndcg@10"]  # embeddings beat chance
+    assert {"mrr", "map", "auc", "ndcg@5"} <= set(report["ours"])
 
 
 @pytest.mark.parametrize("name", ["qa"])
 def test_a_missing_dev_file_is_skipped_cleanly(name, tmp_path, capsys):
     report = run(load(name), ["--dev", str(tmp_path / "absent.json")], capsys)
-    assert report == {"skipped": str(tmp_path / "absent.json")}
+    assert report == {"benchmark": name, "skipped": str(tmp_path / "absent.json")}
+
+
+def test_generate_eval_scores_a_tuned_model_on_dev_conversations(tiny_llama, tmp_path, capsys):
+    from bridgetune import api
+    from tests.test_causal_lm import SUPPORT, write_jsonl
+
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 3e-2},
+    )  # fmt: skip
+    model = api.train(config).model_dir
+    report = run(load("generate_eval"), ["--dev", str(data), "--model", str(model)], capsys)
+    assert report["benchmark"] == "generate_eval" and report["conversations"] == 3
+    result = report["results"][str(model)]
+    assert result["exact_match"] == 1.0 and result["finished"] == 1.0  # it learned all three
+    assert result["examples"][0]["generated"] == "it ships tomorrow"
