@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,19 +215,13 @@ class Predictor:
         with its saved chat template. Batches are left-padded; decoding is greedy unless
         `decoding` says otherwise (do_sample, temperature, top_p, num_beams,
         repetition_penalty)."""
-        if self.task.output != "generation":
-            raise ValueError(f"generate() needs a generative model; this is a {self.task.name} one")
+        self._check_generative()
         tokenizer = self.tokenizer
-        chat = bool(getattr(self.task, "chat", False))
-        texts = []
-        for prompt in prompts:
-            if isinstance(prompt, str) and not chat:
-                texts.append(prompt)
-                continue
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            texts.append(
-                tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            )
+        # a chat template writes its own special tokens
+        chat = bool(getattr(self.task, "chat", False)) or any(
+            not isinstance(p, str) for p in prompts
+        )
+        texts = [self.prompt_text(prompt) for prompt in prompts]
         model = getattr(self.model, "peft_model", self.model)  # adapters generate through peft
         stops = [tokenizer.eos_token_id]
         results: list[dict[str, Any]] = []
@@ -272,3 +266,72 @@ class Predictor:
         finally:
             tokenizer.padding_side, tokenizer.truncation_side = sides
         return results
+
+    def _check_generative(self) -> None:
+        if self.task.output != "generation":
+            raise ValueError(f"this needs a generative model; this is a {self.task.name} one")
+
+    def prompt_text(self, prompt: str | list[dict[str, str]]) -> str:
+        """The text a prompt becomes: as is for a plain model, through the saved chat template
+        (with the generation prompt) for a model trained on conversations or for a
+        conversation given as [{role, content}, ...]."""
+        if isinstance(prompt, str) and not getattr(self.task, "chat", False):
+            return prompt
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def stream(
+        self, prompt: str | list[dict[str, str]], max_new_tokens: int = 256, **decoding: Any
+    ) -> Iterator[str]:
+        """The text generated for one prompt, piece by piece as the tokens come (greedy unless
+        `decoding` says otherwise); it stops at EOS/end of turn or after max_new_tokens."""
+        import threading
+
+        from transformers import TextIteratorStreamer
+
+        self._check_generative()
+        tokenizer = self.tokenizer
+        chat = bool(getattr(self.task, "chat", False)) or not isinstance(prompt, str)
+        encoded = tokenizer(
+            self.prompt_text(prompt), return_tensors="pt", add_special_tokens=not chat
+        ).to(self.device)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        decoding.setdefault("do_sample", False)
+        model = getattr(self.model, "peft_model", self.model)
+        arguments = {
+            **encoded,
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "streamer": streamer,
+            **decoding,
+        }
+
+        def run() -> None:
+            with torch.inference_mode():
+                model.generate(**arguments)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        yield from streamer
+        worker.join()
+
+    def fit_history(self, messages: list[dict[str, str]], room: int) -> list[dict[str, str]]:
+        """`messages` without their oldest exchanges (a system turn stays) until the prompt
+        leaves `room` tokens for the answer within max_length."""
+        kept = list(messages)
+        budget = self.max_length - room
+
+        def size(turns: list[dict[str, str]]) -> int:
+            return len(
+                self.tokenizer(self.prompt_text(turns), add_special_tokens=False)["input_ids"]
+            )
+
+        while size(kept) > budget:
+            first = 1 if kept and kept[0]["role"] == "system" else 0
+            if len(kept) - first <= 1:
+                break  # the newest user turn alone: generation truncates from the left
+            del kept[first]
+        return kept

@@ -173,3 +173,39 @@ def test_options_a_language_model_cannot_take_are_refused(tiny_llama, tmp_path):
         api.as_config({**config, "train": {**config["train"], "label_smoothing": 0.1}})
     with pytest.raises(ConfigError, match="for causal_lm use lora"):
         api.as_config({**config, "method": {"name": "prompt"}})
+
+
+def test_chat_streams_answers_and_keeps_the_history_within_max_length(tiny_llama, tmp_path):
+    from typer.testing import CliRunner
+
+    from bridgetune.cli import app
+
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 3e-2},
+    )  # fmt: skip
+    model_dir = api.train(config).model_dir
+    predictor = api.load(model_dir)
+    assert "".join(predictor.stream("refund", max_new_tokens=12)).strip() == (
+        "the money is back in five days"
+    )
+    out = CliRunner().invoke(
+        app, ["chat", str(model_dir), "--max-new-tokens", "12"],
+        input="where is my order\n/reset\nrefund\n/exit\n",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    answers = [line for line in out.stdout.splitlines() if "bot> " in line]
+    assert [a.split("bot> ")[-1].strip() for a in answers] == [
+        "it ships tomorrow",
+        "the money is back in five days",
+    ]
+    long = [{"role": "system", "content": "be brief"}]
+    for _ in range(20):
+        long += [{"role": "user", "content": "where is my order"},
+                 {"role": "assistant", "content": "it ships tomorrow"}]  # fmt: skip
+    long.append({"role": "user", "content": "thanks"})
+    kept = predictor.fit_history(long, room=8)
+    assert kept[0]["role"] == "system" and kept[-1] == long[-1] and len(kept) < len(long)
+    text = predictor.prompt_text(kept)
+    assert len(predictor.tokenizer(text, add_special_tokens=False)["input_ids"]) <= 32 - 8

@@ -164,6 +164,52 @@ def generate(
         console.print(f"{len(lines)} generations written to {output}")
 
 
+@app.command()
+def chat(
+    model_dir: Path,
+    system: Annotated[str | None, typer.Option(help="A system message to start with.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+    sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+) -> None:
+    """Chat with a causal_lm model in the terminal; answers stream as they are generated.
+    The conversation is kept (its oldest turns dropped when it outgrows the model's
+    max_length); /reset starts over, /exit or Ctrl-D ends."""
+    from bridgetune import api
+
+    quiet_libraries()
+    predictor = run_action(lambda: api.load(model_dir))
+    run_action(predictor._check_generative)
+    decoding = {"do_sample": sample}
+    if temperature is not None:
+        decoding["temperature"] = temperature
+    start = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    console.print(f"[dim]{model_dir}: /reset starts over, /exit ends[/dim]")
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            break
+        if line.strip() in ("/exit", "/quit"):
+            break
+        if line.strip() == "/reset":
+            history = list(start)
+            continue
+        if not line.strip():
+            continue
+        history = predictor.fit_history(
+            [*history, {"role": "user", "content": line}], room=max_new_tokens
+        )
+        typer.echo("bot> ", nl=False)
+        pieces = []
+        for piece in predictor.stream(history, max_new_tokens=max_new_tokens, **decoding):
+            pieces.append(piece)
+            typer.echo(piece, nl=False)
+        typer.echo("")
+        history.append({"role": "assistant", "content": "".join(pieces).strip()})
+
+
 def prompt_of(example) -> str | list[dict[str, str]]:
     """What to generate from for an input row: its conversation up to the last assistant turn
     (a messages row), else its prompt."""
