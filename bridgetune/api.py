@@ -32,7 +32,7 @@ from bridgetune.data.splits import Splits, check_labels, example_labels, load_sp
 from bridgetune.distributed import is_launch_main
 from bridgetune.evaluate import headline, write_report
 from bridgetune.failpoints import failpoint
-from bridgetune.losses import LOSSES
+from bridgetune.losses import IGNORE, LOSSES
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.predictor import Predictor, read_meta
 from bridgetune.rundir import RunDirectory, check_disk
@@ -218,7 +218,11 @@ def train_run(
     length = cfg.model.max_length
     train_features = task.encode(splits.train, tokenizer, length)
     dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
-    report_truncation({"train": train_features, "dev": dev.features}, length)
+    report_truncation(
+        {"train": (train_features, splits.train), "dev": (dev.features, splits.dev)},
+        length,
+        cfg.model.truncation,
+    )
     set_seed(cfg.train.seed)
     model = task.build_model(
         model_path, dropout=cfg.model.dropout, trust_remote_code=cfg.model.trust_remote_code
@@ -399,15 +403,40 @@ def final_metrics(
     return task.metrics(predictions, examples)
 
 
-def report_truncation(features: dict[str, list[dict]], max_length: int) -> None:
+def report_truncation(
+    splits: dict[str, tuple[list[dict], list[Example]]], max_length: int, policy: str = "cut"
+) -> None:
+    """Say how many examples of each split were cut to max_length, and how many lost every
+    token they train on (a prompt that leaves no room for its answer: they teach nothing).
+
+    Raises:
+        DataError: `policy` is "error" and an example is longer than max_length.
+    """
     from rich.console import Console
 
-    for split, rows in features.items():
-        cut = sum(bool(f.get("truncated")) for f in rows)
+    from bridgetune.data.schema import DataError
+
+    for split, (rows, examples) in splits.items():
+        cut = [i for i, f in enumerate(rows) if f.get("truncated")]
+        if cut and policy == "error":
+            raise DataError(
+                f"{examples[cut[0]].source}: longer than model.max_length={max_length} "
+                f"({len(cut)} {split} examples are); raise model.max_length, shorten them, or "
+                "set model.truncation: cut"
+            )
+        empty = sum(
+            1
+            for i in cut
+            if isinstance(rows[i].get("labels"), list)
+            and rows[i]["labels"]
+            and all(label == IGNORE for label in rows[i]["labels"])
+        )
         if cut:
             Console(stderr=True).print(
-                f"[yellow]{cut} of {len(rows)} {split} examples are longer than "
-                f"model.max_length={max_length} and were truncated[/yellow]"
+                f"[yellow]{len(cut)} of {len(rows)} {split} examples are longer than "
+                f"model.max_length={max_length} and were truncated"
+                + (f"; {empty} of them kept no answer token and teach nothing" if empty else "")
+                + "[/yellow]"
             )
 
 

@@ -85,6 +85,12 @@ class ModelConfig(_Section):
         description="Base model: 'minilm' (bundled offline default), a local directory, a hub id.",
     )
     max_length: int = Field(128, gt=1, description="Maximum tokens per example (longer truncate).")
+    truncation: Literal["cut", "error"] = Field(
+        "cut",
+        description="Examples longer than max_length: 'cut' (counted and reported) or 'error' "
+        "(the first one's file and line). Generation also reports prompts that leave no room "
+        "for the answer.",
+    )
     dropout: float | None = Field(
         None, ge=0, lt=1, description="Override the model's hidden dropout probability."
     )

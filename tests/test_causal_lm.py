@@ -209,3 +209,21 @@ def test_chat_streams_answers_and_keeps_the_history_within_max_length(tiny_llama
     assert kept[0]["role"] == "system" and kept[-1] == long[-1] and len(kept) < len(long)
     text = predictor.prompt_text(kept)
     assert len(predictor.tokenizer(text, add_special_tokens=False)["input_ids"]) <= 32 - 8
+
+
+def test_prompts_without_room_for_the_answer_are_reported_or_refused(tiny_llama, tmp_path, capsys):
+    long_prompt = " ".join(["where is my order"] * 10)
+    rows = [*SUPPORT, {"prompt": long_prompt, "completion": "it ships tomorrow"}]
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)}, train={"epochs": 1},
+    )  # fmt: skip
+    config["model"]["max_length"] = 16
+    api.train(config)
+    said = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "1 of 4 train examples are longer than model.max_length=16" in said
+    assert "1 of them kept no answer token and teach nothing" in said
+    config["model"]["truncation"] = "error"
+    with pytest.raises(DataError, match=r"mixed.jsonl:4: longer than model.max_length=16"):
+        api.train(config, overwrite=True)
