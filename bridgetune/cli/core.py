@@ -99,13 +99,18 @@ def predict(
         )
         for e, p in zip(inputs, predictions)
     ]
+    write_lines(lines, output, "predictions")
+
+
+def write_lines(lines: list[str], output: Path | None, what: str) -> None:
+    """JSONL lines to stdout, or atomically to `output` with a one-line summary."""
     if output is None:
         typer.echo("\n".join(lines))
-    else:
-        from bridgetune.atomic import atomic_write_text
+        return
+    from bridgetune.atomic import atomic_write_text
 
-        atomic_write_text(output, "\n".join(lines) + "\n")
-        console.print(f"{len(lines)} predictions written to {output}")
+    atomic_write_text(output, "\n".join(lines) + "\n")
+    console.print(f"{len(lines)} {what} written to {output}")
 
 
 @app.command()
@@ -155,13 +160,7 @@ def generate(
         json.dumps({"prompt": prompt, **result}, ensure_ascii=False)
         for prompt, result in zip(inputs, generated)
     ]
-    if output is None:
-        typer.echo("\n".join(lines))
-    else:
-        from bridgetune.atomic import atomic_write_text
-
-        atomic_write_text(output, "\n".join(lines) + "\n")
-        console.print(f"{len(lines)} generations written to {output}")
+    write_lines(lines, output, "generations")
 
 
 @app.command()
@@ -243,13 +242,7 @@ def rank(
     lines = [
         json.dumps({"rank": i + 1, **entry}, ensure_ascii=False) for i, entry in enumerate(ranked)
     ]
-    if output is None:
-        typer.echo("\n".join(lines))
-    else:
-        from bridgetune.atomic import atomic_write_text
-
-        atomic_write_text(output, "\n".join(lines) + "\n")
-        console.print(f"{len(lines)} ranked candidates written to {output}")
+    write_lines(lines, output, "ranked candidates")
 
 
 def read_candidates(path: Path, column: str) -> list[str]:

@@ -60,6 +60,17 @@ class Reader(Protocol):
         ...
 
 
+def row_examples(
+    read_one: Any, path: Path, cfg: DataConfig, labelled: bool, instead: str
+) -> list[Example]:
+    """`read_one(row, cfg, (path, line), labelled)` for every row of a CSV/TSV/JSONL file;
+    a token file is refused with `instead` (what to give)."""
+    fmt = detect_format(path, cfg.format, tagged=False)
+    if fmt == "conll":
+        raise DataError(f"{path}: a token file cannot feed this task; {instead}")
+    return [read_one(row, cfg, (path, number), labelled) for number, row in read_records(path, fmt)]
+
+
 def example_labels(example: Example) -> list[str]:
     """Every class label an example carries: its class, its classes (multilabel) or its tags;
     numeric targets (regression) are not labels."""
@@ -81,13 +92,7 @@ class TextReader:
     tagged = False
 
     def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
-        fmt = detect_format(path, cfg.format, tagged=False)
-        if fmt == "conll":
-            raise DataError(f"{path}: a token file cannot feed this task; use CSV/TSV/JSONL")
-        return [
-            self._example(row, cfg, (path, number), labelled)
-            for number, row in read_records(path, fmt)
-        ]
+        return row_examples(self._example, path, cfg, labelled, "use CSV/TSV/JSONL")
 
     def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
         return self._example(row, cfg, where, labelled=True)
@@ -523,13 +528,7 @@ class GenerationReader:
     tagged = False
 
     def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
-        fmt = detect_format(path, cfg.format, tagged=False)
-        if fmt == "conll":
-            raise DataError(f"{path}: generation reads JSONL (or CSV/TSV) rows, not a token file")
-        return [
-            self._example(row, cfg, (path, number), labelled)
-            for number, row in read_records(path, fmt)
-        ]
+        return row_examples(self._example, path, cfg, labelled, "generation reads JSONL rows")
 
     def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
         return self._example(row, cfg, where, labelled=True)
