@@ -72,6 +72,11 @@ class DataConfig(_Section):
         "at least k per label). Works with every method.",
     )
     few_shot_seed: int = Field(0, description="Seed of the k-shot sample.")
+    invalid_rows: Literal["error", "skip"] = Field(
+        "error",
+        description="A row that fails its checks (CSV/TSV/JSONL readers): 'error' stops with its "
+        "file and line; 'skip' leaves it out, counted and listed (file:line: why) in a warning.",
+    )
     role_map: dict[str, str] = Field(
         default_factory=dict,
         description="causal_lm: speaker names of `messages` mapped to system/user/assistant, "

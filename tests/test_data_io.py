@@ -671,3 +671,36 @@ def test_a_csv_field_over_the_csv_module_limit_is_read(tmp_path: Path) -> None:
     path = write(tmp_path / "long.csv", f'text,label\n"{long}",positive\nshort,negative\n')
     examples = read(path)
     assert len(examples[0].text) == len(long) and examples[1].label == "negative"
+
+
+def test_a_json_array_file_is_read_as_rows_with_their_lines(tmp_path):
+    from bridgetune.data.io import read_records
+
+    path = tmp_path / "rows.json"
+    path.write_text('[\n  {"text": "a", "label": "x"},\n  {"text": "b",\n   "label": "y"}\n]\n')
+    assert list(read_records(path, "jsonl")) == [
+        (2, {"text": "a", "label": "x"}),
+        (3, {"text": "b", "label": "y"}),
+    ]
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n  {"text": "a"},\n  {"text": }\n]\n')
+    with pytest.raises(DataError, match=r"broken.json:3: not valid JSON"):
+        list(read_records(broken, "jsonl"))
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"numbers.json:1: each element of the array must be"):
+        list(read_records(numbers, "jsonl"))
+
+
+def test_invalid_rows_can_be_skipped_and_are_listed(tmp_path, capsys):
+    from bridgetune.config import DataConfig
+    from bridgetune.data.readers import TextReader
+
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\ngood,a\n,b\nfine,b\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"rows.csv:3: empty text"):
+        TextReader().read_file(path, DataConfig(train=str(path)), True)
+    kept = TextReader().read_file(path, DataConfig(train=str(path), invalid_rows="skip"), True)
+    assert [e.text for e in kept] == ["good", "fine"]
+    said = " ".join(capsys.readouterr().err.split())
+    assert "1 invalid rows skipped (data.invalid_rows: skip)" in said and "rows.csv:3" in said

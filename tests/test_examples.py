@@ -15,7 +15,8 @@ from bridgetune.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
-SHARED = {"sst2.yaml", "conll2003.yaml"}  # data lives outside the repo
+# data lives outside the repo: these train on small files of the same layout below
+SHARED = {"sst2.yaml", "conll2003.yaml", "alpaca_zh.yaml", "taskmaster_coffee.yaml"}
 
 
 def _tiny(model: Path, run_dir: Path) -> list[str]:
@@ -114,3 +115,25 @@ def test_every_registered_task_has_a_shipped_example():
 
     shipped = {load_config(path).task for path in CONFIGS if path.name not in SHARED}
     assert set(TASKS) <= shipped, f"no example config for {sorted(set(TASKS) - shipped)}"
+
+
+def test_generation_configs_for_the_shared_data_layouts(tiny_llama, tmp_path):
+    """alpaca_en_zh and taskmaster4_coffee ship as JSON arrays; the configs map their fields."""
+    import json
+
+    alpaca = [
+        {"en_instruction": "where is my order", "en_input": "", "en_output": "it ships tomorrow",
+         "zh_instruction": "我的订单在哪里", "zh_input": "", "zh_output": "明天发货",
+         "metadata": {"score": 5}},
+    ] * 4  # fmt: skip
+    dialogues = [
+        {"conversation_id": "d1", "utterances": [
+            {"index": 0, "speaker": "user", "text": "where is my order"},
+            {"index": 1, "speaker": "assistant", "text": "it ships tomorrow"}]},
+    ] * 4  # fmt: skip
+    for name, rows in (("alpaca_zh.yaml", alpaca), ("taskmaster_coffee.yaml", dialogues)):
+        data = tmp_path / f"{name}.json"
+        data.write_text(json.dumps(rows, ensure_ascii=False, indent=4), encoding="utf-8")
+        overrides = [*_tiny(tiny_llama, tmp_path), f"data.train={data}", f"data.dev={data}"]
+        result = api.train(ROOT / "examples" / "configs" / name, overrides)
+        assert result.metrics["tokens"] > 0

@@ -73,9 +73,35 @@ def detect_format(path: Path, declared: str, tagged: bool) -> str:
     raise DataError(f"{path}: cannot tell the format from '{suffix}'; set data.format")
 
 
+def json_array_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each element of a top-level JSON array."""
+    decoder = json.JSONDecoder()
+    at, line, counted = text.index("[") + 1, 1, 0
+    while True:
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
+        if at >= len(text):
+            raise DataError(f"{path}: the JSON array is not closed with ']'")
+        if text[at] == "]":
+            return
+        line += text.count("\n", counted, at)
+        counted = at
+        try:
+            row, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{line}: each element of the array must be a JSON object")
+        yield line, row
+
+
 def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row dict) for CSV, TSV and JSONL files."""
+    """(line number, row dict) for CSV, TSV and JSONL files; a JSON file holding one array of
+    objects (as alpaca-style datasets ship) is read as rows too, each at the line it starts."""
     text = read_text(path)
+    if fmt == "jsonl" and text.lstrip().startswith("["):
+        yield from json_array_rows(path, text)
+        return
     if fmt == "jsonl":
         for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 is text
             if not line.strip():

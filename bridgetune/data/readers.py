@@ -63,12 +63,27 @@ class Reader(Protocol):
 def row_examples(
     read_one: Any, path: Path, cfg: DataConfig, labelled: bool, instead: str
 ) -> list[Example]:
-    """`read_one(row, cfg, (path, line), labelled)` for every row of a CSV/TSV/JSONL file;
-    a token file is refused with `instead` (what to give)."""
+    """`read_one(row, cfg, (path, line), labelled)` for every row of a CSV/TSV/JSONL file (rows
+    that fail it are errors, or with `data.invalid_rows: skip` left out and listed); a token
+    file is refused with `instead` (what to give)."""
     fmt = detect_format(path, cfg.format, tagged=False)
     if fmt == "conll":
         raise DataError(f"{path}: a token file cannot feed this task; {instead}")
-    return [read_one(row, cfg, (path, number), labelled) for number, row in read_records(path, fmt)]
+    examples, skipped = [], []
+    for number, row in read_records(path, fmt):
+        try:
+            examples.append(read_one(row, cfg, (path, number), labelled))
+        except DataError as error:
+            if cfg.invalid_rows != "skip":
+                raise
+            skipped.append(str(error))
+    if skipped:
+        shown = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+        Console(stderr=True).print(
+            f"[yellow]{path}: {len(skipped)} invalid rows skipped (data.invalid_rows: skip): "
+            f"{shown}[/yellow]"
+        )
+    return examples
 
 
 def example_labels(example: Example) -> list[str]:
@@ -514,7 +529,8 @@ class GenerationReader:
     forms), one of:
 
     - `messages`: a conversation, a list of {role, content} (role: system, user, assistant;
-      other speaker names through `data.role_map`), multi-turn, optional system turn;
+      other speaker names through `data.role_map`; dialogue corpora's {speaker, text} turns are
+      read too), multi-turn, optional system turn;
     - `prompt` and `completion`: a plain prompt and the text that follows it;
     - `instruction`, optional `input`, `output` (alpaca): the prompt is the instruction, and the
       input after a blank line.
@@ -574,8 +590,9 @@ class GenerationReader:
             raise DataError(f"{at}: 'messages' must be a non-empty list of {{role, content}}")
         messages = []
         for index, turn in enumerate(value):
-            if not isinstance(turn, dict) or "content" not in turn:
+            if not isinstance(turn, dict) or not ("content" in turn or "text" in turn):
                 raise DataError(f"{at}: messages[{index}] is not a {{role, content}} object")
+            content = turn.get("content", turn.get("text"))
             speaker = str(turn.get("role", turn.get("speaker", "")))
             role = cfg.role_map.get(speaker, speaker)
             if role not in ROLES:
@@ -584,7 +601,7 @@ class GenerationReader:
                     f"and assistant: map it with data.role_map, e.g. {{{speaker}: user}}"
                 )
             messages.append(
-                {"role": role, "content": _text(turn["content"], f"messages[{index}] content", at)}
+                {"role": role, "content": _text(content, f"messages[{index}] content", at)}
             )
         return messages
 
