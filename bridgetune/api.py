@@ -89,6 +89,8 @@ def check_registered(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}: {error.args[0]}") from None
     method_params(cfg.method)  # the method's own options (its Params)
     kind: Any = TASKS.get(cfg.task)
+    if cfg.train.packing and not hasattr(kind, "collate_train"):
+        raise ConfigError(f"train.packing: task {cfg.task!r} does not pack; it is for causal_lm")
     losses = LOSSES[kind.problem]
     if cfg.train.loss is not None and cfg.train.loss not in losses:
         raise ConfigError(
@@ -158,8 +160,9 @@ def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
     tokenizer = load_tokenizer_for(model_path, cfg.task, cfg.model.trust_remote_code)
     check_max_length(model_path, tokenizer, cfg.model.max_length)
     pairs = bool(cfg.data.text_pair_column)
+    settings = {"packing": True, "max_length": cfg.model.max_length} if cfg.train.packing else {}
     return (
-        build_task(cfg.task, splits.labels, cfg.data.tag_scheme, pairs=pairs),
+        build_task(cfg.task, splits.labels, cfg.data.tag_scheme, pairs=pairs, **settings),
         tokenizer,
         model_path,
     )

@@ -258,6 +258,11 @@ class TrainConfig(_Section):
         description="Loss weight per class: 'balanced' (inverse frequency in train) or "
         "{label: weight}; multilabel: weight of each label's positives; NER: per tag.",
     )
+    packing: bool = Field(
+        False,
+        description="causal_lm: pack the examples of a batch into rows of up to max_length "
+        "tokens (positions restart per example, no attention across examples).",
+    )
     loss: str | None = Field(
         None,
         description="The task's loss; null is its default. regression: mse, huber; ranking: "

@@ -344,6 +344,9 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(directory)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # as in a pretrained model: pad == eos, but the eos row is not zero
+        model.model.embed_tokens.weight[vocab["<|im_end|>"]].normal_(0, 0.5)
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

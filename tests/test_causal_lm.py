@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bridgetune import api
 from bridgetune.config import ConfigError, DataConfig
@@ -227,3 +228,74 @@ def test_prompts_without_room_for_the_answer_are_reported_or_refused(tiny_llama,
     config["model"]["truncation"] = "error"
     with pytest.raises(DataError, match=r"mixed.jsonl:4: longer than model.max_length=16"):
         api.train(config, overwrite=True)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_packed_batch_has_the_loss_of_its_examples_unpacked(tiny_llama, method):
+    """Packing changes the batch's shape, not what is learned: same targets, same loss."""
+    from bridgetune.config import MethodConfig
+    from bridgetune.losses import task_loss
+    from bridgetune.methods import apply_method
+
+    tokenizer = tokenizer_of(tiny_llama)
+    examples = [Example(text=m["messages"][0]["content"], label=m) for m in SUPPORT] + [
+        Example(text="hello", label={"completion": "hi how can i help"})
+    ]
+    plain = build_task("causal_lm", [])
+    features = plain.encode(examples, tokenizer, 64)
+    packed_task = build_task("causal_lm", [], packing=True, max_length=40)
+    packed = packed_task.collate_train(features, tokenizer.pad_token_id)
+    assert packed["input_ids"].shape[0] < len(features)  # several examples share a row
+    assert "attention_mask" not in packed
+    torch.manual_seed(0)
+    model = apply_method(plain.build_model(str(tiny_llama)), MethodConfig(name=method), "lm", "x")
+    model.eval()
+    with torch.no_grad():
+        separate = plain.collate(features, tokenizer.pad_token_id)
+        separate["labels"][:, 0] = IGNORE  # packing never trains an example's first token
+        inputs = {k: v for k, v in separate.items() if k != "labels"}
+        expected = task_loss(model(**inputs).logits, separate["labels"], "lm")
+        inputs = {k: v for k, v in packed.items() if k != "labels"}
+        got = task_loss(model(**inputs).logits, packed["labels"], "lm")
+    assert got == pytest.approx(expected.item(), rel=1e-4)
+    # and without position resets (as plain concatenation would), the loss differs
+    with torch.no_grad():
+        leaky = model(input_ids=packed["input_ids"]).logits
+    assert task_loss(leaky, packed["labels"], "lm") != pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_packing_is_refused_for_tasks_that_do_not_pack(tiny_bert, sentiment_csv, tmp_path):
+    config = tiny_config(tiny_bert, tmp_path, data={"train": str(sentiment_csv)})
+    config["train"]["packing"] = True
+    with pytest.raises(ConfigError, match="task 'classification' does not pack"):
+        api.as_config(config)
+
+
+def test_packed_training_learns_the_answers(tiny_llama, tmp_path):
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)},
+        train={"epochs": 60, "lr": 3e-2, "packing": True},
+    )  # fmt: skip
+    config["model"]["max_length"] = 64
+    result = api.train(config)
+    generated = api.generate(result.model_dir, ["where is my order"], max_new_tokens=12)
+    assert generated[0]["text"] == "it ships tomorrow" and generated[0]["finished"]
+
+
+def test_eos_trains_when_pad_is_eos(tiny_llama):
+    """nn.Embedding's padding_idx (pad_token_id == eos) would leave the EOS row without
+    gradient; the task clears it, so full fine-tuning learns to end answers."""
+    tokenizer = tokenizer_of(tiny_llama)
+    task = build_task("causal_lm", [])
+    model = task.build_model(str(tiny_llama))
+    assert model.get_input_embeddings().padding_idx is None
+    features = task.encode([Example(text="hello", label={"completion": "hi"})], tokenizer, 16)
+    batch = task.collate(features, tokenizer.pad_token_id)
+    from bridgetune.losses import task_loss
+
+    loss = task_loss(model(input_ids=batch["input_ids"]).logits, batch["labels"], "lm")
+    loss.backward()
+    eos_row = model.get_input_embeddings().weight.grad[tokenizer.eos_token_id]
+    assert eos_row.abs().sum() > 0

@@ -106,11 +106,15 @@ def body_inputs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     token_type_ids: torch.Tensor | None,
+    position_ids: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor | None]:
-    """The keyword arguments of a wrapped transformers model (token types only when given)."""
+    """The keyword arguments of a wrapped transformers model (token types and positions only
+    when given: packed causal-LM batches bring positions and no attention mask)."""
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if token_type_ids is not None:
         inputs["token_type_ids"] = token_type_ids
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
     return inputs
 
 
@@ -140,12 +144,12 @@ class AdapterModel(torch.nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> Any:
         from bridgetune.heads import HeadOutput
 
-        logits = output_logits(
-            self.peft_model(**body_inputs(input_ids, attention_mask, token_type_ids))
-        )
+        inputs = body_inputs(input_ids, attention_mask, token_type_ids, position_ids)
+        logits = output_logits(self.peft_model(**inputs))
         if self.problem in ("token", "span") and logits.shape[1] > input_ids.shape[1]:
             logits = logits[:, -input_ids.shape[1] :]  # drop the virtual tokens' rows
         return HeadOutput(logits, task_loss(logits, labels, self.problem))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from bridgetune.config import RunConfig
+from bridgetune.data.batching import padded
 from bridgetune.data.readers import GenerationReader
 from bridgetune.data.schema import Example
 from bridgetune.losses import IGNORE
@@ -51,13 +52,17 @@ class CausalLMTask:
     prediction = LossPrediction
     reader = GenerationReader()
 
-    def __init__(self, labels: list[str], chat: bool | None = None) -> None:
+    def __init__(
+        self, labels: list[str], chat: bool | None = None, pack_length: int | None = None
+    ) -> None:
         self.labels = labels
         self.chat = chat  # trained on conversations (prompts go through the chat template)
+        self.pack_length = pack_length  # train.packing: rows of up to this many tokens
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> CausalLMTask:
-        return cls(labels, settings.get("chat"))
+        pack = settings.get("max_length") if settings.get("packing") else None
+        return cls(labels, settings.get("chat"), pack)
 
     def settings(self) -> dict[str, Any]:
         """What bridgetune.json keeps for `create` (how prompts are formatted)."""
@@ -89,13 +94,21 @@ class CausalLMTask:
 
         trust = kwargs.get("trust_remote_code", False)
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust)
+        config.use_cache = False  # training; a cache would also hide packed sequences
         if kwargs.get("dropout") is not None:
             for key in (*DROPOUT_KEYS, "attention_dropout"):
                 if hasattr(config, key):
                     setattr(config, key, kwargs["dropout"])
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             name_or_path, config=config, trust_remote_code=trust
         )
+        # with pad == eos (SmolLM2, many chat models) the embedding's padding_idx is the EOS
+        # row, which then never gets a gradient: full fine-tuning could not learn to end (and
+        # with tied embeddings, nor to predict EOS). Padding is masked by length and labels.
+        embeddings = model.get_input_embeddings()
+        if getattr(embeddings, "padding_idx", None) is not None:
+            embeddings.padding_idx = None
+        return model
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         """Token ids and labels (IGNORE outside the trained text), cut at max_length."""
@@ -122,6 +135,13 @@ class CausalLMTask:
 
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
         return pad_batch(features, pad_id, label_pad=IGNORE)
+
+    def collate_train(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        """Training batches: with train.packing, the batch's examples packed (first fit, in
+        order) into rows of up to max_length tokens; see `pack`."""
+        if not self.pack_length:
+            return self.collate(features, pad_id)
+        return pack(features, pad_id, self.pack_length)
 
     def decode(
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
@@ -164,6 +184,41 @@ class CausalLMTask:
         if not isinstance(label, str) or not label.strip():
             raise ValueError("give 'label': the answer the model should have given")
         return label
+
+
+def pack(features: list[Feature], pad_id: int, length: int) -> dict[str, torch.Tensor]:
+    """Examples packed into rows of at most `length` tokens: `position_ids` restart at 0 for
+    every example and no `attention_mask` is given, which transformers reads as packed
+    sequences (a block-diagonal causal mask: no attention across examples). The first token of
+    every example is never a target, so no example learns from the one before it; the padding
+    at a row's end is a sequence of its own and is not trained."""
+    rows: list[list[Feature]] = []
+    sizes: list[int] = []
+    for feature in features:
+        n = len(feature["input_ids"])
+        row = next((i for i, size in enumerate(sizes) if size + n <= length), None)
+        if row is None:
+            rows.append([feature])
+            sizes.append(n)
+        else:
+            rows[row].append(feature)
+            sizes[row] += n
+    width = padded(max(sizes))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for feature in row:
+            n = len(feature["input_ids"])
+            ids[r, at : at + n] = torch.tensor(feature["input_ids"])
+            target = torch.tensor(feature["labels"])
+            target[0] = IGNORE
+            labels[r, at : at + n] = target
+            positions[r, at : at + n] = torch.arange(n)
+            at += n
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids, "position_ids": positions, "labels": labels}
 
 
 def completion_tokens(

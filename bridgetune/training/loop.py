@@ -153,6 +153,9 @@ class Loop:
         self.metric_name = cfg.metric or task.default_metric
         self.model = model
         self.objective = Objective(task.problem, cfg, weights)
+        # a task may batch training examples its own way (causal_lm packing); evaluation
+        # always uses `collate`, one row per example
+        self.collate_train = getattr(task, "collate_train", task.collate)
         self.attack = None
         if cfg.adversarial != "none":
             self.attack = EmbeddingAttack(model.get_input_embeddings(), cfg)
@@ -222,7 +225,7 @@ class Loop:
         counted, seen, started = 0, 0, time.perf_counter()
         pin = device.type == "cuda"  # pinned host memory lets the copy overlap with compute
         for index in range(self.state.batches_done, len(batches)):
-            batch = self.task.collate([self.features[i] for i in batches[index]], self.pad_id)
+            batch = self.collate_train([self.features[i] for i in batches[index]], self.pad_id)
             batch = {
                 k: (v.pin_memory() if pin else v).to(device, non_blocking=True)
                 for k, v in batch.items()
