@@ -65,6 +65,7 @@ def as_config(config: ConfigLike, overrides: list[str] | None = None) -> RunConf
     check_registered(cfg)
     default_method = getattr(TASKS.get(cfg.task), "default_method", None)
     if default_method and "name" not in cfg.method.model_fields_set:
+        cfg = cfg.model_copy(deep=True)  # the caller's config object stays as it was
         cfg.method.name = default_method  # e.g. LoRA for generative models
         check_registered(cfg)
     return cfg
