@@ -89,3 +89,25 @@ def test_lora_with_fgm_resumes_to_the_same_run(tiny_bert, sentiment_csv, tmp_pat
     resumed = api.train(config, resume=True)
     assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]
     assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
+
+
+def test_packed_lora_sft_resumes_to_the_same_run(tiny_llama, tmp_path):
+    from test_causal_lm import SUPPORT, write_jsonl
+
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT * 2)
+
+    def config(run_dir):
+        return tiny_config(
+            tiny_llama, run_dir, task="causal_lm",
+            data={"train": str(data), "dev": str(data)},
+            train={"epochs": 4, "lr": 1e-2, "batch_size": 2, "packing": True},
+        )  # fmt: skip
+
+    whole = api.train(config(tmp_path / "a"))
+    with pytest.raises(TrainingInterrupted):
+        api.train(config(tmp_path / "b"), on_step=_interrupt_at(5))
+    saved = load_file(tmp_path / "b" / ".tiny.partial" / "checkpoint" / "model.safetensors")
+    assert saved and all("lora_" in k for k in saved)  # only the adapter trains
+    resumed = api.train(config(tmp_path / "b"), resume=True)
+    assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]
+    assert resumed.metrics["loss"] == whole.metrics["loss"]
