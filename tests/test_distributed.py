@@ -85,6 +85,30 @@ def test_two_process_lora_with_pgd_and_accumulation(tiny_bert, sentiment_csv, tm
     assert meta["method"] == "lora"
 
 
+def test_two_process_packed_lora_sft(tiny_llama, tmp_path):
+    """Generative fine-tuning under DDP: packed rows, LoRA on a decoder, dev loss gathered."""
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in (("where is my order", "it ships tomorrow"), ("refund", "the money is back"),
+                     ("what colour", "black and white"), ("hello", "hi how can i help"))
+    ] * 2  # fmt: skip
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)},
+        train={"epochs": 30, "lr": 3e-2, "batch_size": 2, "packing": True},
+    )  # fmt: skip
+    done = launch(write_config(config, tmp_path))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    model_dir = tmp_path / "runs" / "tiny" / "model"
+    meta = json.loads((model_dir / "bridgetune.json").read_text())
+    assert meta["method"] == "lora" and meta["metrics"]["dev"]["perplexity"] < 2.0
+    from bridgetune import api
+
+    assert api.generate(model_dir, ["refund"], max_new_tokens=8)[0]["text"] == "the money is back"
+
+
 _AUGMENT_WORKER = """
 import os, pickle, sys
 import torch.distributed as dist
