@@ -214,7 +214,7 @@ class Predictor:
         conversation [{role, content}, ...]; a model trained on conversations formats both
         with its saved chat template. Batches are left-padded; decoding is greedy unless
         `decoding` says otherwise (do_sample, temperature, top_p, num_beams,
-        repetition_penalty)."""
+        repetition_penalty). Each prompt is tokenized once."""
         self._check_generative()
         tokenizer = self.tokenizer
         # a chat template writes its own special tokens
@@ -226,45 +226,39 @@ class Predictor:
         stops = [tokenizer.eos_token_id]
         results: list[dict[str, Any]] = []
         decoding.setdefault("do_sample", False)  # greedy: reproducible unless asked otherwise
-        sides = tokenizer.padding_side, tokenizer.truncation_side
-        # new tokens follow every prompt directly; a long prompt loses its beginning, never
-        # the end that asks for the answer
-        tokenizer.padding_side = tokenizer.truncation_side = "left"
-        try:
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start : start + batch_size]
-                encoded = tokenizer(
-                    chunk,
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    add_special_tokens=not chat,  # a chat template writes its own specials
-                ).to(self.device)
-                with torch.inference_mode():
-                    output = model.generate(
-                        **encoded,
-                        max_new_tokens=max_new_tokens,
-                        pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=stops,
-                        **decoding,
-                    )
-                width = encoded["input_ids"].shape[1]
-                for row, text in zip(output, chunk):
-                    new = row[width:].tolist()
-                    finished = any(token in stops for token in new)
-                    if finished:
-                        new = new[: min(new.index(t) for t in stops if t in new)]
-                    results.append(
-                        {
-                            "text": tokenizer.decode(new, skip_special_tokens=True).strip(),
-                            "tokens": len(new),
-                            "finished": finished,
-                            "truncated": len(tokenizer(text)["input_ids"]) > self.max_length,
-                        }
-                    )
-        finally:
-            tokenizer.padding_side, tokenizer.truncation_side = sides
+        # a chat template writes its own special tokens; a long prompt loses its beginning,
+        # never the end that asks for the answer
+        ids = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            encoded = tokenizer.pad(
+                {"input_ids": [row[-self.max_length :] for row in chunk]},
+                padding=True,
+                padding_side="left",  # new tokens follow every prompt directly
+                return_tensors="pt",
+            ).to(self.device)
+            with torch.inference_mode():
+                output = model.generate(
+                    **encoded,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=stops,
+                    **decoding,
+                )
+            width = encoded["input_ids"].shape[1]
+            for row, prompt_ids in zip(output, chunk):
+                new = row[width:].tolist()
+                finished = any(token in stops for token in new)
+                if finished:
+                    new = new[: min(new.index(t) for t in stops if t in new)]
+                results.append(
+                    {
+                        "text": tokenizer.decode(new, skip_special_tokens=True).strip(),
+                        "tokens": len(new),
+                        "finished": finished,
+                        "truncated": len(prompt_ids) > self.max_length,
+                    }
+                )
         return results
 
     def _check_generative(self) -> None:

@@ -206,6 +206,13 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     config = service.config
     prediction_response = schemas.predict_response_model()  # the tasks registered now
 
+    async def served(slot: Any, examples: list[Example]) -> list[dict[str, Any]]:
+        """Predictions of `examples` through the micro-batcher, recorded for metrics/monitor."""
+        features = slot.encode(examples, config.truncation)
+        predictions = await service.batcher.submit(slot.predictor, features, examples)
+        service.observer.record(slot, predictions)
+        return predictions
+
     def user(
         api_key: Annotated[str | None, Depends(_api_key)],
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -303,10 +310,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             raise RequestError(
                 422, "this generative model is not served over HTTP yet; use bridgetune generate"
             )
-        examples = slot.examples(body.texts, body.text_pairs)
-        features = slot.encode(examples, config.truncation)
-        predictions = await service.batcher.submit(slot.predictor, features, examples)
-        service.observer.record(slot, predictions)
+        predictions = await served(slot, slot.examples(body.texts, body.text_pairs))
         return {"model_version": slot.version, "task": slot.task, "predictions": predictions}
 
     @app.post(
@@ -330,9 +334,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 422, f"this {slot.task} model answers POST /v1/predict, not /v1/rank"
             )
         examples = [Example(text=body.query, candidates=body.candidates)]
-        features = slot.encode(examples, config.truncation)
-        predictions = await service.batcher.submit(slot.predictor, features, examples)
-        service.observer.record(slot, predictions)
+        predictions = await served(slot, examples)
         ranked = predictions[0]["ranking"][: body.top_k]
         return {
             "model_version": slot.version,
