@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -62,12 +62,12 @@ def as_config(config: ConfigLike, overrides: list[str] | None = None) -> RunConf
         cfg = build_config(apply_overrides(raw, overrides or []))
     else:
         cfg = load_config(config, overrides)
-    check_registered(cfg)
-    default_method = getattr(TASKS.get(cfg.task), "default_method", None)
+    kind = TASKS.get(cfg.task) if cfg.task in TASKS else None  # else check_registered says
+    default_method = getattr(kind, "default_method", None)
     if default_method and "name" not in cfg.method.model_fields_set:
         cfg = cfg.model_copy(deep=True)  # the caller's config object stays as it was
         cfg.method.name = default_method  # e.g. LoRA for generative models
-        check_registered(cfg)
+    check_registered(cfg)
     return cfg
 
 
@@ -103,6 +103,69 @@ def check_registered(cfg: RunConfig) -> None:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     check_ops(cfg.augment, reader_for(cfg.task).tagged)
+    if cfg.model.quantization != "none" and (
+        cfg.method.name != "lora" or kind.output != "generation"
+    ):
+        raise ConfigError(
+            f"model.quantization={cfg.model.quantization} is QLoRA: LoRA on a quantized "
+            "causal_lm or seq2seq model; set method.name: lora (or model.quantization: none)"
+        )
+
+
+def check_quantization(cfg: RunConfig) -> None:
+    """QLoRA's needs on this machine: a CUDA GPU and bitsandbytes.
+
+    Raises:
+        ConfigError: what is missing, and how to train without quantization instead.
+    """
+    import importlib.util
+
+    import torch
+
+    if cfg.model.quantization == "none":
+        return
+    missing = []
+    if cfg.train.device == "cpu" or not torch.cuda.is_available():
+        missing.append("a CUDA GPU (" + ("train.device is cpu" if cfg.train.device == "cpu"
+                                          else "this machine has none") + ")")  # fmt: skip
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("bitsandbytes (pip install bitsandbytes)")
+    if missing:
+        raise ConfigError(
+            f"model.quantization={cfg.model.quantization} (QLoRA) needs {' and '.join(missing)}; "
+            "without them train the same LoRA on the unquantized model: model.quantization: none"
+        )
+
+
+def prepare_memory(model: Any, cfg: RunConfig) -> Any:
+    """A quantized model made trainable (peft's k-bit preparation) and gradient checkpointing
+    switched on when the config asks.
+
+    Raises:
+        ConfigError: the model cannot checkpoint its activations.
+    """
+    if cfg.model.quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    if cfg.train.gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ConfigError(
+                f"train.gradient_checkpointing: {type(model).__name__} does not support it; "
+                "set it to false"
+            )
+        # non-reentrant: works when the inputs need no gradient (LoRA and other frozen bodies);
+        # transformers 5.2x renamed the method (the old name warns)
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model
 
 
 def load(model_dir: str | Path, device: str = "auto") -> Predictor:
@@ -208,6 +271,7 @@ def train_run(
     from bridgetune.training.objective import class_weights
 
     kind: Any = TASKS.get(cfg.task)
+    check_quantization(cfg)
     check_method(
         cfg.method,
         resolve_model(cfg.model.name),
@@ -229,8 +293,13 @@ def train_run(
     )
     set_seed(cfg.train.seed)
     model = task.build_model(
-        model_path, dropout=cfg.model.dropout, trust_remote_code=cfg.model.trust_remote_code
+        model_path,
+        dropout=cfg.model.dropout,
+        trust_remote_code=cfg.model.trust_remote_code,
+        # generative tasks only (check_registered): QLoRA
+        **({"quantization": cfg.model.quantization} if cfg.model.quantization != "none" else {}),
     )
+    model = prepare_memory(model, cfg)
     head = head_modules(model)
     model = apply_method(model, cfg.method, task.problem, cfg.model.name)
     report_parameters(cfg.method.name, model)
@@ -246,6 +315,7 @@ def train_run(
         run.checkpoint,
         head=head,
         weights=class_weights(cfg.train.class_weights, task.labels, train_features, task.problem),
+        extra_metrics=sampled_generations(cfg, task, tokenizer, splits.dev),
     )
     if resume:
         loop.resume()
@@ -295,6 +365,9 @@ def finish_run(
     if dev is None:
         dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
     dev_metrics = final_metrics(task, fitted.predict(dev), dev.examples, calibrate=True)
+    if save and task.output == "generation":
+        configure_generation(fitted.model, tokenizer, cfg.generate)
+        dev_metrics.update(scored_generations(fitted.model, tokenizer, task, cfg, dev.examples))
     test_metrics = None
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
@@ -310,6 +383,77 @@ def finish_run(
     if save:
         save_run(run, cfg, result, fitted.model, tokenizer, task, splits, method)
     return result
+
+
+def sampled_generations(
+    cfg: RunConfig, task: Task, tokenizer: Any, dev: list[Example]
+) -> Callable[[Any], dict] | None:
+    """With generate.eval_sample, the generation metrics of the first that many dev examples
+    for every evaluation (Loop's extra_metrics); else None."""
+    if task.output != "generation" or not cfg.generate.eval_sample or not dev:
+        return None
+
+    def scores(model: Any) -> dict:
+        found = scored_generations(
+            model, tokenizer, task, cfg, dev, limit=cfg.generate.eval_sample, samples=0
+        )
+        return {k: v for k, v in found.items() if k not in ("samples", "generated")}
+
+    return scores
+
+
+def configure_generation(model: Any, tokenizer: Any, settings: Any) -> None:
+    """The run's decoding options (`generate:`) as the model's generation config, saved with
+    it: `bridgetune generate`, the service and plain transformers decode alike."""
+    model = getattr(model, "peft_model", model)  # an adapter: its base model's configs
+    base = getattr(model, "get_base_model", lambda: model)()
+    config = base.generation_config
+    for key, value in settings.decoding().items():
+        setattr(config, key, value)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    base.config.use_cache = True  # training turned it off; generation wants it
+
+
+def scored_generations(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    cfg: RunConfig,
+    examples: list[Example],
+    limit: int | None | Literal["config"] = "config",
+    samples: int = 10,
+) -> dict[str, Any]:
+    """Generation metrics of `model` on the first `limit` (default: generate.eval_examples)
+    of `examples` (bridgetune.generation.generation_report); {} when there are none.
+    `samples`: how many (prompt, reference, generated) rows to keep for the report."""
+    from rich.console import Console
+
+    from bridgetune.generation import generation_report
+
+    settings = cfg.generate
+    count = settings.eval_examples if limit == "config" else limit
+    chosen = examples if count is None else examples[:count]
+    if not chosen:
+        return {}
+    status = (
+        Console(stderr=True).status(f"generating for {len(chosen)} dev examples")
+        if samples
+        else contextlib.nullcontext()
+    )
+    with status:
+        return generation_report(
+            model,
+            tokenizer,
+            chosen,
+            chat=bool(getattr(task, "chat", False)),
+            max_length=cfg.model.max_length,
+            device=next(model.parameters()).device,
+            batch_size=settings.batch_size,
+            language=settings.language,
+            samples=samples,
+            **settings.decoding(),
+        )
 
 
 def run_bytes(model: Any) -> int:
@@ -475,6 +619,10 @@ def model_meta(
                 "group_column",
                 "role_map",
                 "tag_scheme",
+                "columns",
+                "languages",
+                "prompt_template",
+                "as_chat",
             }
         ),
         "bridgetune_version": __version__,

@@ -31,8 +31,22 @@ class DataConfig(_Section):
     )
     dev: str | None = Field(None, description="Dev data (same forms); split from train if unset.")
     test: str | None = Field(None, description="Optional test data, evaluated after training.")
-    format: Literal["auto", "csv", "tsv", "jsonl", "conll"] = Field(
-        "auto", description="File format; 'auto' picks it from the file extension."
+    format: Literal["auto", "csv", "tsv", "jsonl", "conll", "parallel"] = Field(
+        "auto",
+        description="File format; 'auto' picks it from the file extension. 'parallel' "
+        "(causal_lm, seq2seq): line-aligned text files <path>.<source> and <path>.<target> "
+        "named by data.languages, e.g. train.en + train.de for train: data/train.",
+    )
+    columns: list[str] | None = Field(
+        None,
+        description="Column names of CSV/TSV files without a header row (the first line is "
+        "then data), e.g. [prompt, completion, attribution].",
+    )
+    languages: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="format: parallel: the [source, target] file suffixes, e.g. [en, de].",
     )
     text_column: str = Field("text", description="Column holding the text.")
     text_pair_column: str | None = Field(
@@ -77,11 +91,34 @@ class DataConfig(_Section):
         description="A row that fails its checks (CSV/TSV/JSONL readers): 'error' stops with its "
         "file and line; 'skip' leaves it out, counted and listed (file:line: why) in a warning.",
     )
+    prompt_template: str | None = Field(
+        None,
+        description="causal_lm, seq2seq: the prompt made from each row's prompt text, "
+        "e.g. 'Translate English to German: {prompt}' ({prompt} is the row's prompt).",
+    )
+    as_chat: bool = Field(
+        False,
+        description="causal_lm: train prompt/completion rows as a user turn and an assistant "
+        "turn in the model's chat template (instruction-tuned models answer best so).",
+    )
     role_map: dict[str, str] = Field(
         default_factory=dict,
         description="causal_lm: speaker names of `messages` mapped to system/user/assistant, "
         "e.g. {customer: user, agent: assistant}.",
     )
+
+    @model_validator(mode="after")
+    def _check_generation_options(self) -> DataConfig:
+        if self.format == "parallel" and not self.languages:
+            raise ValueError(
+                "data.format: parallel reads <path>.<source> and <path>.<target>: set "
+                "data.languages, e.g. [en, de]"
+            )
+        if self.prompt_template is not None and "{prompt}" not in self.prompt_template:
+            raise ValueError(
+                "data.prompt_template must contain {prompt} (where the row's prompt goes)"
+            )
+        return self
 
 
 class ModelConfig(_Section):
@@ -100,6 +137,12 @@ class ModelConfig(_Section):
         None, ge=0, lt=1, description="Override the model's hidden dropout probability."
     )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none",
+        description="Load the base model quantized with bitsandbytes and train LoRA on it "
+        "(QLoRA: 4bit NF4, double quantization, bf16 compute); needs a CUDA GPU and "
+        "`pip install bitsandbytes`, and method lora.",
+    )
 
 
 class MethodConfig(_Section):
@@ -287,6 +330,55 @@ class TrainConfig(_Section):
     )
     adv_alpha: float = Field(0.03, gt=0, description="PGD: norm of each ascent step.")
     adv_steps: int = Field(3, ge=1, description="PGD: ascent steps per batch.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them: "
+        "much less memory for long sequences and large models, about a third more time.",
+    )
+
+
+class GenerateConfig(_Section):
+    """Generative tasks (causal_lm, seq2seq): decoding, saved as the model's generation config
+    (so `bridgetune generate` and plain transformers decode alike), and the generation metrics
+    scored on dev at the end of training."""
+
+    max_new_tokens: int = Field(128, gt=0, description="Most tokens generated per prompt.")
+    num_beams: int = Field(1, ge=1, description="Beam search width; 1 is greedy or sampling.")
+    do_sample: bool = Field(
+        False, description="Sample instead of greedy decoding (scores stop being reproducible)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Sampling: nucleus probability mass.")
+    repetition_penalty: float = Field(
+        1.0, gt=0, description="Above 1 discourages repeating tokens already in the text."
+    )
+    eval_examples: int | None = Field(
+        200,
+        ge=0,
+        description="Dev examples generated and scored (ROUGE, BLEU, chrF, exact match, EOS "
+        "share) at the end of training, with a table of samples in the report; 0: none; "
+        "null: all.",
+    )
+    eval_sample: int = Field(
+        0,
+        ge=0,
+        description="Also generate this many dev examples at every evaluation: their ROUGE, "
+        "BLEU and chrF join the dev metrics (so train.metric may be rougeL or chrf); 0: off.",
+    )
+    language: Literal["auto", "en", "zh"] = Field(
+        "auto",
+        description="How texts are scored: 'zh' by characters (ROUGE) and sacreBLEU's zh "
+        "tokenizer, 'en' by words; 'auto' looks at the references.",
+    )
+    batch_size: int = Field(8, gt=0, description="Prompts generated together.")
+
+    def decoding(self) -> dict[str, Any]:
+        """The options model.generate takes (a generation config's fields); sampling options
+        only when sampling (a greedy generation config with them fails validation)."""
+        keys = {"max_new_tokens", "num_beams", "do_sample", "repetition_penalty"}
+        if self.do_sample:
+            keys |= {"temperature", "top_p"}
+        return self.model_dump(include=keys)
 
 
 class RunConfig(_Section):
@@ -295,7 +387,7 @@ class RunConfig(_Section):
     task: str = Field(
         "classification",
         description="A registered task (checked with 'did you mean'): classification, "
-        "multilabel, pair, ner.",
+        "multilabel, pair, ner, regression, ranking, qa, causal_lm, seq2seq.",
     )
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -303,6 +395,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -491,11 +584,15 @@ def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
     data = raw.get("data")
     if not isinstance(data, dict):
         return
+    # parallel files are named by a path prefix: <prefix>.<first language> must exist
+    suffix = ""
+    if data.get("format") == "parallel" and isinstance(data.get("languages"), list):
+        suffix = f".{data['languages'][0]}" if data["languages"] else ""
     for key in ("train", "dev", "test"):
         value = data.get(key)
         if isinstance(value, str) and not value.startswith("hf:") and not Path(value).is_absolute():
             candidate = base / value
-            if not Path(value).exists() and candidate.exists():
+            if not Path(value + suffix).exists() and Path(str(candidate) + suffix).exists():
                 data[key] = str(candidate)
 
 

@@ -117,7 +117,21 @@ def markdown_report(title: str, metrics: dict) -> str:
             f"{row['support']} |"
             for name, row in table.items()
         ]
+    if metrics.get("samples"):
+        lines += ["", "## Sample generations", "", "| prompt | reference | generated |",
+                  "|---|---|---|"]  # fmt: skip
+        lines += [
+            f"| {_cell(row['prompt'])} | {_cell(row['reference'])} | {_cell(row['generated'])} |"
+            for row in metrics["samples"]
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, width: int = 300) -> str:
+    """Text as one Markdown table cell: one line, pipes escaped, long text cut."""
+    text = " ".join(str(text).split())
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return text.replace("|", "\\|") or " "
 
 
 def write_report(

@@ -25,6 +25,7 @@ LOSSES: dict[str, tuple[str, ...]] = {
     "ranking": ("listwise", "pairwise", "pointwise"),
     "span": ("cross_entropy",),
     "lm": ("cross_entropy",),
+    "seq2seq": ("cross_entropy",),
 }
 
 
@@ -59,7 +60,9 @@ def task_loss(
     pair of a query) or pointwise (binary cross-entropy of relevant or not);
     "span": (batch, tokens, 2) start/end logits against (batch, 2) start/end token indices;
     "lm": next-token cross-entropy of a causal LM (the logits at t predict the label at t + 1;
-    IGNORE labels, the prompt and the padding, do not count).
+    IGNORE labels, the prompt and the padding, do not count);
+    "seq2seq": cross-entropy of an encoder-decoder's logits against its target tokens (the
+    decoder's input is already shifted: no shift here).
     """
     if labels is None:
         return None

@@ -206,84 +206,53 @@ class Predictor:
         self,
         prompts: Sequence[str | list[dict[str, str]]],
         batch_size: int = 8,
-        max_new_tokens: int = 128,
+        max_new_tokens: int | None = None,
         **decoding: Any,
     ) -> list[dict[str, Any]]:
         """Text generated for each prompt (generative models), in order: {"text", "tokens",
         "finished" (ended with EOS/end of turn), "truncated"}. A prompt is a string, or a
         conversation [{role, content}, ...]; a model trained on conversations formats both
-        with its saved chat template. Batches are left-padded; decoding is greedy unless
-        `decoding` says otherwise (do_sample, temperature, top_p, num_beams,
-        repetition_penalty). Each prompt is tokenized once."""
+        with its saved chat template. Decoding follows the model's generation config (the
+        run's `generate:` section; greedy by default) unless `max_new_tokens` or `decoding`
+        (do_sample, temperature, top_p, num_beams, repetition_penalty) say otherwise."""
+        from bridgetune.generation import generate_texts
+
         self._check_generative()
-        tokenizer = self.tokenizer
-        # a chat template writes its own special tokens
-        chat = bool(getattr(self.task, "chat", False)) or any(
-            not isinstance(p, str) for p in prompts
+        return generate_texts(
+            self.model,
+            self.tokenizer,
+            prompts,
+            chat=bool(getattr(self.task, "chat", False)),
+            max_length=self.max_length,
+            device=self.device,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            **decoding,
         )
-        texts = [self.prompt_text(prompt) for prompt in prompts]
-        model = getattr(self.model, "peft_model", self.model)  # adapters generate through peft
-        stops = [tokenizer.eos_token_id]
-        results: list[dict[str, Any]] = []
-        decoding.setdefault("do_sample", False)  # greedy: reproducible unless asked otherwise
-        # a chat template writes its own special tokens; a long prompt loses its beginning,
-        # never the end that asks for the answer
-        ids = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
-            encoded = tokenizer.pad(
-                {"input_ids": [row[-self.max_length :] for row in chunk]},
-                padding=True,
-                padding_side="left",  # new tokens follow every prompt directly
-                return_tensors="pt",
-            ).to(self.device)
-            with torch.inference_mode():
-                output = model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=stops,
-                    **decoding,
-                )
-            width = encoded["input_ids"].shape[1]
-            for row, prompt_ids in zip(output, chunk):
-                new = row[width:].tolist()
-                finished = any(token in stops for token in new)
-                if finished:
-                    new = new[: min(new.index(t) for t in stops if t in new)]
-                results.append(
-                    {
-                        "text": tokenizer.decode(new, skip_special_tokens=True).strip(),
-                        "tokens": len(new),
-                        "finished": finished,
-                        "truncated": len(prompt_ids) > self.max_length,
-                    }
-                )
-        return results
 
     def _check_generative(self) -> None:
         if self.task.output != "generation":
             raise ValueError(f"this needs a generative model; this is a {self.task.name} one")
 
     def prompt_text(self, prompt: str | list[dict[str, str]]) -> str:
-        """The text a prompt becomes: as is for a plain model, through the saved chat template
-        (with the generation prompt) for a model trained on conversations or for a
-        conversation given as [{role, content}, ...]."""
-        if isinstance(prompt, str) and not getattr(self.task, "chat", False):
-            return prompt
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        """The text a prompt becomes (bridgetune.generation.prompt_text)."""
+        from bridgetune.generation import prompt_text
+
+        return prompt_text(self.tokenizer, prompt, bool(getattr(self.task, "chat", False)))
 
     def stream(
-        self, prompt: str | list[dict[str, str]], max_new_tokens: int = 256, **decoding: Any
+        self,
+        prompt: str | list[dict[str, str]],
+        max_new_tokens: int | None = None,
+        **decoding: Any,
     ) -> Iterator[str]:
-        """The text generated for one prompt, piece by piece as the tokens come (greedy unless
-        `decoding` says otherwise); it stops at EOS/end of turn or after max_new_tokens."""
+        """The text generated for one prompt, piece by piece as the tokens come (decoding as in
+        `generate`); it stops at EOS/end of turn or after max_new_tokens."""
         import threading
 
         from transformers import TextIteratorStreamer
+
+        from bridgetune.generation import default_new_tokens
 
         self._check_generative()
         tokenizer = self.tokenizer
@@ -292,15 +261,15 @@ class Predictor:
             self.prompt_text(prompt), return_tensors="pt", add_special_tokens=not chat
         ).to(self.device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        decoding.setdefault("do_sample", False)
         model = getattr(self.model, "peft_model", self.model)
+        decoding["max_new_tokens"] = max_new_tokens or default_new_tokens(model)
         arguments = {
             **encoded,
-            "max_new_tokens": max_new_tokens,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "streamer": streamer,
-            **decoding,
+            "use_cache": True,
+            **{k: v for k, v in decoding.items() if v is not None},
         }
 
         def run() -> None:

@@ -350,3 +350,72 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def _word_tokenizer(specials: list[str], words: list[str], eos: str, pad: str, suffix_eos: bool):
+    """A whitespace word-level fast tokenizer; `suffix_eos`: every encoded text ends with EOS
+    (as T5's and BART's tokenizers do)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(specials + words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if suffix_eos:
+        core.post_processor = processors.TemplateProcessing(
+            single=f"$A {eos}", special_tokens=[(eos, vocab[eos])]
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", eos_token=eos, pad_token=pad
+    )
+    return tokenizer, vocab
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2+2-layer random T5 with a word-level tokenizer that appends </s> (pad 0, EOS 1,
+    decoder start = pad, as T5)."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    tokenizer, vocab = _word_tokenizer(specials, LLAMA_WORDS, "</s>", "<pad>", True)
+    config = T5Config(
+        vocab_size=len(vocab),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        initializer_factor=1.0,
+        tie_word_embeddings=False,  # an untied head starts with confident logits
+    )
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-t5")
+    T5ForConditionalGeneration(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random GPT-2 (no chat template, EOS <|endoftext|>, pad == eos)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    eos = "<|endoftext|>"
+    tokenizer, vocab = _word_tokenizer(["<unk>", eos], LLAMA_WORDS, eos, eos, False)
+    config = GPT2Config(
+        vocab_size=len(vocab), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+        bos_token_id=vocab[eos], eos_token_id=vocab[eos], pad_token_id=vocab[eos],
+        initializer_range=0.1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -16,7 +16,9 @@ from bridgetune.tasks import TASKS
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
 # data lives outside the repo: these train on small files of the same layout below
-SHARED = {"sst2.yaml", "conll2003.yaml", "alpaca_zh.yaml", "taskmaster_coffee.yaml"}
+SHARED = {"sst2.yaml", "conll2003.yaml", "alpaca_zh.yaml", "taskmaster_coffee.yaml",
+          "scitldr.yaml", "multi30k_en_de.yaml", "tatoeba_en_zh.yaml"}  # fmt: skip
+TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
 
 
 def _tiny(model: Path, run_dir: Path) -> list[str]:
@@ -38,10 +40,13 @@ def test_config_validates(path):
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name not in SHARED], ids=lambda p: p.name)
 def test_shipped_config_trains_on_its_data(path, tmp_path, request):
     # the tiny model of the config's kind: a decoder for generative tasks, else an encoder
-    generative = TASKS.get(load_config(path).task).auto_class == "AutoModelForCausalLM"
-    model = request.getfixturevalue("tiny_llama" if generative else "tiny_bert")
+    auto_class = TASKS.get(load_config(path).task).auto_class
+    model = request.getfixturevalue(TINY.get(auto_class, "tiny_bert"))
     result = api.train(path, _tiny(model, tmp_path))
     assert (result.model_dir / "bridgetune.json").is_file()
+    if auto_class in TINY:  # generations scored at the end, with a sample table
+        assert "chrf" in result.metrics
+        assert "Sample generations" in (result.run_dir / "dev_report.md").read_text("utf-8")
 
 
 def test_sst2_config_with_its_column_map(tiny_bert, tmp_path):
@@ -137,3 +142,36 @@ def test_generation_configs_for_the_shared_data_layouts(tiny_llama, tmp_path):
         overrides = [*_tiny(tiny_llama, tmp_path), f"data.train={data}", f"data.dev={data}"]
         result = api.train(ROOT / "examples" / "configs" / name, overrides)
         assert result.metrics["tokens"] > 0
+
+
+def test_summarization_and_translation_configs_for_the_shared_data_layouts(tiny_llama, tmp_path):
+    """scitldr (lists of sentences and of references), multi30k (parallel files) and tatoeba
+    (a TSV without header, Chinese scored by characters), on small files of their layouts."""
+    import json
+
+    words = "where is my order it ships tomorrow".split()
+    scitldr = tmp_path / "scitldr.jsonl"
+    scitldr.write_text(
+        "".join(
+            json.dumps({"source": ["where is my order", "it ships"], "target": ["tomorrow", "ok"],
+                        "title": "t", "paper_id": str(i)}) + "\n"
+            for i in range(6)
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    for side in ("en", "de"):
+        (tmp_path / f"multi.{side}").write_text("\n".join(words) + "\n", encoding="utf-8")
+    tatoeba = tmp_path / "tatoeba.tsv"
+    tatoeba.write_text("Hi.\t嗨。\tCC-BY 2.0\nRun!\t你用跑的。\tCC-BY 2.0\n" * 3, encoding="utf-8")
+    cases = {
+        "scitldr.yaml": [f"data.train={scitldr}", f"data.dev={scitldr}"],
+        "multi30k_en_de.yaml": [f"data.{split}={tmp_path / 'multi'}" for split in ("train", "dev")],
+        "tatoeba_en_zh.yaml": [f"data.train={tatoeba}", f"data.dev={tatoeba}"],
+    }
+    for name, data in cases.items():
+        overrides = [*_tiny(tiny_llama, tmp_path), *data, "generate.max_new_tokens=4"]
+        result = api.train(ROOT / "examples" / "configs" / name, overrides)
+        assert result.metrics["generated"] > 0 and "rougeL" in result.metrics
+        expected = "characters" if name == "tatoeba_en_zh.yaml" else "words"
+        saved = json.loads((result.run_dir / "dev_metrics.json").read_text())
+        assert saved["scored_by"] == expected

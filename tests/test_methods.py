@@ -29,6 +29,8 @@ from tests.conftest import tiny_config
 METHODS = list(METHOD_REGISTRY)
 TASKS = list(TASK_REGISTRY)
 HEADS = ("classifier", "pooler", "qa_outputs")  # the head modules of BERT's task models
+# the tiny model of a task's kind: a decoder or an encoder-decoder for generative tasks
+TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
 PEFT_MARKERS = {
     "lora": "lora_",
     "ia3": "ia3_",
@@ -71,6 +73,8 @@ def inputs(task: str) -> dict[str, torch.Tensor]:
     batch = {"input_ids": ids, "attention_mask": (ids != 0).long()}
     if TASK_REGISTRY.get(task).takes_pairs:
         batch["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 0]])
+    if TASK_REGISTRY.get(task).auto_class == "AutoModelForSeq2SeqLM":
+        batch["decoder_input_ids"] = torch.tensor([[0, 7, 8], [0, 10, 11]])
     return batch
 
 
@@ -99,8 +103,8 @@ def test_method_conformance(request, tmp_path, method, task) -> None:
     from transformers import AutoTokenizer
 
     torch.manual_seed(0)
-    generative = TASK_REGISTRY.get(task).auto_class == "AutoModelForCausalLM"
-    base = request.getfixturevalue("tiny_llama" if generative else "tiny_bert")
+    generative = TASK_REGISTRY.get(task).auto_class in TINY
+    base = request.getfixturevalue(TINY.get(TASK_REGISTRY.get(task).auto_class, "tiny_bert"))
     try:  # a task may refuse a method, with a reason (checked here)
         TASK_REGISTRY.get(task).check_config(refusal_probe(base, task, method))
     except ValueError as error:
@@ -335,12 +339,14 @@ def sample_example(task: str) -> Example:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_every_task_decodes_what_its_prediction_model_declares(tiny_bert, task) -> None:
+def test_every_task_decodes_what_its_prediction_model_declares(request, task) -> None:
     """`Task.prediction` is the contract of `decode`: every field present and typed."""
     from transformers import AutoTokenizer
 
     from bridgetune.predictor import infer
 
+    seq2seq = TASK_REGISTRY.get(task).auto_class == "AutoModelForSeq2SeqLM"
+    tiny_bert = request.getfixturevalue("tiny_t5" if seq2seq else "tiny_bert")
     kind = build_task(task, labels_of(task))
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     examples = [sample_example(task)] * 2

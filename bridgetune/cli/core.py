@@ -122,22 +122,30 @@ def generate(
         typer.Option(help="JSONL of prompts (prompt, messages or instruction rows), or TXT."),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Write JSONL here (default stdout).")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens generated per prompt.")] = 128,
-    sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Most tokens generated per prompt (default: the model's).")
+    ] = None,
+    sample: Annotated[
+        bool | None,
+        typer.Option("--sample/--greedy", help="Sample or decode greedily (default: the model's)"),
+    ] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
-    beams: Annotated[int, typer.Option(help="Beam search width (1: none).")] = 1,
+    beams: Annotated[int | None, typer.Option(help="Beam search width (1: none).")] = None,
     repetition_penalty: Annotated[
         float | None, typer.Option(help=">1 discourages repeats.")
     ] = None,
     batch_size: int = 8,
 ) -> None:
-    """Generate text with a causal_lm model: prompts as arguments or --file; writes JSONL."""
+    """Generate text with a causal_lm or seq2seq model: prompts as arguments or --file; writes
+    JSONL. Decoding defaults to the model's generation config (the run's `generate:` section)."""
     from bridgetune import api
 
     quiet_libraries()
-    if prompts:
-        inputs: list = list(prompts)
+    if prompts:  # as rows of the training data: the run's data.prompt_template applies
+        meta = run_action(lambda: api.read_meta(model_dir))
+        template = (meta.get("data") or {}).get("prompt_template")
+        inputs: list = [template.replace("{prompt}", p) if template else p for p in prompts]
     elif file is not None:
         inputs = run_action(lambda: [prompt_of(e) for e in api.read_inputs(model_dir, file)])
     else:
@@ -168,7 +176,10 @@ def chat(
     model_dir: Path,
     system: Annotated[str | None, typer.Option(help="A system message to start with.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
-    sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
+    sample: Annotated[
+        bool | None,
+        typer.Option("--sample/--greedy", help="Sample or decode greedily (default: the model's)"),
+    ] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
 ) -> None:
     """Chat with a causal_lm model in the terminal; answers stream as they are generated.

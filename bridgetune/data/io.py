@@ -61,6 +61,8 @@ def decode_utf8(raw: bytes, source: str) -> str:
 def detect_format(path: Path, declared: str, tagged: bool) -> str:
     """The format of `path`: `declared`, or guessed from the suffix (token files for tagged
     data unless JSONL)."""
+    if declared == "parallel":
+        raise DataError(f"{path}: data.format: parallel is for causal_lm and seq2seq data")
     if declared != "auto":
         return declared
     suffix = path.suffix.lower()
@@ -95,9 +97,43 @@ def json_array_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]
         yield line, row
 
 
-def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def parallel_rows(prefix: Path, languages: list[str]) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """(source file, line number, {"prompt", "completion"}) of line-aligned parallel text
+    files `<prefix>.<source>` and `<prefix>.<target>` (one sentence per line, as Moses,
+    fairseq and OpenNMT keep translation data).
+
+    Raises:
+        DataError: the files have different line counts.
+    """
+    source, target = (Path(f"{prefix}.{language}") for language in languages)
+    sides = [read_text(path).split("\n") for path in (source, target)]
+    for lines in sides:
+        if lines and lines[-1] == "":
+            lines.pop()  # the final newline
+    if len(sides[0]) != len(sides[1]):
+        raise DataError(
+            f"{source} has {len(sides[0])} lines and {target} has {len(sides[1])}; parallel "
+            "files must be line-aligned (line i of one translates line i of the other)"
+        )
+    for number, (left, right) in enumerate(zip(*sides), 1):
+        # a row is reported at the file of its empty side, if it has one
+        where = target if left.strip() and not right.strip() else source
+        yield where, number, {"prompt": left.rstrip("\r"), "completion": right.rstrip("\r")}
+
+
+def data_files(spec: str, cfg: DataConfig | None) -> list[Path]:
+    """The local files a data path stands for: itself, or a parallel pair."""
+    if cfg is not None and cfg.format == "parallel" and cfg.languages:
+        return [Path(f"{spec}.{language}") for language in cfg.languages]
+    return [Path(spec)]
+
+
+def read_records(
+    path: Path, fmt: str, columns: list[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row dict) for CSV, TSV and JSONL files; a JSON file holding one array of
-    objects (as alpaca-style datasets ship) is read as rows too, each at the line it starts."""
+    objects (as alpaca-style datasets ship) is read as rows too, each at the line it starts.
+    `columns`: the names of a CSV/TSV file without a header row."""
     text = read_text(path)
     if fmt == "jsonl" and text.lstrip().startswith("["):
         yield from json_array_rows(path, text)
@@ -117,7 +153,9 @@ def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     # the file is in memory already, so the csv module's 128 KiB field cap protects nothing:
     # a field may be as long as the file (long documents are real data)
     csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, 2**31 - 1)))
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
+    reader = csv.DictReader(
+        io.StringIO(text), fieldnames=columns, delimiter="\t" if fmt == "tsv" else ","
+    )
     rows = iter(reader)
     while True:
         try:
@@ -132,8 +170,9 @@ def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
         start = reader.line_num - sum(str(v).count("\n") for v in row.values() if v)
         if None in row:
             raise DataError(
-                f"{path}:{start}: more fields than the header has; quote fields that contain "
-                f"{'tabs' if fmt == 'tsv' else 'commas'}"
+                f"{path}:{start}: more fields than the "
+                + ("header has" if columns is None else f"{len(columns)} of data.columns")
+                + f"; quote fields that contain {'tabs' if fmt == 'tsv' else 'commas'}"
             )
         yield start, row
 
@@ -282,11 +321,15 @@ def load_examples(spec: str, cfg: DataConfig, reader: Any, role: str) -> list[Ex
     return examples[:limit] if limit else examples
 
 
-def fingerprint(specs: list[str | None]) -> str:
+def fingerprint(specs: list[str | None], cfg: DataConfig | None = None) -> str:
     """sha256 over the bytes of the local data files (hub specs by name)."""
     digest = hashlib.sha256()
     for spec in specs:
         if spec is None:
             continue
-        digest.update(spec.encode() if spec.startswith("hf:") else Path(spec).read_bytes())
+        if spec.startswith("hf:"):
+            digest.update(spec.encode())
+            continue
+        for path in data_files(spec, cfg):
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

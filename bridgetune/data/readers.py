@@ -28,6 +28,7 @@ from bridgetune.data.io import (
     column,
     detect_format,
     jsonl_sentences,
+    parallel_rows,
     read_records,
     read_text,
     read_token_file,
@@ -61,18 +62,23 @@ class Reader(Protocol):
 
 
 def row_examples(
-    read_one: Any, path: Path, cfg: DataConfig, labelled: bool, instead: str
+    read_one: Any, path: Path, cfg: DataConfig, labelled: bool, instead: str, parallel: bool = False
 ) -> list[Example]:
-    """`read_one(row, cfg, (path, line), labelled)` for every row of a CSV/TSV/JSONL file (rows
-    that fail it are errors, or with `data.invalid_rows: skip` left out and listed); a token
-    file is refused with `instead` (what to give)."""
-    fmt = detect_format(path, cfg.format, tagged=False)
-    if fmt == "conll":
-        raise DataError(f"{path}: a token file cannot feed this task; {instead}")
+    """`read_one(row, cfg, (path, line), labelled)` for every row of a CSV/TSV/JSONL file (or,
+    for a reader that says `parallel`, of parallel text files; rows that fail it are errors,
+    or with `data.invalid_rows: skip` left out and listed); a token file is refused with
+    `instead` (what to give)."""
+    if cfg.format == "parallel" and parallel:
+        records = parallel_rows(path, cfg.languages or [])
+    else:
+        fmt = detect_format(path, cfg.format, tagged=False)
+        if fmt == "conll":
+            raise DataError(f"{path}: a token file cannot feed this task; {instead}")
+        records = ((path, n, row) for n, row in read_records(path, fmt, cfg.columns))
     examples, skipped = [], []
-    for number, row in read_records(path, fmt):
+    for source, number, row in records:
         try:
-            examples.append(read_one(row, cfg, (path, number), labelled))
+            examples.append(read_one(row, cfg, (source, number), labelled))
         except DataError as error:
             if cfg.invalid_rows != "skip":
                 raise
@@ -533,7 +539,14 @@ class GenerationReader:
       read too), multi-turn, optional system turn;
     - `prompt` and `completion`: a plain prompt and the text that follows it;
     - `instruction`, optional `input`, `output` (alpaca): the prompt is the instruction, and the
-      input after a blank line.
+      input after a blank line;
+    - with `data.format: parallel`, line-aligned source and target text files (translation).
+
+    A prompt given as a list of strings (sentences) is joined with spaces; a completion given
+    as a list holds several references: the first is trained, all of them score generations.
+    `data.prompt_template` wraps each prompt ("Summarize: {prompt}"); `data.as_chat` makes a
+    prompt/completion row a user turn and an assistant turn (trained through the chat
+    template).
 
     `data.column_map` renames other layouts onto these. An example keeps the prompt in `text`
     and the target in `label` ({"completion": ...} or {"messages": [...]}). Unknown roles, a
@@ -544,7 +557,9 @@ class GenerationReader:
     tagged = False
 
     def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
-        return row_examples(self._example, path, cfg, labelled, "generation reads JSONL rows")
+        return row_examples(
+            self._example, path, cfg, labelled, "generation reads JSONL rows", parallel=True
+        )
 
     def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
         return self._example(row, cfg, where, labelled=True)
@@ -578,11 +593,21 @@ class GenerationReader:
                 f"'instruction' + 'output' (columns: {', '.join(map(str, row))}); rename with "
                 "data.column_map"
             )
-        prompt = _text(prompt, "prompt", at)
+        prompt = _text(_joined(prompt), "prompt", at)
+        if cfg.prompt_template:
+            prompt = cfg.prompt_template.replace("{prompt}", prompt)
         if not labelled:
             return Example(text=prompt, source=at)
-        completion = _text(completion, "completion", at)
-        return Example(text=prompt, label={"completion": completion}, source=at)
+        if isinstance(completion, list) and completion:  # several references: train the first
+            references = [_text(c, f"completion[{i}]", at) for i, c in enumerate(completion)]
+            target: dict[str, Any] = {"completion": references[0], "references": references}
+        else:
+            target = {"completion": _text(completion, "completion", at)}
+        if cfg.as_chat:
+            turns = [{"role": "user", "content": prompt},
+                     {"role": "assistant", "content": target["completion"]}]  # fmt: skip
+            return Example(text=prompt, label={**target, "messages": turns}, source=at)
+        return Example(text=prompt, label=target, source=at)
 
     @staticmethod
     def _messages(value: Any, cfg: DataConfig, at: str) -> list[dict[str, str]]:
@@ -614,6 +639,13 @@ class GenerationReader:
 
     def stratum(self, example: Example) -> str | None:
         return None
+
+
+def _joined(value: Any) -> Any:
+    """A prompt given as a list of strings (an abstract's sentences) as one text."""
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return " ".join(v.strip() for v in value)
+    return value
 
 
 def _text(value: Any, name: str, at: str) -> str:

@@ -77,4 +77,4 @@ def load_splits(cfg: DataConfig, reader: Any) -> Splits:
     check_labels(dev, labels, "dev")
     if test is not None:
         check_labels(test, labels, "test")
-    return Splits(train, dev, test, labels, fingerprint([cfg.train, cfg.dev, cfg.test]))
+    return Splits(train, dev, test, labels, fingerprint([cfg.train, cfg.dev, cfg.test], cfg))

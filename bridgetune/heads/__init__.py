@@ -94,6 +94,7 @@ AUTO_CLASSES = {  # the transformers class of a base model, by the problem its h
     "token": "AutoModelForTokenClassification",
     "span": "AutoModelForQuestionAnswering",
     "lm": "AutoModelForCausalLM",
+    "seq2seq": "AutoModelForSeq2SeqLM",
 }
 
 
@@ -105,7 +106,7 @@ def load_base_model(head: dict[str, Any], labels: list[str]) -> torch.nn.Module:
     from bridgetune.tasks.base import load_pretrained
 
     auto = getattr(transformers, AUTO_CLASSES.get(head["problem"], AUTO_CLASSES["single"]))
-    if head["problem"] == "lm":  # a language model's head is its vocabulary: no labels
+    if head["problem"] in ("lm", "seq2seq"):  # a language model's head is its vocabulary
         return auto.from_pretrained(resolve_model(head["base_model"]))
     extra = {"problem_type": "multi_label_classification"} if head["problem"] == "multi" else {}
     return load_pretrained(auto, resolve_model(head["base_model"]), labels, **extra)

@@ -27,7 +27,7 @@ def apply_method(
     base again).
     """
     # a language model's output layer is its (tied) vocabulary, not a task head to retrain
-    head = [] if problem == "lm" else head_modules(model)
+    head = [] if problem in ("lm", "seq2seq") else head_modules(model)
     prepared = METHODS.get(cfg.name)(model, method_params(cfg), head, problem)
     if not count_parameters(prepared)[0]:
         raise ConfigError(
@@ -107,8 +107,9 @@ def check_method(
     try:
         prepared = apply_method(model, cfg, problem, model_path)
         ids = torch.ones((1, 8), dtype=torch.long)
+        decoder = {"decoder_input_ids": ids} if config.is_encoder_decoder else {}
         with torch.no_grad():
-            prepared(input_ids=ids, attention_mask=torch.ones_like(ids))
+            prepared(input_ids=ids, attention_mask=torch.ones_like(ids), **decoder)
     except Exception as error:  # peft and transformers raise many types for a misfit
         raise ConfigError(method_error(cfg, model, config.model_type, error)) from error
 

@@ -26,6 +26,8 @@ from bridgetune.methods.base import Params, method
 
 MERGEABLE = ("lora", "ia3")
 PROMPT_METHODS = ("prompt", "ptuning")
+# models whose linear layers are transformers' Conv1D (weights stored transposed)
+CONV1D_MODELS = ("gpt2", "openai-gpt", "decision_transformer")
 
 
 class _Export(Params):
@@ -73,7 +75,12 @@ def peft_config(name: str, cfg: Any, head: list[str], problem: str, model_type: 
     # span (question answering): no task type, so the plain PeftModel passes every input on;
     # peft 0.21's PeftModelForQuestionAnswering drops token_type_ids, and the merged model
     # (which gets them) then answers differently from the trained one
-    task_types = {"token": peft.TaskType.TOKEN_CLS, "span": None, "lm": peft.TaskType.CAUSAL_LM}
+    task_types = {
+        "token": peft.TaskType.TOKEN_CLS,
+        "span": None,
+        "lm": peft.TaskType.CAUSAL_LM,
+        "seq2seq": peft.TaskType.SEQ_2_SEQ_LM,
+    }
     task_type = task_types.get(problem, peft.TaskType.SEQ_CLS)
     common = {"task_type": task_type}
     if name == "lora":
@@ -86,6 +93,7 @@ def peft_config(name: str, cfg: Any, head: list[str], problem: str, model_type: 
             lora_dropout=cfg.dropout,
             target_modules=cfg.target_modules or "all-linear",
             modules_to_save=head,
+            fan_in_fan_out=model_type in CONV1D_MODELS,
             **common,
         )
     if name == "ia3":
@@ -145,10 +153,12 @@ class AdapterModel(torch.nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        **decoder: torch.Tensor,
     ) -> Any:
+        """`decoder`: an encoder-decoder's decoder_input_ids and decoder_attention_mask."""
         from bridgetune.heads import HeadOutput
 
-        inputs = body_inputs(input_ids, attention_mask, token_type_ids, position_ids)
+        inputs = {**body_inputs(input_ids, attention_mask, token_type_ids, position_ids), **decoder}
         logits = output_logits(self.peft_model(**inputs))
         if self.problem in ("token", "span") and logits.shape[1] > input_ids.shape[1]:
             logits = logits[:, -input_ids.shape[1] :]  # drop the virtual tokens' rows
@@ -167,6 +177,9 @@ class AdapterModel(torch.nn.Module):
             self.merged().save_pretrained(directory)
             return None
         self.peft_model.save_pretrained(directory)
+        base = self.peft_model.get_base_model()
+        if getattr(base, "can_generate", lambda: False)():  # the run's decoding options
+            base.generation_config.save_pretrained(directory)
         return {
             "type": "adapter",
             "method": self.method,
@@ -185,6 +198,11 @@ class AdapterModel(torch.nn.Module):
 
         with quiet_peft():
             peft_model = PeftModel.from_pretrained(load_base_model(head, labels), str(directory))
+        if (Path(directory) / "generation_config.json").is_file():
+            from transformers import GenerationConfig
+
+            config = GenerationConfig.from_pretrained(directory)
+            peft_model.get_base_model().generation_config = config
         return cls(peft_model, head["method"], head["problem"], head["base_model"], "adapter")
 
 

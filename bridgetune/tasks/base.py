@@ -114,6 +114,30 @@ def pad_batch(
 DROPOUT_KEYS = ("hidden_dropout_prob", "dropout", "resid_pdrop", "hidden_dropout")
 
 
+def quantized(quantization: str | None) -> dict[str, Any]:
+    """from_pretrained arguments that load a model quantized by bitsandbytes on this process's
+    GPU (QLoRA: 4-bit NF4 with double quantization and bf16 compute); {} for "none"."""
+    if quantization in (None, "none"):
+        return {}
+    import os
+
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    return {
+        "quantization_config": config,
+        "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))},
+    }
+
+
 def load_pretrained(
     auto_class: Any,
     name_or_path: str,

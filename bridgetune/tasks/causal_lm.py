@@ -27,7 +27,7 @@ from bridgetune.data.batching import padded
 from bridgetune.data.readers import GenerationReader
 from bridgetune.data.schema import Example
 from bridgetune.losses import IGNORE
-from bridgetune.tasks.base import DROPOUT_KEYS, TASKS, Feature, pad_batch
+from bridgetune.tasks.base import DROPOUT_KEYS, TASKS, Feature, pad_batch, quantized
 from bridgetune.tasks.predictions import LossPrediction
 
 # ChatML (as SmolLM2 and Qwen use it), for models that come without a chat template
@@ -82,11 +82,11 @@ class CausalLMTask:
             if value
         ]
         if used:
-            raise ValueError(f"{', '.join(used)}: not for causal_lm; remove them")
+            raise ValueError(f"{', '.join(used)}: not for {cls.name}; remove them")
         if cfg.method.name in ("prompt", "ptuning", "prefix", "head_only"):
             raise ValueError(
                 f"method.name={cfg.method.name!r} is for encoders with a task head; for "
-                "causal_lm use lora (the default), ia3, bitfit (models with biases) or full"
+                f"{cls.name} use lora (the default), ia3, bitfit (models with biases) or full"
             )
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
@@ -100,7 +100,10 @@ class CausalLMTask:
                 if hasattr(config, key):
                     setattr(config, key, kwargs["dropout"])
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, config=config, trust_remote_code=trust
+            name_or_path,
+            config=config,
+            trust_remote_code=trust,
+            **quantized(kwargs.get("quantization")),
         )
         # with pad == eos (SmolLM2, many chat models) the embedding's padding_idx is the EOS
         # row, which then never gets a gradient: full fine-tuning could not learn to end (and

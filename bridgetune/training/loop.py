@@ -129,12 +129,15 @@ class Loop:
         head: list[str] | None = None,
         weights: torch.Tensor | None = None,
         resumable: bool = True,
+        extra_metrics: Callable[[torch.nn.Module], dict] | None = None,
     ) -> None:
         """`head`: the task head's module names (train.head_lr); `weights`: class weights (the
         loss is the task's: `task.problem`).
         `resumable=False` (stages of a command without --resume, e.g. few-shot): no
         checkpoints, and `checkpoint_dir` (which then only holds the best weights while the
-        loop runs) is removed at the end."""
+        loop runs) is removed at the end. `extra_metrics(model)`: more dev metrics at every
+        evaluation (generated samples' ROUGE), merged into the task's."""
+        self.extra_metrics = extra_metrics
         self.resumable = resumable
         self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
         self.features = train_features
@@ -337,7 +340,10 @@ class Loop:
         if not self.dev.features:
             return {}
         predictions = self.task.calibrate(self.predict(self.dev), self.dev.examples)
-        metrics = headline(self.task.metrics(predictions, self.dev.examples))
+        metrics = self.task.metrics(predictions, self.dev.examples)
+        if self.extra_metrics is not None:
+            metrics.update(self.extra_metrics(self.unwrapped))
+        metrics = headline(metrics)
         if self.metric_name not in metrics:
             raise ValueError(
                 f"train.metric={self.metric_name!r} is not a dev metric of task "
