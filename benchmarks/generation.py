@@ -5,7 +5,8 @@ Both fine-tune the same model (default: the generative default SmolLM2-135M-Inst
 linear layer), on the same prompt/completion examples (the support tickets of
 examples/data/support_tickets, prompt -> one-line summary; loss on the completion and its EOS),
 same max_length, batch size, epochs, learning rate and schedule (linear, no warmup, no weight
-decay), same precision (fp32 on CPU, bf16 on CUDA), no packing, and gradient checkpointing off
+decay), same precision (`--precision`; default fp32 on CPU, bf16 autocast on CUDA), no
+packing unless `--packing` (then both pack), and gradient checkpointing off
 on both (TRL's SFTConfig turns it on by default; it trades speed for memory).
 
 Measured, each system in its own process (peak memory is per process): training time without
@@ -72,9 +73,8 @@ def dev_loss(model: Any, tokenizer: Any, dev: list[dict], device: str, max_lengt
     examples = [Example(text=r["prompt"], label={"completion": r["completion"]}) for r in dev]
     features = task.encode(examples, tokenizer, max_length)
     predictions = infer(
-        model, task, features, examples, tokenizer.pad_token_id, torch.device(device), 8,
-        "bf16" if device == "cuda" else "fp32",
-    )  # fmt: skip
+        model, task, features, examples, tokenizer.pad_token_id, torch.device(device), 8, "fp32"
+    )
     return task.metrics(predictions, examples)["loss"]
 
 
@@ -107,8 +107,8 @@ def run_ours(args: argparse.Namespace, train: Path, dev: Path, work: Path) -> di
         "method": {"name": "lora", **LORA},
         "train": {
             "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-            "warmup_ratio": 0.0, "weight_decay": 0.0, "seed": 42, "eval_batch_size": 8,
-            "device": args.device, "precision": "bf16" if args.device == "cuda" else "fp32",
+            "warmup_ratio": 0.0, "weight_decay": 0.0, "seed": args.seed, "eval_batch_size": 8,
+            "device": args.device, "precision": args.precision,
             "packing": args.packing,
         },
         "generate": {"eval_examples": 0},
@@ -130,12 +130,16 @@ def run_ours(args: argparse.Namespace, train: Path, dev: Path, work: Path) -> di
     features = build_task("causal_lm", []).encode(examples, tokenizer, args.max_length)
     tokens = sum(len(f["input_ids"]) for f in features) * args.epochs
     seconds = timing["train"] - timing["eval"]
+    from transformers import AutoModelForCausalLM
+
+    trained = AutoModelForCausalLM.from_pretrained(result.model_dir)  # merged LoRA
+    dev_rows = [json.loads(line) for line in dev.read_text(encoding="utf-8").splitlines()]
     return {
         "train_s": round(seconds, 1),
         "tokens": tokens,
         "tokens_per_s": round(tokens / seconds, 1),
         "peak_memory_mib": round(peak_memory_mib(args.device)),
-        "dev_loss": round(result.metrics["loss"], 4),
+        "dev_loss": round(dev_loss(trained, tokenizer, dev_rows, args.device, args.max_length), 4),
     }
 
 
@@ -150,14 +154,14 @@ def run_trl(args: argparse.Namespace, train: Path, dev: Path, work: Path) -> dic
 
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     config = SFTConfig(
         output_dir=str(work / "trl"), per_device_train_batch_size=args.batch_size,
         num_train_epochs=args.epochs, learning_rate=args.lr, lr_scheduler_type="linear",
         warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, max_length=args.max_length,
         packing=args.packing, completion_only_loss=True, gradient_checkpointing=False,
-        bf16=args.device == "cuda", use_cpu=args.device == "cpu", seed=42, logging_steps=10,
+        bf16=args.precision == "bf16", use_cpu=args.device == "cpu", seed=args.seed,
+        logging_steps=10,
         report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
     )  # fmt: skip
     lora = LoraConfig(
@@ -206,10 +210,16 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--packing", action="store_true", help="pack examples (both systems)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=42, help="seed of both systems")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default=None,
+        help="mixed precision of both (default: bf16 on CUDA, fp32 on CPU)",
+    )  # fmt: skip
     parser.add_argument("--only", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args()
     args.epochs = args.epochs or (1 if args.quick else 3)
+    args.precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
     limit = args.train_examples or (128 if args.quick else None)
     data = Path(args.data)
     if not (data / "train.jsonl").is_file():
@@ -244,7 +254,9 @@ def main() -> None:
     line = {
         "benchmark": "generation_sft", "device": args.device, "model": args.model,
         "train_examples": limit, "epochs": args.epochs, "max_length": args.max_length,
-        "batch_size": args.batch_size, "packing": args.packing, "ours": ours, "peer": trl,
+        "batch_size": args.batch_size, "packing": args.packing, "seed": args.seed,
+        "precision": args.precision,
+        "ours": ours, "peer": trl,
         "speedup": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2),
     }  # fmt: skip
     if args.output:

@@ -313,6 +313,7 @@ def train_run(
         cfg.train,
         tokenizer.pad_token_id,
         run.checkpoint,
+        bucket_by_length=length_bucketing(cfg, task),
         head=head,
         weights=class_weights(cfg.train.class_weights, task.labels, train_features, task.problem),
         extra_metrics=sampled_generations(cfg, task, tokenizer, splits.dev),
@@ -383,6 +384,15 @@ def finish_run(
     if save:
         save_run(run, cfg, result, fitted.model, tokenizer, task, splits, method)
     return result
+
+
+def length_bucketing(cfg: RunConfig, task: Task) -> bool:
+    """train.length_bucketing, or the default: on for encoder tasks; off for generative ones
+    (sorted batches group alike examples: SFT's dev loss after one short epoch was 0.47 against
+    0.35 unsorted, docs/benchmarks.md) and when packing (no padding to save)."""
+    if cfg.train.length_bucketing is not None:
+        return cfg.train.length_bucketing
+    return task.output != "generation" and not cfg.train.packing
 
 
 def sampled_generations(

@@ -301,6 +301,12 @@ class TrainConfig(_Section):
         description="Loss weight per class: 'balanced' (inverse frequency in train) or "
         "{label: weight}; multilabel: weight of each label's positives; NER: per tag.",
     )
+    length_bucketing: bool | None = Field(
+        None,
+        description="Batch examples of similar length together (less padding, faster); null: "
+        "on for encoder tasks, off for causal_lm and seq2seq (batches of alike examples "
+        "slowed their learning: docs/benchmarks.md) and with packing (no padding to save).",
+    )
     packing: bool = Field(
         False,
         description="causal_lm: pack the examples of a batch into rows of up to max_length "

@@ -60,7 +60,8 @@ def task_loss(
     pair of a query) or pointwise (binary cross-entropy of relevant or not);
     "span": (batch, tokens, 2) start/end logits against (batch, 2) start/end token indices;
     "lm": next-token cross-entropy of a causal LM (the logits at t predict the label at t + 1;
-    IGNORE labels, the prompt and the padding, do not count);
+    IGNORE labels, the prompt and the padding, do not count; logits may cover only the last
+    columns, which then meet the last labels);
     "seq2seq": cross-entropy of an encoder-decoder's logits against its target tokens (the
     decoder's input is already shifted: no shift here).
     """
@@ -80,6 +81,8 @@ def task_loss(
             raise ValueError("a ranking loss needs the batch's query groups")
         return ranking_loss(logits.view(-1), labels.float().view(-1), groups.view(-1), kind)
     if problem == "lm":
+        # logits of only the last columns (transformers' logits_to_keep) meet their labels
+        labels = labels[:, labels.shape[1] - logits.shape[1] :]
         return F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]),
             labels[:, 1:].reshape(-1),

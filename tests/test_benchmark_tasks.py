@@ -81,7 +81,42 @@ def test_generate_eval_scores_a_tuned_model_on_dev_conversations(tiny_llama, tmp
     )  # fmt: skip
     model = api.train(config).model_dir
     report = run(load("generate_eval"), ["--dev", str(data), "--model", str(model)], capsys)
-    assert report["benchmark"] == "generate_eval" and report["conversations"] == 3
+    assert report["benchmark"] == "generate_eval" and report["examples"] == 3
     result = report["results"][str(model)]
-    assert result["exact_match"] == 1.0 and result["finished"] == 1.0  # it learned all three
+    assert result["exact_match"] == 100 and result["finished"] == 100  # it learned all three
+    assert result["rougeL"] == 100 and result["chrf"] == 100
     assert result["examples"][0]["generated"] == "it ships tomorrow"
+
+
+def test_generate_eval_reads_a_configs_dev_data_with_its_formatting(tiny_llama, tmp_path, capsys):
+    """multi30k's config: parallel files, prompt template, chat formatting, all applied."""
+    for side in ("en", "de"):
+        (tmp_path / f"dev.{side}").write_text("where is my order\nrefund\n", encoding="utf-8")
+    config = tmp_path / "multi30k.yaml"
+    text = (ROOT / "examples/configs/multi30k_en_de.yaml").read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("../../../shared/data/multi30k_en_de/", f"{tmp_path}/"), encoding="utf-8"
+    )
+    argv = ["--config", str(config), "--model", str(tiny_llama), "--max-new-tokens", "3"]
+    report = run(load("generate_eval"), argv, capsys)
+    assert report["examples"] == 2
+    shown = report["results"][str(tiny_llama)]["examples"][0]["prompt"]
+    assert shown == "Translate to German: where is my order"
+
+
+def test_generation_benchmark_runs_ours_and_trl_on_the_same_work(tiny_llama, tmp_path, capsys):
+    pytest.importorskip("trl")
+    rows = [{"ticket": "where is my order", "summary": "it ships tomorrow"},
+            {"ticket": "refund", "summary": "the money is back in five days"}] * 4  # fmt: skip
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+        )
+    argv = ["--model", str(tiny_llama), "--data", str(tmp_path), "--train-examples", "8",
+            "--dev-examples", "4", "--epochs", "1", "--batch-size", "4",
+            "--max-length", "64"]  # fmt: skip
+    report = run(load("generation"), argv, capsys)
+    assert report["benchmark"] == "generation_sft" and report["device"] == "cpu"
+    ours, peer = report["ours"], report["peer"]
+    assert ours["tokens"] == peer["tokens"]  # the same training tokens on both sides
+    assert ours["tokens_per_s"] > 0 and peer["dev_loss"] > 0 and ours["peak_memory_mib"] > 0

@@ -165,6 +165,12 @@ def test_sft_trains_saves_and_generates_like_plain_transformers(tiny_llama, tmp_
     )
     text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text.strip() == generated[1]["text"]
+    from transformers import pipeline
+
+    # the pipeline users reach for, with the saved chat template and generation config
+    writer = pipeline("text-generation", model=str(result.model_dir), device="cpu")
+    chat = writer([{"role": "user", "content": "refund"}], max_new_tokens=12)
+    assert chat[0]["generated_text"][-1]["content"].strip() == generated[1]["text"]
 
 
 def test_options_a_language_model_cannot_take_are_refused(tiny_llama, tmp_path):
@@ -299,3 +305,29 @@ def test_eos_trains_when_pad_is_eos(tiny_llama):
     loss.backward()
     eos_row = model.get_input_embeddings().weight.grad[tokenizer.eos_token_id]
     assert eos_row.abs().sum() > 0
+
+
+def test_logits_of_prompt_columns_are_skipped_without_changing_loss_or_dev_loss(tiny_llama):
+    from bridgetune.losses import task_loss
+
+    tokenizer = tokenizer_of(tiny_llama)
+    task = build_task("causal_lm", [])
+    model = task.build_model(str(tiny_llama)).eval()
+    assert task.keep_logits  # Llama takes logits_to_keep
+    examples = [
+        Example(text="where is my order where is my order", label={"completion": "it ships"}),
+        Example(text="where is my order", label={"completion": "it ships tomorrow thanks"}),
+    ]
+    features = task.encode(examples, tokenizer, 64)
+    batch = task.collate(features, tokenizer.pad_token_id)
+    kept = batch.pop("logits_to_keep")
+    assert kept[0] == len(tokenizer("where is my order")["input_ids"]) - 1  # the shorter prompt
+    with torch.no_grad():
+        full = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        part = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=kept)
+    assert part.logits.shape[1] == batch["input_ids"].shape[1] - kept[0]
+    labels = batch["labels"]
+    assert torch.allclose(task_loss(part.logits, labels, "lm"), task_loss(full, labels, "lm"))
+    kept_nll = [p["nll"] for p in task.decode(part.logits, features, examples)]
+    full_nll = [p["nll"] for p in task.decode(full, features, examples)]
+    assert kept_nll == pytest.approx(full_nll, rel=1e-5)

@@ -70,7 +70,7 @@ def test_t5_learns_its_targets_and_the_run_reports_generation_metrics(tiny_t5, t
         tmp_path / "runs",
         task="seq2seq",
         data={"train": str(data), "dev": str(data)},
-        train={"epochs": 60, "lr": 1e-2},
+        train={"epochs": 100, "lr": 1e-2},
         generate={"max_new_tokens": 10, "num_beams": 2},
     )
     if method == "full":

@@ -16,6 +16,7 @@ loss); `Predictor.generate` writes text (greedy by default, left-padded batches)
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -58,6 +59,7 @@ class CausalLMTask:
         self.labels = labels
         self.chat = chat  # trained on conversations (prompts go through the chat template)
         self.pack_length = pack_length  # train.packing: rows of up to this many tokens
+        self.keep_logits = False  # the model takes `logits_to_keep` (set by build_model)
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> CausalLMTask:
@@ -111,6 +113,7 @@ class CausalLMTask:
         embeddings = model.get_input_embeddings()
         if getattr(embeddings, "padding_idx", None) is not None:
             embeddings.padding_idx = None
+        self.keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         return model
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
@@ -137,29 +140,41 @@ class CausalLMTask:
         return features
 
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
-        return pad_batch(features, pad_id, label_pad=IGNORE)
+        """Right-padded rows; with labels, `logits_to_keep` when the model takes it (see
+        `kept_logits`)."""
+        return self.kept(pad_batch(features, pad_id, label_pad=IGNORE))
 
     def collate_train(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
         """Training batches: with train.packing, the batch's examples packed (first fit, in
         order) into rows of up to max_length tokens; see `pack`."""
         if not self.pack_length:
             return self.collate(features, pad_id)
-        return pack(features, pad_id, self.pack_length)
+        return self.kept(pack(features, pad_id, self.pack_length))
+
+    def kept(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.keep_logits and "labels" in batch:
+            columns = kept_logits(batch["labels"])
+            if columns is not None:
+                batch["logits_to_keep"] = columns
+        return batch
 
     def decode(
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
     ) -> list[dict[str, Any]]:
-        """Each example's summed next-token loss over its target tokens (dev loss)."""
+        """Each example's summed next-token loss over its target tokens (dev loss). The logits
+        may cover only the batch's last columns (`kept_logits`): column k is position
+        `offset + k`, and no position before `offset` predicts a target."""
+        offset = padded(max(len(f["input_ids"]) for f in features)) - logits.shape[1]
         predictions = []
         for row, feature in enumerate(features):
             labels = torch.tensor(feature["labels"] or [], dtype=torch.long)
             n = len(labels)
             scored = labels[1:] != IGNORE
             nll = 0.0
-            if n > 1 and scored.any():
+            if n - 1 > offset and scored.any():
                 nll = F.cross_entropy(
-                    logits[row, : n - 1].float(), labels[1:].to(logits.device), reduction="sum",
-                    ignore_index=IGNORE,
+                    logits[row, : n - 1 - offset].float(), labels[offset + 1 :].to(logits.device),
+                    reduction="sum", ignore_index=IGNORE,
                 ).item()  # fmt: skip
             predictions.append(
                 {"nll": nll, "tokens": int(scored.sum()), "truncated": feature["truncated"]}
@@ -189,23 +204,45 @@ class CausalLMTask:
         return label
 
 
+def kept_logits(labels: torch.Tensor) -> torch.Tensor | None:
+    """The columns whose logits the loss reads: from the one before the batch's first target
+    token to the end (transformers' `logits_to_keep` as indices), or None when that is every
+    column. The output layer and the softmax over the vocabulary then skip the prompts: in a
+    batch of long prompts with short answers, most of a step's work on a small model."""
+    scored = labels != IGNORE
+    rows = scored.any(dim=1)
+    if not rows.any():
+        return None
+    start = int(scored.int().argmax(dim=1)[rows].min()) - 1
+    return torch.arange(start, labels.shape[1]) if start > 0 else None
+
+
 def pack(features: list[Feature], pad_id: int, length: int) -> dict[str, torch.Tensor]:
     """Examples packed into rows of at most `length` tokens: `position_ids` restart at 0 for
     every example and no `attention_mask` is given, which transformers reads as packed
     sequences (a block-diagonal causal mask: no attention across examples). The first token of
     every example is never a target, so no example learns from the one before it; the padding
-    at a row's end is a sequence of its own and is not trained."""
-    rows: list[list[Feature]] = []
-    sizes: list[int] = []
-    for feature in features:
+    at a row's end is a sequence of its own and is not trained.
+
+    Rows are balanced: as few rows as the tokens need, each example (longest first) into the
+    emptiest row it fits, so all rows end near the same length and little is padding (first
+    fit would fill rows to `length` and pad the last one to it)."""
+    total = sum(len(f["input_ids"]) for f in features)
+    rows: list[list[Feature]] = [[] for _ in range(max(1, -(-total // length)))]
+    sizes = [0] * len(rows)
+    for feature in sorted(features, key=lambda f: -len(f["input_ids"])):
         n = len(feature["input_ids"])
-        row = next((i for i, size in enumerate(sizes) if size + n <= length), None)
-        if row is None:
-            rows.append([feature])
-            sizes.append(n)
+        fits = [i for i, size in enumerate(sizes) if size + n <= length]
+        if fits:
+            row = min(fits, key=sizes.__getitem__)
         else:
-            rows[row].append(feature)
-            sizes[row] += n
+            rows.append([])
+            sizes.append(0)
+            row = len(rows) - 1
+        rows[row].append(feature)
+        sizes[row] += n
+    rows = [row for row in rows if row]
+    sizes = [size for size in sizes if size]
     width = padded(max(sizes))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
