@@ -683,16 +683,47 @@ def evaluate(
     model_dir: str | Path, data: str | Path, output: str | Path | None = None, split: str = "eval"
 ) -> dict[str, Any]:
     """Metrics of a saved model on a labelled file (same columns as training); writes a report
-    (JSON, Markdown, confusion matrix) into `output` when given."""
+    (JSON, Markdown, confusion matrix; generative models: sample generations) into `output`
+    when given. A generative model is scored by loss and perplexity and by its generations
+    (ROUGE, BLEU, chrF, exact match, EOS share; decoding from its generation config)."""
     predictor = load(model_dir)
     meta = predictor.meta
     cfg = saved_data_config(meta, str(data))
     examples = read_file(Path(data), cfg, reader_for(meta["task"]))
     check_labels(examples, predictor.task.labels, split)
-    predictions = predictor.predict(examples)
-    metrics = predictor.task.metrics(predictions, examples)
+    if predictor.task.output == "generation":
+        metrics = evaluate_generation(predictor, examples)
+    else:
+        metrics = predictor.task.metrics(predictor.predict(examples), examples)
     if output is not None:
         write_report(Path(output), split, metrics, title=f"{Path(model_dir).name}: {data}")
+    return metrics
+
+
+def evaluate_generation(predictor: Predictor, examples: list[Example]) -> dict[str, Any]:
+    """Loss and perplexity of a generative model on labelled `examples`, and the scores of
+    what it generates for them (bridgetune.generation.generation_report)."""
+    from rich.console import Console
+
+    from bridgetune.generation import generation_report
+    from bridgetune.predictor import infer
+
+    task, tokenizer = predictor.task, predictor.tokenizer
+    features = task.encode(examples, tokenizer, predictor.max_length)
+    scored = infer(predictor.model, task, features, examples, tokenizer.pad_token_id,
+                   predictor.device, batch_size=8)  # fmt: skip
+    metrics = task.metrics(scored, examples)
+    with Console(stderr=True).status(f"generating for {len(examples)} examples"):
+        metrics.update(
+            generation_report(
+                predictor.model,
+                tokenizer,
+                examples,
+                chat=bool(getattr(task, "chat", False)),
+                max_length=predictor.max_length,
+                device=predictor.device,
+            )
+        )
     return metrics
 
 
@@ -717,9 +748,11 @@ def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dic
 
     cfg = as_config(config, overrides)
     splits = load_splits(cfg.data, reader_for(cfg.task))
-    _, tokenizer, _ = prepare_task(cfg, splits)
+    task, tokenizer, _ = prepare_task(cfg, splits)
 
     def lengths(examples: list[Example]) -> list[int]:
+        if task.output == "generation":  # as encoded: template, prompt, answer and EOS
+            return [len(f["input_ids"]) for f in task.encode(examples, tokenizer, 2**31 - 1)]
         if tags_words(cfg.task):
             encoded = tokenizer([e.tokens for e in examples], is_split_into_words=True)
         else:

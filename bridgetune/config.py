@@ -497,6 +497,15 @@ class ServeConfig(_Section):
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (empty: CORS off)."
     )
+    max_new_tokens: int = Field(
+        512, gt=0, description="Generative models: the most tokens one request may ask for."
+    )
+    generation_timeout_s: float = Field(
+        120,
+        gt=0,
+        description="Generative models: a generation running longer ends there (finish_reason "
+        "'length').",
+    )
     feedback_db: str | None = Field(
         None, description="SQLite file of feedback; default <model_dir>/../feedback.db."
     )

@@ -244,10 +244,12 @@ class Predictor:
         self,
         prompt: str | list[dict[str, str]],
         max_new_tokens: int | None = None,
+        stats: dict[str, Any] | None = None,
         **decoding: Any,
     ) -> Iterator[str]:
         """The text generated for one prompt, piece by piece as the tokens come (decoding as in
-        `generate`); it stops at EOS/end of turn or after max_new_tokens."""
+        `generate`); it stops at EOS/end of turn or after max_new_tokens. `stats`, when given,
+        receives "tokens" (generated) and "finished" (EOS came first) at the end."""
         import threading
 
         from transformers import TextIteratorStreamer
@@ -260,7 +262,24 @@ class Predictor:
         encoded = tokenizer(
             self.prompt_text(prompt), return_tensors="pt", add_special_tokens=not chat
         ).to(self.device)
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stops = {tokenizer.eos_token_id}
+        counted: dict[str, Any] = stats if stats is not None else {}
+        counted.update(tokens=0, finished=False)
+
+        class Streamer(TextIteratorStreamer):
+            """Also counts the new tokens and sees EOS (the text alone hides both)."""
+
+            started = False
+
+            def put(self, value: torch.Tensor) -> None:
+                if self.started or not self.skip_prompt:
+                    ids = value.view(-1).tolist()
+                    counted["tokens"] += sum(1 for i in ids if i not in stops)
+                    counted["finished"] = counted["finished"] or any(i in stops for i in ids)
+                self.started = True
+                super().put(value)
+
+        streamer = Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         model = getattr(self.model, "peft_model", self.model)
         decoding["max_new_tokens"] = max_new_tokens or default_new_tokens(model)
         arguments = {

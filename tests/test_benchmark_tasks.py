@@ -104,6 +104,7 @@ def test_generate_eval_reads_a_configs_dev_data_with_its_formatting(tiny_llama, 
     assert shown == "Translate to German: where is my order"
 
 
+@pytest.mark.slow  # two subprocesses import torch, transformers and TRL (~30 s)
 def test_generation_benchmark_runs_ours_and_trl_on_the_same_work(tiny_llama, tmp_path, capsys):
     pytest.importorskip("trl")
     rows = [{"ticket": "where is my order", "summary": "it ships tomorrow"},

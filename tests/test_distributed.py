@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import tiny_config, write_config
 
 
@@ -67,6 +68,7 @@ def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
     assert steps == 20 * 2  # 5 batches per epoch sharded over 2 processes: 2 each (1 dropped)
 
 
+@pytest.mark.slow  # two more processes (~14 s); the default suite keeps test_two_process_training
 def test_two_process_lora_with_pgd_and_accumulation(tiny_bert, sentiment_csv, tmp_path):
     """Adversarial passes and peft models under DDP: extra forwards must not upset its reducer;
     the processes share the augmentation."""
@@ -85,6 +87,7 @@ def test_two_process_lora_with_pgd_and_accumulation(tiny_bert, sentiment_csv, tm
     assert meta["method"] == "lora"
 
 
+@pytest.mark.slow  # two more processes (~17 s)
 def test_two_process_packed_lora_sft(tiny_llama, tmp_path):
     """Generative fine-tuning under DDP: packed rows, LoRA on a decoder, dev loss gathered."""
     rows = [

@@ -89,7 +89,10 @@ def test_t5_learns_its_targets_and_the_run_reports_generation_metrics(tiny_t5, t
     # the run's decoding options are the model's generation config, read by plain transformers
     saved = json.loads((result.model_dir / "generation_config.json").read_text())
     assert saved["max_new_tokens"] == 10 and saved["num_beams"] == 2
-    if method == "full":
+    if method == "full":  # `bridgetune evaluate` on a labelled file, once
+        evaluated = api.evaluate(result.model_dir, data, output=tmp_path / "report")
+        assert evaluated["exact_match"] == 100 and evaluated["perplexity"] < 1.2
+        assert "Sample generations" in (tmp_path / "report" / "eval_report.md").read_text()
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(result.model_dir)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from bridgetune.cli.common import (
@@ -159,11 +160,18 @@ def generate(
         if value is not None:
             decoding[key] = value
     predictor = run_action(lambda: api.load(model_dir))
-    generated = run_action(
-        lambda: predictor.generate(
-            inputs, batch_size=batch_size, max_new_tokens=max_new_tokens, **decoding
-        )
-    )
+    chunks = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
+    generated = []
+    with Progress(*Progress.get_default_columns(), console=Console(stderr=True),
+                  disable=len(chunks) < 2) as progress:  # fmt: skip
+        task = progress.add_task("generating", total=len(inputs))
+        for chunk in chunks:
+            generated += run_action(
+                lambda chunk=chunk: predictor.generate(
+                    chunk, batch_size=batch_size, max_new_tokens=max_new_tokens, **decoding
+                )
+            )
+            progress.advance(task, len(chunk))
     lines = [
         json.dumps({"prompt": prompt, **result}, ensure_ascii=False)
         for prompt, result in zip(inputs, generated)
@@ -305,7 +313,8 @@ def validate_data(config: Path, overrides: Overrides = None) -> None:
     names = list(report["splits"]["train"]["labels"])
     for label in names:
         labels.add_row(label, *[str(s["labels"].get(label, 0)) for s in report["splits"].values()])
-    out.print(labels)
+    if names:  # generative data has no labels
+        out.print(labels)
     out.print(f"dev examples also in train: {report['dev_in_train']}")
     if "test_in_train" in report:
         out.print(f"test examples also in train: {report['test_in_train']}")

@@ -1,7 +1,9 @@
 """The HTTP service: `create_app(model_dir)` returns a FastAPI app with its OpenAPI document.
 
-Endpoints: POST /v1/predict, POST /v1/rank (ranking models), POST /v1/feedback, GET /v1/info,
-GET /health, GET /ready, GET /metrics, POST /admin/reload, and the playground page at /.
+Endpoints: POST /v1/predict, POST /v1/rank (ranking models), POST /v1/generate and OpenAI's
+POST /v1/chat/completions and GET /v1/models (generative models; bridgetune.serve.chat),
+POST /v1/feedback, GET /v1/info, GET /health, GET /ready, GET /metrics, POST /admin/reload, and
+the playground page at /.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bridgetune.data.schema import Example
 from bridgetune.predictor import Predictor
 from bridgetune.serve import schemas
 from bridgetune.serve.batching import MicroBatcher
+from bridgetune.serve.chat import add_chat_routes
 from bridgetune.serve.metrics import ServiceMetrics
 from bridgetune.serve.middleware import (
     BodyLimit,
@@ -53,10 +56,20 @@ ENDPOINTS = (
     "/v1/info",
     "/v1/predict",
     "/v1/rank",
+    "/v1/generate",
+    "/v1/chat/completions",
+    "/v1/models",
     "/v1/feedback",
     "/admin/reload",
 )
-JSON_BODIES = ("/v1/predict", "/v1/rank", "/v1/feedback", "/admin/reload")
+JSON_BODIES = (
+    "/v1/predict",
+    "/v1/rank",
+    "/v1/generate",
+    "/v1/chat/completions",
+    "/v1/feedback",
+    "/admin/reload",
+)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong API key."},
     413: {"description": "Too many texts or too large a body."},
@@ -308,7 +321,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             raise RequestError(422, "this ranking model answers POST /v1/rank (query, candidates)")
         if slot.predictor.task.output == "generation":
             raise RequestError(
-                422, "this generative model is not served over HTTP yet; use bridgetune generate"
+                422, "this generative model answers POST /v1/chat/completions and /v1/generate"
             )
         predictions = await served(slot, slot.examples(body.texts, body.text_pairs))
         return {"model_version": slot.version, "task": slot.task, "predictions": predictions}
@@ -398,6 +411,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             model_version=slot.version, previous_version=previous, task=slot.task
         )
 
+    add_chat_routes(app, service, user, ERRORS)
     page = _playground()
 
     @app.get("/", include_in_schema=False)

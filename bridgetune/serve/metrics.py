@@ -21,6 +21,7 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 10)) + (0.95, 0.99, 1.0)
 
 
@@ -67,6 +68,32 @@ class ServiceMetrics:
             "bridgetune_truncated_texts", "Texts longer than max_length.", registry=r
         )
         self.feedback = Counter("bridgetune_feedback", "Feedback rows stored.", registry=r)
+        self.generated_tokens = Counter(
+            "bridgetune_generated_tokens", "Tokens generated (rate: tokens/s).", registry=r
+        )
+        self.generation_seconds = Histogram(
+            "bridgetune_generation_seconds",
+            "Time generating one request (queue excluded).",
+            buckets=GENERATION_BUCKETS,
+            registry=r,
+        )
+        self.generation_queue = Histogram(
+            "bridgetune_generation_queue_seconds",
+            "Time a generation request waited for its turn.",
+            buckets=GENERATION_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "bridgetune_time_to_first_token_seconds",
+            "Streamed requests: from arrival to the first generated text (queue included).",
+            buckets=GENERATION_BUCKETS,
+            registry=r,
+        )
+        self.cancelled_generations = Counter(
+            "bridgetune_cancelled_generations",
+            "Streamed generations stopped because the client went away.",
+            registry=r,
+        )
         self.reloads = Counter(
             "bridgetune_model_reloads", "Model reloads.", ["outcome"], registry=r
         )

@@ -43,6 +43,7 @@ class Service:
         self.store = open_store(config, self.directory)
         self.batcher: MicroBatcher | None = None
         self.reloading = asyncio.Lock()
+        self.generating = asyncio.Lock()  # one generation at a time (bridgetune.serve.chat)
         self.api_keys = [*config.api_keys, *_env_keys("BRIDGETUNE_API_KEYS")]
         self.admin_keys = [*config.admin_keys, *_env_keys("BRIDGETUNE_ADMIN_KEYS")]
         pointer = os.environ.get(POINTER_ENV)

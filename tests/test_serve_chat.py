@@ -1,0 +1,161 @@
+"""Generative models over HTTP: /v1/generate, OpenAI's /v1/chat/completions (plain and streamed)
+and /v1/models, through the official `openai` client against a real uvicorn server; keys,
+limits, the time cap, cancellation of a streamed request, concurrent clients."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import LiveServer, tiny_config
+
+from bridgetune import api
+from bridgetune.config import ServeConfig
+from bridgetune.predictor import Predictor
+from bridgetune.serve.app import create_app
+
+KEY = "chat-key"
+ASK = [{"role": "user", "content": "refund"}]
+
+
+@pytest.fixture(scope="module")
+def assistant(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny causal_lm model that learned three support answers."""
+    from tests.test_causal_lm import SUPPORT, write_jsonl
+
+    root = tmp_path_factory.mktemp("served-assistant")
+    data = write_jsonl(root / "chat.jsonl", SUPPORT)
+    config = tiny_config(
+        tiny_llama, root / "runs", task="causal_lm", data={"train": str(data), "dev": str(data)},
+        train={"epochs": 60, "lr": 3e-2}, generate={"eval_examples": 0},
+    )  # fmt: skip
+    return api.train(config).model_dir
+
+
+@pytest.fixture()
+def live(assistant: Path):
+    config = ServeConfig(api_keys=[KEY], max_new_tokens=400)
+    with LiveServer(create_app(Predictor.load(assistant, device="cpu"), config)) as server:
+        yield server
+
+
+def test_the_openai_client_gets_plain_and_streamed_completions(live: LiveServer, assistant):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{live.url}/v1", api_key=KEY, max_retries=0)
+    expected = Predictor.load(assistant, device="cpu").generate([ASK])[0]["text"]
+    assert expected == "the money is back in five days"
+
+    reply = client.chat.completions.create(model="any", messages=ASK, max_tokens=16)
+    assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content == expected
+    assert reply.choices[0].finish_reason == "stop"  # the trained EOS ended it
+    assert reply.usage.completion_tokens == 7 and reply.usage.prompt_tokens > 0
+    assert reply.model.startswith("tiny@")
+
+    stream = client.chat.completions.create(model="any", messages=ASK, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == expected
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert {c.id for c in chunks} == {chunks[0].id}
+
+    assert [m.id for m in client.models.list()] == [reply.model]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{live.url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_generate_endpoint_limits_and_client_mistakes(live: LiveServer):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=live.url, headers=headers, timeout=30) as http:
+        body = http.post("/v1/generate", json={"prompts": ["hello"], "max_tokens": 3}).json()
+        assert body["generations"][0]["tokens"] <= 3 and body["task"] == "causal_lm"
+        chat = "/v1/chat/completions"
+        cases = [
+            ({"messages": ASK, "max_tokens": 401}, "over this server's cap of 400"),
+            ({"messages": ASK, "n": 2}, "n:"),
+            ({"messages": []}, "messages:"),
+            ({"messages": [{"role": "robot", "content": "hi"}]}, "role"),
+            ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "text content"),
+        ]
+        for payload, message in cases:
+            answer = http.post(chat, json=payload)
+            assert answer.status_code == 422 and message in answer.json()["detail"], payload
+        assert http.post("/v1/generate", json={"prompts": [" "]}).status_code == 422
+        predict = http.post("/v1/predict", json={"texts": ["refund"]})
+        assert predict.status_code == 422 and "/v1/chat/completions" in predict.json()["detail"]
+        assert httpx.post(f"{live.url}{chat}", json={"messages": ASK}).status_code == 401
+
+
+def test_a_classifier_does_not_chat(served_classifier: Path):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(Predictor.load(served_classifier, device="cpu"))) as http:
+        answer = http.post("/v1/chat/completions", json={"messages": ASK})
+        assert answer.status_code == 422 and "does not generate" in answer.json()["detail"]
+
+
+@pytest.mark.filterwarnings("ignore:Unfeasible length constraints")  # min_new_tokens, on purpose
+def test_a_cancelled_stream_frees_the_model_and_a_time_cap_ends_generations(assistant: Path):
+    config = ServeConfig(max_new_tokens=400)
+    predictor = Predictor.load(assistant, device="cpu")
+    predictor.model.generation_config.min_new_tokens = 400  # no EOS: a generation to cut short
+    chatter = [{"role": "user", "content": "hello hello hello"}]
+    assert not predictor.generate([chatter], max_new_tokens=400)[0]["finished"]
+    with LiveServer(create_app(predictor, config)) as server:
+        long = {"messages": chatter, "max_tokens": 400, "stream": True}
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            with http.stream("POST", "/v1/chat/completions", json=long) as response:
+                first = next(response.iter_lines())
+                assert json.loads(first.removeprefix("data: "))["choices"][0]["delta"]
+            # the client went away after one event: its generation stops, the model is free
+            again = http.post("/v1/chat/completions", json={"messages": ASK, "max_tokens": 16})
+            assert again.status_code == 200
+            metrics = {
+                line.split()[0]: float(line.split()[1])
+                for line in http.get("/metrics").text.splitlines()
+                if line.startswith("bridgetune_") and " " in line
+            }
+            assert metrics["bridgetune_cancelled_generations_total"] == 1
+            assert metrics["bridgetune_generation_queue_seconds_count"] == 2
+            assert metrics["bridgetune_generated_tokens_total"] < 400 + 7
+    quick = ServeConfig(generation_timeout_s=0.001)
+    with LiveServer(create_app(predictor, quick)) as server:
+        capped = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"messages": ASK, "max_tokens": 300, "temperature": 1.5},
+            timeout=30,
+        ).json()
+        assert capped["choices"][0]["finish_reason"] == "length"
+        assert capped["usage"]["completion_tokens"] < 300
+
+
+def test_concurrent_chat_clients_all_get_answers(live: LiveServer):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def ask(index: int) -> str:
+        payload = {"messages": ASK, "max_tokens": 12, "stream": index % 2 == 0}
+        with httpx.Client(base_url=live.url, headers=headers, timeout=60) as http:
+            if not payload["stream"]:
+                answer = http.post("/v1/chat/completions", json=payload)
+                if answer.status_code != 200:
+                    with lock:
+                        errors.append(answer.text)
+                return answer.json()["choices"][0]["message"]["content"]
+            text = []
+            with http.stream("POST", "/v1/chat/completions", json=payload) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: {"):
+                        delta = json.loads(line[6:])["choices"][0]["delta"]
+                        text.append(delta.get("content") or "")
+            return "".join(text).strip()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert not errors
+    assert set(answers) == {"the money is back in five days"}
