@@ -418,6 +418,13 @@ def configure_generation(model: Any, tokenizer: Any, settings: Any) -> None:
     model = getattr(model, "peft_model", model)  # an adapter: its base model's configs
     base = getattr(model, "get_base_model", lambda: model)()
     config = base.generation_config
+    if not settings.do_sample:  # a base model's sampling defaults (Qwen's, say) go with it
+        from transformers import GenerationConfig
+
+        default = GenerationConfig()
+        for key in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
+            if hasattr(config, key):
+                setattr(config, key, getattr(default, key, None))
     for key, value in settings.decoding().items():
         setattr(config, key, value)
     config.pad_token_id = tokenizer.pad_token_id

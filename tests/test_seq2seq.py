@@ -284,3 +284,20 @@ def test_qlora_needs_lora_a_generative_task_and_a_cuda_gpu(tiny_llama, tmp_path)
     with pytest.raises(ConfigError, match=r"needs a CUDA GPU \(this machine has none\)"):
         api.train(config)
     assert not (tmp_path / "runs" / "tiny" / "model").exists()
+
+
+def test_greedy_runs_drop_the_base_models_sampling_defaults(tiny_t5, tmp_path):
+    from transformers import GenerationConfig
+
+    from bridgetune.api import configure_generation
+    from bridgetune.config import GenerateConfig
+    from bridgetune.models import load_tokenizer
+    from bridgetune.tasks import build_task
+
+    model = build_task("seq2seq", []).build_model(str(tiny_t5))
+    model.generation_config.update(do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
+    configure_generation(model, load_tokenizer(str(tiny_t5)), GenerateConfig(num_beams=3))
+    model.generation_config.save_pretrained(tmp_path)  # validates: no sampling option left over
+    saved = GenerationConfig.from_pretrained(tmp_path)
+    assert not saved.do_sample and saved.num_beams == 3
+    assert saved.temperature in (None, 1.0) and saved.top_p in (None, 1.0)
