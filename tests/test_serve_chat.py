@@ -122,6 +122,10 @@ def test_a_cancelled_stream_frees_the_model_and_a_time_cap_ends_generations(assi
             assert metrics["bridgetune_cancelled_generations_total"] == 1
             assert metrics["bridgetune_generation_queue_seconds_count"] == 2
             assert metrics["bridgetune_generated_tokens_total"] < 400 + 7
+            # no max_tokens: the model's own limit (450 here), within the server's cap (400)
+            predictor.model.generation_config.max_new_tokens = 450
+            uncapped = http.post("/v1/chat/completions", json={"messages": chatter}).json()
+            assert uncapped["usage"]["completion_tokens"] == 400
     quick = ServeConfig(generation_timeout_s=0.001)
     with LiveServer(create_app(predictor, quick)) as server:
         capped = httpx.post(

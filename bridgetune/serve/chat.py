@@ -138,6 +138,16 @@ def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None
 
         return StoppingCriteriaList([Stop()])
 
+    def capped(slot: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """A request without max_tokens gets the model's default, within the server's cap."""
+        from bridgetune.generation import default_new_tokens
+
+        if options.get("max_new_tokens") is None:
+            model = slot.predictor.model
+            default = default_new_tokens(getattr(model, "peft_model", model))
+            options = {**options, "max_new_tokens": min(default, config.max_new_tokens)}
+        return options
+
     async def generate(slot: Any, prompts: list, options: dict) -> list[dict[str, Any]]:
         """Whole generations, one request at a time, recorded in the metrics."""
         queued = time.perf_counter()
@@ -165,7 +175,7 @@ def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None
         slot = generative_slot()
         template = (slot.predictor.meta.get("data") or {}).get("prompt_template")
         prompts = [template.replace("{prompt}", p) if template else p for p in body.prompts]
-        results = await generate(slot, prompts, body.decoding(config.max_new_tokens))
+        results = await generate(slot, prompts, capped(slot, body.decoding(config.max_new_tokens)))
         return {"model_version": slot.version, "task": slot.task, "generations": results}
 
     @app.get("/v1/models", tags=["generation"], dependencies=[Depends(user)])
@@ -195,7 +205,7 @@ def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None
         """OpenAI-compatible chat completion (`stream: true`: server-sent events)."""
         slot = generative_slot()
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        options = body.decoding(config.max_new_tokens)
+        options = capped(slot, body.decoding(config.max_new_tokens))
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         prompt_tokens = await run_in_threadpool(_prompt_tokens, slot.predictor, messages)
         if body.stream:
