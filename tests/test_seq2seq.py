@@ -7,34 +7,24 @@ characters on hand-computed cases."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from bridgetune import api
 from bridgetune.config import ConfigError, DataConfig
-from bridgetune.data.readers import GenerationReader
 from bridgetune.data.schema import DataError, Example
 from bridgetune.generation import is_chinese, prompt_and_references, text_metrics
 from bridgetune.losses import IGNORE
 from bridgetune.tasks import build_task
 from tests.conftest import tiny_config
+from tests.test_causal_lm import read, write_jsonl
 
 PAIRS = [
     {"prompt": "where is my order", "completion": "it ships tomorrow"},
     {"prompt": "refund", "completion": "the money is back in five days"},
     {"prompt": "what colour", "completion": "black and white"},
 ]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def read(path: Path, **extra) -> list[Example]:
-    return GenerationReader().read_file(path, DataConfig(train=str(path), **extra), True)
 
 
 def test_sources_and_targets_end_with_eos_and_the_decoder_input_is_the_shifted_target(tiny_t5):
@@ -242,9 +232,8 @@ def test_gradient_checkpointing_recomputes_activations_and_trains_to_the_same_lo
     from transformers.models.llama.modeling_llama import LlamaMLP
 
     from tests.test_causal_lm import SUPPORT
-    from tests.test_causal_lm import write_jsonl as write_chat
 
-    data = write_chat(tmp_path / "chat.jsonl", SUPPORT)
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
     calls = []
     real = LlamaMLP.forward  # inside the checkpointed layer: runs again when recomputed
     monkeypatch.setattr(LlamaMLP, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -270,9 +259,8 @@ def test_gradient_checkpointing_recomputes_activations_and_trains_to_the_same_lo
 
 def test_qlora_needs_lora_a_generative_task_and_a_cuda_gpu(tiny_llama, tmp_path):
     from tests.test_causal_lm import SUPPORT
-    from tests.test_causal_lm import write_jsonl as write_chat
 
-    data = write_chat(tmp_path / "chat.jsonl", SUPPORT)
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
     config = tiny_config(
         tiny_llama, tmp_path / "runs", task="causal_lm", data={"train": str(data)},
     )  # fmt: skip

@@ -114,6 +114,26 @@ def pad_batch(
 DROPOUT_KEYS = ("hidden_dropout_prob", "dropout", "resid_pdrop", "hidden_dropout")
 
 
+def load_generator(auto_class: Any, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
+    """A pretrained generative model (causal or seq2seq) for training: no cache, the dropout of
+    `kwargs["dropout"]` when given, quantized for QLoRA when `kwargs["quantization"]` says."""
+    from transformers import AutoConfig
+
+    trust = kwargs.get("trust_remote_code", False)
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust)
+    config.use_cache = False  # training; a cache would also hide packed sequences
+    if kwargs.get("dropout") is not None:
+        for key in (*DROPOUT_KEYS, "dropout_rate", "attention_dropout"):
+            if hasattr(config, key):
+                setattr(config, key, kwargs["dropout"])
+    return auto_class.from_pretrained(
+        name_or_path,
+        config=config,
+        trust_remote_code=trust,
+        **quantized(kwargs.get("quantization")),
+    )
+
+
 def quantized(quantization: str | None) -> dict[str, Any]:
     """from_pretrained arguments that load a model quantized by bitsandbytes on this process's
     GPU (QLoRA: 4-bit NF4 with double quantization and bf16 compute); {} for "none"."""

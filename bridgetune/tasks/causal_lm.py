@@ -28,7 +28,7 @@ from bridgetune.data.batching import padded
 from bridgetune.data.readers import GenerationReader
 from bridgetune.data.schema import Example
 from bridgetune.losses import IGNORE
-from bridgetune.tasks.base import DROPOUT_KEYS, TASKS, Feature, pad_batch, quantized
+from bridgetune.tasks.base import TASKS, Feature, load_generator, pad_batch
 from bridgetune.tasks.predictions import LossPrediction
 
 # ChatML (as SmolLM2 and Qwen use it), for models that come without a chat template
@@ -92,21 +92,9 @@ class CausalLMTask:
             )
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
-        trust = kwargs.get("trust_remote_code", False)
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust)
-        config.use_cache = False  # training; a cache would also hide packed sequences
-        if kwargs.get("dropout") is not None:
-            for key in (*DROPOUT_KEYS, "attention_dropout"):
-                if hasattr(config, key):
-                    setattr(config, key, kwargs["dropout"])
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path,
-            config=config,
-            trust_remote_code=trust,
-            **quantized(kwargs.get("quantization")),
-        )
+        model = load_generator(AutoModelForCausalLM, name_or_path, **kwargs)
         # with pad == eos (SmolLM2, many chat models) the embedding's padding_idx is the EOS
         # row, which then never gets a gradient: full fine-tuning could not learn to end (and
         # with tied embeddings, nor to predict EOS). Padding is masked by length and labels.

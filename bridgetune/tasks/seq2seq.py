@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from bridgetune.config import RunConfig
 from bridgetune.data.schema import Example
 from bridgetune.losses import IGNORE
-from bridgetune.tasks.base import DROPOUT_KEYS, TASKS, Feature, pad_batch, quantized
+from bridgetune.tasks.base import TASKS, Feature, load_generator, pad_batch
 from bridgetune.tasks.causal_lm import CausalLMTask
 
 
@@ -65,21 +65,9 @@ class Seq2SeqTask(CausalLMTask):
             )
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
-        from transformers import AutoConfig, AutoModelForSeq2SeqLM
+        from transformers import AutoModelForSeq2SeqLM
 
-        trust = kwargs.get("trust_remote_code", False)
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust)
-        config.use_cache = False
-        if kwargs.get("dropout") is not None:
-            for key in (*DROPOUT_KEYS, "dropout_rate", "attention_dropout"):
-                if hasattr(config, key):
-                    setattr(config, key, kwargs["dropout"])
-        model = AutoModelForSeq2SeqLM.from_pretrained(
-            name_or_path,
-            config=config,
-            trust_remote_code=trust,
-            **quantized(kwargs.get("quantization")),
-        )
+        model = load_generator(AutoModelForSeq2SeqLM, name_or_path, **kwargs)
         start = model.config.decoder_start_token_id
         if start is None:
             raise ValueError(
