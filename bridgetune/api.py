@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,8 @@ from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.predictor import Predictor, read_meta
 from bridgetune.rundir import RunDirectory, check_disk
 from bridgetune.tasks import TASKS, Task, build_task, reader_for
+
+log = logging.getLogger("bridgetune")
 
 ConfigLike = RunConfig | str | Path | dict
 
@@ -861,9 +864,10 @@ def export_feedback(
     """Write the feedback store's corrections as a training file; returns the rows written.
 
     The format follows the extension of `output`: .csv/.jsonl for classification tasks,
-    .conll (IOB2 words) for NER. Rows of several tasks cannot share one file.
+    .conll (IOB2 words) for NER, .jsonl (messages or prompt/completion) for generative models.
+    Rows of several tasks cannot share one file.
     """
-    from bridgetune.serve.store import FeedbackStore, export_rows
+    from bridgetune.serve.store import GENERATIVE, FeedbackStore, export_rows, sft_records
 
     database, output = Path(database), Path(output)
     if not database.is_file():
@@ -884,6 +888,18 @@ def export_feedback(
     )
     if fmt is None:
         raise ValueError(f"{output}: use a .csv, .jsonl or .conll file name")
+    if tasks and tasks[0] in GENERATIVE:
+        if fmt != "jsonl":
+            raise ValueError(
+                "generation feedback exports as JSONL (messages or prompt/completion, as "
+                "`bridgetune train` reads): name the output *.jsonl"
+            )
+        skipped = len(rows) - len(sft_records(rows))
+        if skipped:
+            log.warning("%d rated-down generations without a corrected answer are not training "
+                     "data: left out", skipped)  # fmt: skip
+        atomic_write_text(output, export_rows(rows, fmt))
+        return len(rows) - skipped
     token_level = bool(tasks) and tags_words(tasks[0])
     if token_level and fmt != "conll":
         raise ValueError("NER feedback exports as CoNLL: name the output *.conll")

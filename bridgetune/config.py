@@ -444,6 +444,31 @@ class MonitorConfig(_Section):
     )
 
 
+class KnowledgeConfig(_Section):
+    """`serve.knowledge`: a knowledge base searched for every chat request (retrieval)."""
+
+    documents: str | None = Field(
+        None,
+        description="A folder of .txt/.md files, a .txt/.md file, or a .jsonl/.csv of records "
+        "with `text` (documents) or `answer` (+ `question`: past answers) and optionally "
+        "`source`/`title`/`id`; none: no retrieval.",
+    )
+    encoder: str = Field(
+        "minilm", description="Encoder that embeds passages and questions (a model name or dir)."
+    )
+    top_k: int = Field(3, ge=1, description="Most passages put into a prompt.")
+    min_score: float = Field(
+        0.2, ge=-1, le=1, description="Least cosine similarity of a passage to the question."
+    )
+    chunk_chars: int = Field(
+        300, ge=50, description="Longest passage in characters (paragraphs joined up to it)."
+    )
+    instruction: str = Field(
+        "Answer with the help of these passages when they are relevant.",
+        description="Text before the numbered passages in the system turn.",
+    )
+
+
 class ServeConfig(_Section):
     """`bridgetune serve`: limits, batching, keys, feedback store and monitoring."""
 
@@ -500,6 +525,12 @@ class ServeConfig(_Section):
     max_new_tokens: int = Field(
         512, gt=0, description="Generative models: the most tokens one request may ask for."
     )
+    max_batch_generations: int = Field(
+        32,
+        ge=1,
+        description="Generative models: the most generations run together as one batch "
+        "(continuous batching: requests join and leave between tokens; 1: one at a time).",
+    )
     generation_timeout_s: float = Field(
         120,
         gt=0,
@@ -510,6 +541,7 @@ class ServeConfig(_Section):
         None, description="SQLite file of feedback; default <model_dir>/../feedback.db."
     )
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -240,6 +240,13 @@ class Predictor:
 
         return prompt_text(self.tokenizer, prompt, bool(getattr(self.task, "chat", False)))
 
+    def prompt_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
+        """The token ids of a prompt as `generate` encodes it (a chat template writes its own
+        special tokens; a plain prompt gets the tokenizer's)."""
+        chat = bool(getattr(self.task, "chat", False)) or not isinstance(prompt, str)
+        text = self.prompt_text(prompt)
+        return self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
+
     def stream(
         self,
         prompt: str | list[dict[str, str]],
@@ -258,10 +265,8 @@ class Predictor:
 
         self._check_generative()
         tokenizer = self.tokenizer
-        chat = bool(getattr(self.task, "chat", False)) or not isinstance(prompt, str)
-        encoded = tokenizer(
-            self.prompt_text(prompt), return_tensors="pt", add_special_tokens=not chat
-        ).to(self.device)
+        ids = torch.tensor([self.prompt_ids(prompt)], device=self.device)
+        encoded = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         stops = {tokenizer.eos_token_id}
         counted: dict[str, Any] = stats if stats is not None else {}
         counted.update(tokens=0, finished=False)

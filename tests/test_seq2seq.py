@@ -105,6 +105,18 @@ def test_an_adapter_directory_reloads_to_the_same_generations(tiny_t5, tmp_path)
     again = api.generate(result.model_dir, [p["prompt"] for p in PAIRS])
     assert first == again and first[1]["text"] == "the money is back in five days"
 
+    # served: an encoder-decoder generates one request at a time through model.generate
+    from fastapi.testclient import TestClient
+
+    from bridgetune.predictor import Predictor
+    from bridgetune.serve.app import create_app
+
+    with TestClient(create_app(Predictor.load(result.model_dir, device="cpu"))) as client:
+        served = client.post("/v1/generate", json={"prompts": [p["prompt"] for p in PAIRS]})
+        assert served.status_code == 200, served.text
+        assert [g["text"] for g in served.json()["generations"]] == [g["text"] for g in first]
+        assert client.app.state.service.slot.engine is False  # no batched engine for T5
+
 
 def test_generation_metrics_at_every_evaluation_can_pick_the_best_checkpoint(tiny_t5, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)

@@ -159,7 +159,116 @@ def test_concurrent_chat_clients_all_get_answers(live: LiveServer):
                         text.append(delta.get("content") or "")
             return "".join(text).strip()
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(ask, range(8)))
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(pool.map(ask, range(32)))
     assert not errors
     assert set(answers) == {"the money is back in five days"}
+    metrics = _metrics(httpx.get(f"{live.url}/metrics", headers=headers).text)
+    # continuous batching: forward passes advanced several generations at once
+    rows = metrics["bridgetune_generation_batch_rows_sum"]
+    assert rows / metrics["bridgetune_generation_batch_rows_count"] > 1.5
+    assert metrics["bridgetune_generated_tokens_total"] == 32 * 7
+
+
+def test_a_reload_during_generations_loses_none(assistant: Path):
+    """Generations running on the old model finish on it; requests after the switch go to the
+    new one; the old model's engine ends."""
+    config = ServeConfig(admin_keys=["root"], max_new_tokens=400)
+    predictor = Predictor.load(assistant, device="cpu")
+    predictor.model.generation_config.min_new_tokens = 60  # long enough to overlap the reload
+    app = create_app(predictor, config)
+    with LiveServer(app) as server:
+        old_engine = []
+
+        def stream() -> tuple[int, str | None]:
+            payload = {"messages": ASK, "max_tokens": 60, "stream": True}
+            pieces, finish = 0, None
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                with http.stream("POST", "/v1/chat/completions", json=payload) as response:
+                    for line in response.iter_lines():
+                        if line.startswith("data: {"):
+                            choice = json.loads(line[6:])["choices"][0]
+                            pieces += bool(choice["delta"].get("content"))
+                            finish = choice["finish_reason"] or finish
+            return pieces, finish
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            running = [pool.submit(stream) for _ in range(4)]
+            app_service = app.state.service
+            while not (app_service.slot.engine and app_service.slot.engine.running):
+                threading.Event().wait(0.01)
+            old_engine.append(app_service.slot.engine)
+            switched = httpx.post(
+                f"{server.url}/admin/reload", json={"model_dir": str(assistant)},
+                headers={"X-API-Key": "root"}, timeout=60,
+            )  # fmt: skip
+            assert switched.status_code == 200, switched.text
+            results = [future.result() for future in running]
+        # every old generation ran to its end (a piece per token, but tokens that decode to
+        # nothing)
+        assert all(finish == "length" and pieces > 50 for pieces, finish in results)
+        after = httpx.post(
+            f"{server.url}/v1/chat/completions", json={"messages": ASK, "max_tokens": 16},
+            timeout=60,
+        ).json()  # fmt: skip
+        assert after["choices"][0]["message"]["content"] == "the money is back in five days"
+        assert app_service.slot.engine is not old_engine[0]
+        old_engine[0]._thread.join(10)
+        assert not old_engine[0]._thread.is_alive()
+
+
+def _metrics(text: str) -> dict[str, float]:
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("bridgetune_") and " " in line
+    }
+
+
+def test_feedback_on_generations_exports_as_training_data(assistant, served_classifier, tmp_path):
+    from fastapi.testclient import TestClient
+
+    database = tmp_path / "feedback.db"
+    config = ServeConfig(feedback_db=str(database))
+    conversation = [{"role": "system", "content": "be brief"}, *ASK]
+    with TestClient(create_app(Predictor.load(assistant, device="cpu"), config)) as client:
+        sent = [
+            {"messages": conversation, "predicted": "black", "label": "it ships tomorrow",
+             "rating": "down"},  # a correction
+            {"text": "what colour", "predicted": "black and white", "rating": "up"},
+            {"text": "hello", "predicted": "hi", "rating": "down"},  # kept, not training data
+        ]  # fmt: skip
+        for body in sent:
+            answer = client.post("/v1/feedback", json=body)
+            assert answer.status_code == 201, answer.text
+        mistakes = {
+            "end with the user turn": {"messages": [*ASK, {"role": "assistant", "content": "x"}],
+                                       "label": "y"},
+            "give `label`": {"text": "refund"},
+            "a thumbs up needs `predicted`": {"text": "refund", "rating": "up"},
+            "give `text`": {"label": "y"},
+        }  # fmt: skip
+        for message, body in mistakes.items():
+            answer = client.post("/v1/feedback", json=body)
+            assert answer.status_code == 422 and message in answer.text, answer.text
+    with TestClient(create_app(Predictor.load(served_classifier, device="cpu"), config)) as client:
+        answer = client.post("/v1/feedback", json={"text": "great", "rating": "up"})
+        assert answer.status_code == 422 and "for generative models" in answer.text
+
+    exported = tmp_path / "sft.jsonl"
+    assert api.export_feedback(database, exported, model_version=None) == 2
+    records = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert records == [
+        {"messages": [*conversation, {"role": "assistant", "content": "it ships tomorrow"}]},
+        {"messages": [{"role": "user", "content": "what colour"},
+                      {"role": "assistant", "content": "black and white"}]},
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="JSONL"):
+        api.export_feedback(database, tmp_path / "sft.csv")
+    # `train` reads the export as it is
+    retrain = tiny_config(
+        assistant, tmp_path / "runs", task="causal_lm",
+        data={"train": str(exported), "dev": str(exported)},
+        train={"epochs": 1}, generate={"eval_examples": 0},
+    )  # fmt: skip
+    assert api.train(retrain).metrics["loss"] > 0

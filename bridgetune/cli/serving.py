@@ -51,6 +51,11 @@ def serve(
     from bridgetune.monitor import check_labels
 
     run_action(lambda: check_labels(cfg.monitor, read_meta(model_dir)["labels"]))
+    if cfg.knowledge.documents:  # bad documents stop here, with their file and line
+        from bridgetune.retrieval import read_passages
+
+        knowledge = cfg.knowledge
+        run_action(lambda: read_passages(Path(knowledge.documents), knowledge.chunk_chars))
     from bridgetune.serve.run import run_server
 
     run_server(model_dir, cfg, access_log=access_log)

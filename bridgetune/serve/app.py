@@ -29,7 +29,7 @@ from bridgetune.data.schema import Example
 from bridgetune.predictor import Predictor
 from bridgetune.serve import schemas
 from bridgetune.serve.batching import MicroBatcher
-from bridgetune.serve.chat import add_chat_routes
+from bridgetune.serve.chat import add_chat_routes, generation_feedback
 from bridgetune.serve.metrics import ServiceMetrics
 from bridgetune.serve.middleware import (
     BodyLimit,
@@ -100,13 +100,17 @@ def create_app(model: str | Path | Predictor, config: ServeConfig | None = None)
             on_batch=_batch_metrics(service.metrics),
         )
         service.batcher.start()
-        loading = None
+        loading = []
         if service.slot is None:
-            loading = asyncio.create_task(_load_initial(service))
+            loading.append(asyncio.create_task(_load_initial(service)))
+        if config.knowledge.documents:
+            loading.append(asyncio.create_task(_load_knowledge(service)))
         yield
-        if loading is not None:
-            loading.cancel()
+        for task in loading:
+            task.cancel()
         await service.batcher.stop()
+        if service.slot is not None and service.slot.engine:
+            service.slot.engine.close()
         if service.store is not None:
             service.store.close()
 
@@ -163,6 +167,19 @@ async def _load_initial(service: Service) -> None:
         raise
     service.install(predictor)
     log.info("serving %s (%s)", service.slot.version, service.slot.task)
+
+
+async def _load_knowledge(service: Service) -> None:
+    from bridgetune.retrieval import KnowledgeBase
+
+    settings = service.config.knowledge
+    try:
+        service.knowledge = await run_in_threadpool(
+            KnowledgeBase.load, settings.documents, settings.encoder, settings.chunk_chars
+        )
+    except Exception:
+        log.exception("could not load the knowledge base %s", settings.documents)
+        raise
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -254,7 +271,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/ready", tags=["status"], summary="Readiness: a model is loaded.")
     async def ready() -> JSONResponse:
-        if service.slot is None:
+        if service.slot is None or (config.knowledge.documents and service.knowledge is None):
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True, "model_version": service.slot.version})
 
@@ -369,15 +386,24 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         slot = service.ready_slot()
         if service.store is None:
             raise HTTPException(503, "no feedback store: start the server with feedback_db set")
-        entities = None
-        if body.entities is not None:
-            entities = [e.model_dump(exclude_none=True) for e in body.entities]
-        label = feedback_label(slot, body.label, entities, body.text)
+        text = body.text
+        if slot.predictor.task.output == "generation":
+            text, label = generation_feedback(slot, body)
+        elif text is None or body.messages is not None or body.rating is not None:
+            raise RequestError(
+                422, f"this {slot.task} model takes `text` and `label`; messages and rating are "
+                "for generative models",
+            )  # fmt: skip
+        else:
+            entities = None
+            if body.entities is not None:
+                entities = [e.model_dump(exclude_none=True) for e in body.entities]
+            label = feedback_label(slot, body.label, entities, text)
         predicted = body.predicted
         if isinstance(predicted, list) and predicted and not isinstance(predicted[0], str):
             predicted = [e.model_dump(exclude_none=True) for e in predicted]
         row, created = service.store.add(
-            text=body.text,
+            text=text,
             text_pair=body.text_pair,
             predicted=predicted,
             label=label,

@@ -79,19 +79,30 @@ class ServiceMetrics:
         )
         self.generation_queue = Histogram(
             "bridgetune_generation_queue_seconds",
-            "Time a generation request waited for its turn.",
+            "Time a generation request waited before its first forward pass.",
             buckets=GENERATION_BUCKETS,
             registry=r,
         )
         self.time_to_first_token = Histogram(
             "bridgetune_time_to_first_token_seconds",
-            "Streamed requests: from arrival to the first generated text (queue included).",
+            "From a generation request's arrival to its first token (queue included).",
             buckets=GENERATION_BUCKETS,
             registry=r,
         )
         self.cancelled_generations = Counter(
             "bridgetune_cancelled_generations",
-            "Streamed generations stopped because the client went away.",
+            "Generations stopped because the client went away.",
+            registry=r,
+        )
+        self.retrieval_seconds = Histogram(
+            "bridgetune_retrieval_seconds",
+            "Knowledge-base search of one chat request (embedding the question included).",
+            registry=r,
+        )
+        self.generation_batch = Histogram(
+            "bridgetune_generation_batch_rows",
+            "Generations advanced together by one forward pass (continuous batching).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
         self.reloads = Counter(

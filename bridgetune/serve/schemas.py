@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -165,10 +165,35 @@ def predict_response_model() -> type[BaseModel]:
     )
 
 
-class FeedbackRequest(_Body):
-    """A correction: the text, what the model said, and the right answer."""
+class Turn(BaseModel):
+    """One turn of a conversation."""
 
-    text: str = Field(min_length=1, description="The text that was predicted.")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class FeedbackRequest(_Body):
+    """A correction: the text, what the model said, and the right answer (generative models:
+    the prompt or conversation, the answer given, and a corrected answer or a rating)."""
+
+    text: str | None = Field(
+        None,
+        min_length=1,
+        description="The text that was predicted (generative models: the prompt; chat models "
+        "may send `messages` instead).",
+    )
+    messages: list[Turn] | None = Field(
+        None,
+        min_length=1,
+        description="Generative chat models: the conversation the model answered, ending with "
+        "the user's turn.",
+    )
+    rating: Literal["up", "down"] | None = Field(
+        None,
+        description="Generative models: thumbs up (`predicted` was right: it becomes training "
+        "data) or down (with `label`, the corrected answer; without, it is kept but not "
+        "exported for training).",
+    )
     text_pair: str | None = Field(None, description="Second text (pair models).")
     predicted: str | list[str] | list[Entity] | None = Field(
         None, description="What the model predicted (informational)."
@@ -188,7 +213,16 @@ class FeedbackRequest(_Body):
         description="Your id for this feedback; sending it again does not store it twice.",
     )
 
-    _text_has_content = field_validator("text")(_has_text)
+    @field_validator("text")
+    @classmethod
+    def _text_has_content(cls, value: str | None) -> str | None:
+        return None if value is None else _has_text(value)
+
+    @model_validator(mode="after")
+    def _says_what(self) -> FeedbackRequest:
+        if self.text is None and self.messages is None:
+            raise ValueError("give `text` (the text the model saw; chat models: or `messages`)")
+        return self
 
 
 class FeedbackResponse(BaseModel):

@@ -47,6 +47,7 @@ class ModelSlot:
     predictor: Predictor
     version: str
     monitor: DriftMonitor
+    engine: Any = None  # generative models: the GenerationEngine (False: it cannot run them)
 
     @classmethod
     def create(cls, predictor: Predictor, config: ServeConfig) -> ModelSlot:

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +44,8 @@ class Service:
         self.store = open_store(config, self.directory)
         self.batcher: MicroBatcher | None = None
         self.reloading = asyncio.Lock()
-        self.generating = asyncio.Lock()  # one generation at a time (bridgetune.serve.chat)
+        self.generating = asyncio.Lock()  # serial generation (bridgetune.serve.chat)
+        self.knowledge: Any = None  # bridgetune.retrieval.KnowledgeBase once loaded
         self.api_keys = [*config.api_keys, *_env_keys("BRIDGETUNE_API_KEYS")]
         self.admin_keys = [*config.admin_keys, *_env_keys("BRIDGETUNE_ADMIN_KEYS")]
         pointer = os.environ.get(POINTER_ENV)
@@ -56,6 +58,8 @@ class Service:
         previous = self.slot
         slot = ModelSlot.create(predictor, self.config)
         self.slot = slot
+        if previous is not None and previous.engine:
+            previous.engine.close()  # its running generations finish; new ones go to `slot`
         self.metrics.set_model(slot.version, slot.task, previous.version if previous else None)
         self.observer.reset(slot)
         return slot

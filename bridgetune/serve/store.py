@@ -139,10 +139,17 @@ def _row(values: tuple) -> FeedbackRow:
     return FeedbackRow(*head, predicted=json.loads(predicted), label=json.loads(label))
 
 
+GENERATIVE = ("causal_lm", "seq2seq")
+
+
 def export_rows(rows: list[FeedbackRow], fmt: str, separator: str = "|") -> str:
-    """Feedback as a training file: CSV/JSONL for classification, CoNLL (IOB2) for NER."""
+    """Feedback as a training file: CSV/JSONL for classification, CoNLL (IOB2) for NER, JSONL
+    of `messages` (chat models) or `prompt`/`completion` for generative models (rows without an
+    answer to train on, a thumbs down without a correction, are left out)."""
     if fmt == "conll":
         return "".join(_conll_sentence(row) for row in rows)
+    if rows and rows[0].task in GENERATIVE:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sft_records(rows))
     records = []
     for row in rows:
         label = row.label
@@ -160,6 +167,22 @@ def export_rows(rows: list[FeedbackRow], fmt: str, separator: str = "|") -> str:
     writer.writeheader()
     writer.writerows(records)
     return buffer.getvalue()
+
+
+def sft_records(rows: list[FeedbackRow]) -> list[dict[str, Any]]:
+    """Training records of generation feedback that carries an answer."""
+    records = []
+    for row in rows:
+        label = row.label if isinstance(row.label, dict) else {"completion": row.label}
+        answer = label.get("completion")
+        if not answer:
+            continue
+        if label.get("messages"):
+            turn = {"role": "assistant", "content": answer}
+            records.append({"messages": [*label["messages"], turn]})
+        else:
+            records.append({"prompt": row.text, "completion": answer})
+    return records
 
 
 # A CJK character is a word of its own (as in per-character NER files); otherwise whitespace.
