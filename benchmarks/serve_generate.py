@@ -6,11 +6,11 @@ generative model (SmolLM2-135M-Instruct, `bridgetune models pull smollm2`) LoRA-
 steps on the example support conversations and exported merged, so plain transformers loads it
 too (or --model DIR). They run one after the other, never at once. Each client sends
 `--requests` streamed chat completions in a row (support questions from
-examples/data/support_chat/dev.jsonl, greedy, at most --max-tokens tokens) with OpenAI's
-request body; the script measures generated tokens/s over the whole load (tokens counted by
-re-tokenizing each answer with the model's tokenizer, the same for both servers), time to the
-first generated text (p50/p95) and errors. The peer is benchmarks/serve_generate_baseline.py
-(a thread per request with a TextIteratorStreamer, as transformers' docs show; `--peer-serial`:
+examples/data/support_chat/dev.jsonl, or the conversations of --prompts; greedy, at most
+--max-tokens tokens) with OpenAI's request body. Measured: generated tokens/s over the whole
+load (answers re-tokenized by the model's tokenizer, the same for both servers), time to the
+first generated text (p50/p95) and errors. The peer is benchmarks/serve_generate_baseline.py:
+a thread per request with a TextIteratorStreamer, as transformers' docs show (`--peer-serial`:
 one generation at a time behind a lock).
 
     python benchmarks/serve_generate.py --quick        # 1 request per client
@@ -36,6 +36,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+DEV = REPO / "examples" / "data" / "support_chat" / "dev.jsonl"
 
 from serve_load import free_port, start  # noqa: E402
 
@@ -43,6 +44,9 @@ from serve_load import free_port, start  # noqa: E402
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="merged model directory (default: tune one)")
+    parser.add_argument(
+        "--prompts", type=Path, default=DEV, help="JSONL of chat `messages` (default: %(default)s)"
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=2, help="requests per client, in a row")
     parser.add_argument("--max-tokens", type=int, default=64)
@@ -52,10 +56,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def questions() -> list[list[dict[str, str]]]:
-    """Every dev conversation up to its last user turn."""
+def questions(path: Path) -> list[list[dict[str, str]]]:
+    """Every conversation of `path` up to its last user turn."""
     prompts = []
-    path = REPO / "examples" / "data" / "support_chat" / "dev.jsonl"
     for line in path.read_text(encoding="utf-8").splitlines():
         messages = json.loads(line)["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "user")
@@ -97,8 +100,9 @@ async def one_request(
     return "".join(pieces), first, time.perf_counter() - began, ok
 
 
-async def load(port: int, clients: int, requests: int, max_tokens: int) -> dict[str, Any]:
-    prompts = questions()
+async def load(
+    port: int, clients: int, requests: int, max_tokens: int, prompts: list[list[dict]]
+) -> dict[str, Any]:
     log: list[tuple[str, float | None, float, bool]] = []
 
     async def client(index: int) -> None:
@@ -139,10 +143,11 @@ def measure(name: str, command: list[str], port: int, args, tokenizer) -> dict[i
     server = start(command, port)
     results = {}
     try:
-        asyncio.run(load(port, 1, 1, 8))  # warm-up
+        prompts = questions(args.prompts)
+        asyncio.run(load(port, 1, 1, 8, prompts))  # warm-up
         for clients in args.clients:
             print(f"{name}: {clients} clients x {args.requests} requests ...", file=sys.stderr)
-            run = asyncio.run(load(port, clients, args.requests, args.max_tokens))
+            run = asyncio.run(load(port, clients, args.requests, args.max_tokens, prompts))
             results[clients] = summarize(run, tokenizer)
             print(f"{name}: {clients} clients: {results[clients]}", file=sys.stderr)
     finally:

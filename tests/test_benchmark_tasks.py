@@ -121,3 +121,26 @@ def test_generation_benchmark_runs_ours_and_trl_on_the_same_work(tiny_llama, tmp
     ours, peer = report["ours"], report["peer"]
     assert ours["tokens"] == peer["tokens"]  # the same training tokens on both sides
     assert ours["tokens_per_s"] > 0 and peer["dev_loss"] > 0 and ours["peak_memory_mib"] > 0
+
+
+@pytest.mark.slow  # two server subprocesses import torch and transformers (~20 s)
+def test_serve_generate_benchmark_loads_both_servers_alike(tiny_llama, tmp_path, capsys):
+    from bridgetune import api
+    from tests.test_causal_lm import SUPPORT, write_jsonl
+
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 3e-2},
+        generate={"eval_examples": 0},
+    )  # fmt: skip
+    model = api.train(config).model_dir
+    argv = ["--model", str(model), "--prompts", str(data), "--clients", "1", "4",
+            "--requests", "2", "--max-tokens", "8"]  # fmt: skip
+    report = run(load("serve_generate"), argv, capsys)
+    assert report["benchmark"] == "serve_generate" and set(report["speedup"]) == {"1", "4"}
+    for clients in ("1", "4"):
+        ours, peer = report["ours"][clients], report["peer_results"][clients]
+        assert ours["errors"] == peer["errors"] == 0
+        assert ours["requests"] == int(clients) * 2
+        assert ours["tokens"] == peer["tokens"] > 0  # the same greedy answers from both

@@ -353,3 +353,118 @@ def test_value_answer_and_ranking_views(driver, serve, predictors):
     assert [item.text.rsplit(" (", 1)[0] for item in items] == [r["text"] for r in ranked]
     assert not driver.find_element(By.ID, "feedback-box").is_displayed()
     assert not _severe(driver)
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny causal_lm that learned three support answers ("refund" -> "the money is back in
+    five days")."""
+    from bridgetune import api
+    from tests.conftest import tiny_config
+    from tests.test_causal_lm import SUPPORT, write_jsonl
+
+    root = tmp_path_factory.mktemp("playground-chat")
+    data = write_jsonl(root / "chat.jsonl", SUPPORT)
+    config = tiny_config(
+        tiny_llama, root / "runs", task="causal_lm", data={"train": str(data), "dev": str(data)},
+        train={"epochs": 60, "lr": 3e-2}, generate={"eval_examples": 0},
+    )  # fmt: skip
+    return api.train(config).model_dir
+
+
+def test_chat_view_streams_answers_rates_corrects_and_shows_sources(
+    driver, serve, chat_model, tiny_bert, tmp_path_factory
+):
+    """A generative model gets the chat view: streamed answers, thumbs and corrections stored
+    as feedback on the conversation, sources of the knowledge base listed under the answer and
+    the model alone when retrieval is unchecked."""
+    from bridgetune.predictor import Predictor
+
+    root = tmp_path_factory.mktemp("playground-kb")
+    docs = root / "kb.jsonl"
+    docs.write_text(json.dumps({"text": "it ships tomorrow", "source": "shipping"}) + "\n")
+    knowledge = {"documents": str(docs), "encoder": str(tiny_bert), "instruction": "be brief",
+                 "min_score": -1, "top_k": 1}  # fmt: skip
+    server = serve(Predictor.load(chat_model, device="cpu"), knowledge=knowledge)
+
+    driver.get_log("browser")
+    driver.get(server.url)
+    _wait(driver, _text_in("model-info", "causal_lm"), "the header shows no model info")
+    assert driver.find_element(By.ID, "chat-box").is_displayed()
+    assert not driver.find_element(By.ID, "input-box").is_displayed()
+    assert driver.find_element(By.ID, "use-retrieval").is_displayed()
+
+    def ask(text: str) -> object:
+        count = len(driver.find_elements(By.CSS_SELECTOR, ".turn.assistant .turn-actions"))
+        driver.find_element(By.ID, "message").send_keys(text)
+        driver.find_element(By.ID, "send").click()
+        _wait(
+            driver,
+            lambda d: (
+                len(d.find_elements(By.CSS_SELECTOR, ".turn.assistant .turn-actions")) > count
+            ),
+            "no answer shown",
+        )
+        return driver.find_elements(By.CSS_SELECTOR, ".turn.assistant")[-1]
+
+    # retrieval on: the passage is listed as the answer's source
+    answer = ask("refund")
+    assert answer.find_element(By.CSS_SELECTOR, ".sources li").text.startswith("shipping")
+    # a new conversation, the model alone: the trained answer, no sources
+    driver.find_element(By.ID, "new-chat").click()
+    assert not driver.find_elements(By.CSS_SELECTOR, ".turn")
+    driver.find_element(By.ID, "use-retrieval").click()
+    answer = ask("refund")
+    assert answer.find_element(By.CSS_SELECTOR, ".content").text == (
+        "the money is back in five days"
+    )
+    assert not answer.find_elements(By.CSS_SELECTOR, ".sources")
+    answer.find_element(By.CSS_SELECTOR, ".rate-up").click()
+    _wait(driver, lambda d: "Saved" in answer.text, "the rating was not saved")
+    answer.find_element(By.CSS_SELECTOR, ".correct").click()
+    box = answer.find_element(By.CSS_SELECTOR, ".corrected")
+    box.clear()
+    box.send_keys("your refund is on its way")
+    answer.find_element(By.CSS_SELECTOR, ".save-correction").click()
+    _wait(driver, lambda d: answer.find_elements(By.CSS_SELECTOR, ".turn-status.ok") and
+          "Saved" in answer.text, "the correction was not saved")  # fmt: skip
+    driver.save_screenshot(str(tmp_path_factory.getbasetemp() / "chat.png"))
+    assert _severe(driver) == []
+
+    rows = _stored(server.db)
+    asked = [{"role": "user", "content": "refund"}]
+    assert [(r["predicted"], r["label"]["completion"], r["label"]["rating"]) for r in rows] == [
+        ("the money is back in five days", "the money is back in five days", "up"),
+        ("the money is back in five days", "your refund is on its way", "down"),
+    ]
+    assert all(r["label"]["messages"] == asked and r["task"] == "causal_lm" for r in rows)
+
+
+def test_chat_view_stop_cancels_the_generation(driver, serve, chat_model):
+    from bridgetune.predictor import Predictor
+
+    predictor = Predictor.load(chat_model, device="cpu")
+    predictor.model.generation_config.min_new_tokens = 20000  # no EOS: runs until stopped
+    predictor.model.generation_config.max_new_tokens = 20000
+    server = serve(predictor, max_new_tokens=20000)
+
+    driver.get(server.url)
+    _wait(driver, _text_in("model-info", "causal_lm"), "the header shows no model info")
+    driver.find_element(By.ID, "message").send_keys("refund")
+    driver.find_element(By.ID, "send").click()
+    stop = _wait(driver, ec.visibility_of_element_located((By.ID, "stop")), "no Stop button")
+    _wait(driver, lambda d: len(d.find_element(By.CSS_SELECTOR, ".turn.assistant .content")
+                                .text.split()) > 3, "no streamed text")  # fmt: skip
+    stop.click()
+    _wait(driver, _text_in("transcript", "(stopped)"), "the answer is not marked stopped")
+    deadline = time.monotonic() + WAIT
+    while "bridgetune_cancelled_generations_total 1.0" not in _metrics(server):
+        assert time.monotonic() < deadline, "the server did not cancel the generation"
+        time.sleep(0.1)
+
+
+def _metrics(server) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "metrics") as response:
+        return response.read().decode()

@@ -294,6 +294,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     )
     async def info() -> schemas.Info:
         slot = service.ready_slot()
+        if config.knowledge.documents and service.knowledge is None:
+            raise HTTPException(503, "the knowledge base is still loading; retry in a moment")
         meta = slot.predictor.meta
         return schemas.Info(
             model_version=slot.version,
@@ -301,10 +303,12 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             task=slot.task,
             output=slot.predictor.task.output,
             takes_pairs=slot.predictor.task.takes_pairs,
+            chat=bool(getattr(slot.predictor.task, "chat", False)),
+            knowledge_passages=len(service.knowledge.passages) if service.knowledge else None,
             labels=list(slot.predictor.task.labels),
             tag_scheme=meta.get("tag_scheme"),
             max_length=slot.predictor.max_length,
-            precision=serving_precision(config.precision, slot.predictor.device),
+            precision=info_precision(slot),
             base_model=meta.get("base_model"),
             method=meta.get("method"),
             metrics=meta.get("metrics") or {},
@@ -317,6 +321,13 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 "truncation": config.truncation,
             },
         )
+
+    def info_precision(slot: Any) -> str:
+        if slot.predictor.task.output != "generation" or config.precision in ("bf16", "fp16"):
+            return serving_precision(config.precision, slot.predictor.device)
+        # generation keeps the model's dtype under 'auto' (bridgetune.serve.chat.engine_for)
+        dtype = next(slot.predictor.model.parameters()).dtype
+        return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype), "fp32")
 
     @app.post(
         "/v1/predict",

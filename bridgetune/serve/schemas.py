@@ -250,8 +250,15 @@ class Info(BaseModel):
     task: str
     output: str = Field(
         description="What a prediction carries: 'label' (+ scores), 'labels' (multi-label), "
-        "'entities' (tags and spans), 'value' (regression), 'answer' (question answering) or "
-        "'ranking' (served by /v1/rank)."
+        "'entities' (tags and spans), 'value' (regression), 'answer' (question answering), "
+        "'ranking' (served by /v1/rank) or 'generation' (text: /v1/chat/completions, "
+        "/v1/generate)."
+    )
+    chat: bool = Field(
+        False, description="Generative models: prompts are conversations (chat template)."
+    )
+    knowledge_passages: int | None = Field(
+        None, description="Passages in the knowledge base searched per chat request (none: off)."
     )
     takes_pairs: bool = Field(description="Every input is a text pair: send text_pairs.")
     labels: list[str]
