@@ -68,7 +68,16 @@ class DataConfig(_Section):
     label_separator: str = Field(
         "|", description="Separator of several labels in one CSV/TSV cell (multilabel)."
     )
-    tag_scheme: TagScheme = Field("IOB2", description="Tag scheme of token files (NER).")
+    tag_scheme: TagScheme = Field(
+        "IOB2",
+        description="Tag scheme of token files (NER); span files (JSONL with text + entity "
+        "spans, e.g. CLUENER2020) are tagged in it.",
+    )
+    char_position_digits: bool = Field(
+        False,
+        description="Token files whose every token is a character followed by a digit (its "
+        "position in its word, as Weibo NER's 科0 技1): the digit is dropped.",
+    )
     dev_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of train held out as dev when no dev file is given."
     )
@@ -86,10 +95,12 @@ class DataConfig(_Section):
         "at least k per label). Works with every method.",
     )
     few_shot_seed: int = Field(0, description="Seed of the k-shot sample.")
-    invalid_rows: Literal["error", "skip"] = Field(
+    invalid_rows: Literal["error", "skip", "repair"] = Field(
         "error",
-        description="A row that fails its checks (CSV/TSV/JSONL readers): 'error' stops with its "
-        "file and line; 'skip' leaves it out, counted and listed (file:line: why) in a warning.",
+        description="A row (token files: a sentence) that fails its checks: 'error' stops with "
+        "its file and line; 'skip' leaves it out, counted and listed (file:line: why) in a "
+        "warning; 'repair' (IOB2 token files) reads an I-X that continues no X entity as B-X, "
+        "as conlleval does, counted in a warning.",
     )
     prompt_template: str | None = Field(
         None,

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
 # data lives outside the repo: these train on small files of the same layout below
 SHARED = {"sst2.yaml", "conll2003.yaml", "alpaca_zh.yaml", "taskmaster_coffee.yaml",
-          "scitldr.yaml", "multi30k_en_de.yaml", "tatoeba_en_zh.yaml"}  # fmt: skip
+          "scitldr.yaml", "multi30k_en_de.yaml", "tatoeba_en_zh.yaml", "cluener.yaml",
+          "weibo_ner.yaml"}  # fmt: skip
 TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
 
 
@@ -77,6 +78,27 @@ def test_conll_config(tiny_bert, ner_conll, tmp_path):
         ROOT / "examples/configs/conll2003.yaml",
         [*_tiny(tiny_bert, tmp_path), f"data.train={ner_conll}", f"data.dev={ner_conll}"],
     )
+    assert "entity_f1" in result.metrics
+
+
+def test_chinese_ner_configs_on_files_of_their_layouts(tiny_bert, tmp_path):
+    """cluener.yaml (span JSON lines) and weibo_ner.yaml (character + position digit)."""
+    import json
+
+    rows = [{"text": "张三在上海买的耳机", "label": {"name": {"张三": [[0, 1]]},
+                                              "address": {"上海": [[3, 4]]}}}] * 6  # fmt: skip
+    spans = tmp_path / "cluener.json"
+    spans.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    tiny = _tiny(tiny_bert, tmp_path)
+    result = api.train(ROOT / "examples/configs/cluener.yaml",
+                       [*tiny, f"data.train={spans}", f"data.dev={spans}"])  # fmt: skip
+    assert "entity_f1" in result.metrics
+    weibo = tmp_path / "weibo.txt"
+    message = "张0\tB-PER.NAM\n三1\tI-PER.NAM\n好0\tO\n\n李0\tI-PER.NAM\n四1\tI-PER.NAM\n\n"
+    weibo.write_text(message * 6, "utf-8")  # the second message needs repair, as in Weibo
+    result = api.train(ROOT / "examples/configs/weibo_ner.yaml",
+                       [*tiny, f"data.train={weibo}", f"data.dev={weibo}",
+                        "model.max_length=64"])  # fmt: skip
     assert "entity_f1" in result.metrics
 
 

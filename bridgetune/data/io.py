@@ -7,6 +7,7 @@ models: readers turn files into `Example`s, `load_splits` adds labels and the de
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import hashlib
 import io
@@ -260,9 +261,178 @@ def checked_token_example(
     return token_example(tokens, tags, f"{path}:{first_line}")
 
 
-def jsonl_sentences(path: Path, cfg: DataConfig) -> Iterator[tuple[int, list[str], list[str]]]:
+# span files: a CJK character is a token of its own, a run of letters/digits one token, any
+# other visible character one token
+_SPAN_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_\u3400-\u9fff\uf900-\ufaff]+|\S")
+
+
+def span_example(
+    row: dict[str, Any], scheme: str, path: Path, number: int, dropped: list[str] | None = None
+) -> Example:
+    """A token example from a text with entity spans: CLUENER2020's `label` ({type: {mention:
+    [[start, end inclusive], ...]}}) or `entities` ([{"type", "start", "end" exclusive}], as
+    `bridgetune feedback export` and most annotation tools write). The text keeps its own
+    characters and spaces; tokens are CJK characters and letter/digit runs, tagged in `scheme`.
+    An entity inside another is dropped (flat tags hold one; `dropped` collects them). A span
+    that does not hold its mention, leaves the text, starts or ends in white space or crosses
+    another is a DataError at the file and line."""
+    text = row.get("text")
+    where = f"{path}:{number}"
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{where}: a span record needs a non-empty 'text'")
+    spans = _record_spans(row, text, where)
+    # a letter/digit run is cut where an entity starts or ends inside it ("CPL2011" with the
+    # entity "CPL": CPL | 2011), so every span falls on token boundaries
+    cuts = {place for _, start, end in spans for place in (start, end)}
+    offsets: list[tuple[int, int]] = []
+    for match in _SPAN_TOKEN.finditer(text):
+        begin = match.start()
+        for place in sorted(c for c in cuts if match.start() < c < match.end()):
+            offsets.append((begin, place))
+            begin = place
+        offsets.append((begin, match.end()))
+    starts = {start: i for i, (start, _) in enumerate(offsets)}
+    ends = {end: i for i, (_, end) in enumerate(offsets)}
+    tags = ["O"] * len(offsets)
+    taken: dict[int, tuple[str, int, int]] = {}
+    # the longest first: an entity inside another (CLUENER's company inside a book title) is
+    # dropped, the outer one kept, and counted in `dropped`
+    for kind, start, end in sorted(spans, key=lambda s: (s[1] - s[2], s[1])):
+        if start not in starts or end not in ends:  # only spaces there: nothing to tag
+            raise DataError(
+                f"{where}: the {kind} span {text[start:end]!r} ({start}-{end}) starts or ends "
+                "in white space; trim it to the mention"
+            )
+        first, last = starts[start], ends[end]
+        clash = next((taken[i] for i in range(first, last + 1) if i in taken), None)
+        if clash is not None:
+            if not (clash[1] <= start and end <= clash[2]):
+                raise DataError(
+                    f"{where}: the {kind} span {text[start:end]!r} overlaps the {clash[0]} span "
+                    f"{text[clash[1] : clash[2]]!r} without being inside it; fix one of them"
+                )
+            if dropped is not None:
+                dropped.append(f"{where}: {kind} {text[start:end]!r} in {clash[0]}")
+            continue
+        for index in range(first, last + 1):
+            taken[index] = (kind, start, end)
+        tags[first : last + 1] = _span_tags(kind, last - first + 1, scheme)
+    if scheme == "IOB1":  # B only where an entity follows one of its own type
+        tags = _iob1(tags)
+    tokens = [text[start:end] for start, end in offsets]
+    return Example(text=text, tokens=tokens, tags=tags, offsets=offsets, source=where)
+
+
+def _record_spans(row: dict[str, Any], text: str, where: str) -> list[tuple[str, int, int]]:
+    """(type, start, end exclusive) of every entity of a span record, checked against text."""
+    spans = []
+    label, entities = row.get("label"), row.get("entities")
+    if isinstance(label, dict):  # CLUENER2020
+        for kind, mentions in label.items():
+            if not isinstance(mentions, dict):
+                raise DataError(f"{where}: label.{kind} must map each mention to its spans")
+            for mention, places in mentions.items():
+                for place in places or []:
+                    if not (isinstance(place, list) and len(place) == 2):
+                        raise DataError(f"{where}: label.{kind}.{mention}: spans are [start, end]")
+                    start, end = int(place[0]), int(place[1]) + 1  # end inclusive there
+                    _check_span(text, start, end, kind, mention, where)
+                    spans.append((str(kind), start, end))
+    elif isinstance(entities, list):
+        for index, entity in enumerate(entities):
+            if not isinstance(entity, dict) or not {"start", "end"} <= set(entity):
+                raise DataError(f"{where}: entities[{index}] needs start, end and type")
+            kind = entity.get("type") or entity.get("label")
+            if not kind:
+                raise DataError(f"{where}: entities[{index}] has no type")
+            start, end = int(entity["start"]), int(entity["end"])
+            _check_span(text, start, end, kind, entity.get("text"), where)
+            spans.append((str(kind), start, end))
+    elif label is not None or entities is not None:
+        raise DataError(
+            f"{where}: entities are `label` ({{type: {{mention: [[start, end]]}}}}, CLUENER) or "
+            "`entities` ([{type, start, end}])"
+        )
+    return spans
+
+
+def _check_span(text: str, start: int, end: int, kind: str, mention: Any, where: str) -> None:
+    if not 0 <= start < end <= len(text):
+        raise DataError(
+            f"{where}: the {kind} span {start}-{end} is outside the text ({len(text)} characters)"
+        )
+    if mention is not None and text[start:end] != mention:
+        raise DataError(
+            f"{where}: the {kind} span {start}-{end} holds {text[start:end]!r}, not "
+            f"{mention!r}; fix the offsets (CLUENER's end is inclusive)"
+        )
+
+
+def _span_tags(kind: str, length: int, scheme: str) -> list[str]:
+    if scheme in ("IOB1", "IOB2"):
+        return [f"B-{kind}"] + [f"I-{kind}"] * (length - 1)
+    if length == 1:
+        return [f"S-{kind}"]
+    inside = "M" if scheme == "BMES" else "I"
+    return [f"B-{kind}"] + [f"{inside}-{kind}"] * (length - 2) + [f"E-{kind}"]
+
+
+def _iob1(tags: list[str]) -> list[str]:
+    out, previous = [], "O"
+    for tag in tags:
+        if tag.startswith("B-") and not (previous != "O" and previous[2:] == tag[2:]):
+            tag = "I-" + tag[2:]
+        out.append(tag)
+        previous = tag
+    return out
+
+
+def strip_position_digits(tokens: list[str], path: Path, first: int) -> list[str]:
+    """Weibo NER's tokens without the digit glued to each character (its position in its
+    jieba word: 科0 技1 -> 科 技)."""
+    stripped = []
+    for index, token in enumerate(tokens):
+        if len(token) < 2 or not token[-1].isdigit():
+            raise DataError(
+                f"{path}:{first + index}: {token!r} has no position digit after its character; "
+                "data.char_position_digits is for Weibo-style files (科0, 技1)"
+            )
+        stripped.append(token[:-1])
+    return stripped
+
+
+def jsonl_token_examples(path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+    """Examples of a JSONL token file: rows with `tokens` and `tags`, or rows with `text` and
+    entity spans (span_example); the kind is told row by row."""
+    examples: list[Example] = []
+    dropped: list[str] = []
     for number, row in read_records(path, "jsonl"):
         row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        if "tokens" not in row and "text" in row:
+            example = span_example(row, cfg.tag_scheme, path, number, dropped)
+            examples.append(example if labelled else dataclasses.replace(example, tags=None))
+        elif not labelled:
+            examples.append(token_example([str(t) for t in column(row, "tokens", path, number)],
+                                          None, f"{path}:{number}"))  # fmt: skip
+        else:
+            for _, tokens, tags in jsonl_sentences([(number, row)], path, cfg):
+                examples.append(
+                    checked_token_example(tokens, tags, cfg.tag_scheme, str(path), number)
+                )
+    if dropped:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"[yellow]{path}: {len(dropped)} entities inside other entities were left out "
+            f"(flat tags hold the outer one), e.g. {dropped[0]}[/yellow]"
+        )
+    return examples
+
+
+def jsonl_sentences(
+    rows: Any, path: Path, cfg: DataConfig
+) -> Iterator[tuple[int, list[str], list[str]]]:
+    for number, row in rows:
         tokens = column(row, "tokens", path, number)
         tags = column(
             row, cfg.label_column if cfg.label_column != "label" else "tags", path, number

@@ -27,15 +27,16 @@ from bridgetune.data.io import (
     checked_token_example,
     column,
     detect_format,
-    jsonl_sentences,
+    jsonl_token_examples,
     parallel_rows,
     read_records,
     read_text,
     read_token_file,
+    strip_position_digits,
     token_example,
 )
 from bridgetune.data.schema import DataError, Example
-from bridgetune.data.tags import SCHEME_PREFIXES
+from bridgetune.data.tags import SCHEME_PREFIXES, repair_iob2
 
 
 class Reader(Protocol):
@@ -230,30 +231,57 @@ class NumberReader(TextReader):
 
 @dataclass(frozen=True)
 class TokenReader:
-    """Words with one tag each: CoNLL-style files (tag in the last column) or JSONL rows with
-    `tokens` and `tags`; tags are checked against `data.tag_scheme`."""
+    """Words with one tag each: CoNLL-style files (tag in the last column; Weibo NER's
+    character+digit tokens with `data.char_position_digits`), JSONL rows with `tokens` and
+    `tags`, or JSONL rows with `text` and entity spans (CLUENER2020's `label`, or `entities`);
+    tags are checked against (span rows: written in) `data.tag_scheme`."""
 
     tagged = True
 
     def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
         fmt = detect_format(path, cfg.format, tagged=True)
-        if not labelled and fmt == "conll":
+        if fmt == "jsonl":
+            return jsonl_token_examples(path, cfg, labelled)
+        if fmt != "conll":
+            raise DataError(f"{path}: token tasks read CoNLL-style or JSONL files, not {fmt}")
+
+        def words(tokens: list[str], first: int) -> list[str]:
+            if cfg.char_position_digits:
+                return strip_position_digits(tokens, path, first)
+            return tokens
+
+        if not labelled:
             return [
-                token_example(tokens, None, f"{path}:{first}")
+                token_example(words(tokens, first), None, f"{path}:{first}")
                 for first, tokens, _ in read_token_file(path, tagged=False)
             ]
-        if fmt == "conll":
-            sentences = read_token_file(path)
-        elif fmt == "jsonl":
-            sentences = jsonl_sentences(path, cfg)
-        else:
-            raise DataError(f"{path}: token tasks read CoNLL-style or JSONL files, not {fmt}")
-        return [
-            checked_token_example(
-                tokens, tags, cfg.tag_scheme, f"{path}", first, line_per_token=fmt == "conll"
+        examples, problems = [], []
+        for first, tokens, tags in read_token_file(path):
+            try:
+                examples.append(
+                    checked_token_example(
+                        words(tokens, first), tags, cfg.tag_scheme, f"{path}", first, True
+                    )
+                )
+            except DataError as error:
+                if cfg.invalid_rows == "error":
+                    raise
+                problems.append(str(error))
+                if cfg.invalid_rows == "repair":
+                    if cfg.tag_scheme != "IOB2":
+                        raise DataError(
+                            f"{error} (data.invalid_rows: repair reads IOB2 files; use skip)"
+                        ) from None
+                    examples.append(
+                        token_example(words(tokens, first), repair_iob2(tags), f"{path}:{first}")
+                    )
+        if problems:
+            done = "repaired" if cfg.invalid_rows == "repair" else "skipped"
+            Console(stderr=True).print(
+                f"[yellow]{path}: {len(problems)} sentences with invalid tags {done} "
+                f"(data.invalid_rows: {cfg.invalid_rows}), e.g. {problems[0]}[/yellow]"
             )
-            for first, tokens, tags in sentences
-        ]
+        return examples
 
     def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
         path, number = where

@@ -94,6 +94,19 @@ def to_canonical(tags: list[str], scheme: str) -> tuple[list[str], type]:
     return converted, IOB2
 
 
+def repair_iob2(tags: list[str]) -> list[str]:
+    """IOB2 tags with every I-X that continues no X entity turned into B-X (how conlleval reads
+    such a tag: it starts an entity)."""
+    repaired, previous = [], ("O", None)
+    for tag in tags:
+        prefix, kind = split_tag(tag)
+        if prefix == "I" and (previous[0] == "O" or previous[1] != kind):
+            tag, prefix = f"B-{kind}", "B"
+        repaired.append(tag)
+        previous = (prefix, kind)
+    return repaired
+
+
 def decode_spans(tags: list[str], scheme: str) -> list[tuple[str, int, int]]:
     """Entities as (type, first token, end token exclusive), decoded strictly."""
     canonical, seq_scheme = to_canonical(tags, scheme)

@@ -126,6 +126,8 @@ class GenerationEngine:
         repetition_penalty, min_new_tokens (the model's generation config fills what is
         missing)."""
         original = prompt
+        if not prompt:
+            raise ValueError("an empty prompt: nothing to continue")
         if self._closing:
             raise RuntimeError("this generation engine is closed (the model was replaced)")
         prompt = prompt[-self.max_length :]
