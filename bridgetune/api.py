@@ -95,6 +95,8 @@ def check_registered(cfg: RunConfig) -> None:
     kind: Any = TASKS.get(cfg.task)
     if cfg.train.packing and not hasattr(kind, "collate_train"):
         raise ConfigError(f"train.packing: task {cfg.task!r} does not pack; it is for causal_lm")
+    if cfg.model.crf and kind.problem != "token":
+        raise ConfigError(f"model.crf: a CRF tags words: it is for ner, not {cfg.task}")
     losses = LOSSES[kind.problem]
     if cfg.train.loss is not None and cfg.train.loss not in losses:
         raise ConfigError(
@@ -228,6 +230,8 @@ def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
     check_max_length(model_path, tokenizer, cfg.model.max_length)
     pairs = bool(cfg.data.text_pair_column)
     settings = {"packing": True, "max_length": cfg.model.max_length} if cfg.train.packing else {}
+    if cfg.model.crf:
+        settings["crf"] = True
     return (
         build_task(cfg.task, splits.labels, cfg.data.tag_scheme, pairs=pairs, **settings),
         tokenizer,
@@ -285,6 +289,7 @@ def train_run(
     )
     splits = load_splits(cfg.data, reader_for(cfg.task))
     task, tokenizer, model_path = prepare_task(cfg, splits)
+    extension = extended_vocabulary(cfg, tokenizer, splits)
     splits = augmented(cfg, splits, tokenizer, model_path)
     length = cfg.model.max_length
     train_features = task.encode(splits.train, tokenizer, length)
@@ -302,6 +307,8 @@ def train_run(
         # generative tasks only (check_registered): QLoRA
         **({"quantization": cfg.model.quantization} if cfg.model.quantization != "none" else {}),
     )
+    if extension is not None:
+        extension.resize(model, tokenizer)
     model = prepare_memory(model, cfg)
     head = head_modules(model)
     model = apply_method(model, cfg.method, task.problem, cfg.model.name)
@@ -333,9 +340,40 @@ def train_run(
         splits,
         save=loop.accelerator.is_main_process,
         dev=dev,
+        notes={"vocab_extension": extension.summary()} if extension is not None else None,
     )
     loop.accelerator.wait_for_everyone()
     return result
+
+
+def extended_vocabulary(cfg: RunConfig, tokenizer: Any, splits: Splits) -> Any:
+    """model.extend_vocab applied to `tokenizer` (bridgetune.knowledge.vocab), reported; None
+    when the config does not ask for it."""
+    if not cfg.model.extend_vocab:
+        return None
+    from rich.console import Console
+
+    from bridgetune.knowledge.vocab import example_texts, extend_vocabulary
+
+    if cfg.method.name != "full":
+        raise ConfigError(
+            f"model.extend_vocab needs the new embeddings to train: method.name: full (not "
+            f"{cfg.method.name})"
+        )
+    extension = extend_vocabulary(
+        tokenizer,
+        example_texts(splits.train),
+        cfg.model.extend_vocab,
+        cfg.model.extend_vocab_min_count,
+        cfg.model.extend_vocab_max_tokens,
+    )
+    before, after = extension.before, extension.after
+    Console(stderr=True).print(
+        f"vocabulary: {len(extension.added)} tokens added (e.g. {' '.join(extension.added[:8])}); "
+        f"[UNK] share of the training text {before['unk_share']:.1%} -> {after['unk_share']:.1%}, "
+        f"pieces per word {before['pieces_per_unit']} -> {after['pieces_per_unit']}"
+    )
+    return extension
 
 
 @dataclass
@@ -359,10 +397,12 @@ def finish_run(
     method: str | None = None,
     save: bool = True,
     dev: Any = None,
+    notes: dict[str, Any] | None = None,
 ) -> TrainResult:
     """The end of every kind of run (train, few-shot): dev metrics (the task calibrates its
     decision parameters on dev), test metrics, then reports and the model directory (`save`:
-    this process writes it). `dev`: the dev split already encoded (EvalData), if it is."""
+    this process writes it). `dev`: the dev split already encoded (EvalData), if it is;
+    `notes`: more entries for bridgetune.json (each also written as <key>.json in the run)."""
     from bridgetune.training.loop import EvalData
 
     length = cfg.model.max_length
@@ -385,7 +425,7 @@ def finish_run(
         fitted.stopped_early,
     )
     if save:
-        save_run(run, cfg, result, fitted.model, tokenizer, task, splits, method)
+        save_run(run, cfg, result, fitted.model, tokenizer, task, splits, method, notes)
     return result
 
 
@@ -659,6 +699,7 @@ def save_run(
     task: Task,
     splits: Splits,
     method: str | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> None:
     """Reports, plots, the resolved config and the model directory of a finished run, made
     visible together (`run.publish`)."""
@@ -678,6 +719,10 @@ def save_run(
         )
         failpoint("reports")
         meta = model_meta(cfg, task, splits, scores, method)
+        for key, value in (notes or {}).items():
+            meta[key] = value
+            (staging / f"{key}.json").write_text(json.dumps(value, indent=1, ensure_ascii=False),
+                                                 encoding="utf-8")  # fmt: skip
         save_model_dir(staging / "model", model, tokenizer, meta)
 
     run.publish(write)

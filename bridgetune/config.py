@@ -148,6 +148,24 @@ class ModelConfig(_Section):
         None, ge=0, lt=1, description="Override the model's hidden dropout probability."
     )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+    crf: bool = Field(
+        False,
+        description="ner: a CRF over the tags (transitions the tag scheme forbids are ruled "
+        "out, Viterbi decoding; train.loss becomes crf). Needs method full.",
+    )
+    extend_vocab: str | None = Field(
+        None,
+        description="Add tokens the tokenizer reads badly: 'auto' (CJK characters it maps to "
+        "[UNK] or several pieces, words in [UNK] or 4+ pieces, from the training text) or a "
+        "file of tokens, one per line; new embeddings start at the mean of their old pieces. "
+        "Needs method full (the embeddings train).",
+    )
+    extend_vocab_min_count: int = Field(
+        2, ge=1, description="extend_vocab: auto: least occurrences of a unit in the training text."
+    )
+    extend_vocab_max_tokens: int = Field(
+        5000, ge=1, description="extend_vocab: auto: most tokens added (most frequent first)."
+    )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none",
         description="Load the base model quantized with bitsandbytes and train LoRA on it "
@@ -326,7 +344,8 @@ class TrainConfig(_Section):
     loss: str | None = Field(
         None,
         description="The task's loss; null is its default. regression: mse, huber; ranking: "
-        "listwise, pairwise, pointwise; classification, ner, qa: their cross-entropy.",
+        "listwise, pairwise, pointwise; classification, ner, qa: their cross-entropy; ner "
+        "with model.crf: crf.",
     )
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy (not multilabel)."
@@ -413,6 +432,14 @@ class RunConfig(_Section):
     fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+
+    @model_validator(mode="after")
+    def _crf_loss(self) -> RunConfig:
+        """model.crf trains with the CRF's loss unless train.loss says otherwise (an error the
+        task reports)."""
+        if self.model.crf and self.train.loss is None:
+            self.train.loss = "crf"
+        return self
 
     @property
     def run_dir(self) -> Path:

@@ -20,7 +20,7 @@ LOSS_KEYS = ("labels", "groups")  # batch entries the loss reads and the model n
 LOSSES: dict[str, tuple[str, ...]] = {
     "single": ("cross_entropy",),
     "multi": ("binary_cross_entropy",),
-    "token": ("cross_entropy",),
+    "token": ("cross_entropy", "crf"),
     "regression": ("mse", "huber"),
     "ranking": ("listwise", "pairwise", "pointwise"),
     "span": ("cross_entropy",),
@@ -53,7 +53,8 @@ def task_loss(
     "regression": mean squared error (or Huber, delta 1) of the outputs and the float targets;
     "multi": binary cross-entropy on sigmoid logits (`weights`: BCE's pos_weight per label);
     "single" and "token": cross-entropy over the last axis (`weights` per class, `smoothing`
-    as label smoothing; token positions labelled IGNORE do not count);
+    as label smoothing; token positions labelled IGNORE do not count); "token" with kind
+    "crf": the CRF's negative log-likelihood per word (its logits carry the transitions);
     "ranking": one score per (query, candidate) row, `labels` its relevance and `groups` its
     query: listwise (softmax cross-entropy of each query's scores against its relevance
     distribution, ListNet), pairwise (RankNet: log-loss of every more-relevant/less-relevant
@@ -88,6 +89,10 @@ def task_loss(
             labels[:, 1:].reshape(-1),
             ignore_index=IGNORE,
         )
+    if kind == "crf":  # a CRF model's logits carry its transitions (bridgetune.knowledge.crf)
+        from bridgetune.knowledge.crf import nll
+
+        return nll(logits, labels, IGNORE)
     if problem == "span":
         start = F.cross_entropy(logits[..., 0], labels[:, 0], ignore_index=IGNORE)
         end = F.cross_entropy(logits[..., 1], labels[:, 1], ignore_index=IGNORE)

@@ -9,7 +9,8 @@ are given, so the loop, `infer`, the tasks' decoding and the service use them un
 - prompt: a masked-LM scores verbalizer words at the mask slot of a template (PET-style);
 - nli: an NLI cross-encoder scores "text entails hypothesis(label)" for every label;
 - adapter: a peft adapter saved unmerged (bridgetune.methods.peft), put back on its base model;
-- prefix: a key/value prefix per layer and the head (bridgetune.methods.prefix), likewise.
+- prefix: a key/value prefix per layer and the head (bridgetune.methods.prefix), likewise;
+- crf: a token classifier with a CRF over its tags (bridgetune.knowledge.crf).
 
 Each is a `HeadModel` registered in `HEADS` under the "type" its `save` writes.
 
@@ -67,6 +68,7 @@ for _kind, _where in {
     "nli": "bridgetune.heads.nli:NLIClassifier",
     "adapter": "bridgetune.methods.peft:AdapterModel",
     "prefix": "bridgetune.methods.prefix:PrefixModel",
+    "crf": "bridgetune.knowledge.crf:CRFTagger",
 }.items():
     HEADS.register(_kind)(_where)
 

@@ -74,25 +74,57 @@ class TokenTask:
     lower_is_better: frozenset[str] = frozenset()
     reader = TokenReader()
 
-    def __init__(self, labels: list[str], scheme: str = "IOB2") -> None:
+    def __init__(self, labels: list[str], scheme: str = "IOB2", crf: bool = False) -> None:
         self.labels = labels
         self.index = {label: i for i, label in enumerate(labels)}
         self.scheme = scheme
-        self.continuation = continuation_labels(labels, self.index, scheme)
+        self.crf = crf
+        # a CRF runs over words: only first sub-tokens carry labels
+        self.continuation = {} if crf else continuation_labels(labels, self.index, scheme)
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> TokenTask:
-        """The task for the tags `labels` in `tag_scheme` (default IOB2)."""
-        return cls(labels, scheme=settings.get("tag_scheme") or "IOB2")
+        """The task for the tags `labels` in `tag_scheme` (default IOB2); `crf`: a CRF over
+        the tags (bridgetune.knowledge.crf)."""
+        return cls(labels, scheme=settings.get("tag_scheme") or "IOB2",
+                   crf=bool(settings.get("crf")))  # fmt: skip
+
+    def settings(self) -> dict[str, Any]:
+        """What a saved model needs to rebuild this task."""
+        return {"crf": True} if self.crf else {}
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
-        """Every option applies to tagging."""
+        """Every option applies to tagging; a CRF trains with its own loss, fully."""
+        crf_loss = cfg.train.loss == "crf"
+        if crf_loss and not cfg.model.crf:
+            raise ValueError("train.loss: crf needs model.crf: true (the CRF it trains)")
+        if not cfg.model.crf:
+            return
+        if not crf_loss:
+            raise ValueError(f"model.crf trains with train.loss: crf, not {cfg.train.loss}")
+        if cfg.method.name != "full":
+            raise ValueError(f"model.crf needs method.name: full (not {cfg.method.name})")
+        unsupported = {
+            "train.rdrop": cfg.train.rdrop,
+            "train.class_weights": cfg.train.class_weights,
+            "train.label_smoothing": cfg.train.label_smoothing,
+        }
+        for key, value in unsupported.items():  # fmt: skip
+            if value:
+                raise ValueError(f"{key} does not apply to the CRF's loss; leave it out")
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        return load_pretrained(AutoModelForTokenClassification, name_or_path, self.labels, **kwargs)
+        model = load_pretrained(
+            AutoModelForTokenClassification, name_or_path, self.labels, **kwargs
+        )
+        if self.crf:
+            from bridgetune.knowledge.crf import CRFTagger
+
+            return CRFTagger(model, self.labels, self.scheme)
+        return model
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         examples = [
@@ -134,11 +166,25 @@ class TokenTask:
         return pad_batch(features, pad_id, label_pad=IGNORE)
 
     def word_tags(self, logits: torch.Tensor, features: list[Feature]) -> list[list[str]]:
-        """Tag of every word (first sub-token's argmax); words cut by truncation get 'O'."""
-        best = logits.argmax(dim=-1).cpu().tolist()
+        """Tag of every word (first sub-token's argmax, or the CRF's Viterbi path over the
+        words); words cut by truncation get 'O'."""
+        if self.crf:
+            from bridgetune.knowledge.crf import unpack, viterbi
+
+            emissions, moves, start, end = unpack(logits.detach().cpu())
+            best = [
+                viterbi(emissions[row, feature["first"]], moves, start, end)
+                for row, feature in enumerate(features)
+            ]
+        else:
+            best = logits.argmax(dim=-1).cpu().tolist()
         tags = []
         for row, feature in zip(best, features):
-            words = [self.labels[row[p]] for p in feature["first"]]
+            words = (
+                [self.labels[i] for i in row]
+                if self.crf
+                else [self.labels[row[p]] for p in feature["first"]]
+            )
             missing = len(feature["example"].tokens) - len(words)
             tags.append(words + ["O"] * missing)
         return tags

@@ -1,0 +1,1 @@
+"""Knowledge for Chinese and domain text: vocabulary extension (vocab.py)."""
