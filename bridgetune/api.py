@@ -232,6 +232,7 @@ def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
     settings = {"packing": True, "max_length": cfg.model.max_length} if cfg.train.packing else {}
     if cfg.model.crf:
         settings["crf"] = True
+    settings["pretrain"] = cfg.pretrain.model_dump()  # what a pre-training task masks
     return (
         build_task(cfg.task, splits.labels, cfg.data.tag_scheme, pairs=pairs, **settings),
         tokenizer,
@@ -328,6 +329,9 @@ def train_run(
         weights=class_weights(cfg.train.class_weights, task.labels, train_features, task.problem),
         extra_metrics=sampled_generations(cfg, task, tokenizer, splits.dev),
     )
+    notes: dict[str, Any] = {}
+    if getattr(task, "baseline_eval", False) and not resume:  # dev before training
+        notes["before_training"] = headline(task.metrics(loop.predict(dev), dev.examples))
     if resume:
         loop.resume()
     fit = loop.run(on_step)
@@ -340,10 +344,26 @@ def train_run(
         splits,
         save=loop.accelerator.is_main_process,
         dev=dev,
-        notes={"vocab_extension": extension.summary()} if extension is not None else None,
+        notes={**notes, **({"vocab_extension": extension.summary()} if extension else {})},
     )
     loop.accelerator.wait_for_everyone()
     return result
+
+
+def pretrain(
+    config: ConfigLike,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_step: Callable[[Any], None] | None = None,
+) -> TrainResult:
+    """Continued masked-LM pre-training on unlabelled text (task mlm, whatever the config's
+    task says): `train` with the `pretrain:` section's masking; the model directory is a
+    masked-LM model any task config can name as model.name. Dev loss and perplexity before
+    training are in bridgetune.json ("before_training") and before_training.json."""
+    overrides = [*(overrides or []), "task=mlm"]
+    return train(config, overrides, resume=resume, overwrite=overwrite, on_step=on_step)
 
 
 def extended_vocabulary(cfg: RunConfig, tokenizer: Any, splits: Splits) -> Any:

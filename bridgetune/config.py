@@ -417,13 +417,30 @@ class GenerateConfig(_Section):
         return self.model_dump(include=keys)
 
 
+class PretrainConfig(_Section):
+    """`bridgetune pretrain` (task mlm): how the masked-LM pre-training masks its text."""
+
+    masking: Literal["token", "whole_word", "knowledge"] = Field(
+        "whole_word",
+        description="Tokens masked together: 'token' alone; 'whole_word' a word's tokens "
+        "(Chinese words by jieba); 'knowledge' also every dictionary phrase as one unit.",
+    )
+    mask_prob: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked.")
+    phrases: str | None = Field(
+        None,
+        description="A file of phrases (entities, terms), one per line: kept whole by jieba, "
+        "masked as units by 'knowledge' masking.",
+    )
+
+
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; outputs go to <output_dir>/<name>.")
     output_dir: str = Field("runs", description="Parent directory of run directories.")
     task: str = Field(
         "classification",
         description="A registered task (checked with 'did you mean'): classification, "
-        "multilabel, pair, ner, regression, ranking, qa, causal_lm, seq2seq.",
+        "multilabel, pair, ner, regression, ranking, qa, causal_lm, seq2seq, mlm (masked-LM "
+        "pre-training: bridgetune pretrain).",
     )
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -432,6 +449,7 @@ class RunConfig(_Section):
     fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
     @model_validator(mode="after")
     def _crf_loss(self) -> RunConfig:

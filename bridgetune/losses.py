@@ -26,6 +26,7 @@ LOSSES: dict[str, tuple[str, ...]] = {
     "span": ("cross_entropy",),
     "lm": ("cross_entropy",),
     "seq2seq": ("cross_entropy",),
+    "mlm": ("cross_entropy",),
 }
 
 
@@ -64,7 +65,8 @@ def task_loss(
     IGNORE labels, the prompt and the padding, do not count; logits may cover only the last
     columns, which then meet the last labels);
     "seq2seq": cross-entropy of an encoder-decoder's logits against its target tokens (the
-    decoder's input is already shifted: no shift here).
+    decoder's input is already shifted: no shift here); "mlm": cross-entropy at the masked
+    positions (every other label is IGNORE).
     """
     if labels is None:
         return None

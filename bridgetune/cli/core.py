@@ -41,6 +41,22 @@ def train(
 
 
 @app.command()
+def pretrain(
+    config: Path,
+    overrides: Overrides = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run's unfinished training from its checkpoint.")
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Continue masked-LM pre-training on unlabelled text (CONFIG's data; task mlm): a model
+    directory any task config can name as model.name."""
+    from bridgetune import api
+
+    run_training(lambda: api.pretrain(config, overrides or [], resume=resume, overwrite=overwrite))
+
+
+@app.command()
 def evaluate(
     model_dir: Path,
     data: Path,

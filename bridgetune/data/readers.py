@@ -9,7 +9,8 @@ with a new format brings a reader of its own; these cover today's tasks:
 - `TokenReader`: words with a tag each (CoNLL-style files or JSONL token lists);
 - `RankingReader`: (query, candidate, relevance) rows grouped into one example per query;
 - `QAReader`: questions on contexts with answer spans (SQuAD JSON or JSONL rows);
-- `GenerationReader`: prompt/completion, chat `messages` or alpaca-style rows (causal_lm).
+- `GenerationReader`: prompt/completion, chat `messages` or alpaca-style rows (causal_lm);
+- `CorpusReader`: unlabelled text for masked-LM pre-training (mlm).
 """
 
 from __future__ import annotations
@@ -680,3 +681,40 @@ def _text(value: Any, name: str, at: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{at}: empty or missing {name}; fill it or remove the row")
     return value
+
+
+@dataclass(frozen=True)
+class CorpusReader:
+    """Unlabelled text for masked-LM pre-training: .txt/.md files (each non-empty line a
+    document; Chinese text needs no spaces), or CSV/TSV/JSONL rows of `text_column`."""
+
+    tagged = False
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        if path.suffix.lower() in (".txt", ".md", ".text"):
+            return [
+                Example(text=line.strip(), source=f"{path}:{number}")
+                for number, line in enumerate(read_text(path).split("\n"), 1)
+                if line.strip()
+            ]
+        fmt = detect_format(path, cfg.format, tagged=False)
+        if fmt == "conll":
+            raise DataError(f"{path}: pre-training reads .txt or CSV/TSV/JSONL text, not tags")
+        return [self.read_row(row, cfg, (path, n)) for n, row in read_records(path, fmt)]
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        path, number = where
+        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        text = column(row, cfg.text_column, path, number)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{number}: empty text in column '{cfg.text_column}'")
+        return Example(text=text.strip(), source=f"{path}:{number}")
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        return []
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        return None
+
+    def stratum(self, example: Example) -> str | None:
+        return None

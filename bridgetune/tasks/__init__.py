@@ -7,6 +7,7 @@ from typing import Any
 
 from bridgetune.tasks import causal_lm as _causal_lm  # noqa: F401  (registers)
 from bridgetune.tasks import classification as _classification  # noqa: F401  (registers)
+from bridgetune.tasks import mlm as _mlm  # noqa: F401  (registers)
 from bridgetune.tasks import qa as _qa  # noqa: F401  (registers)
 from bridgetune.tasks import ranking as _ranking  # noqa: F401  (registers)
 from bridgetune.tasks import regression as _regression  # noqa: F401  (registers)

@@ -1,0 +1,219 @@
+"""Continued masked-LM pre-training on unlabelled text (`bridgetune pretrain`, task `mlm`).
+
+Data (bridgetune.data.readers.CorpusReader): documents, one per line of a .txt file or rows of
+CSV/TSV/JSONL. Each is tokenized once and cut into windows of max_length tokens (nothing is
+dropped). Masking (bridgetune.knowledge.masking: token, whole-word with jieba's words for
+Chinese, or knowledge masking of dictionary phrases) is drawn afresh for every training batch;
+dev windows are masked the same way at every evaluation (seeded by their tokens), so dev loss
+and perplexity compare across evaluations and with the model before training, which the run
+reports next to the final figures.
+
+A base model without a trained masked-LM head (the bundled MiniLM has none) gets a fresh one
+whose output layer is tied to the input embeddings. The model directory is a masked-LM model
+any task config can name as `model.name` (its encoder is what a classifier or tagger loads).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bridgetune.config import RunConfig
+from bridgetune.data.readers import CorpusReader
+from bridgetune.data.schema import Example
+from bridgetune.knowledge.masking import add_words, mask, units
+from bridgetune.losses import IGNORE
+from bridgetune.tasks.base import TASKS, Feature, pad_batch
+from bridgetune.tasks.predictions import LossPrediction
+
+
+@TASKS.register("mlm")
+class MaskedLMTask:
+    """Masked-LM pre-training of an encoder on unlabelled text; no labels."""
+
+    name = "mlm"
+    auto_class = "AutoModelForMaskedLM"
+    problem = "mlm"
+    default_metric = "loss"
+    lower_is_better = frozenset({"loss", "perplexity"})
+    takes_pairs = False
+    output = "loss"
+    prediction = LossPrediction
+    reader = CorpusReader()
+    baseline_eval = True  # dev metrics of the model before training are reported too
+
+    def __init__(
+        self,
+        labels: list[str],
+        masking: str = "whole_word",
+        mask_prob: float = 0.15,
+        phrases: list[str] | None = None,
+    ) -> None:
+        self.labels = labels
+        self.masking = masking
+        self.mask_prob = mask_prob
+        self.phrases = sorted(set(phrases or []), key=len, reverse=True)
+        self.tokenizer: Any = None  # set by encode: masking draws its random tokens from it
+        if self.phrases:
+            add_words(self.phrases)  # jieba keeps them whole
+
+    @classmethod
+    def create(cls, labels: list[str], **settings: Any) -> MaskedLMTask:
+        pretrain = settings.get("pretrain") or {}
+        return cls(
+            labels,
+            pretrain.get("masking", settings.get("masking", "whole_word")),
+            pretrain.get("mask_prob", settings.get("mask_prob", 0.15)),
+            read_phrases(pretrain.get("phrases")),
+        )
+
+    def settings(self) -> dict[str, Any]:
+        return {"masking": self.masking, "mask_prob": self.mask_prob}
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        if cfg.method.name != "full":
+            raise ValueError(f"pre-training trains the whole encoder: method.name: full, not "
+                             f"{cfg.method.name}")  # fmt: skip
+        if cfg.train.rdrop or cfg.train.class_weights:
+            raise ValueError("train.rdrop and train.class_weights do not apply to pre-training")
+        if cfg.pretrain.masking == "knowledge" and not cfg.pretrain.phrases:
+            raise ValueError("pretrain.masking: knowledge masks dictionary phrases: set "
+                             "pretrain.phrases (a file, one phrase per line)")  # fmt: skip
+
+    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
+        from rich.console import Console
+        from transformers import AutoConfig, AutoModelForMaskedLM
+
+        config = AutoConfig.from_pretrained(name_or_path)
+        if kwargs.get("dropout") is not None:
+            for key in ("hidden_dropout_prob", "dropout"):
+                if hasattr(config, key):
+                    setattr(config, key, kwargs["dropout"])
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            name_or_path, config=config, output_loading_info=True
+        )
+        model.tie_weights()
+        fresh = [key for key in info.get("missing_keys", []) if "embeddings" not in key]
+        if fresh:
+            Console(stderr=True).print(
+                f"{name_or_path} has no trained masked-LM head: a fresh one starts "
+                f"({len(fresh)} tensors; its output layer is tied to the input embeddings)"
+            )
+        return model
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
+        """Windows of up to max_length tokens (special tokens included) of every document."""
+        self.tokenizer = tokenizer
+        prefix, suffix = special_frame(tokenizer)
+        room = max_length - len(prefix) - len(suffix)
+        encoded = tokenizer(
+            [e.text for e in examples], add_special_tokens=False, return_offsets_mapping=True
+        )
+        features = []
+        for row, example in enumerate(examples):
+            ids, offsets = encoded["input_ids"][row], encoded["offset_mapping"][row]
+            found = units(example.text, offsets, encoded.word_ids(row), self.masking,
+                          self.phrases)  # fmt: skip
+            for start in range(0, max(len(ids), 1), room):
+                window = ids[start : start + room]
+                full = prefix + window + suffix
+                # the special tokens around the window are never masked
+                unit_row = [-1] * len(prefix) + found[start : start + room] + [-1] * len(suffix)
+                features.append(
+                    {
+                        "input_ids": full,
+                        "units": unit_row,
+                        "labels": None,
+                        "truncated": False,
+                        "example": example,
+                    }  # fmt: skip
+                )
+        return features
+
+    def collate_train(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        """A fresh masking for every batch (torch's RNG: seeded, restored on resume)."""
+        return self._masked(features, pad_id, None)
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        """Dev and prediction: each window masked the same way every time."""
+        return self._masked(features, pad_id, "fixed")
+
+    def _masked(self, features: list[Feature], pad_id: int, fixed: str | None) -> dict:
+        rows = []
+        for feature in features:
+            inputs, labels = self.masked(feature, fixed is not None)
+            rows.append({**feature, "input_ids": inputs, "labels": labels})
+        return pad_batch(rows, pad_id, label_pad=IGNORE)
+
+    def masked(self, feature: Feature, fixed: bool) -> tuple[list[int], list[int]]:
+        generator = None
+        if fixed:
+            generator = torch.Generator().manual_seed(zlib.crc32(bytes(str(feature["input_ids"]),
+                                                                        "utf-8")))  # fmt: skip
+        return mask(feature["input_ids"], feature["units"], self.tokenizer, self.mask_prob,
+                    generator, IGNORE)  # fmt: skip
+
+    def decode(
+        self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
+    ) -> list[dict[str, Any]]:
+        """Each window's summed loss over its masked tokens (the dev masking)."""
+        predictions = []
+        for row, feature in enumerate(features):
+            _, labels = self.masked(feature, True)
+            target = torch.tensor(labels, dtype=torch.long, device=logits.device)
+            scored = int((target != IGNORE).sum())
+            nll = 0.0
+            if scored:
+                nll = F.cross_entropy(logits[row, : len(labels)].float(), target,
+                                      reduction="sum", ignore_index=IGNORE).item()  # fmt: skip
+            predictions.append({"nll": nll, "tokens": scored, "truncated": False})
+        return predictions
+
+    def calibrate(
+        self, predictions: list[dict[str, Any]], examples: list[Example]
+    ) -> list[dict[str, Any]]:
+        return predictions
+
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
+        tokens = sum(p["tokens"] for p in predictions)
+        loss = sum(p["nll"] for p in predictions) / max(tokens, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
+        return [], None
+
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]:
+        return []
+
+    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
+        raise ValueError("a pre-trained encoder takes no feedback; fine-tune it for a task")
+
+
+def special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after one text ([CLS] / [SEP])."""
+    framed = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(framed) - len(bare) + 1):
+        if framed[start : start + len(bare)] == bare:
+            return framed[:start], framed[start + len(bare) :]
+    return [], []
+
+
+def read_phrases(path: str | None) -> list[str]:
+    """The knowledge dictionary: one phrase per line (blank lines and # comments skipped)."""
+    if not path:
+        return []
+    from pathlib import Path
+
+    from bridgetune.data.schema import DataError
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{file}: no phrase file there (pretrain.phrases: one phrase per line)")
+    lines = file.read_text(encoding="utf-8").split("\n")
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
