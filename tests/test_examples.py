@@ -18,7 +18,7 @@ CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
 # data lives outside the repo: these train on small files of the same layout below
 SHARED = {"sst2.yaml", "conll2003.yaml", "alpaca_zh.yaml", "taskmaster_coffee.yaml",
           "scitldr.yaml", "multi30k_en_de.yaml", "tatoeba_en_zh.yaml", "cluener.yaml",
-          "weibo_ner.yaml"}  # fmt: skip
+          "weibo_ner.yaml", "zh_pretrain.yaml"}  # fmt: skip
 TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
 
 
@@ -100,6 +100,20 @@ def test_chinese_ner_configs_on_files_of_their_layouts(tiny_bert, tmp_path):
                        [*tiny, f"data.train={weibo}", f"data.dev={weibo}",
                         "model.max_length=64"])  # fmt: skip
     assert "entity_f1" in result.metrics
+
+
+def test_zh_pretrain_config_on_a_file_of_its_layout(tiny_bert, tmp_path):
+    """zh_pretrain.yaml: vocabulary extension, then whole-word masked-LM pre-training."""
+    import json
+
+    rows = [{"text": "浙商银行的叶老桂在杭州"}, {"text": "招商银行在深圳的网点"}] * 6
+    corpus = tmp_path / "corpus.json"
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    result = api.pretrain(ROOT / "examples/configs/zh_pretrain.yaml",
+                          [*_tiny(tiny_bert, tmp_path), f"data.train={corpus}",
+                           f"data.dev={corpus}"])  # fmt: skip
+    assert result.metrics["perplexity"] > 0
+    assert (result.run_dir / "vocab_extension.json").is_file()
 
 
 def test_readme_python_snippet_runs(tiny_bert, tmp_path, monkeypatch):
