@@ -95,6 +95,9 @@ def check_registered(cfg: RunConfig) -> None:
     kind: Any = TASKS.get(cfg.task)
     if cfg.train.packing and not hasattr(kind, "collate_train"):
         raise ConfigError(f"train.packing: task {cfg.task!r} does not pack; it is for causal_lm")
+    if cfg.rules and not getattr(kind, "takes_rules", False):
+        raise ConfigError(f"rules: task {cfg.task} does not take rules (ner, classification, "
+                          "pair do)")  # fmt: skip
     if cfg.model.crf and kind.problem != "token":
         raise ConfigError(f"model.crf: a CRF tags words: it is for ner, not {cfg.task}")
     losses = LOSSES[kind.problem]
@@ -233,6 +236,10 @@ def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
     if cfg.model.crf:
         settings["crf"] = True
     settings["pretrain"] = cfg.pretrain.model_dump()  # what a pre-training task masks
+    if cfg.rules:
+        from bridgetune.knowledge.rules import loaded
+
+        settings["rules"] = loaded([rule.model_dump() for rule in cfg.rules])
     return (
         build_task(cfg.task, splits.labels, cfg.data.tag_scheme, pairs=pairs, **settings),
         tokenizer,

@@ -8,6 +8,7 @@ A config is YAML with four sections (`data`, `model`, `train`, `method`) plus `t
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -417,6 +418,35 @@ class GenerateConfig(_Section):
         return self.model_dump(include=keys)
 
 
+class RuleConfig(_Section):
+    """One rule applied at prediction time (bridgetune.knowledge.rules; ner, classification,
+    pair)."""
+
+    action: Literal["add", "override", "veto"] = Field(
+        description="add (ner: where the model found nothing), override (replace the model's "
+        "answer), veto (remove the model's entity / label where the rule matches)."
+    )
+    type: str | None = Field(None, description="ner: the entity type.")
+    label: str | None = Field(None, description="classification: the class.")
+    pattern: str | None = Field(None, description="A regular expression (Python syntax).")
+    words: list[str] | None = Field(None, description="Words or phrases to find.")
+    words_file: str | None = Field(None, description="A file of words, one per line.")
+    name: str | None = Field(None, description="Shown in predictions as `rule`.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> RuleConfig:
+        if not (self.pattern or self.words or self.words_file):
+            raise ValueError("a rule needs a pattern, words or a words_file to match")
+        if self.pattern:
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise ValueError(
+                    f"pattern {self.pattern!r} is not a valid regex: {error}"
+                ) from None
+        return self
+
+
 class PretrainConfig(_Section):
     """`bridgetune pretrain` (task mlm): how the masked-LM pre-training masks its text."""
 
@@ -450,6 +480,11 @@ class RunConfig(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    rules: list[RuleConfig] = Field(
+        default_factory=list,
+        description="ner, classification, pair: rules applied to every prediction, top to "
+        "bottom (regex or words that add, override or veto; docs/chinese.md).",
+    )
 
     @model_validator(mode="after")
     def _crf_loss(self) -> RunConfig:

@@ -66,9 +66,9 @@ def infer(
                 k: v.to(device, non_blocking=True) for k, v in tensors.items() if k not in LOSS_KEYS
             }
             logits = output_logits(model(**tensors))
-            decoded = task.decode(
-                logits, [features[i] for i in batch], [examples[i] for i in batch]
-            )
+            # a task whose features carry their example may cut one into several (mlm windows)
+            batch_examples = [features[i].get("example") or examples[i] for i in batch]
+            decoded = task.decode(logits, [features[i] for i in batch], batch_examples)
             for index, prediction in zip(batch, decoded):
                 results[index] = prediction
     model.train(was_training)

@@ -316,7 +316,7 @@ def span_example(
             continue
         for index in range(first, last + 1):
             taken[index] = (kind, start, end)
-        tags[first : last + 1] = _span_tags(kind, last - first + 1, scheme)
+        tags[first : last + 1] = entity_tags(kind, last - first + 1, scheme)
     if scheme == "IOB1":  # B only where an entity follows one of its own type
         tags = _iob1(tags)
     tokens = [text[start:end] for start, end in offsets]
@@ -368,7 +368,8 @@ def _check_span(text: str, start: int, end: int, kind: str, mention: Any, where:
         )
 
 
-def _span_tags(kind: str, length: int, scheme: str) -> list[str]:
+def entity_tags(kind: str, length: int, scheme: str) -> list[str]:
+    """The tags of an entity of `length` words in `scheme` (IOB1 written as IOB2)."""
     if scheme in ("IOB1", "IOB2"):
         return [f"B-{kind}"] + [f"I-{kind}"] * (length - 1)
     if length == 1:

@@ -30,9 +30,21 @@ class ClassificationTask:
     lower_is_better: frozenset[str] = frozenset()  # metrics that improve downwards
     reader = TextReader()
 
-    def __init__(self, labels: list[str]) -> None:
+    takes_rules = True  # rules: (bridgetune.knowledge.rules) override or veto labels
+
+    def __init__(self, labels: list[str], rules: list[dict[str, Any]] | None = None) -> None:
         self.labels = labels
         self.index = {label: i for i, label in enumerate(labels)}
+        self.rules = rules or []
+        for rule in self.rules:
+            if rule["action"] == "add" or rule.get("label") not in labels:
+                raise ValueError(
+                    f"{rule['name']}: a classification rule overrides or vetoes one of the "
+                    f"labels {labels} (action: override|veto, label: ...)"
+                )
+
+    def settings(self) -> dict[str, Any]:
+        return {"rules": self.rules} if self.rules else {}
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
@@ -47,8 +59,9 @@ class ClassificationTask:
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> ClassificationTask:
-        """The task for `labels`; `settings` (tag_scheme, threshold) are for other tasks."""
-        return cls(labels)
+        """The task for `labels` (with the model's `rules`, if any); other `settings`
+        (tag_scheme, threshold) are for other tasks."""
+        return cls(labels, settings.get("rules"))
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
@@ -99,7 +112,13 @@ class ClassificationTask:
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
     ) -> list[dict[str, Any]]:
         probs = self.probabilities(logits).cpu().tolist()
-        return [self._prediction(row, f["truncated"]) for row, f in zip(probs, features)]
+        predictions = [self._prediction(row, f["truncated"]) for row, f in zip(probs, features)]
+        if self.rules:
+            from bridgetune.knowledge.rules import apply_to_label
+
+            texts = ["\n".join(filter(None, [e.text, e.text_pair])) for e in examples]
+            predictions = [apply_to_label(self.rules, t, p) for t, p in zip(texts, predictions)]
+        return predictions
 
     def _prediction(self, probs: list[float], truncated: bool) -> dict[str, Any]:
         best = max(range(len(probs)), key=probs.__getitem__)
@@ -162,6 +181,7 @@ class MultiLabelTask(ClassificationTask):
     """Any number of labels per text; sigmoid scores and a threshold tuned on dev."""
 
     name = "multilabel"
+    takes_rules = False
     problem_type = "multi_label_classification"
     problem = "multi"
     default_metric = "f1_micro"

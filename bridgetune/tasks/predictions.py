@@ -21,6 +21,10 @@ class LabelPrediction(_Prediction):
     label: str = Field(description="Predicted class (classification, pair).")
     score: float = Field(description="Probability of `label` (softmax).")
     scores: dict[str, float] = Field(description="Probability per class.")
+    source: str | None = Field(
+        None, description="A model with rules: 'model', or 'rule' when a rule set the label."
+    )
+    rule: str | None = Field(None, description="The rule that set or vetoed the label.")
 
 
 class LabelsPrediction(_Prediction):
@@ -40,6 +44,10 @@ class EntitySpan(BaseModel):
     start: int = Field(ge=0, description="Character offset of the first character.")
     end: int = Field(ge=0, description="Character offset after the last character.")
     text: str | None = Field(None, description="The entity's text.")
+    source: str | None = Field(
+        None, description="A model with rules: 'model', or 'rule' for an entity a rule added."
+    )
+    rule: str | None = Field(None, description="The rule that added the entity.")
 
 
 class EntitiesPrediction(_Prediction):

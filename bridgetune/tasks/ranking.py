@@ -33,6 +33,8 @@ NDCG_CUTOFFS = (5, 10)
 class RankingTask(ClassificationTask):
     """Candidates of a query scored by one output; `labels` is ["relevance"]."""
 
+    takes_rules = False
+
     name = "ranking"
     problem_type = "regression"  # one output: the saved model loads as a plain scorer
     problem = "ranking"

@@ -30,6 +30,8 @@ SCATTER_POINTS = 2000  # (true, predicted) pairs kept in the metrics for the plo
 class RegressionTask(ClassificationTask):
     """Float targets per text (or text pair); `labels` holds the targets' names."""
 
+    takes_rules = False
+
     name = "regression"
     problem_type = "regression"
     problem = "regression"

@@ -74,11 +74,27 @@ class TokenTask:
     lower_is_better: frozenset[str] = frozenset()
     reader = TokenReader()
 
-    def __init__(self, labels: list[str], scheme: str = "IOB2", crf: bool = False) -> None:
+    takes_rules = True  # rules: (bridgetune.knowledge.rules) add, override or veto entities
+
+    def __init__(
+        self,
+        labels: list[str],
+        scheme: str = "IOB2",
+        crf: bool = False,
+        rules: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.labels = labels
         self.index = {label: i for i, label in enumerate(labels)}
         self.scheme = scheme
         self.crf = crf
+        self.rules = rules or []
+        types = {label[2:] for label in labels if label != "O"}
+        for rule in self.rules:
+            if rule["action"] != "veto" and rule.get("type") not in types:
+                raise ValueError(
+                    f"{rule['name']}: an {rule['action']} rule needs `type`, one of the "
+                    f"entity types {sorted(types)}"
+                )
         # a CRF runs over words: only first sub-tokens carry labels
         self.continuation = {} if crf else continuation_labels(labels, self.index, scheme)
 
@@ -87,11 +103,14 @@ class TokenTask:
         """The task for the tags `labels` in `tag_scheme` (default IOB2); `crf`: a CRF over
         the tags (bridgetune.knowledge.crf)."""
         return cls(labels, scheme=settings.get("tag_scheme") or "IOB2",
-                   crf=bool(settings.get("crf")))  # fmt: skip
+                   crf=bool(settings.get("crf")), rules=settings.get("rules"))  # fmt: skip
 
     def settings(self) -> dict[str, Any]:
         """What a saved model needs to rebuild this task."""
-        return {"crf": True} if self.crf else {}
+        saved: dict[str, Any] = {"crf": True} if self.crf else {}
+        if self.rules:
+            saved["rules"] = self.rules
+        return saved
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
@@ -195,14 +214,31 @@ class TokenTask:
         predictions = []
         for tags, feature in zip(self.word_tags(logits, features), features):
             example = feature["example"]
+            entities = self.spans(example, tags)
+            if self.rules:
+                from bridgetune.knowledge.rules import apply_to_entities
+
+                entities = apply_to_entities(self.rules, example.text, entities)
+                tags = self.tags_of(example, entities)
             predictions.append(
-                {
-                    "tags": tags,
-                    "entities": self.spans(example, tags),
-                    "truncated": feature["truncated"],
-                }
+                {"tags": tags, "entities": entities, "truncated": feature["truncated"]}
             )
         return predictions
+
+    def tags_of(self, example: Example, entities: list[dict[str, Any]]) -> list[str]:
+        """Word tags in this task's scheme for `entities` (after rules): a word is in the
+        entity its characters overlap."""
+        from bridgetune.data.io import entity_tags
+
+        tags = ["O"] * len(example.offsets or [])
+        for entity in entities:
+            words = [i for i, (s, e) in enumerate(example.offsets or [])
+                     if s < entity["end"] and entity["start"] < e]  # fmt: skip
+            if words:
+                span = entity_tags(entity["type"], len(words), self.scheme)
+                for index, tag in zip(range(words[0], words[-1] + 1), span):
+                    tags[index] = tag
+        return tags
 
     def spans(self, example: Example, tags: list[str]) -> list[dict[str, Any]]:
         """Entities with character offsets into the example's text."""
