@@ -31,7 +31,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from bridgetune.serve.engine import Event, GenerationEngine
+from bridgetune.serve.engine import EngineClosed, Event, GenerationEngine
 from bridgetune.serve.schemas import _Body
 from bridgetune.serve.service import RequestError
 
@@ -158,7 +158,7 @@ def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None
         engine = engine_for(service, slot)
         if engine is not None:
             ids = ids if ids is not None else slot.predictor.prompt_ids(prompt)
-            return _engine_events(engine, service, ids, options)
+            return _engine_events(service, slot, prompt, ids, options)
         return _serial_events(service, slot, prompt, options)
 
     async def complete(
@@ -367,21 +367,30 @@ def engine_for(service: Any, slot: Any) -> GenerationEngine | None:
 
 
 async def _engine_events(
-    engine: GenerationEngine, service: Any, ids: list[int], options: dict[str, Any]
+    service: Any, slot: Any, prompt: Any, ids: list[int], options: dict[str, Any]
 ) -> AsyncIterator[Event]:
-    """One job on the engine as an async stream of its events, recorded in the metrics; a
-    consumer that stops listening (its client left) cancels the job."""
+    """One job on the slot's engine as an async stream of its events, recorded in the
+    metrics; a consumer that stops listening (its client left) cancels the job. A model
+    replaced between the request's arrival and its submission (a reload) closed that engine:
+    the request then goes to the model served now."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Event] = asyncio.Queue()
     metrics = service.metrics
     decoding = {k: v for k, v in options.items() if k != "max_new_tokens"}
-    job = engine.submit(
-        ids,
-        max_new_tokens=options["max_new_tokens"],
-        deadline=time.perf_counter() + service.config.generation_timeout_s,
-        decoding=decoding,
-        emit=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
-    )
+    submission = {
+        "max_new_tokens": options["max_new_tokens"],
+        "deadline": time.perf_counter() + service.config.generation_timeout_s,
+        "decoding": decoding,
+        "emit": lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
+    }
+    try:
+        job = engine_for(service, slot).submit(ids, **submission)
+    except EngineClosed:
+        slot = service.ready_slot()
+        engine = engine_for(service, slot)
+        if engine is None:
+            raise RequestError(503, "the model was replaced; send the request again") from None
+        job = engine.submit(slot.predictor.prompt_ids(prompt), **submission)
     ended = False
     try:
         while True:

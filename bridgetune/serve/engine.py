@@ -47,6 +47,10 @@ UNSUPPORTED = ("no_repeat_ngram_size", "bad_words_ids", "sequence_bias", "suppre
 Event = tuple[str, Any]  # ("text", piece) | ("end", summary) | ("error", message)
 
 
+class EngineClosed(RuntimeError):
+    """The engine takes no more jobs (its model was replaced)."""
+
+
 @dataclass
 class Job:
     """One generation request: its prompt tokens, limits, decoding, and where events go."""
@@ -129,7 +133,7 @@ class GenerationEngine:
         if not prompt:
             raise ValueError("an empty prompt: nothing to continue")
         if self._closing:
-            raise RuntimeError("this generation engine is closed (the model was replaced)")
+            raise EngineClosed("this generation engine is closed (the model was replaced)")
         prompt = prompt[-self.max_length :]
         processors, sample = self._processors(decoding or {}, len(prompt))
         job = Job(
