@@ -99,6 +99,16 @@ def entity_metrics(gold: list[list[str]], predicted: list[list[str]], scheme: st
     }
 
 
+def loss_metrics(predictions: list[dict[str, Any]]) -> dict:
+    """Language models' dev scores from per-example summed losses ("nll") over "tokens": the
+    mean loss per token, its perplexity, and the tokens scored."""
+    import math
+
+    tokens = sum(p["tokens"] for p in predictions)
+    loss = sum(p["nll"] for p in predictions) / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+
+
 def headline(metrics: dict) -> dict[str, float]:
     """The scalar metrics (what goes into logs, bridgetune.json and the learning curve)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -17,7 +17,6 @@ loss); `Predictor.generate` writes text (greedy by default, left-padded batches)
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any
 
 import torch
@@ -27,6 +26,7 @@ from bridgetune.config import RunConfig
 from bridgetune.data.batching import padded
 from bridgetune.data.readers import GenerationReader
 from bridgetune.data.schema import Example
+from bridgetune.evaluate import loss_metrics
 from bridgetune.losses import IGNORE
 from bridgetune.tasks.base import TASKS, Feature, load_generator, pad_batch
 from bridgetune.tasks.predictions import LossPrediction
@@ -175,9 +175,7 @@ class CausalLMTask:
         return predictions
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
-        tokens = sum(p["tokens"] for p in predictions)
-        loss = sum(p["nll"] for p in predictions) / max(tokens, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+        return loss_metrics(predictions)
 
     def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
         return [], None

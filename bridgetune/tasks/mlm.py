@@ -15,7 +15,6 @@ any task config can name as `model.name` (its encoder is what a classifier or ta
 
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from bridgetune.config import RunConfig
 from bridgetune.data.readers import CorpusReader
 from bridgetune.data.schema import Example
+from bridgetune.evaluate import loss_metrics
 from bridgetune.knowledge.masking import add_words, mask, units
 from bridgetune.losses import IGNORE
 from bridgetune.tasks.base import TASKS, Feature, pad_batch
@@ -77,8 +77,8 @@ class MaskedLMTask:
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         if cfg.method.name != "full":
-            raise ValueError(f"pre-training trains the whole encoder: method.name: full, not "
-                             f"{cfg.method.name}")  # fmt: skip
+            raise ValueError(f"method.name={cfg.method.name!r}: pre-training trains the whole "
+                             "encoder; use method.name: full")  # fmt: skip
         if cfg.train.rdrop or cfg.train.class_weights:
             raise ValueError("train.rdrop and train.class_weights do not apply to pre-training")
         if cfg.pretrain.masking == "knowledge" and not cfg.pretrain.phrases:
@@ -180,9 +180,7 @@ class MaskedLMTask:
         return predictions
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
-        tokens = sum(p["tokens"] for p in predictions)
-        loss = sum(p["nll"] for p in predictions) / max(tokens, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+        return loss_metrics(predictions)
 
     def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
         return [], None
