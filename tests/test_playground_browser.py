@@ -446,6 +446,13 @@ def test_chat_view_stop_cancels_the_generation(driver, serve, chat_model):
     predictor = Predictor.load(chat_model, device="cpu")
     predictor.model.generation_config.min_new_tokens = 20000  # no EOS: runs until stopped
     predictor.model.generation_config.max_new_tokens = 20000
+    forward = predictor.model.forward
+
+    def slow(*args, **kwargs):  # a token every 10 ms, as a real model: Stop comes in time
+        time.sleep(0.01)
+        return forward(*args, **kwargs)
+
+    predictor.model.forward = slow
     server = serve(predictor, max_new_tokens=20000)
 
     driver.get(server.url)
