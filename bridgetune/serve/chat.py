@@ -406,9 +406,12 @@ async def _engine_events(
             job.cancel()
             metrics.cancelled_generations.inc()
         metrics.generated_tokens.inc(len(job.generated))
-        if job.started is not None:
-            metrics.generation_queue.observe(job.started - job.submitted)
-            metrics.generation_seconds.observe(time.perf_counter() - job.started)
+        started = job.started
+        if started is not None:
+            metrics.generation_queue.observe(started - job.submitted)
+            metrics.generation_seconds.observe(time.perf_counter() - started)
+        else:  # cancelled before its first forward pass: it waited until then
+            metrics.generation_queue.observe(time.perf_counter() - job.submitted)
         if job.first_token is not None:
             metrics.time_to_first_token.observe(job.first_token - job.submitted)
 
