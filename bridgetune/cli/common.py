@@ -21,6 +21,9 @@ Overwrite = Annotated[
     bool,
     typer.Option(help="Replace a finished run of the same name (kept until the new one is done)."),
 ]
+Resume = Annotated[
+    bool, typer.Option(help="Continue the run's unfinished training from its checkpoint.")
+]
 
 
 def quiet_libraries() -> None:

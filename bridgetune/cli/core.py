@@ -15,6 +15,7 @@ from rich.table import Table
 from bridgetune.cli.common import (
     Overrides,
     Overwrite,
+    Resume,
     app,
     console,
     fail,
@@ -29,9 +30,7 @@ from bridgetune.cli.common import (
 def train(
     config: Path,
     overrides: Overrides = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the run's unfinished training from its checkpoint.")
-    ] = False,
+    resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a model as CONFIG says; writes reports and the model to the run directory."""
@@ -44,9 +43,7 @@ def train(
 def pretrain(
     config: Path,
     overrides: Overrides = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the run's unfinished training from its checkpoint.")
-    ] = False,
+    resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Continue masked-LM pre-training on unlabelled text (CONFIG's data; task mlm): a model

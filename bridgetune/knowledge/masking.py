@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+from bridgetune.knowledge.vocab import CJK
+
 MODES = ("token", "whole_word", "knowledge")
 
 

@@ -21,10 +21,10 @@ before it. Every entity and every label says where it came from: `source: "model
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from bridgetune.config import RuleConfig
+from bridgetune.knowledge.words import read_word_list
 
 
 def loaded(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,11 +34,8 @@ def loaded(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rule = RuleConfig.model_validate(raw).model_dump(exclude_none=True)
         words = list(rule.get("words") or [])
         if rule.get("words_file"):
-            path = Path(rule.pop("words_file"))
-            if not path.is_file():
-                raise ValueError(f"rules[{index}].words_file: {path} does not exist")
-            lines = path.read_text(encoding="utf-8").split("\n")
-            words += [w.strip() for w in lines if w.strip() and not w.startswith("#")]
+            missing = f"does not exist (rules[{index}].words_file)"
+            words += [word for _, word in read_word_list(rule.pop("words_file"), missing)]
         if words:
             rule["words"] = sorted(set(words), key=len, reverse=True)
         rule.setdefault("name", f"rules[{index}]")

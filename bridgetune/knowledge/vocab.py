@@ -138,15 +138,11 @@ def statistics(tokenizer: Any, units: Counter) -> dict[str, float]:
 
 def _read_tokens(path: Path) -> list[str]:
     from bridgetune.data.schema import DataError
+    from bridgetune.knowledge.words import read_word_list
 
-    if not path.is_file():
-        raise DataError(f"{path}: no token file there (model.extend_vocab: auto, or a file "
-                        "with one token per line)")  # fmt: skip
+    missing = "no token file there (model.extend_vocab: auto, or a file with one token per line)"
     tokens = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
-        token = line.strip()
-        if not token or token.startswith("#"):
-            continue
+    for number, token in read_word_list(path, missing):
         if any(c.isspace() for c in token):
             raise DataError(f"{path}:{number}: a token has no white space inside ({token!r})")
         tokens.append(token)

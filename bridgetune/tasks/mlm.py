@@ -206,12 +206,7 @@ def read_phrases(path: str | None) -> list[str]:
     """The knowledge dictionary: one phrase per line (blank lines and # comments skipped)."""
     if not path:
         return []
-    from pathlib import Path
+    from bridgetune.knowledge.words import read_word_list
 
-    from bridgetune.data.schema import DataError
-
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{file}: no phrase file there (pretrain.phrases: one phrase per line)")
-    lines = file.read_text(encoding="utf-8").split("\n")
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    missing = "no phrase file there (pretrain.phrases: one phrase per line)"
+    return [phrase for _, phrase in read_word_list(path, missing)]
