@@ -69,6 +69,7 @@ def dev_loss(model: Any, tokenizer: Any, dev: list[dict], device: str, max_lengt
     from bridgetune.predictor import infer
     from bridgetune.tasks import build_task
 
+    model.to(device)  # ours reloads the merged model on the CPU
     task = build_task("causal_lm", [])
     examples = [Example(text=r["prompt"], label={"completion": r["completion"]}) for r in dev]
     features = task.encode(examples, tokenizer, max_length)
