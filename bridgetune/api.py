@@ -100,6 +100,15 @@ def check_registered(cfg: RunConfig) -> None:
                           "pair do)")  # fmt: skip
     if cfg.model.crf and kind.problem != "token":
         raise ConfigError(f"model.crf: a CRF tags words: it is for ner, not {cfg.task}")
+    if cfg.knowledge.gazetteers:
+        if not getattr(kind, "takes_gazetteers", False):
+            raise ConfigError(f"knowledge.gazetteers: task {cfg.task} does not take gazetteer "
+                              "features (ner, classification, pair do)")  # fmt: skip
+        if cfg.method.name != "full":
+            raise ConfigError(
+                f"knowledge.gazetteers needs method.name: full (not {cfg.method.name}): the "
+                "features' weights train beside the whole model"
+            )
     losses = LOSSES[kind.problem]
     if cfg.train.loss is not None and cfg.train.loss not in losses:
         raise ConfigError(
@@ -240,6 +249,10 @@ def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
         from bridgetune.knowledge.rules import loaded
 
         settings["rules"] = loaded([rule.model_dump() for rule in cfg.rules])
+    if cfg.knowledge.gazetteers:
+        from bridgetune.knowledge.gazetteer import load_gazetteers
+
+        settings["lexicon"] = load_gazetteers(cfg.knowledge.gazetteers, cfg.knowledge.min_chars)
     return (
         build_task(cfg.task, splits.labels, cfg.data.tag_scheme, pairs=pairs, **settings),
         tokenizer,

@@ -463,6 +463,20 @@ class PretrainConfig(_Section):
     )
 
 
+class KnowledgeConfig(_Section):
+    """Dictionaries as model inputs (bridgetune.knowledge.gazetteer; ner, classification, pair)."""
+
+    gazetteers: dict[str, list[str] | str] = Field(
+        default_factory=dict,
+        description="Type -> names: a list, a file (one name per line) or jieba:<tags> (names "
+        "from jieba's dictionary: nr persons, ns places, nt organizations, nz other). Matches "
+        "become features of the classifier (ner: B/M/E/S flags per word; classification: counts).",
+    )
+    min_chars: int = Field(
+        2, ge=1, description="Names shorter than this many characters are not matched."
+    )
+
+
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; outputs go to <output_dir>/<name>.")
     output_dir: str = Field("runs", description="Parent directory of run directories.")
@@ -480,6 +494,7 @@ class RunConfig(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     rules: list[RuleConfig] = Field(
         default_factory=list,
         description="ner, classification, pair: rules applied to every prediction, top to "
@@ -710,7 +725,8 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config, apply dotted overrides and validate it.
 
-    Relative data paths are resolved against the config file's directory when they exist there.
+    Relative data paths (and gazetteer files) are resolved against the config file's directory
+    when they exist there.
     """
     path = Path(path)
     raw = apply_overrides(_read_yaml(path, "config"), overrides or [])
@@ -719,6 +735,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
+    knowledge = raw.get("knowledge")
+    gazetteers = knowledge.get("gazetteers") if isinstance(knowledge, dict) else None
+    if isinstance(gazetteers, dict):  # files of names, like data files
+        for kind, value in gazetteers.items():
+            if isinstance(value, str) and not value.startswith("jieba:"):
+                if not Path(value).exists() and (base / value).exists():
+                    gazetteers[kind] = str(base / value)
     data = raw.get("data")
     if not isinstance(data, dict):
         return

@@ -93,6 +93,12 @@ def test_chinese_ner_configs_on_files_of_their_layouts(tiny_bert, tmp_path):
     result = api.train(ROOT / "examples/configs/cluener.yaml",
                        [*tiny, f"data.train={spans}", f"data.dev={spans}"])  # fmt: skip
     assert "entity_f1" in result.metrics
+    # docs/chinese.md's gazetteer line: jieba's person and place names as features
+    gazetteers = ["knowledge.gazetteers.person=jieba:nr", "knowledge.gazetteers.place=jieba:ns",
+                  "name=lexicon"]  # fmt: skip
+    data = [f"data.train={spans}", f"data.dev={spans}"]
+    result = api.train(ROOT / "examples/configs/cluener.yaml", [*tiny, *data, *gazetteers])
+    assert api.load(result.model_dir).task.gazetteer.types == ["person", "place"]
     weibo = tmp_path / "weibo.txt"
     message = "张0\tB-PER.NAM\n三1\tI-PER.NAM\n好0\tO\n\n李0\tI-PER.NAM\n四1\tI-PER.NAM\n\n"
     weibo.write_text(message * 6, "utf-8")  # the second message needs repair, as in Weibo

@@ -10,7 +10,9 @@ are given, so the loop, `infer`, the tasks' decoding and the service use them un
 - nli: an NLI cross-encoder scores "text entails hypothesis(label)" for every label;
 - adapter: a peft adapter saved unmerged (bridgetune.methods.peft), put back on its base model;
 - prefix: a key/value prefix per layer and the head (bridgetune.methods.prefix), likewise;
-- crf: a token classifier with a CRF over its tags (bridgetune.knowledge.crf).
+- crf: a token classifier with a CRF over its tags (bridgetune.knowledge.crf);
+- lexicon: gazetteer features added to a classifier's input (bridgetune.knowledge.gazetteer),
+  around a plain classifier or a crf head.
 
 Each is a `HeadModel` registered in `HEADS` under the "type" its `save` writes.
 
@@ -69,6 +71,7 @@ for _kind, _where in {
     "adapter": "bridgetune.methods.peft:AdapterModel",
     "prefix": "bridgetune.methods.prefix:PrefixModel",
     "crf": "bridgetune.knowledge.crf:CRFTagger",
+    "lexicon": "bridgetune.knowledge.gazetteer:LexiconModel",
 }.items():
     HEADS.register(_kind)(_where)
 
@@ -82,13 +85,24 @@ def load_head_model(directory: Path, meta: dict[str, Any]) -> torch.nn.Module | 
     head = meta.get("head")
     if not head:
         return None
+    multilabel = TASKS.get(meta["task"]).problem == "multi"
     try:
-        module, name = HEADS.get(head["type"]).split(":")
+        return load_head(directory, head, list(meta["labels"]), multilabel)
     except KeyError as error:
         raise ValueError(f"{directory}/bridgetune.json: {error.args[0]}") from None
+
+
+def load_head(
+    directory: Path, head: dict[str, Any], labels: list[str], multilabel: bool
+) -> torch.nn.Module:
+    """The head model of the "head" entry `head` (a head may wrap another: lexicon over crf).
+
+    Raises:
+        KeyError: the entry names a head type no installed code registers.
+    """
+    module, name = HEADS.get(head["type"]).split(":")
     head_class: Any = getattr(importlib.import_module(module), name)
-    multilabel = TASKS.get(meta["task"]).problem == "multi"
-    return head_class.load(directory, head, list(meta["labels"]), multilabel)
+    return head_class.load(directory, head, labels, multilabel)
 
 
 AUTO_CLASSES = {  # the transformers class of a base model, by the problem its head learns

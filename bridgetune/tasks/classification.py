@@ -11,6 +11,7 @@ from bridgetune.config import RunConfig
 from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import Example
 from bridgetune.evaluate import classification_metrics, multilabel_metrics
+from bridgetune.knowledge.gazetteer import Gazetteer, LexiconModel
 from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
 from bridgetune.tasks.predictions import LabelPrediction, LabelsPrediction
 
@@ -31,11 +32,19 @@ class ClassificationTask:
     reader = TextReader()
 
     takes_rules = True  # rules: (bridgetune.knowledge.rules) override or veto labels
+    takes_gazetteers = True  # knowledge.gazetteers: match counts per type as features
 
-    def __init__(self, labels: list[str], rules: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        labels: list[str],
+        rules: list[dict[str, Any]] | None = None,
+        lexicon: dict[str, str] | None = None,
+    ) -> None:
         self.labels = labels
         self.index = {label: i for i, label in enumerate(labels)}
         self.rules = rules or []
+        self.lexicon = lexicon or {}
+        self.gazetteer = Gazetteer(self.lexicon) if self.lexicon else None
         for rule in self.rules:
             if rule["action"] == "add" or rule.get("label") not in labels:
                 raise ValueError(
@@ -44,24 +53,30 @@ class ClassificationTask:
                 )
 
     def settings(self) -> dict[str, Any]:
-        return {"rules": self.rules} if self.rules else {}
+        saved: dict[str, Any] = {"rules": self.rules} if self.rules else {}
+        if self.lexicon:
+            saved["lexicon"] = self.lexicon
+        return saved
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
-        return load_pretrained(
+        model = load_pretrained(
             AutoModelForSequenceClassification,
             name_or_path,
             self.labels,
             problem_type=self.problem_type,
             **kwargs,
         )
+        if self.gazetteer:
+            model = LexiconModel(model, len(self.gazetteer.types), self.auto_class)
+        return model
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> ClassificationTask:
-        """The task for `labels` (with the model's `rules`, if any); other `settings`
-        (tag_scheme, threshold) are for other tasks."""
-        return cls(labels, settings.get("rules"))
+        """The task for `labels` (with the model's `rules` and gazetteers, `lexicon`, if
+        any); other `settings` (tag_scheme, threshold) are for other tasks."""
+        return cls(labels, settings.get("rules"), settings.get("lexicon"))
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
@@ -97,13 +112,19 @@ class ClassificationTask:
             if "token_type_ids" in clipped:
                 features[i]["token_type_ids"] = clipped["token_type_ids"][j]
             features[i]["truncated"] = True
+        if self.gazetteer:
+            for feature, example in zip(features, examples):
+                feature["lexicon"] = self.gazetteer.counts(example.text, example.text_pair)
         return features
 
     def encode_label(self, label: Any) -> Any:
         return None if label is None else self.index[label]
 
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
-        return pad_batch(features, pad_id)
+        batch = pad_batch(features, pad_id)
+        if self.gazetteer:
+            batch["lexicon"] = torch.tensor([f["lexicon"] for f in features])
+        return batch
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=-1)
@@ -182,6 +203,7 @@ class MultiLabelTask(ClassificationTask):
 
     name = "multilabel"
     takes_rules = False
+    takes_gazetteers = False
     problem_type = "multi_label_classification"
     problem = "multi"
     default_metric = "f1_micro"

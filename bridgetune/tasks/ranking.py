@@ -34,6 +34,7 @@ class RankingTask(ClassificationTask):
     """Candidates of a query scored by one output; `labels` is ["relevance"]."""
 
     takes_rules = False
+    takes_gazetteers = False
 
     name = "ranking"
     problem_type = "regression"  # one output: the saved model loads as a plain scorer

@@ -31,6 +31,7 @@ class RegressionTask(ClassificationTask):
     """Float targets per text (or text pair); `labels` holds the targets' names."""
 
     takes_rules = False
+    takes_gazetteers = False
 
     name = "regression"
     problem_type = "regression"

@@ -17,6 +17,7 @@ from bridgetune.data.readers import TokenReader
 from bridgetune.data.schema import Example
 from bridgetune.data.tags import decode_spans, split_tag
 from bridgetune.evaluate import entity_metrics
+from bridgetune.knowledge.gazetteer import Gazetteer, LexiconModel, collate_lexicon, token_lexicon
 from bridgetune.losses import IGNORE
 from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
 from bridgetune.tasks.predictions import EntitiesPrediction
@@ -75,6 +76,7 @@ class TokenTask:
     reader = TokenReader()
 
     takes_rules = True  # rules: (bridgetune.knowledge.rules) add, override or veto entities
+    takes_gazetteers = True  # knowledge.gazetteers: B/M/E/S match flags per word
 
     def __init__(
         self,
@@ -82,12 +84,15 @@ class TokenTask:
         scheme: str = "IOB2",
         crf: bool = False,
         rules: list[dict[str, Any]] | None = None,
+        lexicon: dict[str, str] | None = None,
     ) -> None:
         self.labels = labels
         self.index = {label: i for i, label in enumerate(labels)}
         self.scheme = scheme
         self.crf = crf
         self.rules = rules or []
+        self.lexicon = lexicon or {}
+        self.gazetteer = Gazetteer(self.lexicon) if self.lexicon else None
         types = {label[2:] for label in labels if label != "O"}
         for rule in self.rules:
             if rule["action"] != "veto" and rule.get("type") not in types:
@@ -101,15 +106,19 @@ class TokenTask:
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> TokenTask:
         """The task for the tags `labels` in `tag_scheme` (default IOB2); `crf`: a CRF over
-        the tags (bridgetune.knowledge.crf)."""
+        the tags (bridgetune.knowledge.crf); `lexicon`: gazetteers whose matches are inputs
+        (bridgetune.knowledge.gazetteer)."""
         return cls(labels, scheme=settings.get("tag_scheme") or "IOB2",
-                   crf=bool(settings.get("crf")), rules=settings.get("rules"))  # fmt: skip
+                   crf=bool(settings.get("crf")), rules=settings.get("rules"),
+                   lexicon=settings.get("lexicon"))  # fmt: skip
 
     def settings(self) -> dict[str, Any]:
         """What a saved model needs to rebuild this task."""
         saved: dict[str, Any] = {"crf": True} if self.crf else {}
         if self.rules:
             saved["rules"] = self.rules
+        if self.lexicon:
+            saved["lexicon"] = self.lexicon
         return saved
 
     @classmethod
@@ -142,7 +151,9 @@ class TokenTask:
         if self.crf:
             from bridgetune.knowledge.crf import CRFTagger
 
-            return CRFTagger(model, self.labels, self.scheme)
+            model = CRFTagger(model, self.labels, self.scheme)
+        if self.gazetteer:
+            model = LexiconModel(model, self.gazetteer.token_size, self.auto_class)
         return model
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
@@ -179,10 +190,17 @@ class TokenTask:
         }
         if "token_type_ids" in encoded:
             feature["token_type_ids"] = encoded["token_type_ids"][row]
+        if self.gazetteer:
+            flags = self.gazetteer.word_flags(example.tokens or [])
+            feature["lexicon"] = token_lexicon(flags, word_ids)
         return feature
 
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
-        return pad_batch(features, pad_id, label_pad=IGNORE)
+        batch = pad_batch(features, pad_id, label_pad=IGNORE)
+        if self.gazetteer:
+            width = batch["input_ids"].shape[1]
+            batch["lexicon"] = collate_lexicon(features, width, self.gazetteer.token_size)
+        return batch
 
     def word_tags(self, logits: torch.Tensor, features: list[Feature]) -> list[list[str]]:
         """Tag of every word (first sub-token's argmax, or the CRF's Viterbi path over the
