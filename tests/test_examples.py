@@ -18,7 +18,7 @@ CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
 # data lives outside the repo: these train on small files of the same layout below
 SHARED = {"sst2.yaml", "conll2003.yaml", "alpaca_zh.yaml", "taskmaster_coffee.yaml",
           "scitldr.yaml", "multi30k_en_de.yaml", "tatoeba_en_zh.yaml", "cluener.yaml",
-          "weibo_ner.yaml", "zh_pretrain.yaml"}  # fmt: skip
+          "weibo_ner.yaml", "zh_pretrain.yaml", "conll2003_pretrain.yaml"}  # fmt: skip
 TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
 
 
@@ -120,6 +120,21 @@ def test_zh_pretrain_config_on_a_file_of_its_layout(tiny_bert, tmp_path):
                            f"data.dev={corpus}"])  # fmt: skip
     assert result.metrics["perplexity"] > 0
     assert (result.run_dir / "vocab_extension.json").is_file()
+
+
+def test_conll_pretrain_config_reads_the_sentences_of_a_token_file(tiny_bert, ner_conll, tmp_path):
+    """conll2003_pretrain.yaml: masked-LM pre-training on an NER file's text, tags ignored;
+    without data.format: conll a .txt token file is refused, not read as documents."""
+    from bridgetune.data.schema import DataError
+
+    corpus = tmp_path / "train.txt"
+    corpus.write_text(ner_conll.read_text("utf-8"), "utf-8")
+    overrides = [*_tiny(tiny_bert, tmp_path), f"data.train={corpus}", f"data.dev={corpus}"]
+    result = api.pretrain(ROOT / "examples/configs/conll2003_pretrain.yaml", overrides)
+    assert result.metrics["perplexity"] > 0
+    with pytest.raises(DataError, match="set data.format: conll"):
+        api.pretrain(ROOT / "examples/configs/conll2003_pretrain.yaml",
+                     [*overrides, "data.format=auto", "name=auto"])  # fmt: skip
 
 
 def test_readme_python_snippet_runs(tiny_bert, tmp_path, monkeypatch):

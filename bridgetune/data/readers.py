@@ -16,6 +16,7 @@ with a new format brings a reader of its own; these cover today's tasks:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -683,24 +684,45 @@ def _text(value: Any, name: str, at: str) -> str:
     return value
 
 
+_TAG = re.compile(r"(O|[BIESM]-\S+)")
+_TOKEN_ONLY = (".conll", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")  # never plain text
+
+
 @dataclass(frozen=True)
 class CorpusReader:
     """Unlabelled text for masked-LM pre-training: .txt/.md files (each non-empty line a
-    document; Chinese text needs no spaces), or CSV/TSV/JSONL rows of `text_column`."""
+    document; Chinese text needs no spaces), CSV/TSV/JSONL rows of `text_column`, or the
+    sentences of CoNLL-style token files (`data.format: conll`, or a .conll/.bio/.bmes/...
+    file; tags ignored), e.g. the training file of an NER task."""
 
     tagged = False
 
     def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
-        if path.suffix.lower() in (".txt", ".md", ".text"):
+        suffix = path.suffix.lower()
+        if cfg.format == "conll" or (cfg.format == "auto" and suffix in _TOKEN_ONLY):
+            sentences = TokenReader().read_file(path, cfg, labelled=False)
+            return [Example(text=e.text, source=e.source) for e in sentences]
+        if suffix in (".txt", ".md", ".text"):
+            lines = read_text(path).split("\n")
+            self.refuse_tag_lines(path, lines)
             return [
                 Example(text=line.strip(), source=f"{path}:{number}")
-                for number, line in enumerate(read_text(path).split("\n"), 1)
+                for number, line in enumerate(lines, 1)
                 if line.strip()
             ]
         fmt = detect_format(path, cfg.format, tagged=False)
-        if fmt == "conll":
-            raise DataError(f"{path}: pre-training reads .txt or CSV/TSV/JSONL text, not tags")
         return [self.read_row(row, cfg, (path, n)) for n, row in read_records(path, fmt)]
+
+    @staticmethod
+    def refuse_tag_lines(path: Path, lines: list[str]) -> None:
+        """A .txt file of token + tag lines read as documents would train on the tags."""
+        sample = [line.split() for line in lines[:400] if line.strip()][:200]
+        tagged = [parts for parts in sample if len(parts) >= 2 and _TAG.fullmatch(parts[-1])]
+        if sample and len(tagged) >= 0.8 * len(sample):
+            raise DataError(
+                f"{path}: looks like a CoNLL-style tag file (line 1: {lines[0].strip()!r}); "
+                "set data.format: conll to pre-train on its sentences, tags ignored"
+            )
 
     def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
         path, number = where

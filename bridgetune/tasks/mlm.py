@@ -1,7 +1,7 @@
 """Continued masked-LM pre-training on unlabelled text (`bridgetune pretrain`, task `mlm`).
 
-Data (bridgetune.data.readers.CorpusReader): documents, one per line of a .txt file or rows of
-CSV/TSV/JSONL. Each is tokenized once and cut into windows of max_length tokens (nothing is
+Data (bridgetune.data.readers.CorpusReader): documents, one per line of a .txt file, rows of
+CSV/TSV/JSONL, or the sentences of a CoNLL-style token file (tags ignored). Each is tokenized once and cut into windows of max_length tokens (nothing is
 dropped). Masking (bridgetune.knowledge.masking: token, whole-word with jieba's words for
 Chinese, or knowledge masking of dictionary phrases) is drawn afresh for every training batch;
 dev windows are masked the same way at every evaluation (seeded by their tokens), so dev loss
