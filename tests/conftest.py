@@ -12,6 +12,16 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def corpus_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Pre-training windows are cached in a temporary directory, not the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        root = tmp_path_factory.mktemp("bridgetune-cache")
+        patch.setattr("bridgetune.knowledge.corpus.cache_root", lambda: root)
+        yield root
+
+
 WORDS = (
     "the a my order is late great love this terrible refund please where was it and not "
     "package arrived broken thanks fast helpful slow bad good service never again happy "

@@ -502,5 +502,7 @@ def fingerprint(specs: list[str | None], cfg: DataConfig | None = None) -> str:
             digest.update(spec.encode())
             continue
         for path in data_files(spec, cfg):
-            digest.update(path.read_bytes())
+            with path.open("rb") as stream:  # in pieces: a pre-training corpus can be huge
+                for piece in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(piece)
     return digest.hexdigest()[:16]

@@ -685,6 +685,24 @@ def _text(value: Any, name: str, at: str) -> str:
 
 
 _TAG = re.compile(r"(O|[BIESM]-\S+)")
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    """Whether the file's first non-blank bytes are `prefix` (a JSON array, not JSON lines)."""
+    with path.open("rb") as stream:
+        return stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(prefix)
+
+
+def _json_row(line: str, path: Path, number: int) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{number}: expected a JSON object per line")
+    return row
+
+
 _TOKEN_ONLY = (".conll", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")  # never plain text
 
 
@@ -702,21 +720,25 @@ class CorpusReader:
         if cfg.format == "conll" or (cfg.format == "auto" and suffix in _TOKEN_ONLY):
             sentences = TokenReader().read_file(path, cfg, labelled=False)
             return [Example(text=e.text, source=e.source) for e in sentences]
+        from bridgetune.knowledge.corpus import LazyLines
+
         if suffix in (".txt", ".md", ".text"):
-            lines = read_text(path).split("\n")
-            self.refuse_tag_lines(path, lines)
-            return [
-                Example(text=line.strip(), source=f"{path}:{number}")
-                for number, line in enumerate(lines, 1)
-                if line.strip()
-            ]
+            self.refuse_tag_lines(path)
+            return LazyLines.scan(  # read from disk when needed: a corpus can outgrow memory
+                path, lambda line, number: Example(text=line, source=f"{path}:{number}")
+            )
         fmt = detect_format(path, cfg.format, tagged=False)
+        if fmt == "jsonl" and not _starts_with(path, b"["):
+            return LazyLines.scan(path, lambda line, number: self.read_row(
+                _json_row(line, path, number), cfg, (path, number)))  # fmt: skip
         return [self.read_row(row, cfg, (path, n)) for n, row in read_records(path, fmt)]
 
     @staticmethod
-    def refuse_tag_lines(path: Path, lines: list[str]) -> None:
+    def refuse_tag_lines(path: Path) -> None:
         """A .txt file of token + tag lines read as documents would train on the tags."""
-        sample = [line.split() for line in lines[:400] if line.strip()][:200]
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            lines = [line for _, line in zip(range(400), stream)]
+        sample = [line.split() for line in lines if line.strip()][:200]
         tagged = [parts for parts in sample if len(parts) >= 2 and _TAG.fullmatch(parts[-1])]
         if sample and len(tagged) >= 0.8 * len(sample):
             raise DataError(

@@ -1,12 +1,15 @@
 """Continued masked-LM pre-training on unlabelled text (`bridgetune pretrain`, task `mlm`).
 
 Data (bridgetune.data.readers.CorpusReader): documents, one per line of a .txt file, rows of
-CSV/TSV/JSONL, or the sentences of a CoNLL-style token file (tags ignored). Each is tokenized once and cut into windows of max_length tokens (nothing is
-dropped). Masking (bridgetune.knowledge.masking: token, whole-word with jieba's words for
-Chinese, or knowledge masking of dictionary phrases) is drawn afresh for every training batch;
-dev windows are masked the same way at every evaluation (seeded by their tokens), so dev loss
-and perplexity compare across evaluations and with the model before training, which the run
-reports next to the final figures.
+CSV/TSV/JSONL, or the sentences of a CoNLL-style token file (tags ignored); .txt and JSONL files
+are read from disk when needed, so a corpus may be larger than memory. Each document is cut
+into windows of max_length tokens (nothing is dropped), tokenized once: the windows are cached
+on disk (bridgetune.knowledge.corpus) and a later run on the same text maps them. Masking
+(bridgetune.knowledge.masking: token, whole-word with jieba's words for Chinese, or knowledge
+masking of dictionary phrases) is drawn afresh for every training batch; dev windows are masked
+the same way at every evaluation (seeded by their tokens), so dev loss and perplexity compare
+across evaluations and with the model before training, which the run reports next to the final
+figures.
 
 A base model without a trained masked-LM head (the bundled MiniLM has none) gets a fresh one
 whose output layer is tied to the input embeddings. The model directory is a masked-LM model
@@ -16,6 +19,7 @@ any task config can name as `model.name` (its encoder is what a classifier or ta
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -106,34 +110,36 @@ class MaskedLMTask:
             )
         return model
 
-    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
-        """Windows of up to max_length tokens (special tokens included) of every document."""
+    def encode(self, examples: Sequence[Example], tokenizer: Any, max_length: int) -> Any:
+        """Windows of up to max_length tokens (special tokens included) of every document,
+        tokenized once and cached on disk (bridgetune.knowledge.corpus): a WindowStore."""
+        from bridgetune.knowledge.corpus import windows
+
         self.tokenizer = tokenizer
+        settings = {"masking": self.masking, "phrases": self.phrases, "max_length": max_length}
+        return windows(examples, tokenizer, lambda chunk, t: self.cut(chunk, t, max_length),
+                       settings)  # fmt: skip
+
+    def cut(
+        self, examples: list[Example], tokenizer: Any, max_length: int
+    ) -> Iterator[tuple[int, list[int], list[int]]]:
+        """(document, window ids, window units) of every window of `examples`."""
         prefix, suffix = special_frame(tokenizer)
         room = max_length - len(prefix) - len(suffix)
         encoded = tokenizer(
             [e.text for e in examples], add_special_tokens=False, return_offsets_mapping=True
         )
-        features = []
         for row, example in enumerate(examples):
             ids, offsets = encoded["input_ids"][row], encoded["offset_mapping"][row]
             found = units(example.text, offsets, encoded.word_ids(row), self.masking,
                           self.phrases)  # fmt: skip
             for start in range(0, max(len(ids), 1), room):
-                window = ids[start : start + room]
-                full = prefix + window + suffix
                 # the special tokens around the window are never masked
-                unit_row = [-1] * len(prefix) + found[start : start + room] + [-1] * len(suffix)
-                features.append(
-                    {
-                        "input_ids": full,
-                        "units": unit_row,
-                        "labels": None,
-                        "truncated": False,
-                        "example": example,
-                    }  # fmt: skip
+                yield (
+                    row,
+                    prefix + ids[start : start + room] + suffix,
+                    [-1] * len(prefix) + found[start : start + room] + [-1] * len(suffix),
                 )
-        return features
 
     def collate_train(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
         """A fresh masking for every batch (torch's RNG: seeded, restored on resume)."""

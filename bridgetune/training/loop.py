@@ -145,7 +145,12 @@ class Loop:
         on_cpu, self.precision = resolve_precision(cfg)
         self.accelerator = make_accelerator(on_cpu, self.precision)
         # equal lengths make the batches plain shuffled ones (no length buckets)
-        self.lengths = [feature_length(f) if bucket_by_length else 0 for f in train_features]
+        if hasattr(train_features, "lengths"):  # windows of a corpus on disk: from its index
+            self.lengths = (
+                train_features.lengths() if bucket_by_length else [0] * len(train_features)
+            )
+        else:
+            self.lengths = [feature_length(f) if bucket_by_length else 0 for f in train_features]
         batches = self.epoch_batches(0)
         if not batches:
             raise ValueError(
