@@ -76,6 +76,17 @@ def detect_format(path: Path, declared: str, tagged: bool) -> str:
     raise DataError(f"{path}: cannot tell the format from '{suffix}'; set data.format")
 
 
+def json_row(line: str, path: Path, number: int) -> dict[str, Any]:
+    """One JSON-lines row, or a DataError naming the file and line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{number}: each line must be a JSON object")
+    return row
+
+
 def json_array_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of each element of a top-level JSON array."""
     decoder = json.JSONDecoder()
@@ -141,15 +152,8 @@ def read_records(
         return
     if fmt == "jsonl":
         for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 is text
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: each line must be a JSON object")
-            yield number, row
+            if line.strip():
+                yield number, json_row(line, path, number)
         return
     # the file is in memory already, so the csv module's 128 KiB field cap protects nothing:
     # a field may be as long as the file (long documents are real data)

@@ -29,6 +29,7 @@ from bridgetune.data.io import (
     checked_token_example,
     column,
     detect_format,
+    json_row,
     jsonl_token_examples,
     parallel_rows,
     read_records,
@@ -693,16 +694,6 @@ def _starts_with(path: Path, prefix: bytes) -> bool:
         return stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(prefix)
 
 
-def _json_row(line: str, path: Path, number: int) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{path}:{number}: expected a JSON object per line")
-    return row
-
-
 _TOKEN_ONLY = (".conll", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")  # never plain text
 
 
@@ -730,7 +721,7 @@ class CorpusReader:
         fmt = detect_format(path, cfg.format, tagged=False)
         if fmt == "jsonl" and not _starts_with(path, b"["):
             return LazyLines.scan(path, lambda line, number: self.read_row(
-                _json_row(line, path, number), cfg, (path, number)))  # fmt: skip
+                json_row(line, path, number), cfg, (path, number)))  # fmt: skip
         return [self.read_row(row, cfg, (path, n)) for n, row in read_records(path, fmt)]
 
     @staticmethod
