@@ -21,7 +21,7 @@ def free_port() -> str:
         return str(probe.getsockname()[1])
 
 
-def launch(config: Path) -> subprocess.CompletedProcess:
+def launch(config: Path, **env: str) -> subprocess.CompletedProcess:
     """`bridgetune train CONFIG` under `accelerate launch` with two CPU processes."""
     command = [
         sys.executable,
@@ -41,7 +41,7 @@ def launch(config: Path) -> subprocess.CompletedProcess:
         "train",
         str(config),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": free_port()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": free_port(), **env}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -110,6 +110,26 @@ def test_two_process_packed_lora_sft(tiny_llama, tmp_path):
     from bridgetune import api
 
     assert api.generate(model_dir, ["refund"], max_new_tokens=8)[0]["text"] == "the money is back"
+
+
+@pytest.mark.slow  # two more processes (~15 s)
+def test_two_process_pretraining_shares_one_window_cache(tiny_bert, tmp_path):
+    """Masked-LM pre-training under DDP: both processes build or map the same cached windows
+    (atomic directory), train on their shards and agree on the dev perplexity."""
+    corpus = tmp_path / "corpus.txt"
+    lines = ["my order is late and the package arrived broken", "thanks for the fast help",
+             "where is my refund please", "the phone charger was great"]  # fmt: skip
+    corpus.write_text("\n".join(lines * 6) + "\n", encoding="utf-8")
+    config = tiny_config(tiny_bert, tmp_path / "runs", task="mlm",
+                         data={"train": str(corpus), "dev": str(corpus)},
+                         train={"epochs": 3, "batch_size": 4})  # fmt: skip
+    cache = tmp_path / "cache"
+    done = launch(write_config(config, tmp_path), BRIDGETUNE_CACHE=str(cache))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    meta = json.loads((tmp_path / "runs" / "tiny" / "model" / "bridgetune.json").read_text())
+    before = meta["before_training"]["perplexity"]
+    assert meta["metrics"]["dev"]["perplexity"] < before
+    assert len(list((cache / "corpus").iterdir())) == 1  # one text, one vocabulary: one entry
 
 
 _AUGMENT_WORKER = """
