@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from bridgetune.atomic import atomic_directory
-from bridgetune.predictor import META_FILE
+from bridgetune.predictor import GAZETTEERS_FILE, META_FILE
 
 FORMAT_VERSION = 1
 
@@ -27,6 +27,13 @@ def save_model_dir(
             head = model.save(staging)
         tokenizer.save_pretrained(staging)
         payload = {"format_version": FORMAT_VERSION, **meta}
+        settings = dict(payload.get("settings") or {})
+        if isinstance(settings.get("lexicon"), dict):  # names can run to megabytes: a file
+            names = {kind: text.split("\n") for kind, text in settings["lexicon"].items()}
+            (staging / GAZETTEERS_FILE).write_text(
+                json.dumps(names, ensure_ascii=False, indent=0), encoding="utf-8"
+            )
+            payload["settings"] = {**settings, "lexicon": GAZETTEERS_FILE}
         if head is not None:
             payload["head"] = head
         (staging / META_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")

@@ -82,6 +82,25 @@ class ModelDirectoryError(ValueError):
     """A model directory bridgetune cannot use; the message names the file and what to do."""
 
 
+GAZETTEERS_FILE = "gazetteers.json"  # knowledge.gazetteers' names, beside bridgetune.json
+
+
+def read_settings(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The task settings of bridgetune.json, with the gazetteers read from their file."""
+    settings = dict(meta.get("settings") or {})
+    if isinstance(settings.get("lexicon"), str):
+        path = Path(directory) / settings["lexicon"]
+        try:
+            names = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelDirectoryError(
+                f"{path}: the model's gazetteers cannot be read ({error}); restore the file "
+                "from the run, or retrain"
+            ) from None
+        settings["lexicon"] = {kind: "\n".join(values) for kind, values in names.items()}
+    return settings
+
+
 def read_meta(directory: Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
@@ -139,7 +158,7 @@ class Predictor:
             meta.get("tag_scheme", "IOB2"),
             meta.get("threshold"),
             pairs=bool((meta.get("data") or {}).get("text_pair_column")),
-            **(meta.get("settings") or {}),
+            **read_settings(directory, meta),
         )
         from bridgetune.heads import load_head_model
 

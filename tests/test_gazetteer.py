@@ -112,7 +112,9 @@ def test_ner_finds_unseen_dictionary_names_only_with_the_features(tiny_bert, tmp
     directory = with_features.model_dir
     meta = json.loads((directory / "bridgetune.json").read_text("utf-8"))
     assert meta["head"]["type"] == "lexicon" and meta["head"]["inner"] is None
-    assert meta["settings"]["lexicon"]["PLACE"].count("\n") == 59
+    assert meta["settings"]["lexicon"] == "gazetteers.json"  # the names: a file of their own
+    names = json.loads((directory / "gazetteers.json").read_text("utf-8"))
+    assert sorted(names["PLACE"]) == sorted(seen + unseen)
     predictor = api.load(directory)
     sentence = f"{_random_word(rng)} {unseen[0]} {_random_word(rng)}"
     [prediction] = predictor.predict([sentence])
@@ -120,6 +122,9 @@ def test_ner_finds_unseen_dictionary_names_only_with_the_features(tiny_bert, tmp
     assert api.load(directory).predict([sentence]) == [prediction]
     plain = AutoModelForTokenClassification.from_pretrained(directory)  # without the features
     assert plain.config.id2label == {i: label for i, label in enumerate(meta["labels"])}
+    (directory / "gazetteers.json").write_text("{", "utf-8")
+    with pytest.raises(ValueError, match="gazetteers.json: the model's gazetteers cannot be"):
+        api.load(directory)
 
 
 def test_gazetteer_features_with_a_crf_save_and_reload(tiny_bert, ner_conll, tmp_path):

@@ -13,8 +13,8 @@ character runs; English names match whole words), and the matches become feature
 A linear map of the features (one vector per flag or type, trained with the model) is added to
 the input of the model's classifier layer: the encoder itself is unchanged. The model directory
 keeps the transformers model as it is (plain transformers loads it and predicts without the
-features), `lexicon.safetensors` with the map, and bridgetune.json the gazetteers (in the task's
-settings) and a "lexicon" head entry.
+features), `lexicon.safetensors` with the map, `gazetteers.json` with the names (the task's
+settings in bridgetune.json name it) and bridgetune.json a "lexicon" head entry.
 
 A gazetteer is a list of names, a file of names (one per line), or `jieba:<tags>`: the words of
 jieba's bundled dictionary with those part-of-speech tags (`jieba:nr` person names, `ns` places,
