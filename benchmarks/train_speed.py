@@ -150,7 +150,7 @@ def warm_up(model_path: str, device: str) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9, fused=True)
     for dtype in (torch.float32, torch.bfloat16) if bf16_supported(device) else (torch.float32,):
         for length in range(8, MAX_LENGTH + 1, 8):
-            ids = torch.randint(1000, 2000, (BATCH_SIZE, length), device=device)
+            ids = torch.randint(0, model.config.vocab_size, (BATCH_SIZE, length), device=device)
             labels = torch.randint(0, 2, (BATCH_SIZE,), device=device)
             with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
                 loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss

@@ -74,7 +74,9 @@ class LazyLines(Sequence[Example]):
     def __getitem__(self, index: slice) -> LazyLines: ...
 
     def __getitem__(self, index: int | slice) -> Example | LazyLines:
-        if isinstance(index, slice):
+        if isinstance(index, slice):  # iteration reads forward: a reversed slice would not
+            if (index.step or 1) < 0:
+                raise ValueError("LazyLines: slices must run forward")
             return LazyLines(self.path, self.parse, self.starts[index], self.numbers[index])
         with self.path.open("rb") as stream:
             stream.seek(int(self.starts[index]))
