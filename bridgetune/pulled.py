@@ -46,8 +46,13 @@ class PullError(ValueError):
     """A model that cannot be prepared; the message says what to do."""
 
 
+def user_cache() -> Path:
+    """bridgetune's cache directory: $BRIDGETUNE_CACHE, default ~/.cache/bridgetune."""
+    return Path(os.environ.get("BRIDGETUNE_CACHE", "~/.cache/bridgetune")).expanduser()
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get("BRIDGETUNE_CACHE", "~/.cache/bridgetune")).expanduser() / "models"
+    return user_cache() / "models"
 
 
 def pulled_path(name: str) -> Path | None:

@@ -24,7 +24,7 @@ from bridgetune.data.tags import check_sequence
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
-_TOKEN_EXTENSIONS = (".conll", ".txt", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")
+TOKEN_EXTENSIONS = (".conll", ".txt", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")
 
 
 @dataclass
@@ -71,7 +71,7 @@ def detect_format(path: Path, declared: str, tagged: bool) -> str:
         return "conll"
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
-    if suffix in _TOKEN_EXTENSIONS:
+    if suffix in TOKEN_EXTENSIONS:
         return "conll"
     raise DataError(f"{path}: cannot tell the format from '{suffix}'; set data.format")
 

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from bridgetune.config import DataConfig
 from bridgetune.data.io import (
+    TOKEN_EXTENSIONS,
     checked_token_example,
     column,
     detect_format,
@@ -694,7 +695,7 @@ def _starts_with(path: Path, prefix: bytes) -> bool:
         return stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(prefix)
 
 
-_TOKEN_ONLY = (".conll", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")  # never plain text
+_TOKEN_ONLY = tuple(e for e in TOKEN_EXTENSIONS if e != ".txt")  # never plain text
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -31,12 +30,10 @@ PROGRESS_FROM = 50_000  # documents: a progress bar from this corpus size on
 
 
 def cache_root() -> Path:
-    """bridgetune's cache: $BRIDGETUNE_CACHE, else $XDG_CACHE_HOME/bridgetune, else
-    ~/.cache/bridgetune."""
-    if os.environ.get("BRIDGETUNE_CACHE"):
-        return Path(os.environ["BRIDGETUNE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bridgetune"
+    """Where the windows are cached (bridgetune's cache, as for pulled models)."""
+    from bridgetune.pulled import user_cache
+
+    return user_cache()
 
 
 class LazyLines(Sequence[Example]):
