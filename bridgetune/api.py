@@ -38,6 +38,7 @@ from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.predictor import Predictor, read_meta
 from bridgetune.rundir import RunDirectory, check_disk
 from bridgetune.tasks import TASKS, Task, build_task, reader_for
+from bridgetune.training import sharding
 
 log = logging.getLogger("bridgetune")
 
@@ -127,6 +128,11 @@ def check_registered(cfg: RunConfig) -> None:
             f"model.quantization={cfg.model.quantization} is QLoRA: LoRA on a quantized "
             "causal_lm or seq2seq model; set method.name: lora (or model.quantization: none)"
         )
+    if sharding.requested(cfg.train) is not None and cfg.model.quantization != "none":
+        raise ConfigError(
+            "FSDP shards full-precision weights; QLoRA's quantized ones it cannot: choose "
+            "train.fsdp (several GPUs) or model.quantization (one GPU)"
+        )
 
 
 def check_quantization(cfg: RunConfig) -> None:
@@ -169,7 +175,7 @@ def prepare_memory(model: Any, cfg: RunConfig) -> Any:
             use_gradient_checkpointing=cfg.train.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    if cfg.train.gradient_checkpointing:
+    if cfg.train.gradient_checkpointing or sharding.activation_checkpointing():
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ConfigError(
                 f"train.gradient_checkpointing: {type(model).__name__} does not support it; "
@@ -321,18 +327,25 @@ def train_run(
         cfg.model.truncation,
     )
     set_seed(cfg.train.seed)
-    model = task.build_model(
-        model_path,
-        dropout=cfg.model.dropout,
-        trust_remote_code=cfg.model.trust_remote_code,
-        # generative tasks only (check_registered): QLoRA
-        **({"quantization": cfg.model.quantization} if cfg.model.quantization != "none" else {}),
-    )
-    if extension is not None:
-        extension.resize(model, tokenizer)
-    model = prepare_memory(model, cfg)
-    head = head_modules(model)
-    model = apply_method(model, cfg.method, task.problem, cfg.model.name)
+
+    def build() -> tuple[Any, list[str]]:
+        """The model before training and its head's module names (train.head_lr)."""
+        model = task.build_model(
+            model_path,
+            dropout=cfg.model.dropout,
+            trust_remote_code=cfg.model.trust_remote_code,
+            # generative tasks only (check_registered): QLoRA
+            **(
+                {"quantization": cfg.model.quantization} if cfg.model.quantization != "none" else {}
+            ),  # fmt: skip
+        )
+        if extension is not None:
+            extension.resize(model, tokenizer)
+        model = prepare_memory(model, cfg)
+        head = head_modules(model)
+        return apply_method(model, cfg.method, task.problem, cfg.model.name), head
+
+    model, head = build()
     report_parameters(cfg.method.name, model)
     if is_launch_main():
         check_disk(run.path.parent, run_bytes(model))
@@ -355,10 +368,13 @@ def train_run(
     if resume:
         loop.resume()
     fit = loop.run(on_step)
+    fitted = Fitted(loop.unwrapped, loop.predict, fit.state.history, fit.stopped_early)
+    if loop.sharded:  # FSDP: every process predicts and generates; the first saves a copy
+        fitted.collective, fitted.saved = True, loop.unsharded(lambda: build()[0])
     result = finish_run(
         run,
         cfg,
-        Fitted(loop.unwrapped, loop.predict, fit.state.history, fit.stopped_early),
+        fitted,
         task,
         tokenizer,
         splits,
@@ -425,6 +441,8 @@ class Fitted:
     predict: Callable[[Any], list[dict[str, Any]]]
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    collective: bool = False  # `model` runs only when every process runs it (FSDP)
+    saved: Any = None  # the model to save when not `model` (FSDP: an unsharded copy)
 
 
 def finish_run(
@@ -449,9 +467,11 @@ def finish_run(
     if dev is None:
         dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
     dev_metrics = final_metrics(task, fitted.predict(dev), dev.examples, calibrate=True)
-    if save and task.output == "generation":
+    generative = task.output == "generation"
+    if generative and (save or fitted.collective):
         configure_generation(fitted.model, tokenizer, cfg.generate)
-        dev_metrics.update(scored_generations(fitted.model, tokenizer, task, cfg, dev.examples))
+        scores = scored_generations(fitted.model, tokenizer, task, cfg, dev.examples)
+        dev_metrics.update(scores if save else {})
     test_metrics = None
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)
@@ -465,7 +485,10 @@ def finish_run(
         fitted.stopped_early,
     )
     if save:
-        save_run(run, cfg, result, fitted.model, tokenizer, task, splits, method, notes)
+        model = fitted.model if fitted.saved is None else fitted.saved
+        if generative:
+            configure_generation(model, tokenizer, cfg.generate)
+        save_run(run, cfg, result, model, tokenizer, task, splits, method, notes)
     return result
 
 
@@ -634,6 +657,8 @@ def report_parameters(method: str, model: Any) -> None:
 
     from bridgetune.methods import count_parameters
 
+    if not is_launch_main():  # one line per launch, not per process
+        return
     trainable, total = count_parameters(model)
     Console(stderr=True).print(
         f"method {method}: {trainable:,} of {total:,} parameters train "

@@ -372,6 +372,12 @@ class TrainConfig(_Section):
         description="Recompute activations in the backward pass instead of keeping them: "
         "much less memory for long sequences and large models, about a third more time.",
     )
+    fsdp: bool = Field(
+        False,
+        description="Shard weights, gradients and optimizer state over the processes of "
+        "`accelerate launch` (FSDP2) to train a model larger than one GPU; accelerate's "
+        "--use_fsdp turns it on too (docs/generation.md).",
+    )
 
 
 class GenerateConfig(_Section):

@@ -21,6 +21,18 @@ def processes() -> tuple[int, int]:
     return 0, 1
 
 
+def is_sharded(model: Any) -> bool:
+    """Whether FSDP shards `model` (bridgetune.training.sharding): its forwards then gather
+    weights from every process, so all of them must run the same forwards together."""
+    return any(is_sharded_tensor(p) for p in model.parameters())
+
+
+def is_sharded_tensor(tensor: Any) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
 def is_launch_main() -> bool:
     """Whether this is the first process of a launch (`accelerate launch`, torchrun set RANK),
     known before any process group exists, so set-up work happens once."""

@@ -29,6 +29,7 @@ from bridgetune.heads.embedding import ContrastiveModel, EmbeddingClassifier, Se
 from bridgetune.rundir import RunDirectory
 from bridgetune.tasks import TASKS, Task, reader_for
 from bridgetune.tasks.similarity import PairSimilarityTask
+from bridgetune.training import sharding
 
 DEV_PAIRS = 256  # dev pairs scored while the body trains: progress to watch, best epoch kept
 # SetFit's body-phase settings (setfit.TrainingArguments; weight decay is its l2_weight): the
@@ -106,6 +107,7 @@ def check_fewshot_options(cfg: RunConfig) -> None:
         "train.rdrop": cfg.train.rdrop > 0,
         "train.adversarial": cfg.train.adversarial != "none",
         "augment.ops": bool(cfg.augment.ops),
+        "train.fsdp (or accelerate's --use_fsdp)": sharding.requested(cfg.train) is not None,
     }
     used = [key for key, value in set_options.items() if value]
     if used:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from bridgetune.data.schema import Example
+from bridgetune.distributed import is_sharded
 
 Prompt = str | list[dict[str, str]]
 
@@ -64,6 +65,8 @@ def generate_texts(
     decoding = {k: v for k, v in decoding.items() if v is not None}
     if "max_new_tokens" not in decoding:
         decoding["max_new_tokens"] = default_new_tokens(model)
+    if is_sharded(model):  # FSDP: every process decodes until all of them are done
+        decoding["synced_gpus"] = True
     was_training = model.training
     model.eval()
     results: list[dict[str, Any]] = []

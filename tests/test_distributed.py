@@ -21,13 +21,19 @@ def free_port() -> str:
         return str(probe.getsockname()[1])
 
 
-def launch(config: Path, **env: str) -> subprocess.CompletedProcess:
-    """`bridgetune train CONFIG` under `accelerate launch` with two CPU processes."""
+FSDP = ("--use_fsdp", "--fsdp_version", "2")  # the launch line docs/generation.md gives
+
+
+def launch(
+    config: Path, flags: tuple[str, ...] = ("--multi_gpu",), *more: str, **env: str
+) -> subprocess.CompletedProcess:
+    """`bridgetune train CONFIG` under `accelerate launch` with two CPU processes (DDP, or
+    FSDP with `flags=FSDP`)."""
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",
+        *flags,
         "--num_processes",
         "2",
         "--num_machines",
@@ -40,6 +46,7 @@ def launch(config: Path, **env: str) -> subprocess.CompletedProcess:
         "bridgetune.cli",
         "train",
         str(config),
+        *more,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": free_port(), **env}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
@@ -186,3 +193,93 @@ def test_augmentation_is_shared_between_processes(tiny_bert, tmp_path):
     assert [ran for _, ran in results] == [(jobs + 1) // 2, jobs // 2]
     assert results[0][0] == results[1][0] == alone
     assert len(alone) > len(examples)
+
+
+def chat_rows(path: Path) -> Path:
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in (("where is my order", "it ships tomorrow"), ("refund", "the money is back"),
+                     ("what colour", "black and white"), ("hello", "hi how can i help"))
+    ] * 2  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_fsdp_packed_lora_sft(tiny_llama, tmp_path):
+    """FSDP2 over two CPU processes (gloo), launched as on GPUs: sharded LoRA SFT with
+    accumulation and activation checkpointing, best weights and checkpoints gathered,
+    generation at evaluations and at the end decoded by both processes together, the saved
+    model an ordinary one."""
+    data = chat_rows(tmp_path / "chat.jsonl")
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)},
+        train={"epochs": 30, "lr": 3e-2, "batch_size": 2, "grad_accum": 2, "packing": True,
+               "eval_steps": 10, "gradient_checkpointing": True},
+        generate={"eval_sample": 2, "max_new_tokens": 8},
+    )  # fmt: skip
+    done = launch(write_config(config, tmp_path), FSDP)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "FSDP: 2 LlamaDecoderLayer and the rest of the model sharded over 2" in " ".join(
+        done.stderr.split()
+    )
+    assert done.stderr.count("model saved to") == 1  # the first process reports
+    model_dir = tmp_path / "runs" / "tiny" / "model"
+    meta = json.loads((model_dir / "bridgetune.json").read_text())
+    dev = meta["metrics"]["dev"]
+    assert meta["method"] == "lora" and dev["perplexity"] < 2.0 and dev["exact_match"] == 100
+    history = json.loads((tmp_path / "runs" / "tiny" / "history.json").read_text())
+    assert [h["exact_match"] for h in history if "exact_match" in h]  # samples at evaluations
+    from bridgetune import api
+
+    assert api.generate(model_dir, ["refund"], max_new_tokens=8)[0]["text"] == "the money is back"
+
+
+@pytest.mark.slow  # four more processes (~30 s)
+def test_fsdp_trains_as_ddp(tiny_llama, tmp_path):
+    """Sharding changes where weights live, not what is learnt: FSDP and DDP runs of the same
+    config log the same losses (gradients reduced alike, accumulation included). FSDP asked
+    for by the config this time (train.fsdp under a plain multi-process launch)."""
+    data = chat_rows(tmp_path / "chat.jsonl")
+    logged = {}
+    for name, fsdp in (("ddp", False), ("fsdp", True)):
+        config = tiny_config(
+            tiny_llama, tmp_path / name, task="causal_lm",
+            data={"train": str(data), "dev": str(data)},
+            train={"epochs": 6, "lr": 1e-2, "batch_size": 2, "grad_accum": 2, "log_every": 1,
+                   "fsdp": fsdp},
+            generate={"eval_examples": 0},
+        )  # fmt: skip
+        (tmp_path / name).mkdir()
+        done = launch(write_config(config, tmp_path / name))
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        assert ("FSDP: 2 LlamaDecoderLayer" in done.stderr) == fsdp
+        history = json.loads((tmp_path / name / "tiny" / "history.json").read_text())
+        logged[name] = [h["loss"] for h in history if "loss" in h]
+    assert len(logged["fsdp"]) == 6 * 2  # 8 examples, 2 processes, 2 batches a step
+    assert logged["fsdp"] == pytest.approx(logged["ddp"], rel=1e-4)
+
+
+@pytest.mark.slow  # four more processes (~30 s)
+def test_fsdp_full_bf16_resumes_after_a_crash(tiny_bert, sentiment_csv, tmp_path):
+    """Full fine-tuning sharded in bf16; the first process dies while it writes the best
+    weights (the launch stops), `--resume` continues from the gathered checkpoint."""
+    config = tiny_config(
+        tiny_bert, tmp_path / "runs",
+        data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
+        train={"epochs": 12, "batch_size": 2, "precision": "bf16"},
+    )  # fmt: skip
+    path = write_config(config, tmp_path)
+    crashed = launch(path, FSDP, BRIDGETUNE_FAILPOINT="best@4")
+    assert crashed.returncode != 0, crashed.stderr[-3000:]
+    done = launch(path, FSDP, "--resume")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert (
+        "FSDP: 1 BertEmbeddings, 2 BertLayer and the rest" in done.stderr
+        and "(bf16)" in done.stderr
+    )
+    meta = json.loads((tmp_path / "runs" / "tiny" / "model" / "bridgetune.json").read_text())
+    assert meta["method"] == "full" and meta["metrics"]["dev"]["accuracy"] >= 0.9
+    history = json.loads((tmp_path / "runs" / "tiny" / "history.json").read_text())
+    assert history[0]["step"] == 2  # the history of the first launch was kept
+    assert max(h["step"] for h in history) == 12 * 2

@@ -72,6 +72,10 @@ def run_training(action) -> None:
     except TrainingInterrupted as stop:
         console.print(f"[yellow]{stop}[/yellow]")
         raise typer.Exit(130) from None
+    from bridgetune.distributed import is_launch_main
+
+    if not is_launch_main():  # the other processes of a launch: the first one reports
+        return
     print_metrics("dev", headline(result.metrics))
     if result.test_metrics:
         print_metrics("test", headline(result.test_metrics))

@@ -8,6 +8,9 @@ layers), the weight files hold only what trains (plus buffers): the frozen weigh
 during a run, and a LoRA run on a big model would otherwise write the whole base model at every
 checkpoint and every new best. The file records a checksum of each frozen tensor; loading it
 into a model whose frozen weights differ (another base model, another method) is an error.
+
+A model sharded by FSDP (bridgetune.training.sharding) is saved in the same format: every
+process calls the save and load functions (they gather and scatter), the first one writes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from bridgetune.atomic import atomic_directory
+from bridgetune.distributed import is_sharded, is_sharded_tensor, processes
 from bridgetune.failpoints import failpoint
+from bridgetune.training import sharding
 
 STATE_FILE = "loop_state.json"
 TRAINABLE_FORMAT = "bridgetune-trainable"  # safetensors metadata "format" of a partial file
@@ -68,23 +73,36 @@ def save_checkpoint(
     state: LoopState,
     rng: dict[str, Any],
 ) -> None:
-    """Write the checkpoint atomically; `rng` is the RNG state at the optimizer-step boundary."""
+    """Write the checkpoint atomically; `rng` is the RNG state at the optimizer-step boundary.
+    A sharded model: every process calls it, the first writes."""
     best = Path(directory) / "best.safetensors"
+    sharded = is_sharded(model)
+    if sharded:  # gathered by all processes before the first one writes
+        weights = sharding.saved_tensors(model), _metadata(model)
+        optimizer_state = sharding.optimizer_state(model, optimizer)
+        if not _writes():
+            return
+    else:
+        optimizer_state = optimizer.state_dict()
     with atomic_directory(Path(directory)) as staging:
-        save_weights(model, staging / "model.safetensors")
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
-            staging / "training_state.pt",
-        )
+        if sharded:
+            save_file(weights[0], str(staging / "model.safetensors"), metadata=weights[1])
+        else:
+            save_weights(model, staging / "model.safetensors")
+        saved = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng}
+        torch.save({**saved, "sharded": sharded}, staging / "training_state.pt")
         (staging / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
         if best.exists():
             os.link(best, staging / best.name)  # keep the best weights across checkpoints
 
 
 def save_best(directory: Path, model: torch.nn.Module) -> None:
+    """The best weights so far (a sharded model: every process calls it, the first writes)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     temporary = Path(directory) / "best.safetensors.tmp"
     save_weights(model, temporary)
+    if not _writes():
+        return
     failpoint("best")
     temporary.replace(Path(directory) / "best.safetensors")
 
@@ -108,7 +126,17 @@ def load_checkpoint(
     directory = Path(directory)
     load_weights(model, directory / "model.safetensors")
     saved = torch.load(directory / "training_state.pt", weights_only=True, map_location="cpu")
-    optimizer.load_state_dict(saved["optimizer"])
+    sharded = is_sharded(model)
+    if saved.get("sharded", False) != sharded:
+        then, now = ("with" if on else "without" for on in (saved.get("sharded"), sharded))
+        raise CheckpointMismatch(
+            f"{directory}: the checkpoint was written {then} FSDP and this run trains {now} it; "
+            "resume the way the run started, or start again without --resume."
+        )
+    if sharded:
+        sharding.load_optimizer_state(model, optimizer, saved["optimizer"])
+    else:
+        optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     set_rng_state(saved["rng"])
     return LoopState(**json.loads((directory / STATE_FILE).read_text(encoding="utf-8")))
@@ -118,8 +146,21 @@ def _frozen(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if not p.requires_grad}
 
 
+def _writes() -> bool:
+    """Whether this process writes files (the first of a distributed run, or the only one)."""
+    return processes()[0] == 0
+
+
+def _metadata(model: torch.nn.Module) -> dict[str, str]:
+    """safetensors metadata of a partial file: its format and the frozen tensors' checksums."""
+    frozen = _frozen(model)
+    return {"format": TRAINABLE_FORMAT, "frozen": json.dumps(dict(zip(frozen, _checksums(frozen))))}
+
+
 def _checksums(frozen: dict[str, torch.Tensor]) -> list[float]:
     """One float64 sum per frozen tensor (one host sync for all of them)."""
+    if frozen and is_sharded_tensor(next(iter(frozen.values()))):
+        return sharding.sums(list(frozen.values()))
     if not frozen:
         return []
     sums = [p.detach().sum(dtype=torch.float64) for p in frozen.values()]
@@ -128,7 +169,13 @@ def _checksums(frozen: dict[str, torch.Tensor]) -> list[float]:
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
-    """The whole model, or, when some parameters are frozen, the rest (see the module doc)."""
+    """The whole model, or, when some parameters are frozen, the rest (see the module doc).
+    A sharded model: every process calls it, the first writes the gathered tensors."""
+    if is_sharded(model):
+        tensors, metadata = sharding.saved_tensors(model), _metadata(model)
+        if _writes():
+            save_file(tensors, str(path), metadata=metadata)
+        return
     frozen = _frozen(model)
     if not frozen:
         save_model(model, str(path))
@@ -142,19 +189,19 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
             continue
         seen.add(pointer)
         tensors[name] = tensor.detach().contiguous()
-    metadata = {
-        "format": TRAINABLE_FORMAT,
-        "frozen": json.dumps(dict(zip(frozen, _checksums(frozen)))),
-    }
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata=_metadata(model))
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load what `save_weights` wrote; a partial file must fit the model's frozen weights."""
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
+    sharded = is_sharded(model)
     if metadata.get("format") != TRAINABLE_FORMAT:
-        load_model(model, str(path))
+        if sharded:
+            sharding.load(model, load_file(str(path)))
+        else:
+            load_model(model, str(path))
         return
     recorded: dict[str, float] = json.loads(metadata["frozen"])
     frozen = _frozen(model)
@@ -175,6 +222,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
             f"trained on (first: {changed[0]}); the base model changed since. Resume with "
             "the same model, or start again without --resume."
         )
+    if sharded:  # every process reads the file and keeps its shards
+        sharding.load(model, load_file(str(path)))
+        return
     device = next(model.parameters()).device
     state = load_file(str(path), device=str(device))
     missing, unexpected = model.load_state_dict(state, strict=False)

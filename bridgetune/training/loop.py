@@ -28,15 +28,18 @@ from bridgetune.distributed import shared
 from bridgetune.evaluate import headline
 from bridgetune.predictor import infer
 from bridgetune.tasks import Task
+from bridgetune.training import sharding
 from bridgetune.training.adversarial import EmbeddingAttack
 from bridgetune.training.checkpoint import (
     LoopState,
     has_checkpoint,
     load_best,
     load_checkpoint,
+    load_weights,
     rng_state,
     save_best,
     save_checkpoint,
+    save_weights,
 )
 from bridgetune.training.objective import Objective
 from bridgetune.training.optim import build_optimizer, build_scheduler
@@ -90,7 +93,8 @@ def resolve_precision(cfg: TrainConfig) -> tuple[bool, str]:
 def make_accelerator(on_cpu: bool, precision: str) -> Any:
     from accelerate import Accelerator
 
-    return Accelerator(cpu=on_cpu, mixed_precision="no" if precision == "fp32" else precision)
+    with sharding.accelerate_fsdp_hidden():  # the loop shards (training.sharding)
+        return Accelerator(cpu=on_cpu, mixed_precision="no" if precision == "fp32" else precision)
 
 
 @contextlib.contextmanager
@@ -159,6 +163,10 @@ class Loop:
         self.steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
         self.total_steps = max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
         self.metric_name = cfg.metric or task.default_metric
+        plan = sharding.requested(cfg)
+        if plan is not None:
+            model = sharding.shard(model, plan, self.accelerator.device, self.precision)
+        self.sharded = plan is not None
         self.model = model
         self.objective = Objective(task.problem, cfg, weights)
         # a task may batch training examples its own way (causal_lm packing); evaluation
@@ -192,7 +200,10 @@ class Loop:
         return self.accelerator.unwrap_model(self.model)
 
     def run(self, on_step: Callable[[LoopState], None] | None = None) -> FitResult:
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if self.sharded:  # FSDP places, casts and synchronizes the model itself
+            self.optimizer = self.accelerator.prepare(self.optimizer)
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.model.train()
         main = self.accelerator.is_main_process
         n_epochs = math.ceil(self.cfg.epochs)
@@ -276,6 +287,8 @@ class Loop:
         accum = self.cfg.grad_accum
 
         def no_sync() -> contextlib.AbstractContextManager:
+            if self.sharded:
+                return sharding.no_gradient_sync(self.model)
             return self.accelerator.no_sync(self.model)
 
         with contextlib.nullcontext() if update else no_sync():
@@ -323,7 +336,8 @@ class Loop:
         """Predictions of the current weights, at the run's precision, in `data`'s order.
 
         With several processes each predicts every n-th example and all of them receive all
-        predictions (so every process computes the same metrics and early-stopping decision).
+        predictions (so every process computes the same metrics and early-stopping decision);
+        sharded by FSDP, every process runs every batch (their forwards gather weights together).
         """
 
         def predict_part(part: slice) -> list[dict]:
@@ -338,6 +352,8 @@ class Loop:
                 self.precision,
             )
 
+        if self.sharded:
+            return predict_part(slice(None))
         return shared(len(data.features), predict_part)
 
     def evaluate(self, progress: TrainProgress | None = None) -> dict:
@@ -370,7 +386,7 @@ class Loop:
                 self.state.global_step,
                 0,
             )
-            if self.accelerator.is_main_process:
+            if self.accelerator.is_main_process or self.sharded:  # sharded: all gather
                 save_best(self.checkpoint_dir, self.unwrapped)
         else:
             self.state.bad_evals += 1
@@ -399,7 +415,7 @@ class Loop:
     def save_checkpoint(self) -> None:
         if not self.resumable:
             return
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_main_process or self.sharded:  # sharded: all gather
             save_checkpoint(
                 self.checkpoint_dir,
                 self.unwrapped,
@@ -409,3 +425,21 @@ class Loop:
                 rng_state(),
             )
         self.accelerator.wait_for_everyone()
+
+    def unsharded(self, build: Callable[[], torch.nn.Module]) -> torch.nn.Module | None:
+        """The trained model as an ordinary one, to save: the model itself, or, sharded by FSDP,
+        a copy the first process builds with `build()` (the model as it was before training)
+        and fills with the gathered weights (None on the other processes, which must call
+        this too)."""
+        if not self.sharded:
+            return self.unwrapped
+        path = self.checkpoint_dir / "final.safetensors"
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(self.unwrapped, path)
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        model = build()
+        load_weights(model, path)
+        path.unlink()
+        return model
