@@ -328,16 +328,15 @@ def train_run(
     )
     set_seed(cfg.train.seed)
 
+    quantized = cfg.model.quantization != "none"  # generative tasks only (check_registered)
+
     def build() -> tuple[Any, list[str]]:
         """The model before training and its head's module names (train.head_lr)."""
         model = task.build_model(
             model_path,
             dropout=cfg.model.dropout,
             trust_remote_code=cfg.model.trust_remote_code,
-            # generative tasks only (check_registered): QLoRA
-            **(
-                {"quantization": cfg.model.quantization} if cfg.model.quantization != "none" else {}
-            ),  # fmt: skip
+            **({"quantization": cfg.model.quantization} if quantized else {}),
         )
         if extension is not None:
             extension.resize(model, tokenizer)

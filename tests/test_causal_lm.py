@@ -331,3 +331,47 @@ def test_logits_of_prompt_columns_are_skipped_without_changing_loss_or_dev_loss(
     kept_nll = [p["nll"] for p in task.decode(part.logits, features, examples)]
     full_nll = [p["nll"] for p in task.decode(full, features, examples)]
     assert kept_nll == pytest.approx(full_nll, rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("packing", [False, True])
+def test_the_output_layer_runs_on_scored_tokens_only_with_the_same_loss_and_gradients(
+    tiny_llama, method, packing
+):
+    """Training's objective cuts the output layer's input to the positions whose next token is
+    a target (prompts and padding cost no vocabulary projection, inside packed rows too): the
+    loss and every gradient are those of the full logits."""
+    from bridgetune.config import MethodConfig, TrainConfig
+    from bridgetune.losses import task_loss
+    from bridgetune.methods import apply_method
+    from bridgetune.training.objective import Objective
+
+    tokenizer = tokenizer_of(tiny_llama)
+    examples = [Example(text=m["messages"][0]["content"], label=m) for m in SUPPORT]
+    task = build_task("causal_lm", [], packing=packing, max_length=48)
+    features = task.encode(examples, tokenizer, 48)
+    batch = task.collate_train(features, tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = apply_method(task.build_model(str(tiny_llama)), MethodConfig(name=method), "lm", "x")
+    model.eval()  # no dropout: both passes see the same network
+    head = model.get_output_embeddings()
+    seen = []
+    head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+
+    def loss_and_grads(objective: Objective | None) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        if objective is None:
+            inputs = {k: v for k, v in batch.items() if k not in ("labels", "logits_to_keep")}
+            loss = task_loss(model(**inputs).logits, batch["labels"], "lm")
+        else:
+            loss = objective(model, batch)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    full_loss, full_grads = loss_and_grads(None)
+    loss, grads = loss_and_grads(Objective("lm", TrainConfig(), output_layer=head))
+    scored = int((batch["labels"][:, 1:] != IGNORE).sum())
+    assert seen[-1] == (scored, 32) and scored < batch["input_ids"].numel() // 2
+    assert loss == pytest.approx(full_loss, rel=1e-5)
+    for got, expected in zip(grads, full_grads):
+        assert torch.allclose(got, expected, atol=1e-6, rtol=1e-4)

@@ -167,6 +167,9 @@ class AdapterModel(torch.nn.Module):
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.peft_model.get_input_embeddings()
 
+    def get_output_embeddings(self) -> torch.nn.Module | None:
+        return self.peft_model.get_output_embeddings()
+
     def merged(self) -> torch.nn.Module:
         """A plain transformers model with the adapter folded into its weights (a copy)."""
         return copy.deepcopy(self.peft_model).merge_and_unload()

@@ -168,7 +168,10 @@ class Loop:
             model = sharding.shard(model, plan, self.accelerator.device, self.precision)
         self.sharded = plan is not None
         self.model = model
-        self.objective = Objective(task.problem, cfg, weights)
+        output_layer = None
+        if task.problem == "lm":  # causal LMs: the output layer runs on scored tokens only
+            output_layer = getattr(model, "get_output_embeddings", lambda: None)()
+        self.objective = Objective(task.problem, cfg, weights, output_layer)
         # a task may batch training examples its own way (causal_lm packing); evaluation
         # always uses `collate`, one row per example
         self.collate_train = getattr(task, "collate_train", task.collate)

@@ -19,24 +19,64 @@ from bridgetune.losses import IGNORE, LOSS_KEYS, output_logits, task_loss
 
 
 class Objective:
-    """`objective(model, batch)` -> scalar loss."""
+    """`objective(model, batch)` -> scalar loss.
 
-    def __init__(self, problem: str, cfg: TrainConfig, weights: torch.Tensor | None = None):
+    `output_layer`: a causal LM's output layer (problem "lm"). Its input is then cut to the
+    positions whose next token is a target before it runs, so the vocabulary projection and
+    softmax skip every prompt token and all padding, also inside packed rows, where
+    transformers' `logits_to_keep` (one column range for the whole batch) cannot.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        cfg: TrainConfig,
+        weights: torch.Tensor | None = None,
+        output_layer: torch.nn.Module | None = None,
+    ):
         self.problem = problem
         self.kind = cfg.loss
         self.smoothing = cfg.label_smoothing
         self.rdrop = cfg.rdrop
         self.weights = weights
+        self.output_layer = output_layer if problem == "lm" else None
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         labels, groups = batch["labels"], batch.get("groups")
         inputs = {k: v for k, v in batch.items() if k not in LOSS_KEYS}
+        if self.output_layer is not None and not self.rdrop:
+            return self.scored_tokens_loss(model, inputs, labels)
         if not self.rdrop:
             return self.task_loss(output_logits(model(**inputs)), labels, groups)
         doubled = {k: torch.cat([v, v]) for k, v in inputs.items()}
         first, second = output_logits(model(**doubled)).chunk(2)
         loss = (self.task_loss(first, labels, groups) + self.task_loss(second, labels, groups)) / 2
         return loss + self.rdrop * self.divergence(first, second, labels)
+
+    def scored_tokens_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Next-token cross-entropy with the output layer run on the scored positions only
+        (the same value as `task_loss` on full logits, tested)."""
+        targets = labels[:, 1:]
+        scored = targets != IGNORE
+        if not bool(scored.any()):  # nothing to learn in this batch: the usual (NaN) loss
+            return self.task_loss(output_logits(model(**inputs)), labels, None)
+        inputs = {k: v for k, v in inputs.items() if k != "logits_to_keep"}
+
+        def select(module: torch.nn.Module, args: tuple) -> tuple:
+            hidden = args[0]
+            if hidden.shape[:2] != labels.shape:
+                raise ValueError(f"output layer input {tuple(hidden.shape)} for labels "
+                                 f"{tuple(labels.shape)}")  # fmt: skip
+            return (hidden[:, :-1][scored], *args[1:])
+
+        handle = self.output_layer.register_forward_pre_hook(select)
+        try:
+            logits = output_logits(model(**inputs))
+        finally:
+            handle.remove()
+        return F.cross_entropy(logits.float(), targets[scored])
 
     def task_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None
