@@ -283,3 +283,22 @@ def test_fsdp_full_bf16_resumes_after_a_crash(tiny_bert, sentiment_csv, tmp_path
     history = json.loads((tmp_path / "runs" / "tiny" / "history.json").read_text())
     assert history[0]["step"] == 2  # the history of the first launch was kept
     assert max(h["step"] for h in history) == 12 * 2
+
+
+@pytest.mark.slow  # two more processes (~12 s)
+def test_shipped_accelerate_fsdp_config(tiny_llama, tmp_path):
+    """examples/accelerate/fsdp.yaml as docs/generation.md launches it (two CPU processes and
+    fp32 here instead of its four GPUs in bf16)."""
+    shipped = Path(__file__).resolve().parent.parent / "examples" / "accelerate" / "fsdp.yaml"
+    data = chat_rows(tmp_path / "chat.jsonl")
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)},
+        train={"epochs": 30, "lr": 3e-2, "batch_size": 2, "packing": True},
+        generate={"eval_examples": 0},
+    )  # fmt: skip
+    done = launch(write_config(config, tmp_path), ("--config_file", str(shipped)))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "sharded over 2 processes (fp32)" in done.stderr
+    meta = json.loads((tmp_path / "runs" / "tiny" / "model" / "bridgetune.json").read_text())
+    assert meta["metrics"]["dev"]["perplexity"] < 2.0
