@@ -330,17 +330,19 @@ def train_run(
 
     quantized = cfg.model.quantization != "none"  # generative tasks only (check_registered)
 
-    def build() -> tuple[Any, list[str]]:
-        """The model before training and its head's module names (train.head_lr)."""
+    def build(training: bool = True) -> tuple[Any, list[str]]:
+        """The model before training and its head's module names (train.head_lr); not for
+        training (a copy to save): never quantized, no memory preparation."""
         model = task.build_model(
             model_path,
             dropout=cfg.model.dropout,
             trust_remote_code=cfg.model.trust_remote_code,
-            **({"quantization": cfg.model.quantization} if quantized else {}),
+            **({"quantization": cfg.model.quantization} if quantized and training else {}),
         )
         if extension is not None:
             extension.resize(model, tokenizer)
-        model = prepare_memory(model, cfg)
+        if training:
+            model = prepare_memory(model, cfg)
         head = head_modules(model)
         return apply_method(model, cfg.method, task.problem, cfg.model.name), head
 
@@ -369,7 +371,11 @@ def train_run(
     fit = loop.run(on_step)
     fitted = Fitted(loop.unwrapped, loop.predict, fit.state.history, fit.stopped_early)
     if loop.sharded:  # FSDP: every process predicts and generates; the first saves a copy
-        fitted.collective, fitted.saved = True, loop.unsharded(lambda: build()[0])
+        fitted.collective, fitted.saved = True, loop.unsharded(lambda: build(training=False)[0])
+    elif quantized and getattr(loop.unwrapped, "export", None) == "merged" and is_launch_main():
+        # QLoRA: merging into 4-bit weights would round the update away and leave a model
+        # only bitsandbytes on a GPU loads; the adapter merges into a full-precision copy
+        fitted.saved = trained_copy(loop.unwrapped, build(training=False)[0])
     result = finish_run(
         run,
         cfg,
@@ -442,6 +448,20 @@ class Fitted:
     stopped_early: bool = False
     collective: bool = False  # `model` runs only when every process runs it (FSDP)
     saved: Any = None  # the model to save when not `model` (FSDP: an unsharded copy)
+
+
+def trained_copy(trained: Any, copy: Any) -> Any:
+    """`copy` (the same model and method, built apart) with the trained parameters of
+    `trained`: a QLoRA run's adapter on its full-precision base.
+
+    Raises:
+        ValueError: a trained parameter has no place in `copy`.
+    """
+    state = {n: p.detach().cpu() for n, p in trained.named_parameters() if p.requires_grad}
+    unexpected = copy.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"the model to save lacks trained parameters {unexpected[:3]}")
+    return copy
 
 
 def finish_run(

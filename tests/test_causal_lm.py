@@ -375,3 +375,29 @@ def test_the_output_layer_runs_on_scored_tokens_only_with_the_same_loss_and_grad
     assert loss == pytest.approx(full_loss, rel=1e-5)
     for got, expected in zip(grads, full_grads):
         assert torch.allclose(got, expected, atol=1e-6, rtol=1e-4)
+
+
+def test_a_qlora_run_merges_its_adapter_into_a_full_precision_copy(
+    tiny_llama, tmp_path, monkeypatch
+):
+    """QLoRA's merged export: the trained adapter goes onto the base built again without
+    quantization (merging into 4-bit weights would round the update away and need bitsandbytes
+    on a GPU to load). Without a GPU the quantized load itself is stood in for: the test
+    records what each build asked for and checks what was saved."""
+    import bridgetune.tasks.base as base
+
+    asked = []
+    monkeypatch.setattr(api, "check_quantization", lambda cfg: None)
+    monkeypatch.setattr(base, "quantized", lambda quantization: asked.append(quantization) or {})
+    data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
+    config = tiny_config(
+        tiny_llama, tmp_path / "runs", task="causal_lm",
+        data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 3e-2},
+    )  # fmt: skip
+    config["model"]["quantization"] = "4bit"
+    result = api.train(config)
+    assert asked == ["4bit", None]  # trained on the quantized build, saved from a plain one
+    saved = json.loads((result.model_dir / "config.json").read_text())
+    assert "quantization_config" not in saved
+    generated = api.generate(result.model_dir, ["where is my order", "refund"], max_new_tokens=12)
+    assert [g["text"] for g in generated] == ["it ships tomorrow", "the money is back in five days"]
