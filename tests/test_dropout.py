@@ -71,21 +71,44 @@ def test_same_seed_same_drops():
     assert torch.equal(first, SparseDropout(0.2)(x))
 
 
-def test_lora_layers_get_sparse_dropout(tiny_llama):
-    from transformers import AutoModelForCausalLM
+def test_every_dropout_module_is_swapped_lora_and_encoder_alike(tiny_llama, tiny_bert):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from bridgetune.config import MethodConfig
     from bridgetune.methods import apply_method
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     adapted = apply_method(model, MethodConfig(name="lora", dropout=0.05), "lm", "x")
-    kinds = [
+    assert sparse_dropouts(adapted) == 14  # 7 adapted layers x 2 decoder layers
+    kinds = {
         type(d) for m in adapted.modules() if hasattr(m, "lora_dropout")
         for d in m.lora_dropout.values()
-    ]  # fmt: skip
-    assert kinds and set(kinds) == {SparseDropout}
+    }  # fmt: skip
+    assert kinds == {SparseDropout}
+    encoder = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    assert sparse_dropouts(encoder) > 0
+    assert not any(type(m) is torch.nn.Dropout for m in encoder.modules())
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     plain = apply_method(
         AutoModelForCausalLM.from_pretrained(tiny_llama), MethodConfig(name="lora", dropout=0.0),
         "lm", "x",
     )  # fmt: skip
     assert sparse_dropouts(plain) == 0  # p = 0: peft's Identity stays
+
+
+def test_the_loop_swaps_dropout_when_it_trains_on_the_cpu(
+    tiny_bert, sentiment_csv, tmp_path, monkeypatch
+):
+    from conftest import tiny_config
+
+    import bridgetune.training.loop as loop
+    from bridgetune import api
+
+    swapped = []
+    monkeypatch.setattr(loop, "sparse_dropouts", lambda m: swapped.append(sparse_dropouts(m)))
+    config = tiny_config(
+        tiny_bert, tmp_path / "runs", data={"train": str(sentiment_csv)}, train={"epochs": 1}
+    )
+    api.train(config)
+    assert swapped and swapped[0] > 0

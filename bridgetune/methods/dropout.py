@@ -6,9 +6,9 @@ input before the low-rank product, so every adapted linear layer pays for a rand
 element of its input: a quarter of a LoRA fine-tuning step of SmolLM2 on two CPU cores
 (profiled), for p = 0.05. In an i.i.d. Bernoulli(p) sequence the gaps between dropped positions
 are i.i.d. Geometric(p), so drawing about p x n gaps gives exactly the same dropped set
-distribution; the kept elements are scaled by 1/(1-p) as usual. Used for LoRA's dropout
-(`methods/peft.py`); on GPUs, where bernoulli is cheap and the sparse draw would sync with the
-host, it is `nn.Dropout`.
+distribution; the kept elements are scaled by 1/(1-p) as usual. The training loop swaps it in
+for every dropout module when it trains on the CPU; on GPUs, where bernoulli is cheap and the
+sparse draw would sync with the host, `SparseDropout` is `nn.Dropout`.
 """
 
 from __future__ import annotations
@@ -44,15 +44,12 @@ class SparseDropout(torch.nn.Dropout):
 
 
 def sparse_dropouts(model: torch.nn.Module) -> int:
-    """Every `nn.Dropout` inside a peft LoRA layer's `lora_dropout` becomes a `SparseDropout`
-    of the same p; returns how many."""
+    """Every `nn.Dropout` module of `model` (LoRA's, an encoder's hidden dropout) becomes a
+    `SparseDropout` of the same p; returns how many. Weights and saved models are unchanged."""
     swapped = 0
-    for module in model.modules():
-        dropouts = getattr(module, "lora_dropout", None)
-        if not isinstance(dropouts, torch.nn.ModuleDict):
-            continue
-        for name, dropout in list(dropouts.items()):
-            if type(dropout) is torch.nn.Dropout and dropout.p > 0:
-                dropouts[name] = SparseDropout(dropout.p)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is torch.nn.Dropout and child.p > 0:
+                setattr(module, name, SparseDropout(child.p))  # ModuleDict entries too
                 swapped += 1
     return swapped

@@ -23,7 +23,6 @@ from pydantic import Field
 
 from bridgetune.losses import output_logits, task_loss
 from bridgetune.methods.base import Params, method
-from bridgetune.methods.dropout import sparse_dropouts
 
 MERGEABLE = ("lora", "ia3")
 PROMPT_METHODS = ("prompt", "ptuning")
@@ -218,8 +217,6 @@ def _register(name: str) -> None:
         config = peft_config(name, cfg, head, problem, getattr(model.config, "model_type", ""))
         with quiet_peft():
             peft_model = get_peft_model(model, config)
-        if name == "lora":
-            sparse_dropouts(peft_model)  # same dropout, drawn faster on the CPU
         export = getattr(cfg, "export", "adapter")
         return AdapterModel(peft_model, name, problem, model.config.name_or_path, export)
 

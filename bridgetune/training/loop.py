@@ -2,7 +2,8 @@
 
 Design notes (see DESIGN.md "Performance design"): batches are length-bucketed and padded to a
 multiple of 8; the loss stays on the device and is read every `log_every` steps only; bf16
-autocast on GPUs that support it; fused AdamW on CUDA. Ctrl-C is turned into a flag that the loop
+autocast on GPUs that support it; fused AdamW; on the CPU, dropout drawn by its dropped positions
+(methods/dropout.py). Ctrl-C is turned into a flag that the loop
 checks at optimizer-step boundaries, so the checkpoint it writes resumes to the exact same run.
 """
 
@@ -26,6 +27,7 @@ from bridgetune.data.batching import feature_length, shard, train_batches
 from bridgetune.data.schema import Example
 from bridgetune.distributed import shared
 from bridgetune.evaluate import headline
+from bridgetune.methods.dropout import sparse_dropouts
 from bridgetune.predictor import infer
 from bridgetune.tasks import Task
 from bridgetune.training import sharding
@@ -167,6 +169,8 @@ class Loop:
         if plan is not None:
             model = sharding.shard(model, plan, self.accelerator.device, self.precision)
         self.sharded = plan is not None
+        if on_cpu:  # the same dropout, drawn by its dropped positions (methods/dropout.py)
+            sparse_dropouts(model)
         self.model = model
         output_layer = None
         if task.problem == "lm":  # causal LMs: the output layer runs on scored tokens only
