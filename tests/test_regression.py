@@ -74,8 +74,8 @@ def test_regression_trains_reports_saves_and_serves_numbers(tiny_bert, tmp_path)
         output = plain(**tokenizer("love this phone", "great phone", return_tensors="pt"))
     assert output.logits.shape == (1, 1)
     assert output.logits.item() == pytest.approx(
-        predicted[0]["value"], abs=2e-3
-    )  # bf16 inference on CPUs that have it
+        predicted[0]["value"], rel=1e-2
+    )  # bf16 inference on CPUs that have it: 8 bits of mantissa, ~0.4% a step
     app = create_app(predictor, ServeConfig(feedback_db=str(tmp_path / "feedback.db")))
     with TestClient(app) as client:
         assert client.get("/v1/info").json()["output"] == "value"
@@ -84,7 +84,7 @@ def test_regression_trains_reports_saves_and_serves_numbers(tiny_bert, tmp_path)
         assert response.status_code == 200, response.text
         answer = response.json()["predictions"][0]
         assert answer["value"] == pytest.approx(
-            predicted[0]["value"], abs=2e-3
+            predicted[0]["value"], rel=1e-2
         )  # bf16 inference on CPUs that have it
         stored = client.post("/v1/feedback", json={"text": "love this phone", "label": 4.8})
         assert stored.status_code == 201, stored.text
