@@ -262,15 +262,15 @@ def test_fsdp_trains_as_ddp(tiny_llama, tmp_path):
 
 @pytest.mark.slow  # four more processes (~30 s)
 def test_fsdp_full_bf16_resumes_after_a_crash(tiny_bert, sentiment_csv, tmp_path):
-    """Full fine-tuning sharded in bf16; the first process dies while it writes the best
-    weights (the launch stops), `--resume` continues from the gathered checkpoint."""
+    """Full fine-tuning sharded in bf16; the first process dies while it writes its third
+    checkpoint (the launch stops), `--resume` continues from the second, gathered one."""
     config = tiny_config(
         tiny_bert, tmp_path / "runs",
         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
         train={"epochs": 12, "batch_size": 2, "precision": "bf16"},
     )  # fmt: skip
     path = write_config(config, tmp_path)
-    crashed = launch(path, FSDP, BRIDGETUNE_FAILPOINT="best@4")
+    crashed = launch(path, FSDP, BRIDGETUNE_FAILPOINT="before-swap:checkpoint@3")
     assert crashed.returncode != 0, crashed.stderr[-3000:]
     done = launch(path, FSDP, "--resume")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
