@@ -301,6 +301,7 @@ def train_run(
     from accelerate.utils import set_seed
 
     from bridgetune.methods import apply_method, check_method, head_modules
+    from bridgetune.training.checkpoint import filled
     from bridgetune.training.loop import EvalData, Loop
     from bridgetune.training.objective import class_weights
 
@@ -375,7 +376,9 @@ def train_run(
     elif quantized and getattr(loop.unwrapped, "export", None) == "merged" and is_launch_main():
         # QLoRA: merging into 4-bit weights would round the update away and leave a model
         # only bitsandbytes on a GPU loads; the adapter merges into a full-precision copy
-        fitted.saved = trained_copy(loop.unwrapped, build(training=False)[0])
+        trained = {n: p.detach().cpu() for n, p in loop.unwrapped.named_parameters()
+                   if p.requires_grad}  # fmt: skip
+        fitted.saved = filled(build(training=False)[0], trained)
     result = finish_run(
         run,
         cfg,
@@ -450,20 +453,6 @@ class Fitted:
     saved: Any = None  # the model to save when not `model` (FSDP: an unsharded copy)
 
 
-def trained_copy(trained: Any, copy: Any) -> Any:
-    """`copy` (the same model and method, built apart) with the trained parameters of
-    `trained`: a QLoRA run's adapter on its full-precision base.
-
-    Raises:
-        ValueError: a trained parameter has no place in `copy`.
-    """
-    state = {n: p.detach().cpu() for n, p in trained.named_parameters() if p.requires_grad}
-    unexpected = copy.load_state_dict(state, strict=False).unexpected_keys
-    if unexpected:
-        raise ValueError(f"the model to save lacks trained parameters {unexpected[:3]}")
-    return copy
-
-
 def finish_run(
     run: RunDirectory,
     cfg: RunConfig,
@@ -490,7 +479,8 @@ def finish_run(
     if generative and (save or fitted.collective):
         configure_generation(fitted.model, tokenizer, cfg.generate)
         scores = scored_generations(fitted.model, tokenizer, task, cfg, dev.examples)
-        dev_metrics.update(scores if save else {})
+        if save:
+            dev_metrics.update(scores)
     test_metrics = None
     if splits.test is not None:
         test = EvalData(task.encode(splits.test, tokenizer, length), splits.test)

@@ -159,10 +159,10 @@ def _metadata(model: torch.nn.Module) -> dict[str, str]:
 
 def _checksums(frozen: dict[str, torch.Tensor]) -> list[float]:
     """One float64 sum per frozen tensor (one host sync for all of them)."""
-    if frozen and is_sharded_tensor(next(iter(frozen.values()))):
-        return sharding.sums(list(frozen.values()))
     if not frozen:
         return []
+    if is_sharded_tensor(next(iter(frozen.values()))):
+        return sharding.sums(list(frozen.values()))
     sums = [p.detach().sum(dtype=torch.float64) for p in frozen.values()]
     device = sums[0].device
     return [float(x) for x in torch.stack([s.to(device) for s in sums]).tolist()]
@@ -237,3 +237,16 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
             f"{path} does not fit this model: unexpected {unexpected[:3]}, missing "
             f"{untrained[:3]}. Start again without --resume."
         )
+
+
+def filled(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """`model` (built apart, e.g. unsharded or unquantized) with trained `tensors` loaded over
+    its own parameters by name.
+
+    Raises:
+        CheckpointMismatch: a trained tensor has no place in `model`.
+    """
+    unexpected = model.load_state_dict(tensors, strict=False).unexpected_keys
+    if unexpected:
+        raise CheckpointMismatch(f"the model to save lacks trained tensors {unexpected[:3]}")
+    return model

@@ -34,14 +34,13 @@ from bridgetune.training import sharding
 from bridgetune.training.adversarial import EmbeddingAttack
 from bridgetune.training.checkpoint import (
     LoopState,
+    filled,
     has_checkpoint,
     load_best,
     load_checkpoint,
-    load_weights,
     rng_state,
     save_best,
     save_checkpoint,
-    save_weights,
 )
 from bridgetune.training.objective import Objective
 from bridgetune.training.optim import build_optimizer, build_scheduler
@@ -440,13 +439,5 @@ class Loop:
         this too)."""
         if not self.sharded:
             return self.unwrapped
-        path = self.checkpoint_dir / "final.safetensors"
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        save_weights(self.unwrapped, path)
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return None
-        model = build()
-        load_weights(model, path)
-        path.unlink()
-        return model
+        tensors = sharding.saved_tensors(self.unwrapped)  # gathered by every process
+        return filled(build(), tensors) if self.accelerator.is_main_process else None

@@ -39,7 +39,7 @@ class Objective:
         self.smoothing = cfg.label_smoothing
         self.rdrop = cfg.rdrop
         self.weights = weights
-        self.output_layer = output_layer if problem == "lm" else None
+        self.output_layer = output_layer
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         labels, groups = batch["labels"], batch.get("groups")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -111,8 +112,6 @@ def shard(
             f"FSDP: no module of {type(model).__name__} is a {', '.join(sorted(names)) or 'block'}"
             "; name the transformer layer class with --fsdp_transformer_layer_cls_to_wrap"
         )
-    from collections import Counter
-
     # counted before fully_shard renames the classes (FSDP<name>)
     kinds = ", ".join(
         f"{n} {name}" for name, n in Counter(type(b).__name__ for b in blocks).items()
