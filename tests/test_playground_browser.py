@@ -108,7 +108,18 @@ class LiveServer:
             assert self.thread.is_alive(), "the server thread died at start-up"
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.02)
-        return self
+        # ready: the model and any knowledge base loaded (before that the page's first
+        # /v1/info answers 503 and the browser logs it as an error, which the tests count)
+        import urllib.error
+        import urllib.request
+
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "ready", timeout=5):
+                    return self
+            except urllib.error.HTTPError:
+                assert time.monotonic() < deadline, "the server did not become ready"
+                time.sleep(0.05)
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
