@@ -10,9 +10,9 @@ whole SST-2 dev set (872 sentences). The settings are SetFit's defaults, for bot
   with 10% linear warmup, max_length 64 (weight decay: ours 0.0, SetFit's 0.01; see our_config);
 - head: scikit-learn LogisticRegression on the (normalized, mean-pooled) embeddings.
 
-Ours is `bridgetune.fewshot.train_contrastive` (our loop on the pairs, then the fitted head);
-the peer is `setfit.Trainer.train()`. Training time is the wall time of that one call (body and
-head); loading the model before it and predicting dev after it are outside. The two systems run
+Ours is `bridgetune.recipes.fewshot.train_contrastive` (our loop on the pairs, then the fitted
+head); the peer is `setfit.Trainer.train()`. Training time is the wall time of that one call
+(body and head); loading the model before it and predicting dev after it are outside. The two systems run
 one after the other in this process, never at once, each after `set_seed(seed)`.
 
     python benchmarks/fewshot.py --quick               # k=8, 1 seed: ~2 min on a 2-core CPU
@@ -185,14 +185,14 @@ def run_ours(args: argparse.Namespace, k: int, seed: int, workdir: Path) -> tupl
     """Our contrastive few-shot on the (k, seed) sample; also returns the splits it used."""
     from transformers import AutoModel
 
-    from bridgetune.api import prepare_task
     from bridgetune.data.splits import load_splits
-    from bridgetune.fewshot import train_contrastive
-    from bridgetune.predictor import infer
+    from bridgetune.inference.predictor import infer
+    from bridgetune.recipes.check import prepare_task
+    from bridgetune.recipes.fewshot import train_contrastive
     from bridgetune.tasks import reader_for
 
     cfg = our_config(args, k, seed, workdir)
-    splits = load_splits(cfg.data, reader_for(cfg.task))  # samples k per class with few_shot_seed
+    splits = load_splits(cfg.data, reader_for(cfg.task.name))  # samples k per class with few_shot_seed
     counts = Counter(e.label for e in splits.train)
     if set(counts.values()) != {k}:
         raise RuntimeError(f"k={k} seed={seed}: the sample has {dict(counts)} examples per label")

@@ -31,13 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 def load_any(name: str, chat: bool, max_length: int):
     """A Predictor for a bridgetune model directory, or for a base causal model."""
-    from bridgetune import api
+    import bridgetune
+    from bridgetune.inference.predictor import Predictor, pick_device
     from bridgetune.models import load_tokenizer, resolve_model
-    from bridgetune.predictor import Predictor, pick_device
     from bridgetune.tasks import build_task
 
     if (Path(name) / "bridgetune.json").is_file():
-        return api.load(name)
+        return bridgetune.load(name)
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
@@ -49,10 +49,10 @@ def load_any(name: str, chat: bool, max_length: int):
 
 def dev_examples(args: argparse.Namespace):
     """(examples, chat formatting, max_length, language) from --config or --dev."""
-    from bridgetune.api import as_config
     from bridgetune.config import DataConfig
     from bridgetune.data.io import read_file
     from bridgetune.data.readers import GenerationReader
+    from bridgetune.recipes.check import as_config
 
     if args.config:
         cfg = as_config(args.config)
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args()
 
-    from bridgetune.generation import prompt_and_references, shown_prompt, text_metrics
+    from bridgetune.inference.generation import prompt_and_references, shown_prompt, text_metrics
     from bridgetune.tasks.qa import answer_scores
 
     examples, chat, max_length, language = dev_examples(args)

@@ -66,7 +66,7 @@ def dev_loss(model: Any, tokenizer: Any, dev: list[dict], device: str, max_lengt
     import torch
 
     from bridgetune.data.schema import Example
-    from bridgetune.predictor import infer
+    from bridgetune.inference.predictor import infer
     from bridgetune.tasks import build_task
 
     model.to(device)  # ours reloads the merged model on the CPU
@@ -80,7 +80,7 @@ def dev_loss(model: Any, tokenizer: Any, dev: list[dict], device: str, max_lengt
 
 
 def run_ours(args: argparse.Namespace, train: Path, dev: Path, work: Path) -> dict[str, Any]:
-    from bridgetune import api
+    import bridgetune
     from bridgetune.training.loop import Loop
 
     timing = {"train": 0.0, "eval": 0.0}
@@ -116,14 +116,14 @@ def run_ours(args: argparse.Namespace, train: Path, dev: Path, work: Path) -> di
     }  # fmt: skip
     Loop.run, Loop.evaluate = timed_run, timed_evaluate
     try:
-        result = api.train(config, overwrite=True)
+        result = bridgetune.train(config, overwrite=True)
     finally:
         Loop.run, Loop.evaluate = run, evaluate
     from bridgetune.data.io import read_file
     from bridgetune.data.readers import GenerationReader
     from bridgetune.models import load_tokenizer
 
-    cfg = api.as_config(config)
+    cfg = bridgetune.as_config(config)
     tokenizer = load_tokenizer(str(result.model_dir))
     examples = read_file(train, cfg.data, GenerationReader())
     from bridgetune.tasks import build_task

@@ -1,6 +1,6 @@
 """Tuning methods and training craft on real data, with the bundled default model (MiniLM).
 
-Two studies; every run is a separate `bridgetune.api.train` in a fresh process (so its peak
+Two studies; every run is a separate `bridgetune.bridgetune.train` in a fresh process (so its peak
 memory is its own), one after the other:
 
 - `--study methods` (default): full fine-tuning, LoRA, IA3, prefix tuning, prompt tuning,
@@ -105,22 +105,23 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """One training run in this process; its numbers."""
     import torch
 
-    from bridgetune import api
+    import bridgetune
     from bridgetune.methods import count_parameters
+    from bridgetune.recipes import train as recipe
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     counted: dict[str, int] = {}
-    original = api.report_parameters
+    original = recipe.report_parameters
 
     def count(method: str, model: Any) -> None:
         counted["trainable"], counted["total"] = count_parameters(model)
         original(method, model)
 
-    api.report_parameters = count
+    recipe.report_parameters = count
     with tempfile.TemporaryDirectory(prefix="bridgetune-methods-") as tmp:
         start = time.perf_counter()
-        result = api.train(run_config(spec, Path(tmp)))
+        result = bridgetune.train(run_config(spec, Path(tmp)))
         wall = time.perf_counter() - start
     metric = "accuracy" if spec["data"] == "sst2" else "entity_f1"
     if spec["device"] == "cuda":

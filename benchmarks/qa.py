@@ -56,7 +56,7 @@ def main() -> None:
         print(json.dumps({"benchmark": "qa", "skipped": str(dev)}))
         return
 
-    from bridgetune import api
+    import bridgetune
     from bridgetune.config import DataConfig
     from bridgetune.data.readers import QAReader
     from bridgetune.tasks.qa import qa_metrics
@@ -70,7 +70,7 @@ def main() -> None:
     guesses = [lexical_answer(e.text, e.text_pair or "") for e in examples]
     results["lexical overlap (best clause)"] = qa_metrics(references, guesses)
     if args.model:
-        predictor = api.load(args.model, device=args.device)
+        predictor = bridgetune.load(args.model, device=args.device)
         device = str(predictor.device)
         started = time.perf_counter()
         answers = [p["answer"] for p in predictor.predict(examples)]

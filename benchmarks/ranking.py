@@ -39,16 +39,16 @@ def main() -> None:
 
     import torch
 
-    from bridgetune import api
+    import bridgetune
     from bridgetune.data.splits import load_splits
-    from bridgetune.fewshot import embed_texts
+    from bridgetune.heads.embedding import embed_texts
     from bridgetune.models import load_tokenizer, resolve_model
     from bridgetune.tasks import reader_for
     from bridgetune.tasks.ranking import ranking_metrics
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = api.as_config(args.config)
+    cfg = bridgetune.as_config(args.config)
     dev = load_splits(cfg.data, reader_for("ranking")).dev
     relevance = [[float(v) for v in e.label] for e in dev]
     results = {}
@@ -75,9 +75,9 @@ def main() -> None:
     if model_dir is None:
         started = time.perf_counter()
         overrides = [f"train.device={args.device}"] + (["train.epochs=1"] if args.quick else [])
-        model_dir = api.train(args.config, overrides, overwrite=True).model_dir
+        model_dir = bridgetune.train(args.config, overrides, overwrite=True).model_dir
         train_seconds = time.perf_counter() - started
-    predictor = api.load(model_dir, device=args.device)
+    predictor = bridgetune.load(model_dir, device=args.device)
     started = time.perf_counter()
     predictions = predictor.predict(dev)
     orders = [[entry["index"] for entry in p["ranking"]] for p in predictions]

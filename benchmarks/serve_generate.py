@@ -68,12 +68,12 @@ def questions(path: Path) -> list[list[dict[str, str]]]:
 
 def tune_model(directory: Path) -> Path:
     """The default generative model after a few LoRA steps, merged."""
-    from bridgetune import api
+    import bridgetune
 
     config = REPO / "examples" / "configs" / "support_assistant.yaml"
     overrides = ["train.epochs=0.07", "method.export=merged", f"output_dir={directory}",
                  "name=serve-generate", "generate.eval_examples=0"]  # fmt: skip
-    return api.train(config, overrides).model_dir
+    return bridgetune.train(config, overrides).model_dir
 
 
 async def one_request(

@@ -66,11 +66,11 @@ def load_texts(data: Path) -> tuple[list[str], str]:
 
 def train_model(directory: Path) -> Path:
     """The default model fine-tuned briefly (the head must exist; accuracy is not measured)."""
-    from bridgetune import api
+    import bridgetune
 
     config = REPO / "examples" / "configs" / "support_sentiment.yaml"
     overrides = ["train.epochs=1", f"output_dir={directory}", "name=serve-load"]
-    return api.train(config, overrides).model_dir
+    return bridgetune.train(config, overrides).model_dir
 
 
 def free_port() -> int:

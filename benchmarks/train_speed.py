@@ -3,7 +3,7 @@
 Three runs in one process, same model (the bundled MiniLM), data, epochs, learning rate, batch
 size (32) and seed:
 
-- ours:       ``bridgetune.api.train`` (length-bucketed batches, bf16 on GPUs that support it);
+- ours:       ``bridgetune.train`` (length-bucketed batches, bf16 on GPUs that support it);
 - hf_default: the Trainer with run_glue's defaults (padded to max_length 128, fp32);
 - hf_tuned:   the Trainer with dynamic padding (to a multiple of 8) and bf16 where supported.
 
@@ -206,7 +206,7 @@ def timed_loop(timeline: Timeline, device: str) -> Iterator[None]:
 
 
 def run_ours(args: argparse.Namespace, sst2: Path, workdir: Path) -> Timeline:
-    from bridgetune.api import train
+    from bridgetune.recipes.train import train
 
     config = {
         "name": "ours",

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 TagScheme = Literal["IOB1", "IOB2", "BIOES", "BMES"]
 
@@ -149,11 +156,6 @@ class ModelConfig(_Section):
         None, ge=0, lt=1, description="Override the model's hidden dropout probability."
     )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
-    crf: bool = Field(
-        False,
-        description="ner: a CRF over the tags (transitions the tag scheme forbids are ruled "
-        "out, Viterbi decoding; train.loss becomes crf). Needs method full.",
-    )
     extend_vocab: str | None = Field(
         None,
         description="Add tokens the tokenizer reads badly: 'auto' (CJK characters it maps to "
@@ -335,18 +337,13 @@ class TrainConfig(_Section):
         None,
         description="Batch examples of similar length together (less padding, faster); null: "
         "on for encoder tasks, off for causal_lm and seq2seq (batches of alike examples "
-        "slowed their learning: docs/benchmarks.md) and with packing (no padding to save).",
-    )
-    packing: bool = Field(
-        False,
-        description="causal_lm: pack the examples of a batch into rows of up to max_length "
-        "tokens (positions restart per example, no attention across examples).",
+        "slowed their learning: docs/benchmarks.md) and with task.packing (no padding to save).",
     )
     loss: str | None = Field(
         None,
         description="The task's loss; null is its default. regression: mse, huber; ranking: "
         "listwise, pairwise, pointwise; classification, ner, qa: their cross-entropy; ner "
-        "with model.crf: crf.",
+        "with task.crf: crf.",
     )
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy (not multilabel)."
@@ -483,15 +480,31 @@ class KnowledgeConfig(_Section):
     )
 
 
-class RunConfig(_Section):
-    name: str = Field("run", description="Run name; outputs go to <output_dir>/<name>.")
-    output_dir: str = Field("runs", description="Parent directory of run directories.")
-    task: str = Field(
+class TaskConfig(_Section):
+    """What to learn. Besides `name`, the section holds the task's own options: each task
+    declares them as its `Options` model (bridgetune.tasks, e.g. `task.crf` for ner,
+    `task.packing` for causal_lm), validated with the config; an option the task does not take
+    is an error. `task: ner` is short for `task: {name: ner}`.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = Field(
         "classification",
         description="A registered task (checked with 'did you mean'): classification, "
         "multilabel, pair, ner, regression, ranking, qa, causal_lm, seq2seq, mlm (masked-LM "
-        "pre-training: bridgetune pretrain).",
+        "pre-training: bridgetune pretrain). Its options: the task.* rows below.",
     )
+
+    def options(self) -> dict[str, Any]:
+        """The task options set in the config (everything but `name`)."""
+        return dict(self.model_extra or {})
+
+
+class RunConfig(_Section):
+    name: str = Field("run", description="Run name; outputs go to <output_dir>/<name>.")
+    output_dir: str = Field("runs", description="Parent directory of run directories.")
+    task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -507,11 +520,16 @@ class RunConfig(_Section):
         "bottom (regex or words that add, override or veto; docs/chinese.md).",
     )
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _crf_loss(self) -> RunConfig:
-        """model.crf trains with the CRF's loss unless train.loss says otherwise (an error the
+        """task.crf trains with the CRF's loss unless train.loss says otherwise (an error the
         task reports)."""
-        if self.model.crf and self.train.loss is None:
+        if self.task.options().get("crf") and self.train.loss is None:
             self.train.loss = "crf"
         return self
 
@@ -556,7 +574,7 @@ class MonitorConfig(_Section):
     )
 
 
-class KnowledgeConfig(_Section):
+class RetrievalConfig(_Section):
     """`serve.knowledge`: a knowledge base searched for every chat request (retrieval)."""
 
     documents: str | None = Field(
@@ -653,7 +671,7 @@ class ServeConfig(_Section):
         None, description="SQLite file of feedback; default <model_dir>/../feedback.db."
     )
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
-    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    knowledge: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -667,6 +685,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Set dotted keys (``train.lr=3e-5``) in a raw config dict; values are parsed as YAML."""
     for item in overrides:
         path, value = _parse_override(item)
+        if path[0] == "task" and len(path) > 1 and isinstance(raw.get("task"), str):
+            raw["task"] = {"name": raw["task"]}  # `task: ner` is short for `task: {name: ner}`
         node = raw
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -708,10 +728,27 @@ def _describe(error: ValidationError, source: str, root: type[BaseModel] | None 
     return "\n".join(lines)
 
 
+# options that were run-level keys before they became the task's own (task.*): configs that
+# spell them the old way keep working
+MOVED_TO_TASK = {("model", "crf"): "crf", ("train", "packing"): "packing"}
+
+
+def _move_task_options(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with the old spellings of task options (model.crf, train.packing) under task.*."""
+    moved = {}
+    for (section, key), option in MOVED_TO_TASK.items():
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            moved[option] = raw[section].pop(key)
+    if moved:
+        task = raw.get("task", "classification")
+        raw["task"] = {**({"name": task} if isinstance(task, str) else task), **moved}
+    return raw
+
+
 def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
     """Validate a raw dict into a RunConfig, raising ConfigError with readable messages."""
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(_move_task_options(raw))
     except ValidationError as error:
         raise ConfigError(_describe(error, source)) from None
 
@@ -784,20 +821,30 @@ def schema_lines(root: type[BaseModel] | None = None) -> list[tuple[str, str, st
     return rows
 
 
-def schema_markdown(method_rows: list[tuple[str, str, str]]) -> str:
+def schema_markdown(
+    method_rows: list[tuple[str, str, str]], task_rows: list[tuple[str, str, str]]
+) -> str:
     """docs/config.md: the config reference as Markdown tables (kept in sync by a test);
-    `method_rows` are the registered methods' options (`bridgetune.methods.params_schema_lines`:
-    config imports nothing of ours)."""
+    `method_rows` and `task_rows` are the registered methods' and tasks' options
+    (bridgetune.recipes.reference: config imports nothing of ours)."""
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `bridgetune/config.py` and the methods' `Params` "
+        "Generated from `bridgetune/config.py`, the tasks' `Options` and the methods' `Params` "
         "(`bridgetune config --schema` prints the same; regenerate: `python -m "
-        "bridgetune.methods`).",
+        "bridgetune.recipes.reference`).",
         "",
         "## Training (`bridgetune train CONFIG`)",
         "",
         *_markdown_table(schema_lines(RunConfig)),
+        "",
+        "### Task options (`task.*`, by `task.name`)",
+        "",
+        "Each task takes only its own options (its `Options` model in `bridgetune/tasks`); "
+        "`task: ner` is short for `task: {name: ner}`. The spellings `model.crf` and "
+        "`train.packing` of older configs are read as `task.crf` and `task.packing`.",
+        "",
+        *_markdown_table(task_rows),
         "",
         "### Method options (`method.*`, by `method.name`)",
         "",

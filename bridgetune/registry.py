@@ -25,6 +25,10 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def unregister(self, name: str) -> T:
+        """Remove `name` (a plugin that goes, a test's own entry); returns what it named."""
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=1)

@@ -247,12 +247,12 @@ def train_tiny_model(
     model: Path, run_dir: Path, data: Path, name: str, epochs: int = 12, **sections: dict
 ) -> Path:
     """Train a tiny model for a few epochs and return its model directory."""
-    from bridgetune import api
+    import bridgetune
 
     config = tiny_config(model, run_dir, data={"train": str(data), "dev": str(data)}, **sections)
     config["name"] = name
     config["train"]["epochs"] = epochs
-    return api.train(config).model_dir
+    return bridgetune.train(config).model_dir
 
 
 @pytest.fixture(scope="session")

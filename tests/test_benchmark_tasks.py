@@ -37,7 +37,7 @@ def test_qa_lexical_peer_and_a_model_on_the_shipped_dev_set(tiny_bert, tmp_path,
     qa = load("qa")
     assert qa.lexical_answer("谁买的耳机", "今天很好。张三买的耳机，还没到。") == "张三买的耳机，"
     assert qa.lexical_answer("how long is the warranty", "Hello there. The warranty is 2 years.")
-    from bridgetune import api
+    import bridgetune
 
     dev = ROOT / "examples/data/support_qa/dev.json"
     config = tiny_config(
@@ -46,7 +46,7 @@ def test_qa_lexical_peer_and_a_model_on_the_shipped_dev_set(tiny_bert, tmp_path,
     )  # fmt: skip
     config["data"]["max_train_examples"] = 20
     config["model"]["max_length"] = 128  # the tiny tokenizer splits words into characters
-    model = api.train(config).model_dir
+    model = bridgetune.train(config).model_dir
     report = run(qa, ["--dev", str(dev), "--model", str(model)], capsys)
     assert report["benchmark"] == "qa" and report["questions"] == 235
     assert 0 <= report["ours"]["f1"] <= 1 and "exact_match" in report["peer"]
@@ -54,10 +54,10 @@ def test_qa_lexical_peer_and_a_model_on_the_shipped_dev_set(tiny_bert, tmp_path,
 
 
 def test_ranking_peers_and_a_model_on_the_shipped_queries(tiny_bert, tmp_path, capsys):
-    from bridgetune import api
+    import bridgetune
 
     data = write_groups(tmp_path / "recs.csv")
-    model = api.train(ranking_config(tiny_bert, data, tmp_path / "runs", epochs=1)).model_dir
+    model = bridgetune.train(ranking_config(tiny_bert, data, tmp_path / "runs", epochs=1)).model_dir
     report = run(load("ranking"), ["--model", str(model)], capsys)
     assert report["benchmark"] == "ranking" and report["queries"] == 80
     assert report["peer"]["ndcg@10"] > report["floor"]["ndcg@10"]  # embeddings beat chance
@@ -71,7 +71,7 @@ def test_a_missing_dev_file_is_skipped_cleanly(name, tmp_path, capsys):
 
 
 def test_generate_eval_scores_a_tuned_model_on_dev_conversations(tiny_llama, tmp_path, capsys):
-    from bridgetune import api
+    import bridgetune
     from tests.test_causal_lm import SUPPORT, write_jsonl
 
     data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
@@ -79,7 +79,7 @@ def test_generate_eval_scores_a_tuned_model_on_dev_conversations(tiny_llama, tmp
         tiny_llama, tmp_path / "runs", task="causal_lm",
         data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 3e-2},
     )  # fmt: skip
-    model = api.train(config).model_dir
+    model = bridgetune.train(config).model_dir
     report = run(load("generate_eval"), ["--dev", str(data), "--model", str(model)], capsys)
     assert report["benchmark"] == "generate_eval" and report["examples"] == 3
     result = report["results"][str(model)]
@@ -125,7 +125,7 @@ def test_generation_benchmark_runs_ours_and_trl_on_the_same_work(tiny_llama, tmp
 
 @pytest.mark.slow  # two server subprocesses import torch and transformers (~20 s)
 def test_serve_generate_benchmark_loads_both_servers_alike(tiny_llama, tmp_path, capsys):
-    from bridgetune import api
+    import bridgetune
     from tests.test_causal_lm import SUPPORT, write_jsonl
 
     data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
@@ -134,7 +134,7 @@ def test_serve_generate_benchmark_loads_both_servers_alike(tiny_llama, tmp_path,
         data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 3e-2},
         generate={"eval_examples": 0},
     )  # fmt: skip
-    model = api.train(config).model_dir
+    model = bridgetune.train(config).model_dir
     argv = ["--model", str(model), "--prompts", str(data), "--clients", "1", "4",
             "--requests", "2", "--max-tokens", "8"]  # fmt: skip
     report = run(load("serve_generate"), argv, capsys)

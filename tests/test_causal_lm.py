@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import ConfigError, DataConfig
 from bridgetune.data.readers import GenerationReader
 from bridgetune.data.schema import DataError, Example
-from bridgetune.losses import IGNORE
 from bridgetune.tasks import build_task
 from bridgetune.tasks.causal_lm import CHATML, conversation_tokens
+from bridgetune.tasks.losses import IGNORE
 from tests.conftest import tiny_config
 
 
@@ -129,17 +129,19 @@ def test_sft_trains_saves_and_generates_like_plain_transformers(tiny_llama, tmp_
     )
     if method == "full":
         config["method"] = {"name": "full"}
-    cfg = api.as_config(config)
+    cfg = bridgetune.as_config(config)
     assert cfg.method.name == method  # LoRA unless the config names a method
-    result = api.train(cfg)
+    result = bridgetune.train(cfg)
     history = [h["loss"] for h in result.history if "loss" in h]
     assert history[-1] < history[0] / 3
     assert result.metrics["perplexity"] < 2.0  # the tiny model learns three answers
-    generated = api.generate(result.model_dir, ["where is my order", "refund"], max_new_tokens=12)
+    generated = bridgetune.generate(
+        result.model_dir, ["where is my order", "refund"], max_new_tokens=12
+    )
     assert [g["text"] for g in generated] == ["it ships tomorrow", "the money is back in five days"]
     assert all(g["finished"] for g in generated)  # EOS was learned: the answers end
     with pytest.raises(ValueError, match="this model generates text: call generate"):
-        api.predict(result.model_dir, ["where is my order"])
+        bridgetune.predict(result.model_dir, ["where is my order"])
     if method == "full":  # the command line, once
         from typer.testing import CliRunner
 
@@ -177,9 +179,9 @@ def test_options_a_language_model_cannot_take_are_refused(tiny_llama, tmp_path):
     data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
     config = tiny_config(tiny_llama, tmp_path / "runs", task="causal_lm", data={"train": str(data)})
     with pytest.raises(ConfigError, match="train.label_smoothing: not for causal_lm"):
-        api.as_config({**config, "train": {**config["train"], "label_smoothing": 0.1}})
+        bridgetune.as_config({**config, "train": {**config["train"], "label_smoothing": 0.1}})
     with pytest.raises(ConfigError, match="for causal_lm use lora"):
-        api.as_config({**config, "method": {"name": "prompt"}})
+        bridgetune.as_config({**config, "method": {"name": "prompt"}})
 
 
 def test_chat_streams_answers_and_keeps_the_history_within_max_length(tiny_llama, tmp_path):
@@ -192,8 +194,8 @@ def test_chat_streams_answers_and_keeps_the_history_within_max_length(tiny_llama
         tiny_llama, tmp_path / "runs", task="causal_lm",
         data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 3e-2},
     )  # fmt: skip
-    model_dir = api.train(config).model_dir
-    predictor = api.load(model_dir)
+    model_dir = bridgetune.train(config).model_dir
+    predictor = bridgetune.load(model_dir)
     assert "".join(predictor.stream("refund", max_new_tokens=12)).strip() == (
         "the money is back in five days"
     )
@@ -227,21 +229,21 @@ def test_prompts_without_room_for_the_answer_are_reported_or_refused(tiny_llama,
         data={"train": str(data), "dev": str(data)}, train={"epochs": 1},
     )  # fmt: skip
     config["model"]["max_length"] = 16
-    api.train(config)
+    bridgetune.train(config)
     said = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "1 of 4 train examples are longer than model.max_length=16" in said
     assert "1 of them kept no answer token and teach nothing" in said
     config["model"]["truncation"] = "error"
     with pytest.raises(DataError, match=r"mixed.jsonl:4: longer than model.max_length=16"):
-        api.train(config, overwrite=True)
+        bridgetune.train(config, overwrite=True)
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_a_packed_batch_has_the_loss_of_its_examples_unpacked(tiny_llama, method):
     """Packing changes the batch's shape, not what is learned: same targets, same loss."""
     from bridgetune.config import MethodConfig
-    from bridgetune.losses import task_loss
     from bridgetune.methods import apply_method
+    from bridgetune.tasks.losses import task_loss
 
     tokenizer = tokenizer_of(tiny_llama)
     examples = [Example(text=m["messages"][0]["content"], label=m) for m in SUPPORT] + [
@@ -273,8 +275,9 @@ def test_a_packed_batch_has_the_loss_of_its_examples_unpacked(tiny_llama, method
 def test_packing_is_refused_for_tasks_that_do_not_pack(tiny_bert, sentiment_csv, tmp_path):
     config = tiny_config(tiny_bert, tmp_path, data={"train": str(sentiment_csv)})
     config["train"]["packing"] = True
-    with pytest.raises(ConfigError, match="task 'classification' does not pack"):
-        api.as_config(config)
+    message = "task.packing: applies to causal_lm; task 'classification' takes no options"
+    with pytest.raises(ConfigError, match=message):
+        bridgetune.as_config(config)
 
 
 def test_packed_training_learns_the_answers(tiny_llama, tmp_path):
@@ -285,8 +288,8 @@ def test_packed_training_learns_the_answers(tiny_llama, tmp_path):
         train={"epochs": 60, "lr": 3e-2, "packing": True},
     )  # fmt: skip
     config["model"]["max_length"] = 64
-    result = api.train(config)
-    generated = api.generate(result.model_dir, ["where is my order"], max_new_tokens=12)
+    result = bridgetune.train(config)
+    generated = bridgetune.generate(result.model_dir, ["where is my order"], max_new_tokens=12)
     assert generated[0]["text"] == "it ships tomorrow" and generated[0]["finished"]
 
 
@@ -299,7 +302,7 @@ def test_eos_trains_when_pad_is_eos(tiny_llama):
     assert model.get_input_embeddings().padding_idx is None
     features = task.encode([Example(text="hello", label={"completion": "hi"})], tokenizer, 16)
     batch = task.collate(features, tokenizer.pad_token_id)
-    from bridgetune.losses import task_loss
+    from bridgetune.tasks.losses import task_loss
 
     loss = task_loss(model(input_ids=batch["input_ids"]).logits, batch["labels"], "lm")
     loss.backward()
@@ -308,7 +311,7 @@ def test_eos_trains_when_pad_is_eos(tiny_llama):
 
 
 def test_logits_of_prompt_columns_are_skipped_without_changing_loss_or_dev_loss(tiny_llama):
-    from bridgetune.losses import task_loss
+    from bridgetune.tasks.losses import task_loss
 
     tokenizer = tokenizer_of(tiny_llama)
     task = build_task("causal_lm", [])
@@ -342,8 +345,8 @@ def test_the_output_layer_runs_on_scored_tokens_only_with_the_same_loss_and_grad
     a target (prompts and padding cost no vocabulary projection, inside packed rows too): the
     loss and every gradient are those of the full logits."""
     from bridgetune.config import MethodConfig, TrainConfig
-    from bridgetune.losses import task_loss
     from bridgetune.methods import apply_method
+    from bridgetune.tasks.losses import task_loss
     from bridgetune.training.objective import Objective
 
     tokenizer = tokenizer_of(tiny_llama)
@@ -369,7 +372,9 @@ def test_the_output_layer_runs_on_scored_tokens_only_with_the_same_loss_and_grad
         return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     full_loss, full_grads = loss_and_grads(None)
-    loss, grads = loss_and_grads(Objective("lm", TrainConfig(), output_layer=head))
+    loss, grads = loss_and_grads(
+        Objective(build_task("causal_lm", []), TrainConfig(), output_layer=head)
+    )
     scored = int((batch["labels"][:, 1:] != IGNORE).sum())
     assert seen[-1] == (scored, 32) and scored < batch["input_ids"].numel() // 2
     assert loss == pytest.approx(full_loss, rel=1e-5)
@@ -384,10 +389,11 @@ def test_a_qlora_run_merges_its_adapter_into_a_full_precision_copy(
     quantization (merging into 4-bit weights would round the update away and need bitsandbytes
     on a GPU to load). Without a GPU the quantized load itself is stood in for: the test
     records what each build asked for and checks what was saved."""
-    import bridgetune.tasks.base as base
+    import bridgetune.models.pretrained as base
+    import bridgetune.recipes.train as recipe
 
     asked = []
-    monkeypatch.setattr(api, "check_quantization", lambda cfg: None)
+    monkeypatch.setattr(recipe, "check_quantization", lambda cfg: None)
     monkeypatch.setattr(base, "quantized", lambda quantization: asked.append(quantization) or {})
     data = write_jsonl(tmp_path / "chat.jsonl", SUPPORT)
     config = tiny_config(
@@ -395,9 +401,11 @@ def test_a_qlora_run_merges_its_adapter_into_a_full_precision_copy(
         data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 3e-2},
     )  # fmt: skip
     config["model"]["quantization"] = "4bit"
-    result = api.train(config)
+    result = bridgetune.train(config)
     assert asked == ["4bit", None]  # trained on the quantized build, saved from a plain one
     saved = json.loads((result.model_dir / "config.json").read_text())
     assert "quantization_config" not in saved
-    generated = api.generate(result.model_dir, ["where is my order", "refund"], max_new_tokens=12)
+    generated = bridgetune.generate(
+        result.model_dir, ["where is my order", "refund"], max_new_tokens=12
+    )
     assert [g["text"] for g in generated] == ["it ships tomorrow", "the money is back in five days"]

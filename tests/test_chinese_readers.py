@@ -119,7 +119,7 @@ def test_weibo_files_drop_the_position_digit_and_repair_or_skip_bad_sequences(tm
 
 
 def test_a_tiny_model_trains_on_span_files_and_predicts_character_offsets(tiny_bert, tmp_path):
-    from bridgetune import api
+    import bridgetune
 
     rows = [{"text": "张三在上海买的耳机", "label": {"name": {"张三": [[0, 1]]},
                                               "address": {"上海": [[3, 4]]}}},
@@ -129,9 +129,9 @@ def test_a_tiny_model_trains_on_span_files_and_predicts_character_offsets(tiny_b
     config = tiny_config(tiny_bert, tmp_path / "runs", task="ner",
                          data={"train": str(data), "dev": str(data)},
                          train={"epochs": 40, "lr": 5e-3})  # fmt: skip
-    result = api.train(config)
+    result = bridgetune.train(config)
     assert result.metrics["entity_f1"] == 1.0
-    predicted = api.load(result.model_dir).predict(["张三在北京买的手机"])[0]["entities"]
+    predicted = bridgetune.load(result.model_dir).predict(["张三在北京买的手机"])[0]["entities"]
     assert [(e["type"], e["start"], e["end"]) for e in predicted] == [
         ("name", 0, 2), ("address", 3, 5)
     ]  # fmt: skip

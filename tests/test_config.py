@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridgetune.api import as_config
 from bridgetune.config import (
     ConfigError,
     RunConfig,
@@ -17,6 +16,7 @@ from bridgetune.config import (
     load_config,
     schema_lines,
 )
+from bridgetune.recipes.check import as_config
 from bridgetune.registry import Registry
 
 
@@ -36,7 +36,7 @@ def write_yaml(path: Path, raw: object) -> Path:
 def test_minimal_config_gets_defaults() -> None:
     cfg = build_config(minimal())
     assert isinstance(cfg, RunConfig)
-    assert cfg.task == "classification"
+    assert cfg.task.name == "classification"
     assert cfg.model.name == "minilm"
     assert cfg.train.lr == pytest.approx(5e-5)
     assert cfg.data.tag_scheme == "IOB2"
@@ -223,7 +223,7 @@ def test_load_config_applies_overrides_before_validation(tmp_path: Path) -> None
     cfg = load_config(config, ["train.lr=3e-5", "model.name=x", "task=multilabel"])
     assert cfg.train.lr == pytest.approx(3e-5)
     assert cfg.model.name == "x"
-    assert cfg.task == "multilabel"
+    assert cfg.task.name == "multilabel"
 
 
 def test_load_config_invalid_yaml(tmp_path: Path) -> None:
@@ -266,7 +266,14 @@ def test_schema_lines_describe_every_field() -> None:
     for key, default, description in rows:
         assert description.strip(), f"{key} has no description"
         assert isinstance(default, str)
-    for expected in ("train.lr", "data.column_map", "data.train", "model.name", "task", "name"):
+    for expected in (
+        "train.lr",
+        "data.column_map",
+        "data.train",
+        "model.name",
+        "task.name",
+        "name",
+    ):
         assert expected in keys
     by_key = {key: default for key, default, _ in rows}
     assert by_key["data.train"] == "required"
@@ -328,3 +335,39 @@ def test_task_registry_suggests_close_task() -> None:
 
     with pytest.raises(KeyError, match="did you mean 'ner'"):
         TASKS.get("nerr")
+
+
+# --- task options (task.*) ------------------------------------------------------------------
+
+
+def test_task_is_a_name_or_a_section_with_the_tasks_own_options() -> None:
+    assert build_config(minimal(task="ner")).task.name == "ner"
+    cfg = as_config(minimal(task={"name": "ner", "crf": True}))
+    assert cfg.task.options() == {"crf": True} and cfg.train.loss == "crf"
+    overridden = as_config(minimal(task="ner"), ["task.crf=true"])  # a name gets a section
+    assert overridden.task.name == "ner" and overridden.task.options() == {"crf": True}
+    assert as_config(minimal(task="causal_lm"), ["task.packing=true"]).task.options() == {
+        "packing": True
+    }
+
+
+def test_older_spellings_of_task_options_are_read_as_task_options() -> None:
+    crf = as_config(minimal(task="ner", model={"crf": True}))
+    assert crf.task.options() == {"crf": True} and "crf" not in crf.model.model_dump()
+    packed = as_config(minimal(task="causal_lm"), ["train.packing=true"])
+    assert packed.task.name == "causal_lm" and packed.task.options() == {"packing": True}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"name": "classification", "crf": True},
+         "task.crf: applies to ner; task 'classification' takes no options"),
+        ({"name": "ner", "crf": "often"}, "task.crf: Input should be a valid boolean"),
+        ({"name": "ner", "packing": True},
+         "task.packing: applies to causal_lm; task 'ner' takes crf"),
+    ],
+)  # fmt: skip
+def test_task_options_are_checked_by_the_tasks_options_model(raw, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        as_config(minimal(task=raw))

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bridgetune.config import DataConfig
-from bridgetune.data.readers import CorpusReader
 from bridgetune.data.schema import DataError
 from bridgetune.knowledge.corpus import LazyLines, WindowStore
 from bridgetune.tasks import build_task
+from bridgetune.tasks.mlm import CorpusReader
 
 
 def read(path: Path, **data):

@@ -6,11 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import MethodConfig, TrainConfig
 from bridgetune.methods import apply_method, head_modules
+from bridgetune.tasks import build_task
+from bridgetune.tasks.losses import class_weights
 from bridgetune.training.adversarial import EmbeddingAttack
-from bridgetune.training.objective import Objective, class_weights
+from bridgetune.training.objective import Objective
 from bridgetune.training.optim import parameter_groups
 from tests.conftest import tiny_config
 from tests.test_methods import build, inputs
@@ -18,17 +20,17 @@ from tests.test_methods import build, inputs
 
 def test_balanced_class_weights_are_inverse_frequencies() -> None:
     features = [{"labels": 0}] * 6 + [{"labels": 1}] * 2
-    weights = class_weights("balanced", ["a", "b", "c"], features, "single")
+    weights = class_weights("balanced", ["a", "b", "c"], features)
     assert weights.tolist() == pytest.approx([8 / (2 * 6), 8 / (2 * 2), 1.0])
     tokens = [{"labels": [0, 0, -100, 1]}, {"labels": [0, -100]}]
-    assert class_weights("balanced", ["O", "B"], tokens, "token").tolist() == pytest.approx(
+    assert class_weights("balanced", ["O", "B"], tokens).tolist() == pytest.approx(
         [4 / (2 * 3), 4 / (2 * 1)]
     )
     multi = [{"labels": [1.0, 0.0]}, {"labels": [1.0, 1.0]}, {"labels": [1.0, 0.0]}]
-    assert class_weights("balanced", ["x", "y"], multi, "multi").tolist() == [0.0, 2.0]
-    assert class_weights({"b": 3.0}, ["a", "b"], features, "single").tolist() == [1.0, 3.0]
+    assert class_weights("balanced", ["x", "y"], multi, multilabel=True).tolist() == [0.0, 2.0]
+    assert class_weights({"b": 3.0}, ["a", "b"], features).tolist() == [1.0, 3.0]
     with pytest.raises(ValueError, match=r"unknown labels \['z'\]; labels are: a, b"):
-        class_weights({"z": 2.0}, ["a", "b"], features, "single")
+        class_weights({"z": 2.0}, ["a", "b"], features)
 
 
 class Fixed(torch.nn.Module):
@@ -47,11 +49,15 @@ class Fixed(torch.nn.Module):
         return type("Out", (), {"logits": rows, "loss": None})()
 
 
+CLASSES = build_task("classification", ["a", "b"])  # the task whose loss the objective uses
+LOSS = Objective(CLASSES, TrainConfig())  # the loop's loss: the task's, from the logits
+
+
 def test_weighted_and_smoothed_cross_entropy_matches_torch() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.5, 1.0], [0.0, 3.0]])
     labels = torch.tensor([0, 0, 1])
     weights = torch.tensor([1.0, 4.0])
-    objective = Objective("single", TrainConfig(label_smoothing=0.1), weights)
+    objective = Objective(CLASSES, TrainConfig(label_smoothing=0.1), weights)
     loss = objective(Fixed(logits), {"input_ids": torch.zeros(3, 2), "labels": labels})
     expected = F.cross_entropy(logits, labels, weight=weights, label_smoothing=0.1)
     assert loss.item() == pytest.approx(expected.item())
@@ -61,12 +67,12 @@ def test_rdrop_adds_the_symmetric_kl_of_two_passes() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.5, 1.0]])
     batch = {"input_ids": torch.zeros(2, 2), "labels": torch.tensor([0, 1])}
     plain = F.cross_entropy(logits, batch["labels"]).item()
-    no_noise = Objective("single", TrainConfig(rdrop=1.0))(Fixed(logits), batch)
+    no_noise = Objective(CLASSES, TrainConfig(rdrop=1.0))(Fixed(logits), batch)
     assert no_noise.item() == pytest.approx(plain)  # identical passes: KL is 0
     torch.manual_seed(0)
-    noisy = Objective("single", TrainConfig(rdrop=5.0))(Fixed(logits, noise=1.0), batch)
+    noisy = Objective(CLASSES, TrainConfig(rdrop=5.0))(Fixed(logits, noise=1.0), batch)
     torch.manual_seed(0)
-    ce_only = Objective("single", TrainConfig(rdrop=1e-9))(Fixed(logits, noise=1.0), batch)
+    ce_only = Objective(CLASSES, TrainConfig(rdrop=1e-9))(Fixed(logits, noise=1.0), batch)
     assert noisy.item() > ce_only.item() + 0.05
 
 
@@ -96,15 +102,15 @@ def test_fgm_adds_the_gradient_of_a_perturbed_pass(tiny_bert, method) -> None:
         return original(delta)
 
     attack._perturbed = record
-    loss = attack.step(lambda: model(**batch).loss, lambda value: value.backward(), _nothing)
+    loss = attack.step(lambda: LOSS(model, batch), lambda value: value.backward(), _nothing)
     trained = [p for p in model.parameters() if p.requires_grad]
     combined = [p.grad.clone() for p in trained]
     norms = seen[0].flatten(1).norm(dim=1)
     assert norms.tolist() == pytest.approx([0.5, 0.5], abs=1e-4)  # per example, epsilon
     model.zero_grad()
-    model(**batch).loss.backward()
+    LOSS(model, batch).backward()
     clean = [p.grad.clone() for p in trained]
-    assert loss.item() == pytest.approx(model(**batch).loss.item())
+    assert loss.item() == pytest.approx(LOSS(model, batch).item())
     moved = sum((c - g).abs().sum().item() for c, g in zip(combined, clean))
     assert moved > 0  # the adversarial pass added gradients, also with frozen embeddings (lora)
 
@@ -116,7 +122,7 @@ def test_pgd_stays_inside_the_epsilon_ball(tiny_bert) -> None:
     seen = []
     original = attack._perturbed
     attack._perturbed = lambda delta: (seen.append(delta), original(delta))[1]
-    attack.step(lambda: model(**batch).loss, lambda value: value.backward(), _nothing)
+    attack.step(lambda: LOSS(model, batch), lambda value: value.backward(), _nothing)
     assert len(seen) == 3
     norms = [d.flatten(1).norm(dim=1) for d in seen]
     assert norms[0].tolist() == pytest.approx([0.2, 0.2], abs=1e-4)
@@ -159,5 +165,5 @@ def test_craft_options_train_every_task(tiny_bert, sentiment_csv, ner_conll, tmp
             method={"name": "lora"},
             train={"epochs": 1, **train},
         )
-        result = api.train(config)
+        result = bridgetune.train(config)
         assert result.history and all(h["loss"] == h["loss"] for h in result.history if "loss" in h)

@@ -1,6 +1,6 @@
 """The CRF for token tasks (bridgetune.knowledge.crf): transitions the tag schemes forbid,
 Viterbi and the likelihood against brute force over every tag sequence, a gradient check, and
-a tagger trained with `model.crf` that saves, reloads and still loads in plain transformers."""
+a tagger trained with `task.crf` that saves, reloads and still loads in plain transformers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from bridgetune.config import ConfigError
 from bridgetune.knowledge.crf import CRF, FORBIDDEN, allowed, nll, unpack, viterbi
-from bridgetune.losses import IGNORE
+from bridgetune.tasks.losses import IGNORE
 from tests.conftest import tiny_config
 
 IOB2 = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -101,32 +101,33 @@ def test_a_crf_tagger_trains_saves_reloads_and_loads_in_plain_transformers(
 ):
     from transformers import AutoModelForTokenClassification
 
-    from bridgetune import api
+    import bridgetune
 
     config = tiny_config(tiny_bert, tmp_path / "runs", task="ner",
                          data={"train": str(ner_conll), "dev": str(ner_conll)},
                          train={"epochs": 40, "lr": 5e-3})  # fmt: skip
     config["model"]["crf"] = True
-    result = api.train(config)
+    result = bridgetune.train(config)
     assert result.metrics["entity_f1"] > 0.9
     meta = json.loads((result.model_dir / "bridgetune.json").read_text("utf-8"))
     assert meta["head"]["type"] == "crf" and meta["settings"] == {"crf": True}
     assert "plain transformers loads the tagger without it" in meta["head"]["note"]
     assert (result.model_dir / "crf.safetensors").is_file()
-    predictor = api.load(result.model_dir)
+    predictor = bridgetune.load(result.model_dir)
     texts = ["John Smith visited Paris", "Mary lives in Berlin"]
-    again = api.load(result.model_dir).predict(texts)
+    again = bridgetune.load(result.model_dir).predict(texts)
     assert predictor.predict(texts) == again
     plain = AutoModelForTokenClassification.from_pretrained(result.model_dir)
     assert plain.config.id2label[0] == meta["labels"][0]
 
     mistakes = {
         "method.name: full": {"method": {"name": "lora"}},
-        "for ner, not classification": {"task": "classification"},
-        "needs model.crf": {"model": {"name": str(tiny_bert), "crf": False},
-                            "train": {"loss": "crf"}},
+        "task.crf: applies to ner; task 'classification' takes no options": {
+            "task": "classification"},
+        "needs task.crf": {"model": {"name": str(tiny_bert), "crf": False},
+                           "train": {"loss": "crf"}},
         "train.rdrop does not apply": {"train": {"rdrop": 1.0}},
     }  # fmt: skip
     for message, change in mistakes.items():
         with pytest.raises(ConfigError, match=message):
-            api.train({**config, **change, "name": "bad"})
+            bridgetune.train({**config, **change, "name": "bad"})

@@ -66,9 +66,9 @@ def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
     meta = json.loads((model_dir / "bridgetune.json").read_text())
     assert meta["metrics"]["dev"]["accuracy"] >= 0.9
     # dev was predicted in two shards and gathered: the metrics are those of one process
-    from bridgetune import api
+    import bridgetune
 
-    alone = api.evaluate(model_dir, sentiment_csv)
+    alone = bridgetune.evaluate(model_dir, sentiment_csv)
     assert {k: alone[k] for k in meta["metrics"]["dev"]} == meta["metrics"]["dev"]
     history = json.loads((tmp_path / "runs" / "tiny" / "history.json").read_text())
     steps = max(h["step"] for h in history)
@@ -114,9 +114,12 @@ def test_two_process_packed_lora_sft(tiny_llama, tmp_path):
     model_dir = tmp_path / "runs" / "tiny" / "model"
     meta = json.loads((model_dir / "bridgetune.json").read_text())
     assert meta["method"] == "lora" and meta["metrics"]["dev"]["perplexity"] < 2.0
-    from bridgetune import api
+    import bridgetune
 
-    assert api.generate(model_dir, ["refund"], max_new_tokens=8)[0]["text"] == "the money is back"
+    assert (
+        bridgetune.generate(model_dir, ["refund"], max_new_tokens=8)[0]["text"]
+        == "the money is back"
+    )
 
 
 @pytest.mark.slow  # two more processes (~15 s)
@@ -230,9 +233,12 @@ def test_fsdp_packed_lora_sft(tiny_llama, tmp_path):
     assert meta["method"] == "lora" and dev["perplexity"] < 2.0 and dev["exact_match"] == 100
     history = json.loads((tmp_path / "runs" / "tiny" / "history.json").read_text())
     assert [h["exact_match"] for h in history if "exact_match" in h]  # samples at evaluations
-    from bridgetune import api
+    import bridgetune
 
-    assert api.generate(model_dir, ["refund"], max_new_tokens=8)[0]["text"] == "the money is back"
+    assert (
+        bridgetune.generate(model_dir, ["refund"], max_new_tokens=8)[0]["text"]
+        == "the money is back"
+    )
 
 
 @pytest.mark.slow  # four more processes (~30 s)

@@ -102,13 +102,13 @@ def test_the_loop_swaps_dropout_when_it_trains_on_the_cpu(
 ):
     from conftest import tiny_config
 
+    import bridgetune
     import bridgetune.training.loop as loop
-    from bridgetune import api
 
     swapped = []
     monkeypatch.setattr(loop, "sparse_dropouts", lambda m: swapped.append(sparse_dropouts(m)))
     config = tiny_config(
         tiny_bert, tmp_path / "runs", data={"train": str(sentiment_csv)}, train={"epochs": 1}
     )
-    api.train(config)
+    bridgetune.train(config)
     assert swapped and swapped[0] > 0

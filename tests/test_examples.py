@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import SENTIMENT, write_conll
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import load_config
-from bridgetune.methods import config_reference
+from bridgetune.recipes.reference import config_reference
 from bridgetune.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +41,9 @@ def test_config_validates(path):
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name not in SHARED], ids=lambda p: p.name)
 def test_shipped_config_trains_on_its_data(path, tmp_path, request):
     # the tiny model of the config's kind: a decoder for generative tasks, else an encoder
-    auto_class = TASKS.get(load_config(path).task).auto_class
+    auto_class = TASKS.get(load_config(path).task.name).auto_class
     model = request.getfixturevalue(TINY.get(auto_class, "tiny_bert"))
-    result = api.train(path, _tiny(model, tmp_path))
+    result = bridgetune.train(path, _tiny(model, tmp_path))
     assert (result.model_dir / "bridgetune.json").is_file()
     if auto_class in TINY:  # generations scored at the end, with a sample table
         assert "chrf" in result.metrics
@@ -61,7 +61,7 @@ def test_sst2_config_with_its_column_map(tiny_bert, tmp_path):
         "label\tcontent\n" + "".join(f"{int(y == 'positive')}\t{t}\n" for t, y in SENTIMENT),
         encoding="utf-8",
     )
-    result = api.train(
+    result = bridgetune.train(
         ROOT / "examples/configs/sst2.yaml",
         [
             *_tiny(tiny_bert, tmp_path),
@@ -74,7 +74,7 @@ def test_sst2_config_with_its_column_map(tiny_bert, tmp_path):
 
 
 def test_conll_config(tiny_bert, ner_conll, tmp_path):
-    result = api.train(
+    result = bridgetune.train(
         ROOT / "examples/configs/conll2003.yaml",
         [*_tiny(tiny_bert, tmp_path), f"data.train={ner_conll}", f"data.dev={ner_conll}"],
     )
@@ -90,19 +90,19 @@ def test_chinese_ner_configs_on_files_of_their_layouts(tiny_bert, tmp_path):
     spans = tmp_path / "cluener.json"
     spans.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     tiny = _tiny(tiny_bert, tmp_path)
-    result = api.train(ROOT / "examples/configs/cluener.yaml",
+    result = bridgetune.train(ROOT / "examples/configs/cluener.yaml",
                        [*tiny, f"data.train={spans}", f"data.dev={spans}"])  # fmt: skip
     assert "entity_f1" in result.metrics
     # docs/chinese.md's gazetteer line: jieba's person and place names as features
     gazetteers = ["knowledge.gazetteers.person=jieba:nr", "knowledge.gazetteers.place=jieba:ns",
                   "name=lexicon"]  # fmt: skip
     data = [f"data.train={spans}", f"data.dev={spans}"]
-    result = api.train(ROOT / "examples/configs/cluener.yaml", [*tiny, *data, *gazetteers])
-    assert api.load(result.model_dir).task.gazetteer.types == ["person", "place"]
+    result = bridgetune.train(ROOT / "examples/configs/cluener.yaml", [*tiny, *data, *gazetteers])
+    assert bridgetune.load(result.model_dir).task.gazetteer.types == ["person", "place"]
     weibo = tmp_path / "weibo.txt"
     message = "张0\tB-PER.NAM\n三1\tI-PER.NAM\n好0\tO\n\n李0\tI-PER.NAM\n四1\tI-PER.NAM\n\n"
     weibo.write_text(message * 6, "utf-8")  # the second message needs repair, as in Weibo
-    result = api.train(ROOT / "examples/configs/weibo_ner.yaml",
+    result = bridgetune.train(ROOT / "examples/configs/weibo_ner.yaml",
                        [*tiny, f"data.train={weibo}", f"data.dev={weibo}",
                         "model.max_length=64"])  # fmt: skip
     assert "entity_f1" in result.metrics
@@ -115,7 +115,7 @@ def test_zh_pretrain_config_on_a_file_of_its_layout(tiny_bert, tmp_path):
     rows = [{"text": "浙商银行的叶老桂在杭州"}, {"text": "招商银行在深圳的网点"}] * 6
     corpus = tmp_path / "corpus.json"
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    result = api.pretrain(ROOT / "examples/configs/zh_pretrain.yaml",
+    result = bridgetune.pretrain(ROOT / "examples/configs/zh_pretrain.yaml",
                           [*_tiny(tiny_bert, tmp_path), f"data.train={corpus}",
                            f"data.dev={corpus}"])  # fmt: skip
     assert result.metrics["perplexity"] > 0
@@ -130,10 +130,10 @@ def test_conll_pretrain_config_reads_the_sentences_of_a_token_file(tiny_bert, ne
     corpus = tmp_path / "train.txt"
     corpus.write_text(ner_conll.read_text("utf-8"), "utf-8")
     overrides = [*_tiny(tiny_bert, tmp_path), f"data.train={corpus}", f"data.dev={corpus}"]
-    result = api.pretrain(ROOT / "examples/configs/conll2003_pretrain.yaml", overrides)
+    result = bridgetune.pretrain(ROOT / "examples/configs/conll2003_pretrain.yaml", overrides)
     assert result.metrics["perplexity"] > 0
     with pytest.raises(DataError, match="set data.format: conll"):
-        api.pretrain(ROOT / "examples/configs/conll2003_pretrain.yaml",
+        bridgetune.pretrain(ROOT / "examples/configs/conll2003_pretrain.yaml",
                      [*overrides, "data.format=auto", "name=auto"])  # fmt: skip
 
 
@@ -161,7 +161,7 @@ def test_readme_python_snippet_runs(tiny_bert, tmp_path, monkeypatch):
 
 def test_docs_config_reference_is_current():
     assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == config_reference(), (
-        "regenerate: python -m bridgetune.methods"
+        "regenerate: python -m bridgetune.recipes.reference"
     )
 
 
@@ -175,7 +175,7 @@ def test_every_registered_task_has_a_shipped_example():
     """Generated from the task registry: a new task ships a config that the tests then train."""
     from bridgetune.tasks import TASKS
 
-    shipped = {load_config(path).task for path in CONFIGS if path.name not in SHARED}
+    shipped = {load_config(path).task.name for path in CONFIGS if path.name not in SHARED}
     assert set(TASKS) <= shipped, f"no example config for {sorted(set(TASKS) - shipped)}"
 
 
@@ -197,7 +197,7 @@ def test_generation_configs_for_the_shared_data_layouts(tiny_llama, tmp_path):
         data = tmp_path / f"{name}.json"
         data.write_text(json.dumps(rows, ensure_ascii=False, indent=4), encoding="utf-8")
         overrides = [*_tiny(tiny_llama, tmp_path), f"data.train={data}", f"data.dev={data}"]
-        result = api.train(ROOT / "examples" / "configs" / name, overrides)
+        result = bridgetune.train(ROOT / "examples" / "configs" / name, overrides)
         assert result.metrics["tokens"] > 0
 
 
@@ -227,7 +227,7 @@ def test_summarization_and_translation_configs_for_the_shared_data_layouts(tiny_
     }
     for name, data in cases.items():
         overrides = [*_tiny(tiny_llama, tmp_path), *data, "generate.max_new_tokens=4"]
-        result = api.train(ROOT / "examples" / "configs" / name, overrides)
+        result = bridgetune.train(ROOT / "examples" / "configs" / name, overrides)
         assert result.metrics["generated"] > 0 and "rougeL" in result.metrics
         expected = "characters" if name == "tatoeba_en_zh.yaml" else "words"
         saved = json.loads((result.run_dir / "dev_metrics.json").read_text())

@@ -1,6 +1,7 @@
-"""Kill a real `bridgetune train` process at every write point of a run (bridgetune.failpoints:
-SIGKILL, no cleanup) and check after each that the previous finished run is intact and
-consistent, and that `--resume` (where a checkpoint was complete) or a rerun finishes the run.
+"""Kill a real `bridgetune train` process at every write point of a run
+(bridgetune.lifecycle.failpoints: SIGKILL, no cleanup) and check after each that the previous
+finished run is intact and consistent, and that `--resume` (where a checkpoint was complete) or a
+rerun finishes the run.
 
 The rounds form a chain: round i kills a run with seed 1 + i into the run that round i - 1
 finished, so each kill has a finished run to protect and each recovery is the next round's
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridgetune.predictor import Predictor
+from bridgetune.inference.predictor import Predictor
 from tests.conftest import tiny_config
 
 NAME = "base"

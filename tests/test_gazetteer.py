@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import ConfigError
 from bridgetune.data.schema import DataError
 from bridgetune.knowledge.gazetteer import Gazetteer, LexiconModel, load_gazetteers, token_lexicon
@@ -104,8 +104,10 @@ def test_ner_finds_unseen_dictionary_names_only_with_the_features(tiny_bert, tmp
                          data={"train": str(train), "dev": str(dev)},
                          train={"epochs": 8, "lr": 5e-3})  # fmt: skip
     gazetteers = {"PLACE": seen + unseen}
-    without = api.train({**config, "name": "without"})
-    with_features = api.train({**config, "name": "with", "knowledge": {"gazetteers": gazetteers}})
+    without = bridgetune.train({**config, "name": "without"})
+    with_features = bridgetune.train(
+        {**config, "name": "with", "knowledge": {"gazetteers": gazetteers}}
+    )
     assert without.metrics["entity_f1"] < 0.3
     assert with_features.metrics["entity_f1"] > 0.9
 
@@ -115,16 +117,16 @@ def test_ner_finds_unseen_dictionary_names_only_with_the_features(tiny_bert, tmp
     assert meta["settings"]["lexicon"] == "gazetteers.json"  # the names: a file of their own
     names = json.loads((directory / "gazetteers.json").read_text("utf-8"))
     assert sorted(names["PLACE"]) == sorted(seen + unseen)
-    predictor = api.load(directory)
+    predictor = bridgetune.load(directory)
     sentence = f"{_random_word(rng)} {unseen[0]} {_random_word(rng)}"
     [prediction] = predictor.predict([sentence])
     assert [e["text"] for e in prediction["entities"]] == [unseen[0]]
-    assert api.load(directory).predict([sentence]) == [prediction]
+    assert bridgetune.load(directory).predict([sentence]) == [prediction]
     plain = AutoModelForTokenClassification.from_pretrained(directory)  # without the features
     assert plain.config.id2label == {i: label for i, label in enumerate(meta["labels"])}
     (directory / "gazetteers.json").write_text("{", "utf-8")
     with pytest.raises(ValueError, match="gazetteers.json: the model's gazetteers cannot be"):
-        api.load(directory)
+        bridgetune.load(directory)
 
 
 def test_gazetteer_features_with_a_crf_save_and_reload(tiny_bert, ner_conll, tmp_path):
@@ -134,13 +136,13 @@ def test_gazetteer_features_with_a_crf_save_and_reload(tiny_bert, ner_conll, tmp
                          knowledge={"gazetteers": {"CITY": ["paris", "berlin", "london"]}},
                          )  # fmt: skip
     config["model"]["crf"] = True
-    result = api.train(config)
+    result = bridgetune.train(config)
     meta = json.loads((result.model_dir / "bridgetune.json").read_text("utf-8"))
     assert meta["head"]["type"] == "lexicon" and meta["head"]["inner"]["type"] == "crf"
     assert meta["settings"]["crf"] is True
     texts = ["bob visited paris", "carol smith was in london"]
-    first = api.load(result.model_dir).predict(texts)
-    assert api.load(result.model_dir).predict(texts) == first
+    first = bridgetune.load(result.model_dir).predict(texts)
+    assert bridgetune.load(result.model_dir).predict(texts) == first
     assert result.metrics["entity_f1"] > 0.8
 
 
@@ -161,11 +163,11 @@ def test_classification_learns_a_lexicon_it_never_saw_in_training(tiny_bert, tmp
     config = tiny_config(tiny_bert, tmp_path / "runs", data={"train": str(train),
                          "dev": str(dev)}, train={"epochs": 10, "lr": 5e-3})  # fmt: skip
     lexicon = {"knowledge": {"gazetteers": {"good": good, "bad": bad}}}
-    without = api.train({**config, "name": "without"})
-    with_features = api.train({**config, "name": "with", **lexicon})
+    without = bridgetune.train({**config, "name": "without"})
+    with_features = bridgetune.train({**config, "name": "with", **lexicon})
     assert without.metrics["accuracy"] < 0.75
     assert with_features.metrics["accuracy"] > 0.95
-    predictor = api.load(with_features.model_dir)
+    predictor = bridgetune.load(with_features.model_dir)
     [prediction] = predictor.predict([f"{_random_word(rng)} {good[35]}"])
     assert prediction["label"] == "pos"
 
@@ -175,8 +177,8 @@ def test_gazetteer_config_errors(tiny_bert, sentiment_csv, tmp_path):
                          data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
                          knowledge={"gazetteers": {"good": ["great"]}})  # fmt: skip
     with pytest.raises(ConfigError, match="needs method.name: full"):
-        api.train({**config, "method": {"name": "lora"}})
+        bridgetune.train({**config, "method": {"name": "lora"}})
     with pytest.raises(ConfigError, match="task regression does not take gazetteer"):
-        api.train({**config, "task": "regression"})
+        bridgetune.train({**config, "task": "regression"})
     with pytest.raises(ConfigError, match="gazetteers"):
-        api.train({**config, "knowledge": {"gazetteers": {"good": 3}}})
+        bridgetune.train({**config, "knowledge": {"gazetteers": {"good": 3}}})

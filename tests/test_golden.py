@@ -56,8 +56,13 @@ def test_classification_losses_hold(tiny_bert, sentiment_csv, tmp_path):
 
 def test_classification_with_rdrop_and_class_weights_losses_hold(tiny_bert, sentiment_csv,
                                                                  tmp_path):  # fmt: skip
-    values = run(tiny_bert, tmp_path, sentiment_csv, 3,
-                 train={"rdrop": 1.0, "class_weights": "balanced", "label_smoothing": 0.1})
+    values = run(
+        tiny_bert,
+        tmp_path,
+        sentiment_csv,
+        3,
+        train={"rdrop": 1.0, "class_weights": "balanced", "label_smoothing": 0.1},
+    )
     check("classification_rdrop", values)
 
 

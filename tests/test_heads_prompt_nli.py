@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -130,18 +131,20 @@ def test_zero_shot_logits_are_verbalizer_means_at_the_mask(bert_mlm: Path) -> No
     assert logits[0].argmax() == by_hand.argmax()
 
 
-def overfit(head: torch.nn.Module, batch: dict, steps: int) -> torch.Tensor:
-    """Train `head` on one batch with plain AdamW; its logits afterwards (eval mode)."""
+def overfit(head: torch.nn.Module, task: Any, batch: dict, steps: int) -> torch.Tensor:
+    """Train `head` on one batch with plain AdamW and the task's loss (the head computes none);
+    its logits afterwards (eval mode)."""
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
     head.train()
     for _ in range(steps):
         optimizer.zero_grad()
-        head(**batch).loss.backward()
+        task.loss(head(**inputs).logits, batch["labels"]).backward()
         optimizer.step()
     head.eval()
     with torch.no_grad():
-        return head(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        return head(**inputs).logits
 
 
 def test_few_shot_single_label_overfits_through_the_template(bert_mlm: Path) -> None:
@@ -149,7 +152,7 @@ def test_few_shot_single_label_overfits_through_the_template(bert_mlm: Path) -> 
     task = ClassificationTask(["negative", "positive"])
     examples = [Example(text=t, label=label) for t, label in SENTIMENT[:8]]
     batch = encode(task, head.tokenizer, examples)
-    logits = overfit(head, batch, steps=40)
+    logits = overfit(head, task, batch, steps=40)
     assert logits.argmax(dim=1).tolist() == batch["labels"].tolist()
 
 
@@ -162,7 +165,7 @@ def test_few_shot_multilabel_overfits_with_bce(roberta_mlm: Path) -> None:
     task = MultiLabelTask(labels)
     batch = encode(task, head.tokenizer, [Example(text=t, label=g) for t, g in zip(texts, gold)])
     assert batch["labels"].dtype == torch.float
-    logits = overfit(head, batch, steps=100)
+    logits = overfit(head, task, batch, steps=100)
     assert ((logits > 0).float() == batch["labels"]).all()
 
 

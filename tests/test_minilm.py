@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridgetune import api
+import bridgetune
 from bridgetune.data.io import read_file
+from bridgetune.recipes.evaluate import saved_data_config
 from bridgetune.tasks import reader_for
 from bridgetune.tasks.token import split_words
 
@@ -26,11 +27,11 @@ def _quick(run_dir: Path, epochs: int) -> list[str]:
 def test_classifier_matches_text_classification_pipeline(tmp_path):
     from transformers import pipeline
 
-    result = api.train(ROOT / "examples/configs/support_sentiment.yaml", _quick(tmp_path, 4))
-    predictor = api.load(result.model_dir)
+    result = bridgetune.train(ROOT / "examples/configs/support_sentiment.yaml", _quick(tmp_path, 4))
+    predictor = bridgetune.load(result.model_dir)
     dev = read_file(
         ROOT / "examples/data/support/dev.csv",
-        api.saved_data_config(predictor.meta, "dev.csv"),
+        saved_data_config(predictor.meta, "dev.csv"),
         reader_for("classification"),
     )
     ours = [p["label"] for p in predictor.predict([e.text for e in dev])]
@@ -42,13 +43,13 @@ def test_classifier_matches_text_classification_pipeline(tmp_path):
 def test_ner_matches_token_classification_pipeline(tmp_path):
     from transformers import pipeline
 
-    result = api.train(ROOT / "examples/configs/support_ner.yaml", _quick(tmp_path, 3))
-    predictor = api.load(result.model_dir)
+    result = bridgetune.train(ROOT / "examples/configs/support_ner.yaml", _quick(tmp_path, 3))
+    predictor = bridgetune.load(result.model_dir)
     texts = [
         e.text
         for e in read_file(
             ROOT / "examples/data/support_ner/dev.conll",
-            api.saved_data_config(predictor.meta, "dev.conll"),
+            saved_data_config(predictor.meta, "dev.conll"),
             reader_for("ner"),
         )
     ]
@@ -74,10 +75,10 @@ def test_prefix_tuning_trains_the_default_model(tmp_path):
     import json
 
     overrides = [*_quick(tmp_path, 2), "method.name=prefix", "train.lr=5e-3", "train.log_every=2"]
-    result = api.train(ROOT / "examples/configs/support_sentiment.yaml", overrides)
+    result = bridgetune.train(ROOT / "examples/configs/support_sentiment.yaml", overrides)
     history = json.loads((result.run_dir / "history.json").read_text())
     losses = [entry["loss"] for entry in history if "loss" in entry]
     assert losses[-1] < losses[0]
     assert (result.model_dir / "prefix_model.safetensors").is_file()
-    reloaded = api.evaluate(result.model_dir, ROOT / "examples/data/support/dev.csv")
+    reloaded = bridgetune.evaluate(result.model_dir, ROOT / "examples/data/support/dev.csv")
     assert reloaded["accuracy"] == result.metrics["accuracy"]

@@ -16,19 +16,19 @@ import yaml
 from conftest import SENTIMENT, tiny_config, write_csv
 from typer.testing import CliRunner
 
-from bridgetune import api
+import bridgetune
 from bridgetune.cli import app
 from bridgetune.config import ConfigError, MonitorConfig
 from bridgetune.data.schema import DataError
-from bridgetune.monitor import (
+from bridgetune.inference.predictor import Predictor
+from bridgetune.lifecycle.monitor import (
     Alert,
     DriftMonitor,
     check_window,
     label_shares,
     post_alert,
 )
-from bridgetune.monitor_report import parse_timestamp, parse_window, read_stream
-from bridgetune.predictor import Predictor
+from bridgetune.lifecycle.monitor_report import parse_timestamp, parse_window, read_stream
 
 UTC = datetime.timezone.utc
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -322,7 +322,7 @@ def sentiment_model(tiny_bert, tmp_path_factory) -> Path:
         tiny_bert, directory / "runs", train={"epochs": 15}, data={"train": str(data)}
     )
     config["data"]["dev"] = str(data)
-    return api.train(config).model_dir
+    return bridgetune.train(config).model_dir
 
 
 def _spiky_stream(model_dir: Path, path: Path) -> list[tuple[str, str]]:
@@ -365,7 +365,7 @@ def test_api_monitor_writes_report_and_flags_the_spike(
     expected = _spiky_stream(sentiment_model, stream)
     cfg = _cfg(min_samples=5, label_share_max={"negative": 0.9}, webhook_url=url)
     with caplog.at_level(logging.WARNING, logger="bridgetune.monitor"):
-        report = api.monitor(sentiment_model, stream, tmp_path / "out", "1h", cfg)
+        report = bridgetune.monitor(sentiment_model, stream, tmp_path / "out", "1h", cfg)
     flags = [w["flagged"] for w in report["windows"]]
     assert flags == _expected_flags(expected, 0.9)
     assert flags[1] and report["flagged_windows"] == sum(flags)

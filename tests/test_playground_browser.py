@@ -45,7 +45,7 @@ def _save_model(base: Path, directory: Path, task_name: str, labels: list[str]) 
     import torch
     from transformers import AutoTokenizer
 
-    from bridgetune.export import save_model_dir
+    from bridgetune.export.model_dir import save_model_dir
     from bridgetune.tasks import build_task
 
     torch.manual_seed(0)
@@ -67,7 +67,7 @@ def _save_model(base: Path, directory: Path, task_name: str, labels: list[str]) 
 
 @pytest.fixture(scope="module")
 def predictors(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from bridgetune.predictor import Predictor
+    from bridgetune.inference.predictor import Predictor
 
     root = tmp_path_factory.mktemp("playground-models")
     return {
@@ -370,7 +370,7 @@ def test_value_answer_and_ranking_views(driver, serve, predictors):
 def chat_model(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny causal_lm that learned three support answers ("refund" -> "the money is back in
     five days")."""
-    from bridgetune import api
+    import bridgetune
     from tests.conftest import tiny_config
     from tests.test_causal_lm import SUPPORT, write_jsonl
 
@@ -380,7 +380,7 @@ def chat_model(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         tiny_llama, root / "runs", task="causal_lm", data={"train": str(data), "dev": str(data)},
         train={"epochs": 60, "lr": 3e-2}, generate={"eval_examples": 0},
     )  # fmt: skip
-    return api.train(config).model_dir
+    return bridgetune.train(config).model_dir
 
 
 def test_chat_view_streams_answers_rates_corrects_and_shows_sources(
@@ -389,7 +389,7 @@ def test_chat_view_streams_answers_rates_corrects_and_shows_sources(
     """A generative model gets the chat view: streamed answers, thumbs and corrections stored
     as feedback on the conversation, sources of the knowledge base listed under the answer and
     the model alone when retrieval is unchecked."""
-    from bridgetune.predictor import Predictor
+    from bridgetune.inference.predictor import Predictor
 
     root = tmp_path_factory.mktemp("playground-kb")
     docs = root / "kb.jsonl"
@@ -452,7 +452,7 @@ def test_chat_view_streams_answers_rates_corrects_and_shows_sources(
 
 
 def test_chat_view_stop_cancels_the_generation(driver, serve, chat_model):
-    from bridgetune.predictor import Predictor
+    from bridgetune.inference.predictor import Predictor
 
     predictor = Predictor.load(chat_model, device="cpu")
     predictor.model.generation_config.min_new_tokens = 20000  # no EOS: runs until stopped

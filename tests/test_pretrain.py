@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import ConfigError
 from bridgetune.knowledge.masking import jieba_words, mask, units
-from bridgetune.losses import IGNORE
+from bridgetune.tasks.losses import IGNORE
 from bridgetune.tasks.mlm import MaskedLMTask
 from bridgetune.training.loop import TrainingInterrupted
 from tests.conftest import tiny_config
@@ -117,7 +117,7 @@ def test_pretraining_reports_perplexity_and_its_model_feeds_a_ner_run(
     tiny_bert, zh_bmes, tmp_path, capsys
 ):
     corpus = write_corpus(tmp_path / "corpus.txt")
-    result = api.pretrain(pretrain_config(tiny_bert, corpus, tmp_path / "runs", epochs=8))
+    result = bridgetune.pretrain(pretrain_config(tiny_bert, corpus, tmp_path / "runs", epochs=8))
     said = " ".join(capsys.readouterr().err.split())
     assert "has no trained masked-LM head: a fresh one starts" in said
     meta = json.loads((result.model_dir / "bridgetune.json").read_text("utf-8"))
@@ -129,20 +129,20 @@ def test_pretraining_reports_perplexity_and_its_model_feeds_a_ner_run(
     ner = tiny_config(result.model_dir, tmp_path / "ner", task="ner",
                       data={"train": str(zh_bmes), "dev": str(zh_bmes), "tag_scheme": "BMES"},
                       train={"epochs": 2})  # fmt: skip
-    assert "entity_f1" in api.train(ner).metrics
+    assert "entity_f1" in bridgetune.train(ner).metrics
 
     with pytest.raises(ConfigError, match="method.name: full"):
-        api.pretrain({**pretrain_config(tiny_bert, corpus, tmp_path / "x"),
+        bridgetune.pretrain({**pretrain_config(tiny_bert, corpus, tmp_path / "x"),
                       "method": {"name": "lora"}})  # fmt: skip
     bad = pretrain_config(tiny_bert, corpus, tmp_path / "y")
     bad["pretrain"] = {"masking": "knowledge"}
     with pytest.raises(ConfigError, match="set pretrain.phrases"):
-        api.pretrain(bad)
+        bridgetune.pretrain(bad)
 
 
 def test_a_resumed_pretraining_ends_where_an_uninterrupted_one_does(tiny_bert, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
-    whole = api.pretrain(pretrain_config(tiny_bert, corpus, tmp_path / "a"))
+    whole = bridgetune.pretrain(pretrain_config(tiny_bert, corpus, tmp_path / "a"))
     config = pretrain_config(tiny_bert, corpus, tmp_path / "b")
 
     def stop(state) -> None:
@@ -150,8 +150,8 @@ def test_a_resumed_pretraining_ends_where_an_uninterrupted_one_does(tiny_bert, t
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted):
-        api.pretrain(config, on_step=stop)
-    resumed = api.pretrain(config, resume=True)
+        bridgetune.pretrain(config, on_step=stop)
+    resumed = bridgetune.pretrain(config, resume=True)
     assert resumed.metrics["loss"] == whole.metrics["loss"]
     ours = load_file(resumed.model_dir / "model.safetensors")
     reference = load_file(whole.model_dir / "model.safetensors")

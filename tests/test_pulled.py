@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bridgetune.models import ModelError, resolve_model
-from bridgetune.pulled import PullError, pull, pulled_path
+from bridgetune.models.pulled import PullError, pull, pulled_path
 
 
 def test_a_model_not_pulled_yet_says_the_command(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import DataConfig
 from bridgetune.data.readers import QAReader
 from bridgetune.data.schema import DataError, Example
@@ -127,17 +127,17 @@ def test_qa_trains_predicts_offsets_and_serves(tiny_bert, tmp_path):
         data={"train": str(data), "dev": str(data)},
         train={"epochs": 40, "lr": 3e-3},
     )
-    result = api.train(config)
+    result = bridgetune.train(config)
     # a 32-wide random model learns where answers sit, not yet which question asks for which
     assert result.metrics["f1"] > 0.5
-    predictor = api.load(result.model_dir)
+    predictor = bridgetune.load(result.model_dir)
     examples = read(data)
     for example, answer in zip(examples, predictor.predict(examples)):
         assert (
             answer["answer"]
             and example.text_pair[answer["start"] : answer["end"]] == answer["answer"]
         )
-    assert api.evaluate(result.model_dir, data)["f1"] == result.metrics["f1"]
+    assert bridgetune.evaluate(result.model_dir, data)["f1"] == result.metrics["f1"]
     from transformers import AutoModelForQuestionAnswering
 
     plain = AutoModelForQuestionAnswering.from_pretrained(result.model_dir)
@@ -217,13 +217,13 @@ def test_options_qa_cannot_take_are_refused(tiny_bert, tmp_path):
     data = write_json(tmp_path / "qa.json", squad())
     config = tiny_config(tiny_bert, tmp_path / "runs", task="qa", data={"train": str(data)})
     with pytest.raises(ConfigError, match="prepends virtual tokens"):
-        api.as_config({**config, "method": {"name": "prompt"}})
+        bridgetune.as_config({**config, "method": {"name": "prompt"}})
     with pytest.raises(ConfigError, match="apply to classification, not question answering"):
-        api.as_config({**config, "train": {**config["train"], "label_smoothing": 0.1}})
+        bridgetune.as_config({**config, "train": {**config["train"], "label_smoothing": 0.1}})
 
 
 def test_answer_feedback_exports_as_training_data_the_reader_takes(tmp_path):
-    from bridgetune.serve.store import FeedbackStore
+    from bridgetune.lifecycle.store import FeedbackStore
 
     store = FeedbackStore(tmp_path / "feedback.db")
     task = build_task("qa", ["start", "end"])
@@ -235,7 +235,7 @@ def test_answer_feedback_exports_as_training_data_the_reader_takes(tmp_path):
     with pytest.raises(ValueError, match="correct answer text"):
         task.feedback_label(None, None, "q")
     exported = tmp_path / "more.jsonl"
-    assert api.export_feedback(tmp_path / "feedback.db", exported) == 2
+    assert bridgetune.export_feedback(tmp_path / "feedback.db", exported) == 2
     examples = read(exported)
     assert examples[0].label == [{"text": "the delivery", "start": 0}]
     assert examples[1].label == []  # the correction says: no answer in this context

@@ -13,13 +13,13 @@ import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from bridgetune import api
+import bridgetune
 from bridgetune.cli import app as cli
 from bridgetune.config import ConfigError, DataConfig
 from bridgetune.data.readers import RankingReader
 from bridgetune.data.schema import DataError
-from bridgetune.losses import task_loss
 from bridgetune.serve import create_app
+from bridgetune.tasks.losses import task_loss
 from bridgetune.tasks.ranking import ranking_metrics
 from tests.conftest import tiny_config
 
@@ -130,14 +130,14 @@ def test_listwise_loss_does_not_mix_queries():
 @pytest.mark.parametrize("loss", ["listwise", "pairwise"])
 def test_ranking_trains_ranks_and_serves(tiny_bert, tmp_path, loss):
     data = write_groups(tmp_path / "recs.csv")
-    result = api.train(config(tiny_bert, data, tmp_path / "runs", loss=loss))
+    result = bridgetune.train(config(tiny_bert, data, tmp_path / "runs", loss=loss))
     assert result.metrics["mrr"] == 1.0 and result.metrics["ndcg@10"] > 0.95  # fits 3 queries
     assert {"map", "auc", "ndcg@5"} <= set(result.metrics)
     assert (result.run_dir / "dev_first_relevant.png").is_file()
-    ranked = api.rank(result.model_dir, "slow delivery", QUERIES["q3"][1])
+    ranked = bridgetune.rank(result.model_dir, "slow delivery", QUERIES["q3"][1])
     assert ranked[0]["text"] == "the delivery is slow"
     assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
-    assert api.evaluate(result.model_dir, data)["ndcg@10"] == pytest.approx(
+    assert bridgetune.evaluate(result.model_dir, data)["ndcg@10"] == pytest.approx(
         result.metrics["ndcg@10"]
     )
     if loss != "listwise":
@@ -152,7 +152,7 @@ def test_ranking_trains_ranks_and_serves(tiny_bert, tmp_path, loss):
     assert out.exit_code == 0, out.output
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["rank"] for line in lines] == [1, 2] and lines[0]["index"] == 0
-    app = create_app(api.load(result.model_dir))
+    app = create_app(bridgetune.load(result.model_dir))
     with TestClient(app) as client:
         assert client.get("/v1/info").json()["output"] == "ranking"
         body = {"query": "slow delivery", "candidates": QUERIES["q3"][1], "top_k": 2}
@@ -169,8 +169,8 @@ def test_ranking_trains_ranks_and_serves(tiny_bert, tmp_path, loss):
 def test_a_loss_of_another_task_is_refused_with_the_choices(tiny_bert, tmp_path):
     data = write_groups(tmp_path / "recs.csv")
     with pytest.raises(ConfigError, match="train.loss='huber' is not a loss of task 'ranking'"):
-        api.as_config(config(tiny_bert, data, tmp_path / "runs", loss="huber"))
+        bridgetune.as_config(config(tiny_bert, data, tmp_path / "runs", loss="huber"))
     raw = config(tiny_bert, data, tmp_path / "runs")
     del raw["data"]["text_pair_column"]
     with pytest.raises(ConfigError, match="needs data.text_pair_column"):
-        api.as_config(raw)
+        bridgetune.as_config(raw)

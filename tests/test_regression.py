@@ -11,7 +11,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import ServeConfig
 from bridgetune.data.schema import DataError
 from bridgetune.serve import create_app
@@ -55,15 +55,15 @@ def config(tiny_bert: Path, data: Path, runs: Path, **train) -> dict:
 
 def test_regression_trains_reports_saves_and_serves_numbers(tiny_bert, tmp_path):
     data = write_pairs(tmp_path / "pairs.csv", PAIRS)
-    result = api.train(config(tiny_bert, data, tmp_path / "runs"))
+    result = bridgetune.train(config(tiny_bert, data, tmp_path / "runs"))
     assert result.metrics["spearman"] > 0.8  # the tiny model fits six pairs
     assert {"pearson", "mae", "rmse"} <= set(result.metrics)
     assert (result.run_dir / "dev_scatter.png").is_file()
-    predictor = api.load(result.model_dir)
+    predictor = bridgetune.load(result.model_dir)
     assert predictor.meta["labels"] == ["similarity"]
     predicted = predictor.predict([(a, b) for a, b, _ in PAIRS])
     assert all(isinstance(p["value"], float) for p in predicted)
-    assert api.evaluate(result.model_dir, data)["spearman"] == pytest.approx(
+    assert bridgetune.evaluate(result.model_dir, data)["spearman"] == pytest.approx(
         result.metrics["spearman"]
     )
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -95,7 +95,7 @@ def test_regression_trains_reports_saves_and_serves_numbers(tiny_bert, tmp_path)
 def test_a_target_that_is_not_a_number_names_file_and_line(tiny_bert, tmp_path):
     data = write_pairs(tmp_path / "pairs.csv", [*PAIRS[:3], ("a", "b", "very")])
     with pytest.raises(DataError, match=r"pairs.csv:5: target 'very' in column 'score' is not"):
-        api.train(config(tiny_bert, data, tmp_path / "runs"))
+        bridgetune.train(config(tiny_bert, data, tmp_path / "runs"))
 
 
 def test_classification_options_are_refused_for_regression(tiny_bert, tmp_path):
@@ -103,7 +103,7 @@ def test_classification_options_are_refused_for_regression(tiny_bert, tmp_path):
 
     data = write_pairs(tmp_path / "pairs.csv", PAIRS)
     with pytest.raises(ConfigError, match="class_weights and train.label_smoothing apply"):
-        api.train(config(tiny_bert, data, tmp_path / "runs", label_smoothing=0.1))
+        bridgetune.train(config(tiny_bert, data, tmp_path / "runs", label_smoothing=0.1))
 
 
 def test_metrics_by_hand_and_their_direction():
@@ -140,13 +140,13 @@ def test_several_targets_train_predict_and_take_feedback(tiny_bert, tmp_path):
               "labels": ["quality", "delivery"]},
         train={"epochs": 60, "lr": 1e-2, "loss": "huber"},
     )  # fmt: skip
-    result = api.train(config)
+    result = bridgetune.train(config)
     assert set(result.metrics["per_target"]) == {"quality", "delivery"}
     assert result.metrics["spearman"] == pytest.approx(
         sum(m["spearman"] for m in result.metrics["per_target"].values()) / 2
     )
     assert result.metrics["spearman"] > 0.6
-    predictor = api.load(result.model_dir)
+    predictor = bridgetune.load(result.model_dir)
     values = predictor.predict(["love this phone"])[0]["values"]
     assert set(values) == {"quality", "delivery"}
     with TestClient(create_app(predictor, ServeConfig(feedback_db=str(tmp_path / "f.db")))) as c:
@@ -157,7 +157,7 @@ def test_several_targets_train_predict_and_take_feedback(tiny_bert, tmp_path):
         one = c.post("/v1/feedback", json={"text": "x", "label": 4})
         assert one.status_code == 422 and "2 numbers, one per target" in one.text
     exported = tmp_path / "feedback.csv"
-    assert api.export_feedback(tmp_path / "f.db", exported) == 1
+    assert bridgetune.export_feedback(tmp_path / "f.db", exported) == 1
     assert "4.0|2.0" in exported.read_text(encoding="utf-8")
 
 
@@ -172,7 +172,7 @@ def test_rows_with_another_number_of_targets_name_the_line(tmp_path):
 
 
 def test_huber_is_gentler_than_mse_on_outliers():
-    from bridgetune.losses import task_loss
+    from bridgetune.tasks.losses import task_loss
 
     predicted, target = torch.tensor([[0.0], [0.0]]), torch.tensor([[0.5], [10.0]])
     huber = task_loss(predicted, target, "regression", kind="huber")

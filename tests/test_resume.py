@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config
 from safetensors.torch import load_file
 
-from bridgetune import api
+import bridgetune
 from bridgetune.training.loop import TrainingInterrupted
 
 
@@ -34,14 +34,14 @@ def _interrupt_at(step: int):
 def test_interrupted_then_resumed_equals_uninterrupted(
     tiny_bert, sentiment_csv, tmp_path, stop_step
 ):
-    whole = api.train(_config(tiny_bert, sentiment_csv, tmp_path / "a"))
+    whole = bridgetune.train(_config(tiny_bert, sentiment_csv, tmp_path / "a"))
     config = _config(tiny_bert, sentiment_csv, tmp_path / "b")
     with pytest.raises(TrainingInterrupted) as stopped:
-        api.train(config, on_step=_interrupt_at(stop_step))
+        bridgetune.train(config, on_step=_interrupt_at(stop_step))
     assert stopped.value.step == stop_step
     assert (tmp_path / "b" / ".tiny.partial" / "checkpoint" / "model.safetensors").is_file()
     assert not (tmp_path / "b" / "tiny" / "model").exists()  # nothing half-written
-    resumed = api.train(config, resume=True)
+    resumed = bridgetune.train(config, resume=True)
     assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
     assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]
     ours = load_file(resumed.model_dir / "model.safetensors")
@@ -51,14 +51,14 @@ def test_interrupted_then_resumed_equals_uninterrupted(
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_bert, sentiment_csv, tmp_path):
     with pytest.raises(FileNotFoundError, match="no unfinished run"):
-        api.train(_config(tiny_bert, sentiment_csv, tmp_path), resume=True)
+        bridgetune.train(_config(tiny_bert, sentiment_csv, tmp_path), resume=True)
 
 
 def test_early_stopping_restores_best(tiny_bert, sentiment_csv, tmp_path):
     config = _config(
         tiny_bert, sentiment_csv, tmp_path, epochs=40, lr=5e-2, patience=2, grad_accum=1
     )
-    result = api.train(config)
+    result = bridgetune.train(config)
     evals = [h for h in result.history if "metric" in h]
     assert result.stopped_early and len(evals) < 40
     assert result.metrics["accuracy"] == max(h["metric"] for h in evals)
@@ -79,14 +79,14 @@ def test_precision_and_device_choices_on_cpu():
 def test_lora_with_fgm_resumes_to_the_same_run(tiny_bert, sentiment_csv, tmp_path):
     extra = {"method": {"name": "lora", "export": "adapter"}}
     whole_config = _config(tiny_bert, sentiment_csv, tmp_path / "a", adversarial="fgm")
-    whole = api.train({**whole_config, **extra})
+    whole = bridgetune.train({**whole_config, **extra})
     config = {**_config(tiny_bert, sentiment_csv, tmp_path / "b", adversarial="fgm"), **extra}
     with pytest.raises(TrainingInterrupted):
-        api.train(config, on_step=_interrupt_at(3))
+        bridgetune.train(config, on_step=_interrupt_at(3))
     # the checkpoint holds what trains: the adapter and the head, not the frozen base model
     saved = load_file(tmp_path / "b" / ".tiny.partial" / "checkpoint" / "model.safetensors")
     assert saved and all("lora_" in k or "modules_to_save" in k for k in saved), list(saved)
-    resumed = api.train(config, resume=True)
+    resumed = bridgetune.train(config, resume=True)
     assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]
     assert resumed.metrics["accuracy"] == whole.metrics["accuracy"]
 
@@ -103,11 +103,11 @@ def test_packed_lora_sft_resumes_to_the_same_run(tiny_llama, tmp_path):
             train={"epochs": 4, "lr": 1e-2, "batch_size": 2, "packing": True},
         )  # fmt: skip
 
-    whole = api.train(config(tmp_path / "a"))
+    whole = bridgetune.train(config(tmp_path / "a"))
     with pytest.raises(TrainingInterrupted):
-        api.train(config(tmp_path / "b"), on_step=_interrupt_at(5))
+        bridgetune.train(config(tmp_path / "b"), on_step=_interrupt_at(5))
     saved = load_file(tmp_path / "b" / ".tiny.partial" / "checkpoint" / "model.safetensors")
     assert saved and all("lora_" in k for k in saved)  # only the adapter trains
-    resumed = api.train(config(tmp_path / "b"), resume=True)
+    resumed = bridgetune.train(config(tmp_path / "b"), resume=True)
     assert [h.get("loss") for h in resumed.history] == [h.get("loss") for h in whole.history]
     assert resumed.metrics["loss"] == whole.metrics["loss"]

@@ -1,5 +1,5 @@
-"""The knowledge base (bridgetune.retrieval): documents read and cut into passages (folders,
-text, JSONL/CSV records, Chinese sentences), bad records at their file and line, search by
+"""The knowledge base (bridgetune.inference.retrieval): documents read and cut into passages
+(folders, text, JSONL/CSV records, Chinese sentences), bad records at their file and line, search by
 embedding with the embeddings cached, passages put into the system turn; served: chat answers
 carry their sources (plain, streamed, through the official openai client), retrieval on/off,
 passages that would overflow max_length left out."""
@@ -15,11 +15,11 @@ import httpx
 import pytest
 from conftest import LiveServer
 
-from bridgetune import retrieval
 from bridgetune.config import ServeConfig
 from bridgetune.data.schema import DataError
-from bridgetune.predictor import Predictor
-from bridgetune.retrieval import KnowledgeBase, read_passages, with_passages
+from bridgetune.inference import retrieval
+from bridgetune.inference.predictor import Predictor
+from bridgetune.inference.retrieval import KnowledgeBase, read_passages, with_passages
 from bridgetune.serve.app import create_app
 from tests.test_serve_chat import ASK, assistant  # noqa: F401 (the fixture)
 

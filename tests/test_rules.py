@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import ConfigError
 from bridgetune.knowledge.rules import apply_to_entities, apply_to_label, loaded, matches
 from tests.conftest import tiny_config
@@ -75,16 +75,18 @@ def test_a_ner_model_with_rules_applies_them_in_predict_and_serve(tiny_bert, ner
                          train={"epochs": 2})  # fmt: skip
     config["rules"] = [{"action": "override", "type": "LOC", "words": ["atlantis"],
                         "name": "places"}]  # fmt: skip
-    result = api.train(config)
+    result = bridgetune.train(config)
     meta = json.loads((result.model_dir / "bridgetune.json").read_text("utf-8"))
     assert meta["settings"]["rules"][0]["name"] == "places"
-    predicted = api.load(result.model_dir).predict(["bob visited atlantis"])[0]
+    predicted = bridgetune.load(result.model_dir).predict(["bob visited atlantis"])[0]
     place = [e for e in predicted["entities"] if e["text"] == "atlantis"]
     assert place == [{"type": "LOC", "start": 12, "end": 20, "text": "atlantis",
                       "source": "rule", "rule": "places"}]  # fmt: skip
     assert predicted["tags"][2] == "B-LOC"
     assert all(e["source"] in ("model", "rule") for e in predicted["entities"])
-    app = create_app(api.load(result.model_dir), ServeConfig(feedback_db=str(tmp_path / "f.db")))
+    app = create_app(
+        bridgetune.load(result.model_dir), ServeConfig(feedback_db=str(tmp_path / "f.db"))
+    )
     with TestClient(app) as client:
         served = client.post("/v1/predict", json={"texts": ["bob visited atlantis"]}).json()
     assert served["predictions"][0]["entities"] == predicted["entities"]
@@ -97,8 +99,8 @@ def test_classification_rules_and_the_mistakes_a_config_can_make(
                          data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
                          train={"epochs": 1})  # fmt: skip
     config["rules"] = [{"action": "override", "label": "negative", "pattern": "broken"}]
-    result = api.train(config)
-    predicted = api.load(result.model_dir).predict(["it arrived broken", "fine"])
+    result = bridgetune.train(config)
+    predicted = bridgetune.load(result.model_dir).predict(["it arrived broken", "fine"])
     assert predicted[0]["label"] == "negative" and predicted[0]["source"] == "rule"
     assert predicted[1]["source"] == "model"
 
@@ -108,9 +110,9 @@ def test_classification_rules_and_the_mistakes_a_config_can_make(
     }
     for message, rules in mistakes.items():
         with pytest.raises(ConfigError, match=message):
-            api.train({**config, "rules": rules, "name": "bad"})
+            bridgetune.train({**config, "rules": rules, "name": "bad"})
     with pytest.raises(ValueError, match="overrides or vetoes one of the labels"):
-        api.train({**config, "name": "bad", "rules": [{"action": "add", "label": "negative",
+        bridgetune.train({**config, "name": "bad", "rules": [{"action": "add", "label": "negative",
                                                        "words": ["x"]}]})  # fmt: skip
     with pytest.raises(ConfigError, match="does not take rules"):
-        api.train({**config, "name": "bad", "task": "multilabel"})
+        bridgetune.train({**config, "name": "bad", "task": "multilabel"})

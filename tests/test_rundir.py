@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bridgetune import api
-from bridgetune.atomic import atomic_directory, exchange, replace_directory
-from bridgetune.rundir import OWNER_FILE, RunDirectory, RunDirectoryError
+import bridgetune
+from bridgetune.lifecycle.atomic import atomic_directory, exchange, replace_directory
+from bridgetune.lifecycle.rundir import OWNER_FILE, RunDirectory, RunDirectoryError
 from tests.conftest import tiny_config
 
 
@@ -30,14 +30,14 @@ def _config(tiny_bert: Path, sentiment_csv: Path, runs: Path, **train) -> dict:
 
 def test_a_finished_run_is_replaced_only_with_overwrite(tiny_bert, sentiment_csv, tmp_path):
     config = _config(tiny_bert, sentiment_csv, tmp_path / "runs")
-    first = api.train(config)
+    first = bridgetune.train(config)
     weights = (first.model_dir / "model.safetensors").read_bytes()
     steps = []
     with pytest.raises(RunDirectoryError, match=r"holds a finished run .*--overwrite"):
-        api.train(config, ["train.seed=7"], on_step=steps.append)
+        bridgetune.train(config, ["train.seed=7"], on_step=steps.append)
     assert steps == []  # refused before any training
     assert (first.model_dir / "model.safetensors").read_bytes() == weights
-    second = api.train(config, ["train.seed=7"], overwrite=True)
+    second = bridgetune.train(config, ["train.seed=7"], overwrite=True)
     meta = json.loads((second.model_dir / "bridgetune.json").read_text())
     assert meta["seed"] == 7
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny"]  # no staging left
@@ -48,7 +48,7 @@ def test_an_output_dir_that_is_a_file_fails_before_reading_data(tiny_bert, tmp_p
     blocker.write_text("not a directory")
     config = tiny_config(tiny_bert, blocker, data={"train": str(tmp_path / "missing.csv")})
     with pytest.raises(RunDirectoryError, match=r"runs is a file, not a directory"):
-        api.train(config)
+        bridgetune.train(config)
 
 
 def test_a_read_only_output_dir_fails_before_reading_data(tiny_bert, tmp_path, monkeypatch):
@@ -58,7 +58,7 @@ def test_a_read_only_output_dir_fails_before_reading_data(tiny_bert, tmp_path, m
     monkeypatch.setattr(Path, "write_bytes", read_only)
     config = tiny_config(tiny_bert, tmp_path / "runs", data={"train": str(tmp_path / "x.csv")})
     with pytest.raises(RunDirectoryError, match="Read-only file system.*writable output_dir"):
-        api.train(config)
+        bridgetune.train(config)
 
 
 def test_too_little_disk_fails_before_training(tiny_bert, sentiment_csv, tmp_path, monkeypatch):
@@ -68,7 +68,7 @@ def test_too_little_disk_fails_before_training(tiny_bert, sentiment_csv, tmp_pat
     )  # fmt: skip
     steps = []
     with pytest.raises(RunDirectoryError, match=r"needs about .* GB .* are free"):
-        api.train(_config(tiny_bert, sentiment_csv, tmp_path / "runs"), on_step=steps.append)
+        bridgetune.train(_config(tiny_bert, sentiment_csv, tmp_path / "runs"), on_step=steps.append)
     assert steps == []
     assert not (tmp_path / "runs").exists()  # a refused run leaves nothing behind
 
@@ -119,7 +119,7 @@ def test_exchange_swaps_two_directories_in_one_step(tmp_path):
 
 
 def test_replace_directory_falls_back_to_two_renames(tmp_path, monkeypatch):
-    monkeypatch.setattr("bridgetune.atomic.exchange", lambda a, b: False)
+    monkeypatch.setattr("bridgetune.lifecycle.atomic.exchange", lambda a, b: False)
     path, staging = tmp_path / "model", tmp_path / "staging"
     path.mkdir()
     staging.mkdir()

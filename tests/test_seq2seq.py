@@ -11,12 +11,12 @@ import json
 import pytest
 import torch
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import ConfigError, DataConfig
 from bridgetune.data.schema import DataError, Example
-from bridgetune.generation import is_chinese, prompt_and_references, text_metrics
-from bridgetune.losses import IGNORE
+from bridgetune.inference.generation import is_chinese, prompt_and_references, text_metrics
 from bridgetune.tasks import build_task
+from bridgetune.tasks.losses import IGNORE
 from tests.conftest import tiny_config
 from tests.test_causal_lm import read, write_jsonl
 
@@ -65,22 +65,22 @@ def test_t5_learns_its_targets_and_the_run_reports_generation_metrics(tiny_t5, t
     )
     if method == "full":
         config["method"] = {"name": "full"}
-    cfg = api.as_config(config)
+    cfg = bridgetune.as_config(config)
     assert cfg.method.name == method
-    result = api.train(cfg)
+    result = bridgetune.train(cfg)
     metrics = result.metrics
     assert metrics["perplexity"] < 1.2
     assert metrics["exact_match"] == 100 and metrics["rougeL"] == 100 and metrics["chrf"] == 100
     assert metrics["finished"] == 100 and metrics["generated"] == 3
     report = (result.run_dir / "dev_report.md").read_text(encoding="utf-8")
     assert "| refund | the money is back in five days | the money is back in five days |" in report
-    generated = api.generate(result.model_dir, ["refund", "what colour"])
+    generated = bridgetune.generate(result.model_dir, ["refund", "what colour"])
     assert [g["text"] for g in generated] == ["the money is back in five days", "black and white"]
     # the run's decoding options are the model's generation config, read by plain transformers
     saved = json.loads((result.model_dir / "generation_config.json").read_text())
     assert saved["max_new_tokens"] == 10 and saved["num_beams"] == 2
     if method == "full":  # `bridgetune evaluate` on a labelled file, once
-        evaluated = api.evaluate(result.model_dir, data, output=tmp_path / "report")
+        evaluated = bridgetune.evaluate(result.model_dir, data, output=tmp_path / "report")
         assert evaluated["exact_match"] == 100 and evaluated["perplexity"] < 1.2
         assert "Sample generations" in (tmp_path / "report" / "eval_report.md").read_text()
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -98,17 +98,17 @@ def test_an_adapter_directory_reloads_to_the_same_generations(tiny_t5, tmp_path)
         train={"epochs": 60, "lr": 1e-2}, method={"name": "lora", "export": "adapter"},
         generate={"eval_examples": 0},
     )  # fmt: skip
-    result = api.train(config)
+    result = bridgetune.train(config)
     assert "exact_match" not in result.metrics  # eval_examples: 0 generates nothing
     assert (result.model_dir / "adapter_model.safetensors").is_file()
-    first = api.generate(result.model_dir, [p["prompt"] for p in PAIRS])
-    again = api.generate(result.model_dir, [p["prompt"] for p in PAIRS])
+    first = bridgetune.generate(result.model_dir, [p["prompt"] for p in PAIRS])
+    again = bridgetune.generate(result.model_dir, [p["prompt"] for p in PAIRS])
     assert first == again and first[1]["text"] == "the money is back in five days"
 
     # served: an encoder-decoder generates one request at a time through model.generate
     from fastapi.testclient import TestClient
 
-    from bridgetune.predictor import Predictor
+    from bridgetune.inference.predictor import Predictor
     from bridgetune.serve.app import create_app
 
     with TestClient(create_app(Predictor.load(result.model_dir, device="cpu"))) as client:
@@ -125,7 +125,7 @@ def test_generation_metrics_at_every_evaluation_can_pick_the_best_checkpoint(tin
         train={"epochs": 4, "lr": 1e-2, "metric": "rougeL"},
         generate={"eval_sample": 2, "eval_examples": 0, "max_new_tokens": 6},
     )  # fmt: skip
-    result = api.train(config)
+    result = bridgetune.train(config)
     evaluations = [h for h in result.history if "rougeL" in h]
     assert len(evaluations) == 4 and all("chrf" in h and "loss" in h for h in evaluations)
     assert all(h["metric_name"] == "rougeL" for h in evaluations)
@@ -134,10 +134,10 @@ def test_generation_metrics_at_every_evaluation_can_pick_the_best_checkpoint(tin
 def test_options_of_decoder_only_models_are_refused_for_seq2seq(tiny_t5, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     config = tiny_config(tiny_t5, tmp_path / "runs", task="seq2seq", data={"train": str(data)})
-    with pytest.raises(ConfigError, match="train.packing: for causal_lm only"):
-        api.as_config({**config, "train": {**config["train"], "packing": True}})
+    with pytest.raises(ConfigError, match="task.packing: applies to causal_lm; task 'seq2seq'"):
+        bridgetune.as_config({**config, "train": {**config["train"], "packing": True}})
     with pytest.raises(ConfigError, match="for seq2seq use lora"):
-        api.as_config({**config, "method": {"name": "prefix"}})
+        bridgetune.as_config({**config, "method": {"name": "prefix"}})
 
 
 def test_parallel_files_are_read_line_by_line_with_errors_at_file_and_line(tmp_path):
@@ -213,11 +213,11 @@ def test_gpt2_without_a_chat_template_learns_plain_completions(tiny_gpt2, tmp_pa
         data={"train": str(data), "dev": str(data)}, train={"epochs": 60, "lr": 1e-2},
         generate={"max_new_tokens": 10}, method={"name": "full"},
     )  # fmt: skip
-    result = api.train(config)
+    result = bridgetune.train(config)
     assert result.metrics["exact_match"] == 100 and result.metrics["finished"] == 100
     assert not json.loads((result.model_dir / "bridgetune.json").read_text())["settings"]["chat"]
     with torch.no_grad():
-        generated = api.generate(result.model_dir, ["what colour"])
+        generated = bridgetune.generate(result.model_dir, ["what colour"])
     assert generated[0]["text"] == "black and white"
 
 
@@ -259,7 +259,7 @@ def test_gradient_checkpointing_recomputes_activations_and_trains_to_the_same_lo
             generate={"eval_examples": 0},
         )  # fmt: skip
         config["model"]["dropout"] = 0.0
-        history = api.train(config).history
+        history = bridgetune.train(config).history
         return [h["loss"] for h in history if "loss" in h], len(calls)
 
     plain, forwards = losses(False)
@@ -278,19 +278,19 @@ def test_qlora_needs_lora_a_generative_task_and_a_cuda_gpu(tiny_llama, tmp_path)
     )  # fmt: skip
     config["model"]["quantization"] = "4bit"
     with pytest.raises(ConfigError, match="QLoRA: LoRA on a quantized causal_lm"):
-        api.as_config({**config, "method": {"name": "full"}})
+        bridgetune.as_config({**config, "method": {"name": "full"}})
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the error below is for machines without one")
     with pytest.raises(ConfigError, match=r"needs a CUDA GPU \(this machine has none\)"):
-        api.train(config)
+        bridgetune.train(config)
     assert not (tmp_path / "runs" / "tiny" / "model").exists()
 
 
 def test_greedy_runs_drop_the_base_models_sampling_defaults(tiny_t5, tmp_path):
     from transformers import GenerationConfig
 
-    from bridgetune.api import configure_generation
     from bridgetune.config import GenerateConfig
+    from bridgetune.inference.generation import configure_generation
     from bridgetune.models import load_tokenizer
     from bridgetune.tasks import build_task
 

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 
 from bridgetune.config import DataConfig, ServeConfig
 from bridgetune.data.io import read_file
-from bridgetune.predictor import Predictor
+from bridgetune.inference.predictor import Predictor
+from bridgetune.lifecycle.store import FeedbackStore, export_rows
 from bridgetune.serve import create_app
-from bridgetune.serve.store import FeedbackStore, export_rows
 from bridgetune.tasks import reader_for
 
 LONG = " ".join(["love this phone"] * 40)

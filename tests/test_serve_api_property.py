@@ -16,7 +16,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from bridgetune.config import ServeConfig
-from bridgetune.predictor import Predictor
+from bridgetune.inference.predictor import Predictor
 from bridgetune.serve import create_app
 
 ADMIN_KEY = "admin-secret"

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from conftest import LiveServer, tiny_config
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import ServeConfig
-from bridgetune.predictor import Predictor
+from bridgetune.inference.predictor import Predictor
 from bridgetune.serve.app import create_app
 
 KEY = "chat-key"
@@ -33,7 +33,7 @@ def assistant(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         tiny_llama, root / "runs", task="causal_lm", data={"train": str(data), "dev": str(data)},
         train={"epochs": 60, "lr": 3e-2}, generate={"eval_examples": 0},
     )  # fmt: skip
-    return api.train(config).model_dir
+    return bridgetune.train(config).model_dir
 
 
 @pytest.fixture()
@@ -256,7 +256,7 @@ def test_feedback_on_generations_exports_as_training_data(assistant, served_clas
         assert answer.status_code == 422 and "for generative models" in answer.text
 
     exported = tmp_path / "sft.jsonl"
-    assert api.export_feedback(database, exported, model_version=None) == 2
+    assert bridgetune.export_feedback(database, exported, model_version=None) == 2
     records = [json.loads(line) for line in exported.read_text().splitlines()]
     assert records == [
         {"messages": [*conversation, {"role": "assistant", "content": "it ships tomorrow"}]},
@@ -264,11 +264,11 @@ def test_feedback_on_generations_exports_as_training_data(assistant, served_clas
                       {"role": "assistant", "content": "black and white"}]},
     ]  # fmt: skip
     with pytest.raises(ValueError, match="JSONL"):
-        api.export_feedback(database, tmp_path / "sft.csv")
+        bridgetune.export_feedback(database, tmp_path / "sft.csv")
     # `train` reads the export as it is
     retrain = tiny_config(
         assistant, tmp_path / "runs", task="causal_lm",
         data={"train": str(exported), "dev": str(exported)},
         train={"epochs": 1}, generate={"eval_examples": 0},
     )  # fmt: skip
-    assert api.train(retrain).metrics["loss"] > 0
+    assert bridgetune.train(retrain).metrics["loss"] > 0

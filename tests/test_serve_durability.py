@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from bridgetune.serve.store import FeedbackStore
+from bridgetune.lifecycle.store import FeedbackStore
 
 
 def _free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import tiny_config
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import ConfigError, TrainConfig
 from bridgetune.training import sharding
 
@@ -41,7 +41,7 @@ def test_settings_fsdp_cannot_honour_stop_the_config(
         train={"fsdp": True, **train},
     )  # fmt: skip
     with pytest.raises(ConfigError, match=message):
-        api.as_config(config)
+        bridgetune.as_config(config)
 
 
 def test_fsdp_and_qlora_exclude_each_other(tiny_llama, tmp_path):
@@ -54,7 +54,7 @@ def test_fsdp_and_qlora_exclude_each_other(tiny_llama, tmp_path):
     )  # fmt: skip
     config["model"]["quantization"] = "4bit"
     with pytest.raises(ConfigError, match="choose train.fsdp .* or model.quantization"):
-        api.as_config(config)
+        bridgetune.as_config(config)
 
 
 def test_fsdp_in_one_process_says_how_to_launch(tiny_bert, sentiment_csv, tmp_path):
@@ -62,12 +62,12 @@ def test_fsdp_in_one_process_says_how_to_launch(tiny_bert, sentiment_csv, tmp_pa
         tiny_bert, tmp_path / "runs", data={"train": str(sentiment_csv)}, train={"fsdp": True}
     )
     with pytest.raises(ConfigError, match="launch with accelerate launch --use_fsdp"):
-        api.train(config)
+        bridgetune.train(config)
     assert not (tmp_path / "runs" / "tiny" / "model").exists()
 
 
 def test_fewshot_refuses_fsdp(tiny_bert, sentiment_csv, tmp_path):
-    from bridgetune.fewshot import fewshot
+    from bridgetune.recipes.fewshot import fewshot
 
     config = tiny_config(
         tiny_bert, tmp_path / "runs", data={"train": str(sentiment_csv)}, train={"fsdp": True}

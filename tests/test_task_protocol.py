@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bridgetune import api
+import bridgetune
 from bridgetune.config import DataConfig, ServeConfig
 from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import DataError
@@ -47,7 +47,7 @@ class PriorityTask(ClassificationTask):
 def priority_task():
     TASKS.register("priority")(PriorityTask)
     yield PriorityTask
-    del TASKS._items["priority"]  # the registry is global: leave it as the package made it
+    TASKS.unregister("priority")  # the registry is global: leave it as the package made it
 
 
 TICKETS = [
@@ -74,12 +74,12 @@ def test_a_task_defined_outside_the_package_runs_end_to_end(priority_task, tiny_
         data={"train": str(data), "dev": str(data), "label_column": "priority"},
         train={"epochs": 25},
     )
-    result = api.train(config)
+    result = bridgetune.train(config)
     assert result.metrics["f1_macro"] == 1.0  # overfits 10 tickets; f1_macro picked the best
-    meta = api.load(result.model_dir).meta
+    meta = bridgetune.load(result.model_dir).meta
     assert meta["task"] == "priority" and meta["labels"] == ["low", "normal", "urgent"]
-    assert api.evaluate(result.model_dir, data)["f1_macro"] == 1.0
-    predicted = api.predict(result.model_dir, ["urgent: my account was hacked"])
+    assert bridgetune.evaluate(result.model_dir, data)["f1_macro"] == 1.0
+    predicted = bridgetune.predict(result.model_dir, ["urgent: my account was hacked"])
     assert predicted[0]["label"] == "urgent"
     app = create_app(result.model_dir, ServeConfig(feedback_db=str(tmp_path / "f.db")))
     with TestClient(app) as client:
@@ -97,4 +97,4 @@ def test_its_reader_reports_bad_values_with_the_file(priority_task, tiny_bert, t
         tiny_bert, tmp_path, task="priority", data={"train": str(data), "label_column": "priority"}
     )
     with pytest.raises(DataError, match=r"tickets.jsonl:1: priority 7 is not 1, 2 or 3"):
-        api.train(config)
+        bridgetune.train(config)

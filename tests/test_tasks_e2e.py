@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import SENTIMENT, ZH_SENTENCES, tiny_config, write_csv
 
-from bridgetune import api
-from bridgetune.predictor import Predictor
+import bridgetune
+from bridgetune.inference.predictor import Predictor
+from bridgetune.recipes.evaluate import saved_data_config
 from bridgetune.tasks import reader_for
 
 PAIRS = [
@@ -33,8 +34,8 @@ TOPICS = [
 ]
 
 
-def _train(config: dict) -> api.TrainResult:
-    result = api.train(config)
+def _train(config: dict) -> bridgetune.TrainResult:
+    result = bridgetune.train(config)
     assert (result.model_dir / "config.json").is_file()
     assert (result.model_dir / "model.safetensors").is_file()
     assert (result.run_dir / "dev_report.md").is_file()
@@ -77,13 +78,13 @@ def test_pair_classification(tiny_bert, tmp_path):
     )
     result = _train(config)
     assert result.metrics["accuracy"] == 1.0
-    ours = api.predict(result.model_dir, [(a, b) for a, b, _ in PAIRS])
+    ours = bridgetune.predict(result.model_dir, [(a, b) for a, b, _ in PAIRS])
     assert [p["label"] for p in ours] == [label for *_, label in PAIRS]
     plain = pipeline("text-classification", model=str(result.model_dir), device="cpu")
     answers = plain([{"text": a, "text_pair": b} for a, b, _ in PAIRS])
     assert [a["label"] for a in answers] == [p["label"] for p in ours]
     with pytest.raises(ValueError, match="pairs"):
-        api.predict(result.model_dir, ["a single text"])
+        bridgetune.predict(result.model_dir, ["a single text"])
 
 
 def test_multilabel_with_tuned_threshold(tiny_bert, tmp_path):
@@ -102,7 +103,7 @@ def test_multilabel_with_tuned_threshold(tiny_bert, tmp_path):
     meta = json.loads((result.model_dir / "bridgetune.json").read_text())
     assert 0 < meta["threshold"] < 1
     texts = [text for text, _ in TOPICS]
-    ours = api.predict(result.model_dir, texts)
+    ours = bridgetune.predict(result.model_dir, texts)
     assert [sorted(p["labels"]) for p in ours] == [sorted(t.split("|")) for _, t in TOPICS]
     model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
     assert model.config.problem_type == "multi_label_classification"
@@ -154,7 +155,7 @@ def test_ner_wordpiece_and_bpe(model_fixture, request, ner_conll, tmp_path):
     from bridgetune.data.io import read_file
 
     examples = read_file(
-        ner_conll, api.saved_data_config(predictor.meta, str(ner_conll)), reader_for("ner")
+        ner_conll, saved_data_config(predictor.meta, str(ner_conll)), reader_for("ner")
     )
     assert [p["tags"] for p in predictor.predict(examples)] == gold
     assert _plain_word_tags(result.model_dir, words) == gold
@@ -175,11 +176,11 @@ def test_chinese_character_ner_bmes(tiny_bert, zh_bmes, tmp_path):
     )
     result = _train(config)
     assert result.metrics["entity_f1"] == 1.0
-    prediction = api.predict(result.model_dir, ["我在上海买的耳机"])[0]
+    prediction = bridgetune.predict(result.model_dir, ["我在上海买的耳机"])[0]
     entities = [(e["type"], e["text"], e["start"], e["end"]) for e in prediction["entities"]]
     assert entities == [("CITY", "上海", 2, 4), ("PRODUCT", "耳机", 6, 8)]
     chars = ["".join(ch for ch, _ in s) for s in ZH_SENTENCES]
-    assert len(api.predict(result.model_dir, chars)) == len(chars)
+    assert len(bridgetune.predict(result.model_dir, chars)) == len(chars)
 
 
 def test_evaluate_saved_model_writes_report(tiny_bert, sentiment_csv, tmp_path):
@@ -189,8 +190,8 @@ def test_evaluate_saved_model_writes_report(tiny_bert, sentiment_csv, tmp_path):
         train={"epochs": 2},
         data={"train": str(sentiment_csv), "dev": str(sentiment_csv)},
     )
-    result = api.train(config)
-    metrics = api.evaluate(result.model_dir, sentiment_csv, output=tmp_path / "report")
+    result = bridgetune.train(config)
+    metrics = bridgetune.evaluate(result.model_dir, sentiment_csv, output=tmp_path / "report")
     assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert (tmp_path / "report" / "eval_report.md").is_file()
     assert (tmp_path / "report" / "eval_confusion_matrix.png").is_file()

@@ -103,7 +103,7 @@ def test_statistics_count_unknown_units_and_pieces(tiny_bert):
 def test_a_run_with_extended_vocabulary_loads_in_plain_transformers(tiny_bert, tmp_path):
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from bridgetune import api
+    import bridgetune
 
     rows = [{"text": "浙商在杭州买的耳机", "label": {"company": {"浙商": [[0, 1]]},
                                               "address": {"杭州": [[3, 4]]}}},
@@ -115,7 +115,7 @@ def test_a_run_with_extended_vocabulary_loads_in_plain_transformers(tiny_bert, t
                          data={"train": str(data), "dev": str(data)},
                          train={"epochs": 30, "lr": 5e-3})  # fmt: skip
     config["model"]["extend_vocab"] = "auto"
-    result = api.train(config)
+    result = bridgetune.train(config)
     assert result.metrics["entity_f1"] == 1.0
     meta = json.loads((result.model_dir / "bridgetune.json").read_text("utf-8"))
     assert meta["vocab_extension"]["added"] == 7  # 浙 商 杭 州 招 深 圳: the unknown ones
@@ -128,8 +128,8 @@ def test_a_run_with_extended_vocabulary_loads_in_plain_transformers(tiny_bert, t
     assert "[UNK]" not in tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
     with torch.no_grad():
         tags = plain(**encoded).logits.argmax(-1)[0, 1:-1].tolist()
-    predicted = api.load(result.model_dir).predict(["招商在杭州买的耳机"])[0]["tags"]
+    predicted = bridgetune.load(result.model_dir).predict(["招商在杭州买的耳机"])[0]["tags"]
     assert [plain.config.id2label[t] for t in tags] == predicted
 
     with pytest.raises(ConfigError, match="method.name: full"):
-        api.train({**config, "name": "lora", "method": {"name": "lora"}})
+        bridgetune.train({**config, "name": "lora", "method": {"name": "lora"}})

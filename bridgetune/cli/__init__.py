@@ -1,4 +1,5 @@
-"""The `bridgetune` command line: each command is a thin shell over bridgetune.api.
+"""The `bridgetune` command line: each command is a thin shell over a recipe
+(bridgetune.recipes, through the package face).
 
 `app` is the typer application (the `bridgetune` entry point; `python -m bridgetune.cli`).
 The commands live by theme in `core` (train, evaluate, predict, data and config), `fewshot`

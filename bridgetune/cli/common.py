@@ -45,8 +45,8 @@ def run_action(action):
     """Run an action, turning user-fixable errors into one readable line and exit code 2."""
     from bridgetune.config import ConfigError
     from bridgetune.data.schema import DataError
+    from bridgetune.lifecycle.rundir import RunDirectoryError
     from bridgetune.models import ModelError
-    from bridgetune.rundir import RunDirectoryError
 
     try:
         return action()
@@ -63,7 +63,7 @@ def run_action(action):
 
 def run_training(action) -> None:
     """Run a training action; print dev/test metrics, or say how to resume after Ctrl-C."""
-    from bridgetune.evaluate import headline
+    from bridgetune.lifecycle.reports import headline
     from bridgetune.training.loop import TrainingInterrupted
 
     quiet_libraries()
@@ -72,7 +72,7 @@ def run_training(action) -> None:
     except TrainingInterrupted as stop:
         console.print(f"[yellow]{stop}[/yellow]")
         raise typer.Exit(130) from None
-    from bridgetune.distributed import is_launch_main
+    from bridgetune.runtime.processes import is_launch_main
 
     if not is_launch_main():  # the other processes of a launch: the first one reports
         return

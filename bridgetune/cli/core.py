@@ -34,9 +34,11 @@ def train(
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a model as CONFIG says; writes reports and the model to the run directory."""
-    from bridgetune import api
+    import bridgetune
 
-    run_training(lambda: api.train(config, overrides or [], resume=resume, overwrite=overwrite))
+    run_training(
+        lambda: bridgetune.train(config, overrides or [], resume=resume, overwrite=overwrite)
+    )
 
 
 @app.command()
@@ -48,9 +50,11 @@ def pretrain(
 ) -> None:
     """Continue masked-LM pre-training on unlabelled text (CONFIG's data; task mlm): a model
     directory any task config can name as model.name."""
-    from bridgetune import api
+    import bridgetune
 
-    run_training(lambda: api.pretrain(config, overrides or [], resume=resume, overwrite=overwrite))
+    run_training(
+        lambda: bridgetune.pretrain(config, overrides or [], resume=resume, overwrite=overwrite)
+    )
 
 
 @app.command()
@@ -60,11 +64,11 @@ def evaluate(
     output: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
 ) -> None:
     """Evaluate a saved model on a labelled file; prints metrics, writes a report with --output."""
-    from bridgetune import api
-    from bridgetune.evaluate import headline
+    import bridgetune
+    from bridgetune.lifecycle.reports import headline
 
     quiet_libraries()
-    metrics = run_action(lambda: api.evaluate(model_dir, data, output))
+    metrics = run_action(lambda: bridgetune.evaluate(model_dir, data, output))
     print_metrics(str(data), headline(metrics))
     typer.echo(json.dumps(headline(metrics)))
 
@@ -82,15 +86,16 @@ def predict(
     batch_size: int = 64,
 ) -> None:
     """Predict with a saved model: texts as arguments, --file, or lines on stdin; writes JSONL."""
-    from bridgetune import api
+    import bridgetune
     from bridgetune.data.io import decode_utf8
     from bridgetune.data.schema import Example
+    from bridgetune.recipes.evaluate import read_inputs
 
     quiet_libraries()
     if texts:
         inputs = [Example(text=t, text_pair=pair) for t in texts]
     elif file is not None:
-        inputs = run_action(lambda: api.read_inputs(model_dir, file, fmt))
+        inputs = run_action(lambda: read_inputs(model_dir, file, fmt))
     elif not sys.stdin.isatty():
         text = run_action(lambda: decode_utf8(sys.stdin.buffer.read(), "stdin"))
         lines = text.replace("\r\n", "\n").split("\n")  # not splitlines(): U+2028 is text
@@ -99,7 +104,7 @@ def predict(
         inputs = []
     if not inputs:
         fail(ValueError("no input: give texts as arguments, --file PATH, or pipe lines on stdin"))
-    predictor = run_action(lambda: api.load(model_dir))
+    predictor = run_action(lambda: bridgetune.load(model_dir))
     predictions = run_action(lambda: predictor.predict(inputs, batch_size=batch_size))
     lines = [
         json.dumps(
@@ -121,7 +126,7 @@ def write_lines(lines: list[str], output: Path | None, what: str) -> None:
     if output is None:
         typer.echo("\n".join(lines))
         return
-    from bridgetune.atomic import atomic_write_text
+    from bridgetune.lifecycle.atomic import atomic_write_text
 
     atomic_write_text(output, "\n".join(lines) + "\n")
     console.print(f"{len(lines)} {what} written to {output}")
@@ -153,15 +158,17 @@ def generate(
 ) -> None:
     """Generate text with a causal_lm or seq2seq model: prompts as arguments or --file; writes
     JSONL. Decoding defaults to the model's generation config (the run's `generate:` section)."""
-    from bridgetune import api
+    import bridgetune
+    from bridgetune.modeldir import read_meta
+    from bridgetune.recipes.evaluate import read_inputs
 
     quiet_libraries()
     if prompts:  # as rows of the training data: the run's data.prompt_template applies
-        meta = run_action(lambda: api.read_meta(model_dir))
+        meta = run_action(lambda: read_meta(model_dir))
         template = (meta.get("data") or {}).get("prompt_template")
         inputs: list = [template.replace("{prompt}", p) if template else p for p in prompts]
     elif file is not None:
-        inputs = run_action(lambda: [prompt_of(e) for e in api.read_inputs(model_dir, file)])
+        inputs = run_action(lambda: [prompt_of(e) for e in read_inputs(model_dir, file)])
     else:
         inputs = []
     if not inputs:
@@ -172,7 +179,7 @@ def generate(
     ):  # fmt: skip
         if value is not None:
             decoding[key] = value
-    predictor = run_action(lambda: api.load(model_dir))
+    predictor = run_action(lambda: bridgetune.load(model_dir))
     chunks = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
     generated = []
     with Progress(*Progress.get_default_columns(), console=Console(stderr=True),
@@ -206,10 +213,10 @@ def chat(
     """Chat with a causal_lm model in the terminal; answers stream as they are generated.
     The conversation is kept (its oldest turns dropped when it outgrows the model's
     max_length); /reset starts over, /exit or Ctrl-D ends."""
-    from bridgetune import api
+    import bridgetune
 
     quiet_libraries()
-    predictor = run_action(lambda: api.load(model_dir))
+    predictor = run_action(lambda: bridgetune.load(model_dir))
     run_action(predictor._check_generative)
     decoding = {"do_sample": sample}
     if temperature is not None:
@@ -264,13 +271,13 @@ def rank(
     output: Annotated[Path | None, typer.Option(help="Write JSONL here (default stdout).")] = None,
 ) -> None:
     """Rank candidate texts against a query with a ranking model; JSONL, best first."""
-    from bridgetune import api
+    import bridgetune
 
     quiet_libraries()
     texts = run_action(lambda: read_candidates(candidates, column))
     if not texts:
         fail(ValueError(f"{candidates}: no candidates in the file"))
-    ranked = run_action(lambda: api.rank(model_dir, query, texts, top_k))
+    ranked = run_action(lambda: bridgetune.rank(model_dir, query, texts, top_k))
     lines = [
         json.dumps({"rank": i + 1, **entry}, ensure_ascii=False) for i, entry in enumerate(ranked)
     ]
@@ -291,10 +298,10 @@ def read_candidates(path: Path, column: str) -> list[str]:
 @app.command("validate-data")
 def validate_data(config: Path, overrides: Overrides = None) -> None:
     """Check the data of CONFIG before training: counts, labels, duplicates, overlap, lengths."""
-    from bridgetune import api
+    import bridgetune
 
     quiet_libraries()
-    report = run_action(lambda: api.validate_data(config, overrides or []))
+    report = run_action(lambda: bridgetune.validate_data(config, overrides or []))
     out = Console()
     table = Table(title=f"data of {config}")
     for column in (
@@ -340,10 +347,10 @@ def augment(
     show: Annotated[int, typer.Option(help="How many augmented examples to show.")] = 10,
 ) -> None:
     """Preview CONFIG's augmentation without training: original, copy and the op that made it."""
-    from bridgetune import api
+    import bridgetune
 
     quiet_libraries()
-    rows = run_action(lambda: api.augment_preview(config, overrides or [], show))
+    rows = run_action(lambda: bridgetune.augment_preview(config, overrides or [], show))
     table = Table(title=f"augmented training examples of {config}", show_lines=True)
     for column in ("op", "original", "augmented"):
         table.add_column(column)
@@ -372,17 +379,16 @@ def show_config(
     """Print every config key with its default and description, or a validated config."""
     import yaml
 
-    from bridgetune import api
-    from bridgetune.config import schema_lines
-    from bridgetune.methods import params_schema_lines
+    import bridgetune
+    from bridgetune.recipes.reference import reference_rows
 
     if schema or config is None:
         table = Table(title="bridgetune config keys")
         for column in ("key", "default", "description"):
             table.add_column(column)
-        for key, default, description in schema_lines() + params_schema_lines():
+        for key, default, description in reference_rows():
             table.add_row(key, default, description)
         Console(width=160).print(table)
         return
-    cfg = run_action(lambda: api.as_config(config, overrides or []))
+    cfg = run_action(lambda: bridgetune.as_config(config, overrides or []))
     typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))

@@ -27,7 +27,7 @@ def fewshot(
     overwrite: Overwrite = False,
 ) -> None:
     """Few-shot training as CONFIG's `fewshot` section says (contrastive or prompt-based)."""
-    from bridgetune.fewshot import fewshot as run_fewshot
+    from bridgetune.recipes.fewshot import fewshot as run_fewshot
 
     run_training(lambda: run_fewshot(config, overrides or [], overwrite=overwrite))
 
@@ -62,9 +62,9 @@ def zeroshot(
     ] = None,
 ) -> None:
     """Build a classifier with no training data: label descriptions, NLI or a prompt."""
-    from bridgetune import api
-    from bridgetune.evaluate import headline
-    from bridgetune.zeroshot import zeroshot as build
+    import bridgetune
+    from bridgetune.lifecycle.reports import headline
+    from bridgetune.recipes.zeroshot import zeroshot as build
 
     quiet_libraries()
     names = [label.strip() for label in labels.split(",") if label.strip()]
@@ -91,5 +91,5 @@ def zeroshot(
     )
     console.print(f"zero-shot model saved to [bold]{directory}[/bold]")
     if evaluate is not None:
-        metrics = run_action(lambda: api.evaluate(directory, evaluate))
+        metrics = run_action(lambda: bridgetune.evaluate(directory, evaluate))
         print_metrics(str(evaluate), headline(metrics))

@@ -16,7 +16,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("pull")
 def pull(name: Annotated[str, typer.Argument(help="A pullable model, e.g. smollm2.")]) -> None:
     """Download and convert a model once (e.g. smollm2); configs then name it as model.name."""
-    from bridgetune.pulled import pull as pull_model
+    from bridgetune.models.pulled import pull as pull_model
 
     quiet_libraries()
     run_action(lambda: pull_model(name, announce=console.print))
@@ -25,7 +25,7 @@ def pull(name: Annotated[str, typer.Argument(help="A pullable model, e.g. smollm
 @models_app.command("list")
 def list_models() -> None:
     """The pullable models and whether each is prepared here."""
-    from bridgetune.pulled import PULLABLE, pulled_path
+    from bridgetune.models.pulled import PULLABLE, pulled_path
 
     table = Table(title="pullable models")
     for column in ("name", "model", "licence", "prepared"):

@@ -34,7 +34,7 @@ def serve(
 ) -> None:
     """Serve a model directory over HTTP: /v1/predict, /v1/feedback, /metrics, playground at /."""
     from bridgetune.config import load_serve_config
-    from bridgetune.predictor import read_meta
+    from bridgetune.modeldir import read_meta
 
     quiet_libraries()
     run_action(lambda: read_meta(model_dir))
@@ -48,11 +48,11 @@ def serve(
     }
     extra = [f"{key}={json.dumps(value)}" for key, value in options.items() if value]
     cfg = run_action(lambda: load_serve_config(config, [*(overrides or []), *extra]))
-    from bridgetune.monitor import check_labels
+    from bridgetune.lifecycle.monitor import check_labels
 
     run_action(lambda: check_labels(cfg.monitor, read_meta(model_dir)["labels"]))
     if cfg.knowledge.documents:  # bad documents stop here, with their file and line
-        from bridgetune.retrieval import read_passages
+        from bridgetune.inference.retrieval import read_passages
 
         knowledge = cfg.knowledge
         run_action(lambda: read_passages(Path(knowledge.documents), knowledge.chunk_chars))
@@ -77,9 +77,9 @@ def feedback_export(
     ] = None,
 ) -> None:
     """Write stored corrections as a dataset `bridgetune train` accepts (CSV, JSONL or CoNLL)."""
-    from bridgetune import api
+    import bridgetune
 
-    count = run_action(lambda: api.export_feedback(database, output, since, model_version))
+    count = run_action(lambda: bridgetune.export_feedback(database, output, since, model_version))
     console.print(f"{count} feedback rows written to [bold]{output}[/bold]")
 
 
@@ -116,7 +116,7 @@ def monitor(
 
     Writes monitor_report.json, monitor_report.md and label_shares.png into --output.
     """
-    from bridgetune import api
+    import bridgetune
     from bridgetune.config import load_serve_config
 
     quiet_libraries()
@@ -124,7 +124,9 @@ def monitor(
         max_share_shift, label_share_max, min_confidence, min_samples, webhook
     )
     serve = run_action(lambda: load_serve_config(config, overrides))
-    report = run_action(lambda: api.monitor(model_dir, input_path, output, window, serve.monitor))
+    report = run_action(
+        lambda: bridgetune.monitor(model_dir, input_path, output, window, serve.monitor)
+    )
     _print_windows(report)
     flagged = report["flagged_windows"]
     console.print(
@@ -161,7 +163,7 @@ def _monitor_overrides(
 
 
 def _print_windows(report: dict) -> None:
-    from bridgetune.monitor_report import readable_time
+    from bridgetune.lifecycle.monitor_report import readable_time
 
     labels = list(report["windows"][0]["shares"])
     table = Table(title=f"label shares per {report['window']} window")

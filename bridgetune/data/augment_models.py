@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from bridgetune.config import ConfigError
-from bridgetune.data.augment import (
+from bridgetune.data.edits import (
     CJK_CHAR,
     AugmentContext,
     Unit,

@@ -12,6 +12,9 @@ import random
 CHUNK_BATCHES = 50
 PAD_MULTIPLE = 8  # tensor cores and vectorized kernels like widths divisible by 8
 
+IGNORE = -100  # label of positions that do not count (word pieces after the first, padding)
+LOSS_KEYS = ("labels", "groups")  # batch entries the loss reads and the model never sees
+
 
 def feature_length(feature: dict) -> int:
     """What a feature costs in a batch: its token count, or (a feature of several rows: a

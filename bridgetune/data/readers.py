@@ -30,7 +30,6 @@ from bridgetune.data.io import (
     checked_token_example,
     column,
     detect_format,
-    json_row,
     jsonl_token_examples,
     parallel_rows,
     read_records,
@@ -686,71 +685,13 @@ def _text(value: Any, name: str, at: str) -> str:
     return value
 
 
-_TAG = re.compile(r"(O|[BIESM]-\S+)")
+TAG_PATTERN = re.compile(r"(O|[BIESM]-\S+)")  # a tag as token files write it
 
 
-def _starts_with(path: Path, prefix: bytes) -> bool:
+def starts_with(path: Path, prefix: bytes) -> bool:
     """Whether the file's first non-blank bytes are `prefix` (a JSON array, not JSON lines)."""
     with path.open("rb") as stream:
         return stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(prefix)
 
 
-_TOKEN_ONLY = tuple(e for e in TOKEN_EXTENSIONS if e != ".txt")  # never plain text
-
-
-@dataclass(frozen=True)
-class CorpusReader:
-    """Unlabelled text for masked-LM pre-training: .txt/.md files (each non-empty line a
-    document; Chinese text needs no spaces), CSV/TSV/JSONL rows of `text_column`, or the
-    sentences of CoNLL-style token files (`data.format: conll`, or a .conll/.bio/.bmes/...
-    file; tags ignored), e.g. the training file of an NER task."""
-
-    tagged = False
-
-    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
-        suffix = path.suffix.lower()
-        if cfg.format == "conll" or (cfg.format == "auto" and suffix in _TOKEN_ONLY):
-            sentences = TokenReader().read_file(path, cfg, labelled=False)
-            return [Example(text=e.text, source=e.source) for e in sentences]
-        from bridgetune.knowledge.corpus import LazyLines
-
-        if suffix in (".txt", ".md", ".text"):
-            self.refuse_tag_lines(path)
-            return LazyLines.scan(  # read from disk when needed: a corpus can outgrow memory
-                path, lambda line, number: Example(text=line, source=f"{path}:{number}")
-            )
-        fmt = detect_format(path, cfg.format, tagged=False)
-        if fmt == "jsonl" and not _starts_with(path, b"["):
-            return LazyLines.scan(path, lambda line, number: self.read_row(
-                json_row(line, path, number), cfg, (path, number)))  # fmt: skip
-        return [self.read_row(row, cfg, (path, n)) for n, row in read_records(path, fmt)]
-
-    @staticmethod
-    def refuse_tag_lines(path: Path) -> None:
-        """A .txt file of token + tag lines read as documents would train on the tags."""
-        with path.open(encoding="utf-8", errors="replace") as stream:
-            lines = [line for _, line in zip(range(400), stream)]
-        sample = [line.split() for line in lines if line.strip()][:200]
-        tagged = [parts for parts in sample if len(parts) >= 2 and _TAG.fullmatch(parts[-1])]
-        if sample and len(tagged) >= 0.8 * len(sample):
-            raise DataError(
-                f"{path}: looks like a CoNLL-style tag file (line 1: {lines[0].strip()!r}); "
-                "set data.format: conll to pre-train on its sentences, tags ignored"
-            )
-
-    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
-        path, number = where
-        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
-        text = column(row, cfg.text_column, path, number)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}:{number}: empty text in column '{cfg.text_column}'")
-        return Example(text=text.strip(), source=f"{path}:{number}")
-
-    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
-        return []
-
-    def check_label_set(self, labels: list[str], source: str) -> None:
-        return None
-
-    def stratum(self, example: Example) -> str | None:
-        return None
+TOKEN_ONLY = tuple(e for e in TOKEN_EXTENSIONS if e != ".txt")  # never plain text

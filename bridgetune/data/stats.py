@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from bridgetune.data.batching import IGNORE
 from bridgetune.data.io import Splits
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import example_labels
@@ -60,3 +61,40 @@ def describe_splits(
     if splits.test:
         report["test_in_train"] = sum(_key(e) in train_keys for e in splits.test)
     return report
+
+
+def report_truncation(
+    splits: dict[str, tuple[list[dict], list[Example]]], max_length: int, policy: str = "cut"
+) -> None:
+    """Say how many examples of each split were cut to max_length, and how many lost every
+    token they train on (a prompt that leaves no room for its answer: they teach nothing).
+
+    Raises:
+        DataError: `policy` is "error" and an example is longer than max_length.
+    """
+    from rich.console import Console
+
+    from bridgetune.data.schema import DataError
+
+    for split, (rows, examples) in splits.items():
+        cut = [i for i, f in enumerate(rows) if f.get("truncated")]
+        if cut and policy == "error":
+            raise DataError(
+                f"{examples[cut[0]].source}: longer than model.max_length={max_length} "
+                f"({len(cut)} {split} examples are); raise model.max_length, shorten them, or "
+                "set model.truncation: cut"
+            )
+        empty = sum(
+            1
+            for i in cut
+            if isinstance(rows[i].get("labels"), list)
+            and rows[i]["labels"]
+            and all(label == IGNORE for label in rows[i]["labels"])
+        )
+        if cut:
+            Console(stderr=True).print(
+                f"[yellow]{len(cut)} of {len(rows)} {split} examples are longer than "
+                f"model.max_length={max_length} and were truncated"
+                + (f"; {empty} of them kept no answer token and teach nothing" if empty else "")
+                + "[/yellow]"
+            )

@@ -30,7 +30,6 @@ from typing import Any, Protocol
 import torch
 
 from bridgetune.registry import Registry
-from bridgetune.tasks.base import TASKS
 
 
 @dataclass
@@ -61,6 +60,15 @@ class HeadModel(Protocol):
     ) -> torch.nn.Module: ...
 
 
+def output_logits(output: Any) -> torch.Tensor:
+    """A model output's logits; question-answering models' start and end logits are stacked
+    on a last axis of two, (batch, tokens, 2), so every task's logits are one tensor."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return logits
+    return torch.stack([output.start_logits, output.end_logits], dim=-1)
+
+
 # head type -> "module:class" of its HeadModel, imported only when a directory of that type
 # loads (a package of its own registers its heads the same way)
 HEADS: Registry[str] = Registry("head type")
@@ -76,7 +84,9 @@ for _kind, _where in {
     HEADS.register(_kind)(_where)
 
 
-def load_head_model(directory: Path, meta: dict[str, Any]) -> torch.nn.Module | None:
+def load_head_model(
+    directory: Path, meta: dict[str, Any], multilabel: bool = False
+) -> torch.nn.Module | None:
     """The head model saved in `directory`, or None for a plain transformers classifier.
 
     Raises:
@@ -85,7 +95,6 @@ def load_head_model(directory: Path, meta: dict[str, Any]) -> torch.nn.Module | 
     head = meta.get("head")
     if not head:
         return None
-    multilabel = TASKS.get(meta["task"]).problem == "multi"
     try:
         return load_head(directory, head, list(meta["labels"]), multilabel)
     except KeyError as error:
@@ -119,7 +128,7 @@ def load_base_model(head: dict[str, Any], labels: list[str]) -> torch.nn.Module:
     import transformers
 
     from bridgetune.models import resolve_model
-    from bridgetune.tasks.base import load_pretrained
+    from bridgetune.models.pretrained import load_pretrained
 
     auto = getattr(transformers, AUTO_CLASSES.get(head["problem"], AUTO_CLASSES["single"]))
     if head["problem"] in ("lm", "seq2seq"):  # a language model's head is its vocabulary

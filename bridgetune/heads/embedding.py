@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bridgetune.heads import HeadOutput
-from bridgetune.losses import task_loss
 
 HEAD_WEIGHTS = "head.safetensors"
 
@@ -72,9 +71,7 @@ class EmbeddingClassifier(torch.nn.Module):
     ) -> HeadOutput:
         embeddings = self.embed(input_ids, attention_mask, token_type_ids)
         logits = self.linear(embeddings.to(self.linear.weight.dtype) * self.scale)
-        return HeadOutput(
-            logits, task_loss(logits, labels, "multi" if self.multilabel else "single")
-        )
+        return HeadOutput(logits)
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Encoder in transformers format plus head.safetensors; returns the head's meta."""
@@ -135,10 +132,7 @@ class ContrastiveModel(torch.nn.Module):
     ) -> HeadOutput:
         embeddings = self.embed_sorted(input_ids, attention_mask, token_type_ids)
         cosine = (embeddings[first] * embeddings[second]).sum(-1)
-        loss = None
-        if labels is not None:
-            loss = torch.nn.functional.mse_loss(cosine.float(), labels.float())
-        return HeadOutput(cosine.unsqueeze(-1), loss)
+        return HeadOutput(cosine.unsqueeze(-1))  # the loss is the task's (PairSimilarityTask)
 
     def embed_sorted(
         self,
@@ -160,3 +154,23 @@ class ContrastiveModel(torch.nn.Module):
             types = None if token_type_ids is None else token_type_ids[rows, :width]
             parts.append(self.embed(input_ids[rows, :width], attention_mask[rows, :width], types))
         return torch.cat(parts)[torch.argsort(order)]  # back to the rows' order
+
+
+@torch.inference_mode()
+def embed_texts(
+    encoder: torch.nn.Module, tokenizer: Any, texts: list[str], max_length: int, batch: int = 64
+) -> torch.Tensor:
+    """Normalized mean-pooled embeddings of `texts` (fp32, on the CPU)."""
+    embed = SentenceEncoder(encoder).eval()
+    device = next(encoder.parameters()).device
+    rows = []
+    for start in range(0, len(texts), batch):
+        inputs = tokenizer(
+            texts[start : start + batch],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
+        rows.append(embed(**inputs).float().cpu())
+    return torch.cat(rows)

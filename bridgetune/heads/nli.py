@@ -15,7 +15,6 @@ import torch
 
 from bridgetune.heads import HeadOutput
 from bridgetune.heads.prompt import SpecialTokens, pad_rows, position_limit
-from bridgetune.losses import task_loss
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -99,9 +98,7 @@ class NLIClassifier(torch.nn.Module):
         if self.multilabel:
             # sigmoid(e - logsumexp(contrast)) is the softmax of entailment against the contrast.
             logits = logits - torch.logsumexp(pair_logits[..., self.contrast], dim=-1)
-        return HeadOutput(
-            logits, task_loss(logits, labels, "multi" if self.multilabel else "single")
-        )
+        return HeadOutput(logits)
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the cross-encoder (safetensors) and return the head's entry for bridgetune.json."""

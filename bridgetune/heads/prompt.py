@@ -19,7 +19,6 @@ import torch
 
 from bridgetune.data.batching import padded
 from bridgetune.heads import HeadOutput
-from bridgetune.losses import task_loss
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -207,9 +206,7 @@ class PromptClassifier(torch.nn.Module):
         rows = torch.arange(len(positions), device=vocab_logits.device)
         at_mask = vocab_logits[rows, torch.tensor(positions, device=vocab_logits.device)]
         logits = at_mask[:, self.word_ids].float() @ self.word_weights.float().T
-        return HeadOutput(
-            logits, task_loss(logits, labels, "multi" if self.multilabel else "single")
-        )
+        return HeadOutput(logits)
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the MLM (safetensors) and return the head's entry for bridgetune.json."""

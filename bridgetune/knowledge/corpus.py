@@ -31,7 +31,7 @@ PROGRESS_FROM = 50_000  # documents: a progress bar from this corpus size on
 
 def cache_root() -> Path:
     """Where the windows are cached (bridgetune's cache, as for pulled models)."""
-    from bridgetune.pulled import user_cache
+    from bridgetune.models.pulled import user_cache
 
     return user_cache()
 
@@ -175,7 +175,7 @@ def windows(
     for a chunk of documents; `settings` is everything besides the text and the vocabulary that
     changes the windows (masking, phrases, max_length).
     """
-    from bridgetune.atomic import atomic_directory
+    from bridgetune.lifecycle.atomic import atomic_directory
 
     directory = cache_root() / "corpus" / cache_key(examples, tokenizer, settings)
     if not all((directory / name).is_file() for name in FILES):

@@ -1,11 +1,11 @@
-"""A linear-chain CRF over the word tags of a token classifier (`model.crf: true`).
+"""A linear-chain CRF over the word tags of a token classifier (`task.crf: true`).
 
 The tagger's per-word scores (emissions) get learned transition scores between tags, and the
 best tag sequence is found by Viterbi instead of an arg-max per word. Transitions that the tag
 scheme forbids (I-X after O in IOB2, anything but I-X/E-X after B-X in BIOES/BMES, ...) are
 fixed at a large negative score, so the decoded sequence is always valid.
 
-So that the loss stays the task's one loss computed from logits (bridgetune.losses), the CRF
+So that the loss stays the task's one loss computed from logits (bridgetune.tasks.losses), the CRF
 model's logits are the emissions (batch, tokens, tags) followed by L + 2 parameter rows:
 the transitions (row = previous tag, column = next tag), the start scores and the end scores.
 The loss ("crf": negative log-likelihood of the gold tags, per word) and the task's decoder

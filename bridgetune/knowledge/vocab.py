@@ -29,6 +29,9 @@ from typing import Any
 
 import torch
 
+from bridgetune.config import ConfigError, RunConfig
+from bridgetune.data.splits import Splits
+
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _UNIT = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_\u3400-\u9fff\uf900-\ufaff]+")
 LONG_WORD = 4  # a non-CJK word in this many pieces or more is a candidate
@@ -162,3 +165,33 @@ def example_texts(examples: Iterable[Any]) -> Iterable[str]:
                 yield label["completion"]
             for message in label.get("messages") or []:
                 yield message.get("content") or ""
+
+
+def extended_vocabulary(cfg: RunConfig, tokenizer: Any, splits: Splits) -> Any:
+    """model.extend_vocab applied to `tokenizer` (bridgetune.knowledge.vocab), reported; None
+    when the config does not ask for it."""
+    if not cfg.model.extend_vocab:
+        return None
+    from rich.console import Console
+
+    from bridgetune.knowledge.vocab import example_texts, extend_vocabulary
+
+    if cfg.method.name != "full":
+        raise ConfigError(
+            f"model.extend_vocab needs the new embeddings to train: method.name: full (not "
+            f"{cfg.method.name})"
+        )
+    extension = extend_vocabulary(
+        tokenizer,
+        example_texts(splits.train),
+        cfg.model.extend_vocab,
+        cfg.model.extend_vocab_min_count,
+        cfg.model.extend_vocab_max_tokens,
+    )
+    before, after = extension.before, extension.after
+    Console(stderr=True).print(
+        f"vocabulary: {len(extension.added)} tokens added (e.g. {' '.join(extension.added[:8])}); "
+        f"[UNK] share of the training text {before['unk_share']:.1%} -> {after['unk_share']:.1%}, "
+        f"pieces per word {before['pieces_per_unit']} -> {after['pieces_per_unit']}"
+    )
+    return extension

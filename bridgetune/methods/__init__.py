@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bridgetune.config import ConfigError, MethodConfig, schema_lines, schema_markdown
+from bridgetune.config import ConfigError, MethodConfig, schema_lines
 from bridgetune.methods import freeze as _freeze  # noqa: F401  (registers)
 from bridgetune.methods import peft as _peft  # noqa: F401  (registers)
 from bridgetune.methods import prefix as _prefix  # noqa: F401  (registers)
@@ -71,11 +71,6 @@ def params_schema_lines() -> list[tuple[str, str, str]]:
         for key, default, text in schema_lines(METHODS.get(name).Params):
             rows.append((f"method.{key}", default, f"{name}: {text}"))
     return rows
-
-
-def config_reference() -> str:
-    """docs/config.md: every config key, the methods' options included."""
-    return schema_markdown(params_schema_lines())
 
 
 def check_method(
@@ -143,7 +138,6 @@ __all__ = [
     "Params",
     "apply_method",
     "check_method",
-    "config_reference",
     "count_parameters",
     "head_modules",
     "is_head",

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from bridgetune.losses import output_logits, task_loss
+from bridgetune.heads import output_logits
 from bridgetune.methods.base import Params, method
 
 MERGEABLE = ("lora", "ia3")
@@ -162,7 +162,7 @@ class AdapterModel(torch.nn.Module):
         logits = output_logits(self.peft_model(**inputs))
         if self.problem in ("token", "span") and logits.shape[1] > input_ids.shape[1]:
             logits = logits[:, -input_ids.shape[1] :]  # drop the virtual tokens' rows
-        return HeadOutput(logits, task_loss(logits, labels, self.problem))
+        return HeadOutput(logits)
 
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.peft_model.get_input_embeddings()

@@ -158,12 +158,11 @@ class PrefixModel(torch.nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> Any:
-        from bridgetune.heads import HeadOutput
-        from bridgetune.losses import output_logits, task_loss
+        from bridgetune.heads import HeadOutput, output_logits
         from bridgetune.methods.peft import body_inputs
 
         logits = output_logits(self.model(**body_inputs(input_ids, attention_mask, token_type_ids)))
-        return HeadOutput(logits, task_loss(logits, labels, self.problem))
+        return HeadOutput(logits)
 
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.model.get_input_embeddings()

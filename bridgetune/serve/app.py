@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bridgetune.config import ServeConfig
 from bridgetune.data.schema import Example
-from bridgetune.predictor import Predictor
+from bridgetune.inference.predictor import Predictor
 from bridgetune.serve import schemas
 from bridgetune.serve.batching import MicroBatcher
 from bridgetune.serve.chat import add_chat_routes, generation_feedback
@@ -139,7 +139,7 @@ def create_app(model: str | Path | Predictor, config: ServeConfig | None = None)
 
 
 def _version() -> str:
-    from bridgetune import __version__
+    from bridgetune._version import __version__
 
     return __version__
 
@@ -170,7 +170,7 @@ async def _load_initial(service: Service) -> None:
 
 
 async def _load_knowledge(service: Service) -> None:
-    from bridgetune.retrieval import KnowledgeBase
+    from bridgetune.inference.retrieval import KnowledgeBase
 
     settings = service.config.knowledge
     try:
@@ -303,7 +303,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             task=slot.task,
             output=slot.predictor.task.output,
             takes_pairs=slot.predictor.task.takes_pairs,
-            chat=bool(getattr(slot.predictor.task, "chat", False)),
+            chat=slot.predictor.task.chat,
             knowledge_passages=len(service.knowledge.passages) if service.knowledge else None,
             labels=list(slot.predictor.task.labels),
             tag_scheme=meta.get("tag_scheme"),
@@ -323,7 +323,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         )
 
     def info_precision(slot: Any) -> str:
-        if slot.predictor.task.output != "generation" or config.precision in ("bf16", "fp16"):
+        if not slot.predictor.task.generative or config.precision in ("bf16", "fp16"):
             return serving_precision(config.precision, slot.predictor.device)
         # generation keeps the model's dtype under 'auto' (bridgetune.serve.chat.engine_for)
         dtype = next(slot.predictor.model.parameters()).dtype
@@ -345,9 +345,9 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             )
         service.follow()
         slot = service.ready_slot()
-        if slot.predictor.task.output == "ranking":
+        if slot.predictor.task.ranks:
             raise RequestError(422, "this ranking model answers POST /v1/rank (query, candidates)")
-        if slot.predictor.task.output == "generation":
+        if slot.predictor.task.generative:
             raise RequestError(
                 422, "this generative model answers POST /v1/chat/completions and /v1/generate"
             )
@@ -370,7 +370,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             )
         service.follow()
         slot = service.ready_slot()
-        if slot.predictor.task.output != "ranking":
+        if not slot.predictor.task.ranks:
             raise RequestError(
                 422, f"this {slot.task} model answers POST /v1/predict, not /v1/rank"
             )
@@ -398,7 +398,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         if service.store is None:
             raise HTTPException(503, "no feedback store: start the server with feedback_db set")
         text = body.text
-        if slot.predictor.task.output == "generation":
+        if slot.predictor.task.generative:
             text, label = generation_feedback(slot, body)
         elif text is None or body.messages is not None or body.rating is not None:
             raise RequestError(

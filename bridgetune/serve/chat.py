@@ -134,7 +134,7 @@ def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None
     def generative_slot() -> Any:
         service.follow()
         slot = service.ready_slot()
-        if slot.predictor.task.output != "generation":
+        if not slot.predictor.task.generative:
             raise RequestError(
                 422, f"this {slot.task} model does not generate text; it answers /v1/predict"
             )
@@ -142,7 +142,7 @@ def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None
 
     def capped(slot: Any, options: dict[str, Any]) -> dict[str, Any]:
         """A request without max_tokens gets the model's default, within the server's cap."""
-        from bridgetune.generation import default_new_tokens
+        from bridgetune.inference.generation import default_new_tokens
 
         if options.get("max_new_tokens") is None:
             model = slot.predictor.model
@@ -264,7 +264,7 @@ def generation_feedback(slot: Any, body: Any) -> tuple[str, dict[str, Any]]:
     down without a correction), the `rating`, and for a chat model the conversation
     (`messages`, ending with the user's turn) that `bridgetune feedback export` writes back as
     training data."""
-    chat = bool(getattr(slot.predictor.task, "chat", False))
+    chat = slot.predictor.task.chat
     turns = None
     if body.messages is not None:
         if not chat:
@@ -309,7 +309,7 @@ async def _retrieve(
     system turn, its tokens, and the passages (numbered as in the prompt) to return as
     sources. Passages that would push the prompt past the model's max_length go, the weakest
     first, so truncation never cuts the conversation's start for them."""
-    from bridgetune.retrieval import with_passages
+    from bridgetune.inference.retrieval import with_passages
 
     knowledge = service.knowledge
     if knowledge is None:
@@ -347,7 +347,7 @@ def engine_for(service: Any, slot: Any) -> GenerationEngine | None:
         autocast = None
         if precision in ("bf16", "fp16"):  # 'auto' keeps the model's dtype (bf16 autocast on a
             # CPU made generation slower: casts per step outweigh the faster matmuls)
-            from bridgetune.predictor import autocast_for
+            from bridgetune.inference.predictor import autocast_for
 
             def autocast() -> Any:
                 return autocast_for(predictor.device, precision)

@@ -15,9 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bridgetune.config import ServeConfig
-
-SPEC_ENV = "BRIDGETUNE_SERVE_SPEC"
-POINTER_ENV = "BRIDGETUNE_MODEL_POINTER"
+from bridgetune.serve.state import POINTER_ENV, SPEC_ENV
 
 
 def run_server(model_dir: str | Path, config: ServeConfig, access_log: bool = False) -> None:

@@ -13,10 +13,10 @@ import torch
 
 from bridgetune.config import ServeConfig
 from bridgetune.data.schema import Example
-from bridgetune.monitor import Alert, DriftMonitor, post_alert
-from bridgetune.predictor import Predictor, infer
+from bridgetune.inference.predictor import Predictor, infer
+from bridgetune.lifecycle.monitor import Alert, DriftMonitor, post_alert
+from bridgetune.lifecycle.store import FeedbackStore
 from bridgetune.serve.metrics import ServiceMetrics
-from bridgetune.serve.store import FeedbackStore
 
 log = logging.getLogger("bridgetune.serve")
 

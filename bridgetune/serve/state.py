@@ -17,15 +17,19 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from bridgetune.atomic import atomic_write_text
 from bridgetune.config import ServeConfig
-from bridgetune.predictor import Predictor
+from bridgetune.inference.predictor import Predictor
+from bridgetune.lifecycle.atomic import atomic_write_text
 from bridgetune.serve.batching import MicroBatcher
 from bridgetune.serve.metrics import ServiceMetrics
-from bridgetune.serve.run import POINTER_ENV
 from bridgetune.serve.service import ModelSlot, Observer, RequestError, open_store
 
 log = logging.getLogger("bridgetune.serve")
+
+# a multi-worker service (bridgetune.serve.run): the spec each worker builds its app from, and
+# the file that names the model every worker serves (so a reload reaches them all)
+SPEC_ENV = "BRIDGETUNE_SERVE_SPEC"
+POINTER_ENV = "BRIDGETUNE_MODEL_POINTER"
 
 
 class Service:
@@ -45,7 +49,7 @@ class Service:
         self.batcher: MicroBatcher | None = None
         self.reloading = asyncio.Lock()
         self.generating = asyncio.Lock()  # serial generation (bridgetune.serve.chat)
-        self.knowledge: Any = None  # bridgetune.retrieval.KnowledgeBase once loaded
+        self.knowledge: Any = None  # bridgetune.inference.retrieval.KnowledgeBase once loaded
         self.api_keys = [*config.api_keys, *_env_keys("BRIDGETUNE_API_KEYS")]
         self.admin_keys = [*config.admin_keys, *_env_keys("BRIDGETUNE_ADMIN_KEYS")]
         pointer = os.environ.get(POINTER_ENV)

@@ -1,79 +1,164 @@
-"""The Task protocol, its registry, and the padding collate every task shares."""
+"""The Task base (the protocol every task implements, with the defaults of its optional members),
+the task registry, and the padding collate every task shares."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from bridgetune.data.batching import padded
 from bridgetune.data.schema import Example
 from bridgetune.registry import Registry
+from bridgetune.tasks.losses import LOSSES, class_weights, divergence, task_loss
 
 Feature = dict[str, Any]
 
 
-class Task(Protocol):
-    """What the loop, the methods, the predictor, the service and the monitor need from a task;
-    they ask the task instead of comparing task names.
+class NoOptions(BaseModel):
+    """The `task.*` options of a task that takes none (a key there is a config error)."""
 
-    `labels` are class names (or tags); `auto_class` names the transformers Auto class that
-    loads a saved model of the task; `problem` is the kind of loss its head trains with
-    ("single": softmax cross-entropy, "multi": sigmoid binary cross-entropy, "token": per-token
-    cross-entropy, "regression": mean squared error), which methods and the objective build
-    on; `default_metric` is the dev metric that picks the best checkpoint, and
-    `lower_is_better` the metrics that improve downwards (MAE); `takes_pairs`: every input is a
-    (text, text_pair) pair; `output` is what a prediction carries ("label", "labels",
-    "entities", "value", "answer", "ranking"; the playground renders by it) and `prediction`
-    the pydantic model of its fields (bridgetune.tasks.predictions: what `decode` returns, what
-    predict writes and the service documents); `reader` reads, validates and labels its data
-    (bridgetune.data.readers). Class attributes, so they can be read from `TASKS.get(name)`
-    before a task object exists.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Task:
+    """What the loop, the methods, the predictor, the service and the monitor need from a task;
+    they ask the task instead of comparing task names. The one base of every task: the
+    optional members have their defaults here (no `getattr` probes elsewhere).
+
+    Class attributes, so they can be read from `TASKS.get(name)` before a task object exists:
+    `auto_class` names the transformers Auto class that loads a saved model of the task;
+    `problem` is the kind of loss its head trains with, read only by the task's own members
+    and the losses library (bridgetune.tasks.losses); `default_metric` is the dev metric that
+    picks the best checkpoint, `lower_is_better` the metrics that improve downwards (MAE);
+    `takes_pairs`: every input is a (text, text_pair) pair; `output` is what a prediction
+    carries ("label", "labels", "entities", "value", "answer", "ranking", "generation"; the
+    playground renders by it) and `prediction` the pydantic model of its fields (what `decode`
+    returns, what predict writes and the service documents); `reader` reads, validates and
+    labels its data; `Options` is the pydantic model of the task's own `task.*` options,
+    validated with the config like `method.*`, handed to `create` and saved with the model.
     """
 
     name: str
     labels: list[str]
-    auto_class: str
-    problem: str
-    default_metric: str
-    takes_pairs: bool
-    reader: Any
-    output: str
-    prediction: type[BaseModel]
-    lower_is_better: frozenset[str]
+    auto_class: str = "AutoModelForSequenceClassification"
+    problem: str = "single"
+    default_metric: str = "accuracy"
+    takes_pairs: bool = False
+    reader: Any = None
+    output: str = "label"
+    prediction: type[BaseModel] = BaseModel
+    lower_is_better: frozenset[str] = frozenset()
+    Options: type[BaseModel] = NoOptions
+
+    generative = False  # generates text (generate, chat, generation metrics)
+    multilabel = False  # several labels per text (sigmoid scores)
+    chat = False  # prompts are conversations in the model's chat template
+    takes_rules = False  # `rules:` apply to its predictions (bridgetune.knowledge.rules)
+    takes_gazetteers = False  # `knowledge.gazetteers` become model inputs
+    packs = False  # `task.packing`: several examples per training row
+    baseline_eval = False  # dev metrics of the model before training are reported too
+    default_method: str | None = None  # the method when a config names none
+    threshold: float | None = None  # a decision threshold fitted on dev (multi-label)
+    takes_crf = False  # `task.crf`: a CRF over its tags
+    text_classes = False  # one or several classes per text (few-shot and zero-shot heads)
+    ranks = False  # ranks candidates against a query (`rank`, /v1/rank)
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> Task:
         """The task for a label set; `settings` (tag_scheme, threshold, ...) as it needs."""
-        ...
+        raise NotImplementedError
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         """Raise ValueError for options of a RunConfig this task cannot take."""
-        ...
 
-    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module: ...
+    @classmethod
+    def losses(cls) -> tuple[str, ...]:
+        """The `train.loss` choices of this task; the first is the default."""
+        return LOSSES[cls.problem]
 
-    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]: ...
+    def settings(self) -> dict[str, Any]:
+        """What the saved model needs to rebuild this task (bridgetune.json "settings")."""
+        return {}
 
-    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]: ...
+    def prepare_tokenizer(self, tokenizer: Any) -> list[str]:
+        """Add the task's own tokens (entity markers, say) to `tokenizer` before the model is
+        built; returns the tokens added (the model's embeddings grow to match)."""
+        return []
+
+    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
+        raise NotImplementedError
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def collate_train(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        """Training batches (a task may pack several examples into a row); else `collate`."""
+        return self.collate(features, pad_id)
+
+    def loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+        smoothing: float = 0.0,
+        kind: str | None = None,
+    ) -> torch.Tensor:
+        """The task's one loss (bridgetune.tasks.losses); class weights, label smoothing and
+        R-Drop wrap it in the objective, which never asks what kind of task this is."""
+        loss = task_loss(logits, labels, self.problem, weights, smoothing, groups, kind)
+        assert loss is not None  # training batches carry labels
+        return loss
+
+    def divergence(
+        self, first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """How far two dropout passes' predictions are apart (R-Drop's regularizer)."""
+        return divergence(first, second, labels, self.problem)
+
+    def class_weights(self, setting: Any, features: list[Feature]) -> torch.Tensor | None:
+        """Per-class loss weights for `train.class_weights` (bridgetune.tasks.losses)."""
+        return class_weights(setting, self.labels, features, self.multilabel)
+
+    def output_layer(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """The layer the loss may run on scored positions only (causal LMs), else None."""
+        return None
 
     def decode(
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
     def calibrate(
         self, predictions: list[dict[str, Any]], examples: list[Example]
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[dict[str, Any]]:
+        """Fit decision parameters on dev (the multi-label threshold); default: none."""
+        return predictions
 
-    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict: ...
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
+        raise NotImplementedError
 
-    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]: ...
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
+        """The labels and confidence one prediction adds to drift monitoring."""
+        return [], None
 
-    def counted_labels(self, prediction: dict[str, Any]) -> list[str]: ...
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]:
+        """The labels one prediction adds to the service's label counters."""
+        return []
 
-    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any: ...
+    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
+        """A correction sent to the service, checked and made a stored label.
+
+        Raises:
+            ValueError: the correction does not fit this task (the service answers 422).
+        """
+        raise ValueError(f"task {self.name} takes no feedback corrections")
 
 
 TASKS: Registry[type] = Registry("task")
@@ -109,76 +194,3 @@ def pad_batch(
                 labels[row, : len(feature["labels"])] = torch.tensor(feature["labels"])
             batch["labels"] = labels
     return batch
-
-
-DROPOUT_KEYS = ("hidden_dropout_prob", "dropout", "resid_pdrop", "hidden_dropout")
-
-
-def load_generator(auto_class: Any, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
-    """A pretrained generative model (causal or seq2seq) for training: no cache, the dropout of
-    `kwargs["dropout"]` when given, quantized for QLoRA when `kwargs["quantization"]` says."""
-    from transformers import AutoConfig
-
-    trust = kwargs.get("trust_remote_code", False)
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust)
-    config.use_cache = False  # training; a cache would also hide packed sequences
-    if kwargs.get("dropout") is not None:
-        for key in (*DROPOUT_KEYS, "dropout_rate", "attention_dropout"):
-            if hasattr(config, key):
-                setattr(config, key, kwargs["dropout"])
-    return auto_class.from_pretrained(
-        name_or_path,
-        config=config,
-        trust_remote_code=trust,
-        **quantized(kwargs.get("quantization")),
-    )
-
-
-def quantized(quantization: str | None) -> dict[str, Any]:
-    """from_pretrained arguments that load a model quantized by bitsandbytes on this process's
-    GPU (QLoRA: 4-bit NF4 with double quantization and bf16 compute); {} for "none"."""
-    if quantization in (None, "none"):
-        return {}
-    import os
-
-    from transformers import BitsAndBytesConfig
-
-    if quantization == "8bit":
-        config = BitsAndBytesConfig(load_in_8bit=True)
-    else:
-        config = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
-    return {
-        "quantization_config": config,
-        "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))},
-    }
-
-
-def load_pretrained(
-    auto_class: Any,
-    name_or_path: str,
-    labels: list[str],
-    dropout: float | None = None,
-    **config_kwargs: Any,
-) -> torch.nn.Module:
-    """A pretrained body with a fresh head whose config.json carries the real label names."""
-    from transformers import AutoConfig
-
-    trust = config_kwargs.pop("trust_remote_code", False)
-    config = AutoConfig.from_pretrained(
-        name_or_path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        trust_remote_code=trust,
-        **config_kwargs,
-    )
-    if dropout is not None:
-        for key in DROPOUT_KEYS:
-            if hasattr(config, key):
-                setattr(config, key, dropout)
-    return auto_class.from_pretrained(name_or_path, config=config, trust_remote_code=trust)

@@ -21,14 +21,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridgetune.config import RunConfig
 from bridgetune.data.batching import padded
 from bridgetune.data.readers import GenerationReader
 from bridgetune.data.schema import Example
-from bridgetune.evaluate import loss_metrics
-from bridgetune.losses import IGNORE
-from bridgetune.tasks.base import TASKS, Feature, load_generator, pad_batch
+from bridgetune.models.pretrained import load_generator
+from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
+from bridgetune.tasks.losses import IGNORE
+from bridgetune.tasks.metrics import loss_metrics
 from bridgetune.tasks.predictions import LossPrediction
 
 # ChatML (as SmolLM2 and Qwen use it), for models that come without a chat template
@@ -38,8 +40,20 @@ CHATML = (
 )
 
 
+class PackingOptions(BaseModel):
+    """`task.*` options of causal_lm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    packing: bool = Field(
+        False,
+        description="Pack the examples of a batch into rows of up to max_length "
+        "tokens (positions restart per example, no attention across examples).",
+    )
+
+
 @TASKS.register("causal_lm")
-class CausalLMTask:
+class CausalLMTask(Task):
     """A generative model fine-tuned on completions or conversations; no labels."""
 
     name = "causal_lm"
@@ -50,6 +64,9 @@ class CausalLMTask:
     default_method = "lora"  # used when a config names no method
     takes_pairs = False
     output = "generation"
+    generative = True
+    packs = True  # task.packing: several examples per training row
+    Options = PackingOptions
     prediction = LossPrediction
     reader = GenerationReader()
 
@@ -58,7 +75,7 @@ class CausalLMTask:
     ) -> None:
         self.labels = labels
         self.chat = chat  # trained on conversations (prompts go through the chat template)
-        self.pack_length = pack_length  # train.packing: rows of up to this many tokens
+        self.pack_length = pack_length  # task.packing: rows of up to this many tokens
         self.keep_logits = False  # the model takes `logits_to_keep` (set by build_model)
 
     @classmethod
@@ -132,8 +149,12 @@ class CausalLMTask:
         `kept_logits`)."""
         return self.kept(pad_batch(features, pad_id, label_pad=IGNORE))
 
+    def output_layer(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """The output layer: the loss runs it on scored positions only (Objective)."""
+        return model.get_output_embeddings()
+
     def collate_train(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
-        """Training batches: with train.packing, the batch's examples packed (first fit, in
+        """Training batches: with task.packing, the batch's examples packed (first fit, in
         order) into rows of up to max_length tokens; see `pack`."""
         if not self.pack_length:
             return self.collate(features, pad_id)

@@ -10,14 +10,15 @@ from pydantic import BaseModel
 from bridgetune.config import RunConfig
 from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import Example
-from bridgetune.evaluate import classification_metrics, multilabel_metrics
 from bridgetune.knowledge.gazetteer import Gazetteer, LexiconModel
-from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+from bridgetune.models.pretrained import load_pretrained
+from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
+from bridgetune.tasks.metrics import classification_metrics, multilabel_metrics
 from bridgetune.tasks.predictions import LabelPrediction, LabelsPrediction
 
 
 @TASKS.register("classification")
-class ClassificationTask:
+class ClassificationTask(Task):
     """One label per text (or per text pair); softmax scores."""
 
     name = "classification"
@@ -32,6 +33,7 @@ class ClassificationTask:
     reader = TextReader()
 
     takes_rules = True  # rules: (bridgetune.knowledge.rules) override or veto labels
+    text_classes = True
     takes_gazetteers = True  # knowledge.gazetteers: match counts per type as features
 
     def __init__(
@@ -85,7 +87,7 @@ class ClassificationTask:
             raise ValueError(
                 f"task {cls.name!r} needs data.text_pair_column (the second text's column)"
             )
-        if cls.problem == "multi" and cfg.train.label_smoothing:
+        if cls.multilabel and cfg.train.label_smoothing:
             raise ValueError("train.label_smoothing applies to single-label tasks, not multilabel")
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
@@ -181,12 +183,12 @@ class ClassificationTask:
         if isinstance(label, float):  # a JSON number for a numeric class name ("1")
             label = str(int(label)) if label.is_integer() else str(label)
         chosen = [label] if isinstance(label, str) else list(label)
-        if self.problem != "multi" and len(chosen) != 1:
+        if not self.multilabel and len(chosen) != 1:
             raise ValueError("this model predicts one label per text; give one 'label'")
         unknown = [item for item in chosen if item not in self.labels]
         if unknown:
             raise ValueError(f"unknown label(s) {unknown}; the model's labels are {self.labels}")
-        return chosen if self.problem == "multi" else chosen[0]
+        return chosen if self.multilabel else chosen[0]
 
 
 @TASKS.register("pair")
@@ -206,6 +208,7 @@ class MultiLabelTask(ClassificationTask):
     takes_gazetteers = False
     problem_type = "multi_label_classification"
     problem = "multi"
+    multilabel = True
     default_metric = "f1_micro"
     output = "labels"
     prediction = LabelsPrediction

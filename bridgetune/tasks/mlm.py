@@ -1,6 +1,6 @@
 """Continued masked-LM pre-training on unlabelled text (`bridgetune pretrain`, task `mlm`).
 
-Data (bridgetune.data.readers.CorpusReader): documents, one per line of a .txt file, rows of
+Data (CorpusReader, below): documents, one per line of a .txt file, rows of
 CSV/TSV/JSONL, or the sentences of a CoNLL-style token file (tags ignored); .txt and JSONL files
 are read from disk when needed, so a corpus may be larger than memory. Each document is cut
 into windows of max_length tokens (nothing is dropped), tokenized once: the windows are cached
@@ -20,23 +20,83 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from bridgetune.config import RunConfig
-from bridgetune.data.readers import CorpusReader
-from bridgetune.data.schema import Example
-from bridgetune.evaluate import loss_metrics
+from bridgetune.config import DataConfig, RunConfig
+from bridgetune.data.io import column, detect_format, json_row, read_records
+from bridgetune.data.readers import TAG_PATTERN, TOKEN_ONLY, TokenReader, starts_with
+from bridgetune.data.schema import DataError, Example
+from bridgetune.knowledge.corpus import LazyLines
 from bridgetune.knowledge.masking import add_words, mask, units
-from bridgetune.losses import IGNORE
-from bridgetune.tasks.base import TASKS, Feature, pad_batch
+from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
+from bridgetune.tasks.losses import IGNORE
+from bridgetune.tasks.metrics import loss_metrics
 from bridgetune.tasks.predictions import LossPrediction
 
 
+@dataclass(frozen=True)
+class CorpusReader:
+    """Unlabelled text for masked-LM pre-training: .txt/.md files (each non-empty line a
+    document; Chinese text needs no spaces), CSV/TSV/JSONL rows of `text_column`, or the
+    sentences of CoNLL-style token files (`data.format: conll`, or a .conll/.bio/.bmes/...
+    file; tags ignored), e.g. the training file of an NER task."""
+
+    tagged = False
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        suffix = path.suffix.lower()
+        if cfg.format == "conll" or (cfg.format == "auto" and suffix in TOKEN_ONLY):
+            sentences = TokenReader().read_file(path, cfg, labelled=False)
+            return [Example(text=e.text, source=e.source) for e in sentences]
+        if suffix in (".txt", ".md", ".text"):
+            self.refuse_tag_lines(path)
+            return LazyLines.scan(  # read from disk when needed: a corpus can outgrow memory
+                path, lambda line, number: Example(text=line, source=f"{path}:{number}")
+            )
+        fmt = detect_format(path, cfg.format, tagged=False)
+        if fmt == "jsonl" and not starts_with(path, b"["):
+            return LazyLines.scan(path, lambda line, number: self.read_row(
+                json_row(line, path, number), cfg, (path, number)))  # fmt: skip
+        return [self.read_row(row, cfg, (path, n)) for n, row in read_records(path, fmt)]
+
+    @staticmethod
+    def refuse_tag_lines(path: Path) -> None:
+        """A .txt file of token + tag lines read as documents would train on the tags."""
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            lines = [line for _, line in zip(range(400), stream)]
+        sample = [line.split() for line in lines if line.strip()][:200]
+        tagged = [parts for parts in sample if len(parts) >= 2 and TAG_PATTERN.fullmatch(parts[-1])]
+        if sample and len(tagged) >= 0.8 * len(sample):
+            raise DataError(
+                f"{path}: looks like a CoNLL-style tag file (line 1: {lines[0].strip()!r}); "
+                "set data.format: conll to pre-train on its sentences, tags ignored"
+            )
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        path, number = where
+        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        text = column(row, cfg.text_column, path, number)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{number}: empty text in column '{cfg.text_column}'")
+        return Example(text=text.strip(), source=f"{path}:{number}")
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        return []
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        return None
+
+    def stratum(self, example: Example) -> str | None:
+        return None
+
+
 @TASKS.register("mlm")
-class MaskedLMTask:
+class MaskedLMTask(Task):
     """Masked-LM pre-training of an encoder on unlabelled text; no labels."""
 
     name = "mlm"

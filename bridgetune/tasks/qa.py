@@ -28,7 +28,8 @@ import torch
 from bridgetune.config import RunConfig
 from bridgetune.data.readers import QAReader
 from bridgetune.data.schema import Example
-from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+from bridgetune.models.pretrained import load_pretrained
+from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
 from bridgetune.tasks.predictions import AnswerPrediction
 
 MAX_ANSWER_TOKENS = 64  # longest span considered (a CJK character is a token)
@@ -36,7 +37,7 @@ TOP_K = 20  # start and end candidates per window
 
 
 @TASKS.register("qa")
-class QATask:
+class QATask(Task):
     """Answer spans of a context; `labels` are the model's two outputs (start, end)."""
 
     name = "qa"

@@ -5,7 +5,7 @@ The model is a cross-encoder: the sequence classifier with one output (as regres
 `transformers` loads it) reads "query [SEP] candidate" and gives a score. One example is a whole
 query: a feature holds one row per candidate, and a batch keeps every query whole, so the
 listwise (default) and pairwise losses compare the candidates of the same query
-(`bridgetune.losses.ranking_loss`; `train.loss` picks). `train.batch_size` therefore counts
+(`bridgetune.tasks.losses.ranking_loss`; `train.loss` picks). `train.batch_size` therefore counts
 queries. Metrics are computed per query and averaged: MRR, MAP, NDCG@5/@10 (graded relevance)
 and AUC; the report plots where the first relevant candidate landed.
 """
@@ -35,6 +35,8 @@ class RankingTask(ClassificationTask):
 
     takes_rules = False
     takes_gazetteers = False
+    text_classes = False
+    ranks = True
 
     name = "ranking"
     problem_type = "regression"  # one output: the saved model loads as a plain scorer

@@ -32,6 +32,7 @@ class RegressionTask(ClassificationTask):
 
     takes_rules = False
     takes_gazetteers = False
+    text_classes = False
 
     name = "regression"
     problem_type = "regression"

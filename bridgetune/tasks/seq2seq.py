@@ -10,7 +10,7 @@ so the loop computes the loss from the logits as for every task. A T5 task prefi
 ") goes into `data.prompt_template`.
 
 Dev is scored by loss and perplexity during training and by ROUGE/BLEU/chrF of greedy
-generations at the end (bridgetune.generation), like causal_lm.
+generations at the end (bridgetune.inference.generation), like causal_lm.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import torch.nn.functional as F
 
 from bridgetune.config import RunConfig
 from bridgetune.data.schema import Example
-from bridgetune.losses import IGNORE
-from bridgetune.tasks.base import TASKS, Feature, load_generator, pad_batch
+from bridgetune.models.pretrained import load_generator
+from bridgetune.tasks.base import TASKS, Feature, NoOptions, pad_batch
 from bridgetune.tasks.causal_lm import CausalLMTask
+from bridgetune.tasks.losses import IGNORE
 
 
 @TASKS.register("seq2seq")
@@ -34,6 +35,8 @@ class Seq2SeqTask(CausalLMTask):
     name = "seq2seq"
     auto_class = "AutoModelForSeq2SeqLM"
     problem = "seq2seq"
+    packs = False
+    Options = NoOptions  # no packing: a seq2seq model reads (source, target) rows
 
     def __init__(self, labels: list[str], decoder_start: int | None = None) -> None:
         super().__init__(labels, chat=False)
@@ -42,6 +45,9 @@ class Seq2SeqTask(CausalLMTask):
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> Seq2SeqTask:
         return cls(labels, settings.get("decoder_start"))
+
+    def output_layer(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        return None  # the decoder's logits are all scored: no positions to skip
 
     def settings(self) -> dict[str, Any]:
         return {"decoder_start": self.decoder_start}
@@ -52,7 +58,6 @@ class Seq2SeqTask(CausalLMTask):
         used = [
             key
             for key, value in (
-                ("train.packing", cfg.train.packing),
                 ("data.as_chat", cfg.data.as_chat),
                 ("data.role_map", bool(cfg.data.role_map)),
             )

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from bridgetune.data.schema import Example
-from bridgetune.tasks.base import Feature, pad_batch
+from bridgetune.tasks.base import Feature, Task, pad_batch
 
 
-class PairSimilarityTask:
+class PairSimilarityTask(Task):
     """Collate, decode and score (pair accuracy at 0.5) similarity pairs."""
 
     name = "similarity"

@@ -11,15 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridgetune.config import RunConfig
 from bridgetune.data.readers import TokenReader
 from bridgetune.data.schema import Example
 from bridgetune.data.tags import decode_spans, split_tag
-from bridgetune.evaluate import entity_metrics
 from bridgetune.knowledge.gazetteer import Gazetteer, LexiconModel, collate_lexicon, token_lexicon
-from bridgetune.losses import IGNORE
-from bridgetune.tasks.base import TASKS, Feature, load_pretrained, pad_batch
+from bridgetune.models.pretrained import load_pretrained
+from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
+from bridgetune.tasks.losses import IGNORE
+from bridgetune.tasks.metrics import entity_metrics
 from bridgetune.tasks.predictions import EntitiesPrediction
 
 
@@ -61,8 +63,20 @@ def continuation_labels(labels: list[str], index: dict[str, int], scheme: str) -
     return mapping
 
 
+class TokenOptions(BaseModel):
+    """`task.*` options of ner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crf: bool = Field(
+        False,
+        description="A CRF over the tags (transitions the tag scheme forbids are ruled "
+        "out, Viterbi decoding; train.loss becomes crf). Needs method full.",
+    )
+
+
 @TASKS.register("ner")
-class TokenTask:
+class TokenTask(Task):
     """Named-entity recognition over words (English) or characters (Chinese)."""
 
     name = "ner"
@@ -75,6 +89,8 @@ class TokenTask:
     lower_is_better: frozenset[str] = frozenset()
     reader = TokenReader()
 
+    takes_crf = True  # task.crf: a CRF over the tags
+    Options = TokenOptions
     takes_rules = True  # rules: (bridgetune.knowledge.rules) add, override or veto entities
     takes_gazetteers = True  # knowledge.gazetteers: B/M/E/S match flags per word
 
@@ -125,14 +141,15 @@ class TokenTask:
     def check_config(cls, cfg: RunConfig) -> None:
         """Every option applies to tagging; a CRF trains with its own loss, fully."""
         crf_loss = cfg.train.loss == "crf"
-        if crf_loss and not cfg.model.crf:
-            raise ValueError("train.loss: crf needs model.crf: true (the CRF it trains)")
-        if not cfg.model.crf:
+        crf = bool(cfg.task.options().get("crf"))
+        if crf_loss and not crf:
+            raise ValueError("train.loss: crf needs task.crf: true (the CRF it trains)")
+        if not crf:
             return
         if not crf_loss:
-            raise ValueError(f"model.crf trains with train.loss: crf, not {cfg.train.loss}")
+            raise ValueError(f"task.crf trains with train.loss: crf, not {cfg.train.loss}")
         if cfg.method.name != "full":
-            raise ValueError(f"model.crf needs method.name: full (not {cfg.method.name})")
+            raise ValueError(f"task.crf needs method.name: full (not {cfg.method.name})")
         unsupported = {
             "train.rdrop": cfg.train.rdrop,
             "train.class_weights": cfg.train.class_weights,

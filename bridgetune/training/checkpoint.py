@@ -26,9 +26,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from bridgetune.atomic import atomic_directory
-from bridgetune.distributed import is_sharded, is_sharded_tensor, processes
-from bridgetune.failpoints import failpoint
+from bridgetune.lifecycle.atomic import atomic_directory
+from bridgetune.lifecycle.failpoints import failpoint
+from bridgetune.runtime.processes import is_sharded, is_sharded_tensor, processes
 from bridgetune.training import sharding
 
 STATE_FILE = "loop_state.json"

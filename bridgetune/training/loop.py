@@ -25,10 +25,10 @@ import torch
 from bridgetune.config import TrainConfig
 from bridgetune.data.batching import feature_length, shard, train_batches
 from bridgetune.data.schema import Example
-from bridgetune.distributed import shared
-from bridgetune.evaluate import headline
+from bridgetune.inference.predictor import infer
+from bridgetune.lifecycle.reports import headline
 from bridgetune.methods.dropout import sparse_dropouts
-from bridgetune.predictor import infer
+from bridgetune.runtime.processes import shared
 from bridgetune.tasks import Task
 from bridgetune.training import sharding
 from bridgetune.training.adversarial import EmbeddingAttack
@@ -137,7 +137,7 @@ class Loop:
         extra_metrics: Callable[[torch.nn.Module], dict] | None = None,
     ) -> None:
         """`head`: the task head's module names (train.head_lr); `weights`: class weights (the
-        loss is the task's: `task.problem`).
+        loss is the task's: `Task.loss`).
         `resumable=False` (stages of a command without --resume, e.g. few-shot): no
         checkpoints, and `checkpoint_dir` (which then only holds the best weights while the
         loop runs) is removed at the end. `extra_metrics(model)`: more dev metrics at every
@@ -171,13 +171,11 @@ class Loop:
         if on_cpu:  # the same dropout, drawn by its dropped positions (methods/dropout.py)
             sparse_dropouts(model)
         self.model = model
-        output_layer = None
-        if task.problem == "lm":  # causal LMs: the output layer runs on scored tokens only
-            output_layer = getattr(model, "get_output_embeddings", lambda: None)()
-        self.objective = Objective(task.problem, cfg, weights, output_layer)
+        # causal LMs: the output layer runs on scored tokens only
+        self.objective = Objective(task, cfg, weights, task.output_layer(model))
         # a task may batch training examples its own way (causal_lm packing); evaluation
         # always uses `collate`, one row per example
-        self.collate_train = getattr(task, "collate_train", task.collate)
+        self.collate_train = task.collate_train
         self.attack = None
         if cfg.adversarial != "none":
             self.attack = EmbeddingAttack(model.get_input_embeddings(), cfg)

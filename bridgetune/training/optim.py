@@ -47,7 +47,7 @@ def build_optimizer(
     """AdamW; the fused kernel on GPUs (one launch for all parameters) and CPUs (4x faster
     than the per-tensor loop on MiniLM's 23M parameters: 15 ms a step instead of 60 on two
     cores); the plain one for parameters sharded by FSDP."""
-    from bridgetune.distributed import is_sharded
+    from bridgetune.runtime.processes import is_sharded
 
     groups = parameter_groups(model, cfg, head)
     if not groups:

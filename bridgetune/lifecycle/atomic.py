@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bridgetune.failpoints import failpoint
+from bridgetune.lifecycle.failpoints import failpoint
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2

@@ -209,7 +209,7 @@ def _chunks(paragraphs: list[str], limit: int) -> Iterator[str]:
 
 @torch.inference_mode()
 def _embed(model: Any, tokenizer: Any, texts: list[str], max_length: int, progress: bool):
-    from bridgetune.fewshot import embed_texts
+    from bridgetune.heads.embedding import embed_texts
 
     if not progress or len(texts) <= 256:
         return embed_texts(model, tokenizer, texts, max_length)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bridgetune.pulled import PULLABLE, pulled_path
+from bridgetune.models.pulled import PULLABLE, pulled_path
 
 DEFAULT_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 

@@ -8,13 +8,14 @@ methods never import tasks).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100  # label of positions that do not count (word pieces after the first, padding)
-LOSS_KEYS = ("labels", "groups")  # batch entries the loss reads and the model never sees
+from bridgetune.data.batching import IGNORE, LOSS_KEYS  # noqa: F401  (re-exported)
+from bridgetune.heads import output_logits  # noqa: F401  (re-exported)
 
 # the losses each kind of problem can train with (`train.loss`); the first is the default
 LOSSES: dict[str, tuple[str, ...]] = {
@@ -28,15 +29,6 @@ LOSSES: dict[str, tuple[str, ...]] = {
     "seq2seq": ("cross_entropy",),
     "mlm": ("cross_entropy",),
 }
-
-
-def output_logits(output: Any) -> torch.Tensor:
-    """A model output's logits; question-answering models' start and end logits are stacked
-    on a last axis of two, (batch, tokens, 2), so every task's logits are one tensor."""
-    logits = getattr(output, "logits", None)
-    if logits is not None:
-        return logits
-    return torch.stack([output.start_logits, output.end_logits], dim=-1)
 
 
 def task_loss(
@@ -135,3 +127,69 @@ def ranking_loss(
         return scores.sum() * 0.0
     loss = -(target / total.clamp_min(1e-9) * log_p).sum(-1)
     return loss[counted].mean()
+
+
+def divergence(
+    first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, problem: str
+) -> torch.Tensor:
+    """Symmetric KL between two dropout passes' predictions (R-Drop; tokens: labelled positions
+    only; regression and ranking: the squared difference of the two outputs)."""
+    first, second = first.float(), second.float()
+    if problem in ("regression", "ranking"):
+        return F.mse_loss(first, second)
+    if problem == "multi":
+        p, q = torch.sigmoid(first), torch.sigmoid(second)
+        p, q = torch.stack([p, 1 - p], -1), torch.stack([q, 1 - q], -1)
+        log_p, log_q = p.clamp_min(1e-7).log(), q.clamp_min(1e-7).log()
+    else:
+        log_p, log_q = F.log_softmax(first, -1), F.log_softmax(second, -1)
+        p, q = log_p.exp(), log_q.exp()
+    kl = ((p * (log_p - log_q)) + (q * (log_q - log_p))).sum(-1) / 2
+    if problem == "token":
+        mask = labels != IGNORE
+        return (kl * mask).sum() / mask.sum().clamp_min(1)
+    return kl.mean()
+
+
+def class_weights(
+    setting: str | dict[str, float] | None,
+    labels: list[str],
+    features: list[dict],
+    multilabel: bool = False,
+) -> torch.Tensor | None:
+    """Per-class loss weights from `train.class_weights` and the training features.
+
+    'balanced' is n / (classes x count) as in scikit-learn (multilabel: negatives / positives of
+    each label, BCE's pos_weight); a dict gives weights by label name, 1.0 for the others.
+    """
+    if setting is None:
+        return None
+    if isinstance(setting, dict):
+        unknown = sorted(set(setting) - set(labels))
+        if unknown:
+            raise ValueError(
+                f"train.class_weights names unknown labels {unknown}; labels are: "
+                + ", ".join(labels)
+            )
+        return torch.tensor([float(setting.get(label, 1.0)) for label in labels])
+    if multilabel:
+        positives = torch.tensor([f["labels"] for f in features], dtype=torch.float).sum(0)
+        negatives = len(features) - positives
+        return negatives / positives.clamp_min(1)
+    counts = Counter(_label_ids(features))
+    total = sum(counts.values())
+    present = [i for i in range(len(labels)) if counts[i]]
+    return torch.tensor(
+        [total / (len(present) * counts[i]) if counts[i] else 1.0 for i in range(len(labels))]
+    )
+
+
+def _label_ids(features: list[dict]) -> list[int]:
+    ids: list[Any] = []
+    for feature in features:
+        value = feature["labels"]
+        if isinstance(value, list):
+            ids.extend(v for v in value if v != IGNORE)
+        else:
+            ids.append(value)
+    return ids

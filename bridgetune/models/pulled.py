@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridgetune.atomic import atomic_directory
+from bridgetune.lifecycle.atomic import atomic_directory
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import torch
 
 from bridgetune.config import ConfigError, RunConfig
-from bridgetune.fewshot import embed_texts, prompt_model
-from bridgetune.heads.embedding import EmbeddingClassifier
+from bridgetune.heads.embedding import EmbeddingClassifier, embed_texts
 from bridgetune.models import load_tokenizer, resolve_model
+from bridgetune.recipes.fewshot import prompt_model
 from bridgetune.tasks import Task, build_task
 
 ZERO_SHOT_SCALE = 20.0  # cosine -> logit scale of zero-shot softmax scores (argmax unaffected)
@@ -54,7 +54,7 @@ def zeroshot(
         multilabel: independent labels (sigmoid); 'nli' only.
         text_column, label_column: columns of the files that `predict` and `evaluate` will read.
     """
-    from bridgetune.export import save_model_dir
+    from bridgetune.export.model_dir import save_model_dir
 
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"zeroshot needs two or more distinct labels, got {labels}")
@@ -104,7 +104,7 @@ def _zeroshot_model(
         from bridgetune.heads.nli import NLIClassifier
 
         nli = AutoModelForSequenceClassification.from_pretrained(model_path)
-        multilabel = task.problem == "multi"
+        multilabel = task.multilabel
         return NLIClassifier(nli, tokenizer, labels, hypothesis_template, multilabel), {}
     if method == "prompt":
         if verbalizer is None:
@@ -121,14 +121,14 @@ def _zeroshot_model(
 def _zeroshot_meta(
     task: Task, model: str, method: str, max_length: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
-    from bridgetune import __version__
+    from bridgetune._version import __version__
 
     share = 1 / len(task.labels)
     return {
         "task": task.name,
         "labels": task.labels,
         "tag_scheme": None,
-        "threshold": 0.5 if task.problem == "multi" else None,
+        "threshold": 0.5 if task.multilabel else None,
         "max_length": max_length,
         "base_model": model,
         "method": f"zeroshot-{method}",

@@ -3,8 +3,8 @@
 While a run trains, everything it writes goes to a staging directory beside the run,
 `.<name>.partial/` (its checkpoint, the best weights, then its reports and model); when the run
 has finished, the staging directory and the run directory swap names in one exchange rename
-(bridgetune.atomic). So `<name>/` always holds one whole finished run, reports matching model,
-or nothing; a killed run leaves the previous run untouched.
+(bridgetune.lifecycle.atomic). So `<name>/` always holds one whole finished run, reports
+matching model, or nothing; a killed run leaves the previous run untouched.
 
 - A finished run is replaced only when asked (`--overwrite`); otherwise starting a run into it
   is refused before any work.
@@ -12,7 +12,7 @@ or nothing; a killed run leaves the previous run untouched.
   fresh run removes what a killed writer left (saying so; `--resume` continues it instead) and
   refuses to start while a live process still writes it. After the swap the staging name holds
   the previous run, without an owner file, until it is deleted.
-- Write points, each covered by a failpoint (bridgetune.failpoints) in the fault-injection
+- Write points, each covered by a failpoint (bridgetune.lifecycle.failpoints) in the fault-injection
   test: checkpoint swaps, best weights, reports, the model directory, the run swap.
 - Before training: the output directory must be writable and have room for the checkpoints and
   the model (`check_disk`).
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridgetune.atomic import pid_alive, remove_stale, replace_directory
-from bridgetune.failpoints import failpoint
+from bridgetune.lifecycle.atomic import pid_alive, remove_stale, replace_directory
+from bridgetune.lifecycle.failpoints import failpoint
 
 OWNER_FILE = ".owner.json"
 MODEL_META = Path("model") / "bridgetune.json"
@@ -81,7 +81,7 @@ class RunDirectory:
             FileNotFoundError: `resume` without an unfinished run to continue.
         """
         self._check_target()
-        remove_stale(self.path)  # a fallback swap's leftovers (bridgetune.atomic)
+        remove_stale(self.path)  # a fallback swap's leftovers (bridgetune.lifecycle.atomic)
         # a run killed right after its swap left its owner file in place: it must not travel
         # back to the staging name with the next swap (it would look like an unfinished run)
         (self.path / OWNER_FILE).unlink(missing_ok=True)

@@ -7,7 +7,6 @@ the task decode them; `Predictor` wraps a saved model directory around it.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,9 @@ import torch
 
 from bridgetune.data.batching import eval_batches, feature_length
 from bridgetune.data.schema import Example
-from bridgetune.losses import LOSS_KEYS, output_logits
+from bridgetune.modeldir import read_meta, read_settings
 from bridgetune.tasks import Task, build_task
-
-META_FILE = "bridgetune.json"
+from bridgetune.tasks.losses import LOSS_KEYS, output_logits
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -75,56 +73,6 @@ def infer(
     return results  # type: ignore[return-value]
 
 
-REQUIRED_META = ("task", "labels")
-
-
-class ModelDirectoryError(ValueError):
-    """A model directory bridgetune cannot use; the message names the file and what to do."""
-
-
-GAZETTEERS_FILE = "gazetteers.json"  # knowledge.gazetteers' names, beside bridgetune.json
-
-
-def read_settings(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The task settings of bridgetune.json, with the gazetteers read from their file."""
-    settings = dict(meta.get("settings") or {})
-    if isinstance(settings.get("lexicon"), str):
-        path = Path(directory) / settings["lexicon"]
-        try:
-            names = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ModelDirectoryError(
-                f"{path}: the model's gazetteers cannot be read ({error}); restore the file "
-                "from the run, or retrain"
-            ) from None
-        settings["lexicon"] = {kind: "\n".join(values) for kind, values in names.items()}
-    return settings
-
-
-def read_meta(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{directory} is not a bridgetune model directory "
-            f"(no {META_FILE}); pass the 'model' folder of a run"
-        )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelDirectoryError(
-            f"{path} is not valid JSON ({error}); the file is damaged: retrain, or restore it"
-        ) from None
-    missing = [key for key in REQUIRED_META if key not in meta]
-    if not isinstance(meta, dict) or missing:
-        writer = meta.get("bridgetune_version") if isinstance(meta, dict) else None
-        raise ModelDirectoryError(
-            f"{path} has no {', '.join(repr(k) for k in missing or REQUIRED_META)} (written by "
-            f"{'bridgetune ' + writer if writer else 'an unknown program'}); the file is damaged "
-            "or not from a bridgetune run: retrain, or restore the file"
-        )
-    return meta
-
-
 class Predictor:
     """A loaded model directory: `Predictor.load(dir).predict(["text", ...])`."""
 
@@ -162,7 +110,7 @@ class Predictor:
         )
         from bridgetune.heads import load_head_model
 
-        model = load_head_model(directory, meta)
+        model = load_head_model(directory, meta, task.multilabel)
         if model is None:
             auto_class = getattr(transformers, task.auto_class)
             model = auto_class.from_pretrained(directory, use_safetensors=True)
@@ -180,7 +128,7 @@ class Predictor:
                 examples.append(Example(text=str(item)))
         if self.task.takes_pairs and any(e.text_pair is None for e in examples):
             raise ValueError("this model classifies text pairs: give (text, text_pair) inputs")
-        if self.task.output == "ranking" and any(e.candidates is None for e in examples):
+        if self.task.ranks and any(e.candidates is None for e in examples):
             raise ValueError(
                 "this model ranks candidates: call rank(query, candidates), or give "
                 "Example(text=query, candidates=[...])"
@@ -192,7 +140,7 @@ class Predictor:
     ) -> list[dict[str, Any]]:
         """`candidates` sorted by their score against `query`, best first (ranking models):
         [{"index": position in `candidates`, "text", "score"}, ...], the first `top_k`."""
-        if self.task.output != "ranking":
+        if not self.task.ranks:
             raise ValueError(f"rank() needs a ranking model; this one is a {self.task.name} model")
         if not candidates:
             return []
@@ -203,7 +151,7 @@ class Predictor:
         self, inputs: Sequence[str | tuple[str, str] | Example], batch_size: int = 64
     ) -> list[dict[str, Any]]:
         """Predictions for texts, text pairs or Examples (token Examples keep their words)."""
-        if self.task.output == "generation":
+        if self.task.generative:
             raise ValueError(
                 "this model generates text: call generate(prompts), or `bridgetune generate`"
             )
@@ -234,14 +182,14 @@ class Predictor:
         with its saved chat template. Decoding follows the model's generation config (the
         run's `generate:` section; greedy by default) unless `max_new_tokens` or `decoding`
         (do_sample, temperature, top_p, num_beams, repetition_penalty) say otherwise."""
-        from bridgetune.generation import generate_texts
+        from bridgetune.inference.generation import generate_texts
 
         self._check_generative()
         return generate_texts(
             self.model,
             self.tokenizer,
             prompts,
-            chat=bool(getattr(self.task, "chat", False)),
+            chat=self.task.chat,
             max_length=self.max_length,
             device=self.device,
             batch_size=batch_size,
@@ -250,19 +198,19 @@ class Predictor:
         )
 
     def _check_generative(self) -> None:
-        if self.task.output != "generation":
+        if not self.task.generative:
             raise ValueError(f"this needs a generative model; this is a {self.task.name} one")
 
     def prompt_text(self, prompt: str | list[dict[str, str]]) -> str:
-        """The text a prompt becomes (bridgetune.generation.prompt_text)."""
-        from bridgetune.generation import prompt_text
+        """The text a prompt becomes (bridgetune.inference.generation.prompt_text)."""
+        from bridgetune.inference.generation import prompt_text
 
-        return prompt_text(self.tokenizer, prompt, bool(getattr(self.task, "chat", False)))
+        return prompt_text(self.tokenizer, prompt, self.task.chat)
 
     def prompt_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
         """The token ids of a prompt as `generate` encodes it (a chat template writes its own
         special tokens; a plain prompt gets the tokenizer's)."""
-        chat = bool(getattr(self.task, "chat", False)) or not isinstance(prompt, str)
+        chat = self.task.chat or not isinstance(prompt, str)
         text = self.prompt_text(prompt)
         return self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
 
@@ -280,7 +228,7 @@ class Predictor:
 
         from transformers import TextIteratorStreamer
 
-        from bridgetune.generation import default_new_tokens
+        from bridgetune.inference.generation import default_new_tokens
 
         self._check_generative()
         tokenizer = self.tokenizer

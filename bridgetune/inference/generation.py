@@ -13,14 +13,17 @@ sacreBLEU's `zh` tokenizer.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 
+from bridgetune.config import RunConfig
 from bridgetune.data.schema import Example
-from bridgetune.distributed import is_sharded
+from bridgetune.runtime.processes import is_sharded
+from bridgetune.tasks.base import Task
 
 Prompt = str | list[dict[str, str]]
 
@@ -236,3 +239,81 @@ def shown_prompt(prompt: Prompt) -> str:
         return prompt
     users = [m["content"] for m in prompt if m["role"] == "user"]
     return users[-1] if users else ""
+
+
+def sampled_generations(
+    cfg: RunConfig, task: Task, tokenizer: Any, dev: list[Example]
+) -> Callable[[Any], dict] | None:
+    """With generate.eval_sample, the generation metrics of the first that many dev examples
+    for every evaluation (Loop's extra_metrics); else None."""
+    if not task.generative or not cfg.generate.eval_sample or not dev:
+        return None
+
+    def scores(model: Any) -> dict:
+        found = scored_generations(
+            model, tokenizer, task, cfg, dev, limit=cfg.generate.eval_sample, samples=0
+        )
+        return {k: v for k, v in found.items() if k not in ("samples", "generated")}
+
+    return scores
+
+
+def configure_generation(model: Any, tokenizer: Any, settings: Any) -> None:
+    """The run's decoding options (`generate:`) as the model's generation config, saved with
+    it: `bridgetune generate`, the service and plain transformers decode alike."""
+    model = getattr(model, "peft_model", model)  # an adapter: its base model's configs
+    base = getattr(model, "get_base_model", lambda: model)()
+    config = base.generation_config
+    if not settings.do_sample:  # a base model's sampling defaults (Qwen's, say) go with it
+        from transformers import GenerationConfig
+
+        default = GenerationConfig()
+        for key in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
+            if hasattr(config, key):
+                setattr(config, key, getattr(default, key, None))
+    for key, value in settings.decoding().items():
+        setattr(config, key, value)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    base.config.use_cache = True  # training turned it off; generation wants it
+
+
+def scored_generations(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    cfg: RunConfig,
+    examples: list[Example],
+    limit: int | None | Literal["config"] = "config",
+    samples: int = 10,
+) -> dict[str, Any]:
+    """Generation metrics of `model` on the first `limit` (default: generate.eval_examples)
+    of `examples` (bridgetune.inference.generation.generation_report); {} when there are none.
+    `samples`: how many (prompt, reference, generated) rows to keep for the report."""
+    from rich.console import Console
+
+    from bridgetune.inference.generation import generation_report
+
+    settings = cfg.generate
+    count = settings.eval_examples if limit == "config" else limit
+    chosen = examples if count is None else examples[:count]
+    if not chosen:
+        return {}
+    status = (
+        Console(stderr=True).status(f"generating for {len(chosen)} dev examples")
+        if samples
+        else contextlib.nullcontext()
+    )
+    with status:
+        return generation_report(
+            model,
+            tokenizer,
+            chosen,
+            chat=task.chat,
+            max_length=cfg.model.max_length,
+            device=next(model.parameters()).device,
+            batch_size=settings.batch_size,
+            language=settings.language,
+            samples=samples,
+            **settings.decoding(),
+        )

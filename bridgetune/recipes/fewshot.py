@@ -12,21 +12,19 @@ from typing import Any
 
 import torch
 
-from bridgetune.api import (
-    ConfigLike,
-    Fitted,
-    TrainResult,
-    as_config,
-    claimed_run,
-    finish_run,
-    prepare_task,
-)
 from bridgetune.config import ConfigError, RunConfig
 from bridgetune.data.fewshot import contrastive_pairs
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import load_splits
-from bridgetune.heads.embedding import ContrastiveModel, EmbeddingClassifier, SentenceEncoder
-from bridgetune.rundir import RunDirectory
+from bridgetune.heads.embedding import (
+    ContrastiveModel,
+    EmbeddingClassifier,
+    embed_texts,
+)
+from bridgetune.lifecycle.rundir import RunDirectory
+from bridgetune.recipes.check import ConfigLike, as_config, prepare_task
+from bridgetune.recipes.finish import Fitted, TrainResult, finish_run
+from bridgetune.recipes.train import claimed_run
 from bridgetune.tasks import TASKS, Task, reader_for
 from bridgetune.tasks.similarity import PairSimilarityTask
 from bridgetune.training import sharding
@@ -52,9 +50,9 @@ def fewshot(
     cfg = as_config(config, overrides)
     if cfg.fewshot.mode == "contrastive":
         cfg = contrastive_defaults(cfg)
-    if not fewshot_capable(TASKS.get(cfg.task)):
+    if not fewshot_capable(TASKS.get(cfg.task.name)):
         capable = [name for name in TASKS if fewshot_capable(TASKS.get(name))]
-        raise ConfigError(f"fewshot supports the tasks {capable}, not {cfg.task!r}")
+        raise ConfigError(f"fewshot supports the tasks {capable}, not {cfg.task.name!r}")
     check_fewshot_options(cfg)
     with claimed_run(cfg, overwrite=overwrite) as run:
         return fewshot_run(cfg, run)
@@ -65,7 +63,7 @@ def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
     between the stages api composes for every run."""
     from accelerate.utils import set_seed
 
-    splits = load_splits(cfg.data, reader_for(cfg.task))
+    splits = load_splits(cfg.data, reader_for(cfg.task.name))
     task, tokenizer, model_path = prepare_task(cfg, splits)
     set_seed(cfg.train.seed)
     if cfg.fewshot.mode == "contrastive":
@@ -81,7 +79,7 @@ def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
 
 def fewshot_capable(task: Any) -> bool:
     """Few-shot modes classify single texts (one label or several), from sentence embeddings."""
-    return task.problem in ("single", "multi") and not task.takes_pairs
+    return task.text_classes and not task.takes_pairs
 
 
 def contrastive_defaults(cfg: RunConfig) -> RunConfig:
@@ -126,7 +124,7 @@ def predict_split(
     model: torch.nn.Module, task: Task, pad_id: int, cfg: RunConfig, data: Any
 ) -> list[dict]:
     """Predictions of a trained few-shot model on an encoded split (fp32, its own device)."""
-    from bridgetune.predictor import infer
+    from bridgetune.inference.predictor import infer
 
     device = next(model.parameters()).device
     batch = cfg.train.eval_batch_size
@@ -209,26 +207,6 @@ def train_embeddings(
     return loop.run().state.history
 
 
-@torch.inference_mode()
-def embed_texts(
-    encoder: torch.nn.Module, tokenizer: Any, texts: list[str], max_length: int, batch: int = 64
-) -> torch.Tensor:
-    """Normalized mean-pooled embeddings of `texts` (fp32, on the CPU)."""
-    embed = SentenceEncoder(encoder).eval()
-    device = next(encoder.parameters()).device
-    rows = []
-    for start in range(0, len(texts), batch):
-        inputs = tokenizer(
-            texts[start : start + batch],
-            truncation=True,
-            max_length=max_length,
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
-        rows.append(embed(**inputs).float().cpu())
-    return torch.cat(rows)
-
-
 def train_classifier(
     cfg: RunConfig, task: Task, encoder: torch.nn.Module, tokenizer: Any, train: list[Example]
 ) -> EmbeddingClassifier:
@@ -238,7 +216,7 @@ def train_classifier(
     features = embed_texts(encoder, tokenizer, [e.text for e in train], cfg.model.max_length)
     x = features.numpy()
     labels = task.labels
-    if task.problem == "multi":
+    if task.multilabel:
         rows = []
         for label in labels:
             y = [int(label in e.label) for e in train]
@@ -281,7 +259,7 @@ def train_linear_head(
 
     hidden = encoder.config.hidden_size
     model = EmbeddingClassifier(
-        encoder, torch.zeros(len(task.labels), hidden), multilabel=task.problem == "multi"
+        encoder, torch.zeros(len(task.labels), hidden), multilabel=task.multilabel
     )
     for parameter in model.embed.parameters():
         parameter.requires_grad_(False)
@@ -343,5 +321,5 @@ def prompt_model(cfg: RunConfig, task: Task, tokenizer: Any, model_path: str) ->
         cfg.fewshot.template,
         cfg.fewshot.verbalizer,
         task.labels,
-        task.problem == "multi",
+        task.multilabel,
     )

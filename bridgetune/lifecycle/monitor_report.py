@@ -2,7 +2,7 @@
 
 `bridgetune monitor` reads JSONL lines ``{"text": ..., "timestamp": ...}``, cuts time into fixed
 windows aligned on the epoch (``1h`` windows start on the hour, UTC), summarizes the predictions
-of each window like the service's rolling window (see `bridgetune.monitor`) and writes
+of each window like the service's rolling window (see `bridgetune.lifecycle.monitor`) and writes
 monitor_report.json, monitor_report.md and label_shares.png.
 """
 
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridgetune.atomic import atomic_write_bytes, atomic_write_text
 from bridgetune.config import ConfigError, MonitorConfig
 from bridgetune.data.io import read_records
 from bridgetune.data.schema import DataError
-from bridgetune.monitor import Alert, check_window, label_shares
+from bridgetune.lifecycle.atomic import atomic_write_bytes, atomic_write_text
+from bridgetune.lifecycle.monitor import Alert, check_window, label_shares
 
 UTC = datetime.timezone.utc
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -139,7 +139,7 @@ def summarize_window(
     expected: dict[str, float],
     cfg: MonitorConfig,
 ) -> tuple[dict[str, Any], list[Alert]]:
-    """One window's report entry and the alerts it raised (see `bridgetune.monitor`)."""
+    """One window's report entry and the alerts it raised (see `bridgetune.lifecycle.monitor`)."""
     counts = Counter(label for names, _ in observations for label in names)
     confidences = [c for _, c in observations if c is not None]
     mean = sum(confidences) / len(confidences) if confidences else None

@@ -1,0 +1,112 @@
+"""evaluate a saved model on labelled data, read unlabelled inputs for it, and validate a config's
+data before training."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from bridgetune.config import (
+    DataConfig,
+)
+from bridgetune.data.io import read_file
+from bridgetune.data.schema import Example
+from bridgetune.data.splits import check_labels, load_splits
+from bridgetune.inference.predictor import Predictor, read_meta
+from bridgetune.lifecycle.reports import write_report
+from bridgetune.recipes.check import ConfigLike, as_config, prepare_task, tags_words
+from bridgetune.recipes.predict import load
+from bridgetune.tasks import reader_for
+
+log = logging.getLogger("bridgetune")
+
+
+def saved_data_config(meta: dict[str, Any], path: str) -> DataConfig:
+    return DataConfig(
+        train=path, **{k: v for k, v in meta.get("data", {}).items() if v is not None}
+    )
+
+
+def evaluate(
+    model_dir: str | Path, data: str | Path, output: str | Path | None = None, split: str = "eval"
+) -> dict[str, Any]:
+    """Metrics of a saved model on a labelled file (same columns as training); writes a report
+    (JSON, Markdown, confusion matrix; generative models: sample generations) into `output`
+    when given. A generative model is scored by loss and perplexity and by its generations
+    (ROUGE, BLEU, chrF, exact match, EOS share; decoding from its generation config)."""
+    predictor = load(model_dir)
+    meta = predictor.meta
+    cfg = saved_data_config(meta, str(data))
+    examples = read_file(Path(data), cfg, reader_for(meta["task"]))
+    check_labels(examples, predictor.task.labels, split)
+    if predictor.task.generative:
+        metrics = evaluate_generation(predictor, examples)
+    else:
+        metrics = predictor.task.metrics(predictor.predict(examples), examples)
+    if output is not None:
+        write_report(Path(output), split, metrics, title=f"{Path(model_dir).name}: {data}")
+    return metrics
+
+
+def evaluate_generation(predictor: Predictor, examples: list[Example]) -> dict[str, Any]:
+    """Loss and perplexity of a generative model on labelled `examples`, and the scores of
+    what it generates for them (bridgetune.inference.generation.generation_report)."""
+    from rich.console import Console
+
+    from bridgetune.inference.generation import generation_report
+    from bridgetune.inference.predictor import infer
+
+    task, tokenizer = predictor.task, predictor.tokenizer
+    features = task.encode(examples, tokenizer, predictor.max_length)
+    scored = infer(predictor.model, task, features, examples, tokenizer.pad_token_id,
+                   predictor.device, batch_size=8)  # fmt: skip
+    metrics = task.metrics(scored, examples)
+    with Console(stderr=True).status(f"generating for {len(examples)} examples"):
+        metrics.update(
+            generation_report(
+                predictor.model,
+                tokenizer,
+                examples,
+                chat=task.chat,
+                max_length=predictor.max_length,
+                device=predictor.device,
+            )
+        )
+    return metrics
+
+
+def read_inputs(model_dir: str | Path, path: Path, fmt: str = "auto") -> list[Example]:
+    """Unlabelled inputs from TXT (a text per line), CSV/TSV/JSONL (the model's text columns)
+    or, with fmt='conll', a token file (NER: predictions keep its words)."""
+    from bridgetune.data.io import read_text
+
+    meta = read_meta(Path(model_dir))
+    if fmt == "txt" or (fmt == "auto" and path.suffix.lower() in (".txt", ".text")):
+        return [
+            Example(text=line.rstrip("\r")) for line in read_text(path).split("\n") if line.strip()
+        ]
+    cfg = saved_data_config(meta, str(path))
+    cfg.format = fmt if fmt != "auto" else cfg.format
+    return read_file(path, cfg, reader_for(meta["task"]), labelled=False)
+
+
+def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Check and describe the configured data before training (reads, validates, tokenizes)."""
+    from bridgetune.data.stats import describe_splits
+
+    cfg = as_config(config, overrides)
+    splits = load_splits(cfg.data, reader_for(cfg.task.name))
+    task, tokenizer, _ = prepare_task(cfg, splits)
+
+    def lengths(examples: list[Example]) -> list[int]:
+        if task.generative:  # as encoded: template, prompt, answer and EOS
+            return [len(f["input_ids"]) for f in task.encode(examples, tokenizer, 2**31 - 1)]
+        if tags_words(cfg.task.name):
+            encoded = tokenizer([e.tokens for e in examples], is_split_into_words=True)
+        else:
+            pairs = [e.text_pair for e in examples] if examples[0].text_pair is not None else None
+            encoded = tokenizer([e.text for e in examples], pairs)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    return describe_splits(splits, lengths, cfg.model.max_length, tags_words(cfg.task.name))
