@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 NEVER_IN_INFERENCE = ("bridgetune.training", "bridgetune.recipes", "bridgetune.cli")
 
@@ -71,22 +69,24 @@ def test_the_predictor_loads_no_training_module():
     assert root == ["bridgetune", "bridgetune._version"]  # the package face is lazy
 
 
-@pytest.mark.parametrize("fixture", ["served_classifier", "served_ner"])
-def test_serving_a_model_loads_no_training_module(fixture, request, tmp_path):
-    model_dir = request.getfixturevalue(fixture)
-    store = str(tmp_path / "feedback.db")
-    modules = loaded_modules(
-        "from fastapi.testclient import TestClient\n"
-        "from bridgetune.config import ServeConfig\n"
-        "from bridgetune.serve import create_app\n"
-        f"app = create_app({str(model_dir)!r}, ServeConfig(feedback_db={store!r}))\n"
-        "import time\n"
-        "with TestClient(app) as client:\n"
-        "    while client.get('/ready').status_code != 200:\n"
-        "        time.sleep(0.05)\n"
-        "    answer = client.post('/v1/predict', json={'texts': ['john visited paris']})\n"
-        "    assert answer.status_code == 200, answer.text\n"
-    )
+def test_serving_models_loads_no_training_module(served_classifier, served_ner, tmp_path):
+    lines = [
+        "import time",
+        "from fastapi.testclient import TestClient",
+        "from bridgetune.config import ServeConfig",
+        "from bridgetune.serve import create_app",
+    ]
+    for index, model_dir in enumerate((served_classifier, served_ner)):
+        store = str(tmp_path / f"feedback{index}.db")
+        lines += [
+            f"app = create_app({str(model_dir)!r}, ServeConfig(feedback_db={store!r}))",
+            "with TestClient(app) as client:",
+            "    while client.get('/ready').status_code != 200:",
+            "        time.sleep(0.05)",
+            "    answer = client.post('/v1/predict', json={'texts': ['john visited paris']})",
+            "    assert answer.status_code == 200, answer.text",
+        ]
+    modules = loaded_modules("\n".join(lines))
     assert "bridgetune.serve.app" in modules and "bridgetune.inference.predictor" in modules
     assert training_modules(modules) == []
 

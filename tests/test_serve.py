@@ -360,7 +360,7 @@ def test_an_unexpected_error_is_a_500_with_a_request_id_and_no_stack(
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr("bridgetune.serve.app.schemas.Info", broken)
+    monkeypatch.setattr("bridgetune.serve.schemas.Info", broken)
     app = create_app(classifier, ServeConfig(feedback_db=str(tmp_path / "f.db")))
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/v1/info")

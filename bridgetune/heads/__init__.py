@@ -22,7 +22,6 @@ loads it) and `bridgetune.json` describes the head under the key "head".
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,19 +68,10 @@ def output_logits(output: Any) -> torch.Tensor:
     return torch.stack([output.start_logits, output.end_logits], dim=-1)
 
 
-# head type -> "module:class" of its HeadModel, imported only when a directory of that type
-# loads (a package of its own registers its heads the same way)
-HEADS: Registry[str] = Registry("head type")
-for _kind, _where in {
-    "embedding": "bridgetune.heads.embedding:EmbeddingClassifier",
-    "prompt": "bridgetune.heads.prompt:PromptClassifier",
-    "nli": "bridgetune.heads.nli:NLIClassifier",
-    "adapter": "bridgetune.methods.peft:AdapterModel",
-    "prefix": "bridgetune.methods.prefix:PrefixModel",
-    "crf": "bridgetune.knowledge.crf:CRFTagger",
-    "lexicon": "bridgetune.knowledge.gazetteer:LexiconModel",
-}.items():
-    HEADS.register(_kind)(_where)
+# head type -> its HeadModel class. Each class registers itself in its own module (`@HEADS.
+# register("crf")`); bridgetune.inference.head_types imports every module that defines one, so
+# the Predictor loads a directory of any type (a package of its own registers its heads alike).
+HEADS: Registry[type] = Registry("head type")
 
 
 def load_head_model(
@@ -109,8 +99,7 @@ def load_head(
     Raises:
         KeyError: the entry names a head type no installed code registers.
     """
-    module, name = HEADS.get(head["type"]).split(":")
-    head_class: Any = getattr(importlib.import_module(module), name)
+    head_class: Any = HEADS.get(head["type"])
     return head_class.load(directory, head, labels, multilabel)
 
 

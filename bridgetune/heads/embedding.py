@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from bridgetune.heads import HeadOutput
+from bridgetune.heads import HEADS, HeadOutput
 
 HEAD_WEIGHTS = "head.safetensors"
 
@@ -41,6 +41,7 @@ class SentenceEncoder(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
+@HEADS.register("embedding")
 class EmbeddingClassifier(torch.nn.Module):
     """logits = scale * (embedding @ weight.T) + bias, one row of `weight` per label."""
 

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bridgetune.heads import HeadOutput
+from bridgetune.heads import HEADS, HeadOutput
 from bridgetune.heads.prompt import SpecialTokens, pad_rows, position_limit
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
 
+@HEADS.register("nli")
 class NLIClassifier(torch.nn.Module):
     """Zero-shot through an NLI cross-encoder: the entailment logit of (text, hypothesis(label))."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bridgetune.data.batching import padded
-from bridgetune.heads import HeadOutput
+from bridgetune.heads import HEADS, HeadOutput
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -121,6 +121,7 @@ def pad_rows(
     return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
 
 
+@HEADS.register("prompt")
 class PromptClassifier(torch.nn.Module):
     """A masked LM scoring verbalizer words at the template's mask slot (PET)."""
 

@@ -109,6 +109,7 @@ class Predictor:
             **read_settings(directory, meta),
         )
         from bridgetune.heads import load_head_model
+        from bridgetune.inference import head_types  # noqa: F401  (registers every head type)
 
         model = load_head_model(directory, meta, task.multilabel)
         if model is None:

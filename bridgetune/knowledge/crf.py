@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from bridgetune.data.tags import _transition_error, split_tag
+from bridgetune.heads import HEADS
 
 FORBIDDEN = -1e4  # the score of a transition the scheme does not allow
 FILE = "crf.safetensors"
@@ -132,6 +133,7 @@ def viterbi(emissions: torch.Tensor, transitions: torch.Tensor, start: torch.Ten
     return path[::-1]
 
 
+@HEADS.register("crf")
 class CRFTagger(torch.nn.Module):
     """A token classifier with a CRF on top (see the module docstring)."""
 

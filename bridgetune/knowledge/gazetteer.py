@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from bridgetune.heads import HEADS
+from bridgetune.knowledge import crf  # noqa: F401  (registers the CRF head a lexicon may wrap)
 from bridgetune.knowledge.words import read_word_list
 
 FILE = "lexicon.safetensors"
@@ -177,6 +179,7 @@ def classifier_module(model: torch.nn.Module) -> torch.nn.Module:
     return inner.get_submodule(names[-1])
 
 
+@HEADS.register("lexicon")
 class LexiconModel(torch.nn.Module):
     """A classifier or tagger whose classifier layer also reads gazetteer features."""
 

@@ -139,16 +139,14 @@ def _row(values: tuple) -> FeedbackRow:
     return FeedbackRow(*head, predicted=json.loads(predicted), label=json.loads(label))
 
 
-GENERATIVE = ("causal_lm", "seq2seq")
-
-
 def export_rows(rows: list[FeedbackRow], fmt: str, separator: str = "|") -> str:
-    """Feedback as a training file: CSV/JSONL for classification, CoNLL (IOB2) for NER, JSONL
-    of `messages` (chat models) or `prompt`/`completion` for generative models (rows without an
-    answer to train on, a thumbs down without a correction, are left out)."""
+    """Feedback as a training file in `fmt`: "csv"/"jsonl" for classification, "conll" (IOB2)
+    for NER, "sft": JSONL of `messages` (chat models) or `prompt`/`completion` for generative
+    models (rows without an answer to train on, a thumbs down without a correction, are left
+    out). The caller picks the format from the task (bridgetune.recipes.feedback)."""
     if fmt == "conll":
         return "".join(_conll_sentence(row) for row in rows)
-    if rows and rows[0].task in GENERATIVE:
+    if fmt == "sft":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sft_records(rows))
     records = []
     for row in rows:

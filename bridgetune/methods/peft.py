@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from bridgetune.heads import output_logits
+from bridgetune.heads import HEADS, output_logits
 from bridgetune.methods.base import Params, method
 
 MERGEABLE = ("lora", "ia3")
@@ -135,6 +135,7 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
+@HEADS.register("adapter")
 class AdapterModel(torch.nn.Module):
     """A peft model with the interface of a transformers classifier; see the module docstring."""
 
@@ -160,8 +161,10 @@ class AdapterModel(torch.nn.Module):
 
         inputs = {**body_inputs(input_ids, attention_mask, token_type_ids, position_ids), **decoder}
         logits = output_logits(self.peft_model(**inputs))
-        if self.problem in ("token", "span") and logits.shape[1] > input_ids.shape[1]:
-            logits = logits[:, -input_ids.shape[1] :]  # drop the virtual tokens' rows
+        if not decoder and logits.dim() == 3 and logits.shape[1] > input_ids.shape[1]:
+            # per-token logits (tagging, spans) longer than the input: prompt methods' virtual
+            # tokens come first; drop their rows (a decoder's logits follow its own length)
+            logits = logits[:, -input_ids.shape[1] :]
         return HeadOutput(logits)
 
     def get_input_embeddings(self) -> torch.nn.Module:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from bridgetune.heads import HEADS
 from bridgetune.methods.base import Params, is_head, method, transformer_layers
 
 ATTENTION = "bridgetune_prefix"
@@ -117,6 +118,7 @@ def self_attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return found
 
 
+@HEADS.register("prefix")
 class PrefixModel(torch.nn.Module):
     """A transformers classifier with a trained key/value prefix in every layer; the interface
     of `AdapterModel` (`.logits`, `.loss`, `save`, `load`)."""

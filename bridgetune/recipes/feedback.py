@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bridgetune.lifecycle.atomic import atomic_write_text
 from bridgetune.recipes.check import tags_words
+from bridgetune.tasks import TASKS
 
 log = logging.getLogger("bridgetune")
 
@@ -23,7 +24,7 @@ def export_feedback(
     .conll (IOB2 words) for NER, .jsonl (messages or prompt/completion) for generative models.
     Rows of several tasks cannot share one file.
     """
-    from bridgetune.lifecycle.store import GENERATIVE, FeedbackStore, export_rows, sft_records
+    from bridgetune.lifecycle.store import FeedbackStore, export_rows, sft_records
 
     database, output = Path(database), Path(output)
     if not database.is_file():
@@ -44,7 +45,7 @@ def export_feedback(
     )
     if fmt is None:
         raise ValueError(f"{output}: use a .csv, .jsonl or .conll file name")
-    if tasks and tasks[0] in GENERATIVE:
+    if tasks and TASKS.get(tasks[0]).generative:
         if fmt != "jsonl":
             raise ValueError(
                 "generation feedback exports as JSONL (messages or prompt/completion, as "
@@ -54,7 +55,7 @@ def export_feedback(
         if skipped:
             log.warning("%d rated-down generations without a corrected answer are not training "
                      "data: left out", skipped)  # fmt: skip
-        atomic_write_text(output, export_rows(rows, fmt))
+        atomic_write_text(output, export_rows(rows, "sft"))
         return len(rows) - skipped
     token_level = bool(tasks) and tags_words(tasks[0])
     if token_level and fmt != "conll":
