@@ -12,8 +12,8 @@ whole SST-2 dev set (872 sentences). The settings are SetFit's defaults, for bot
 
 Ours is `bridgetune.recipes.fewshot.train_contrastive` (our loop on the pairs, then the fitted
 head); the peer is `setfit.Trainer.train()`. Training time is the wall time of that one call
-(body and head); loading the model before it and predicting dev after it are outside. The two systems run
-one after the other in this process, never at once, each after `set_seed(seed)`.
+(body and head); loading the model before it and predicting dev after it are outside. The two
+systems run one after the other in this process, never at once, each after `set_seed(seed)`.
 
     python benchmarks/fewshot.py --quick               # k=8, 1 seed: ~2 min on a 2-core CPU
     python benchmarks/fewshot.py                       # k=8,16,64 x 5 seeds
@@ -192,7 +192,9 @@ def run_ours(args: argparse.Namespace, k: int, seed: int, workdir: Path) -> tupl
     from bridgetune.tasks import reader_for
 
     cfg = our_config(args, k, seed, workdir)
-    splits = load_splits(cfg.data, reader_for(cfg.task.name))  # samples k per class with few_shot_seed
+    splits = load_splits(
+        cfg.data, reader_for(cfg.task.name)
+    )  # samples k per class with few_shot_seed
     counts = Counter(e.label for e in splits.train)
     if set(counts.values()) != {k}:
         raise RuntimeError(f"k={k} seed={seed}: the sample has {dict(counts)} examples per label")

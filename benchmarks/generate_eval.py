@@ -51,8 +51,8 @@ def dev_examples(args: argparse.Namespace):
     """(examples, chat formatting, max_length, language) from --config or --dev."""
     from bridgetune.config import DataConfig
     from bridgetune.data.io import read_file
-    from bridgetune.data.readers import GenerationReader
     from bridgetune.recipes.check import as_config
+    from bridgetune.tasks.causal_lm import GenerationReader
 
     if args.config:
         cfg = as_config(args.config)

@@ -120,8 +120,8 @@ def run_ours(args: argparse.Namespace, train: Path, dev: Path, work: Path) -> di
     finally:
         Loop.run, Loop.evaluate = run, evaluate
     from bridgetune.data.io import read_file
-    from bridgetune.data.readers import GenerationReader
     from bridgetune.models import load_tokenizer
+    from bridgetune.tasks.causal_lm import GenerationReader
 
     cfg = bridgetune.as_config(config)
     tokenizer = load_tokenizer(str(result.model_dir))

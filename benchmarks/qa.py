@@ -58,8 +58,7 @@ def main() -> None:
 
     import bridgetune
     from bridgetune.config import DataConfig
-    from bridgetune.data.readers import QAReader
-    from bridgetune.tasks.qa import qa_metrics
+    from bridgetune.tasks.qa import QAReader, qa_metrics
 
     examples = QAReader().read_file(dev, DataConfig(train=str(dev)), True)
     if args.quick:

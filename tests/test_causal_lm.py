@@ -12,10 +12,9 @@ import torch
 
 import bridgetune
 from bridgetune.config import ConfigError, DataConfig
-from bridgetune.data.readers import GenerationReader
 from bridgetune.data.schema import DataError, Example
 from bridgetune.tasks import build_task
-from bridgetune.tasks.causal_lm import CHATML, conversation_tokens
+from bridgetune.tasks.causal_lm import CHATML, GenerationReader, conversation_tokens
 from bridgetune.tasks.losses import IGNORE
 from tests.conftest import tiny_config
 

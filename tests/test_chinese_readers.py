@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridgetune.config import DataConfig
-from bridgetune.data.readers import TokenReader
 from bridgetune.data.schema import DataError
+from bridgetune.tasks.token import TokenReader
 from tests.conftest import tiny_config
 
 

@@ -12,11 +12,10 @@ from fastapi.testclient import TestClient
 
 import bridgetune
 from bridgetune.config import DataConfig
-from bridgetune.data.readers import QAReader
 from bridgetune.data.schema import DataError, Example
 from bridgetune.serve import create_app
 from bridgetune.tasks import build_task
-from bridgetune.tasks.qa import answer_scores, qa_metrics
+from bridgetune.tasks.qa import QAReader, answer_scores, qa_metrics
 from tests.conftest import tiny_config
 
 ARTICLES = [

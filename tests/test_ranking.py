@@ -16,11 +16,10 @@ from typer.testing import CliRunner
 import bridgetune
 from bridgetune.cli import app as cli
 from bridgetune.config import ConfigError, DataConfig
-from bridgetune.data.readers import RankingReader
 from bridgetune.data.schema import DataError
 from bridgetune.serve import create_app
 from bridgetune.tasks.losses import task_loss
-from bridgetune.tasks.ranking import ranking_metrics
+from bridgetune.tasks.ranking import RankingReader, ranking_metrics
 from tests.conftest import tiny_config
 
 # which product suits which customer: the relevant ones share a word the model can learn

@@ -163,7 +163,7 @@ def test_several_targets_train_predict_and_take_feedback(tiny_bert, tmp_path):
 
 def test_rows_with_another_number_of_targets_name_the_line(tmp_path):
     from bridgetune.config import DataConfig
-    from bridgetune.data.readers import NumberReader
+    from bridgetune.tasks.regression import NumberReader
 
     path = tmp_path / "r.csv"
     path.write_text("text,score\na,1|2\nb,3\n", encoding="utf-8")

@@ -31,9 +31,10 @@ from typing import Any
 
 from bridgetune.lifecycle.atomic import pid_alive, remove_stale, replace_directory
 from bridgetune.lifecycle.failpoints import failpoint
+from bridgetune.modeldir import META_FILE
 
 OWNER_FILE = ".owner.json"
-MODEL_META = Path("model") / "bridgetune.json"
+MODEL_META = Path("model") / META_FILE
 
 
 class RunDirectoryError(ValueError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from bridgetune.config import ConfigError, MethodConfig, schema_lines
+from bridgetune.config.base import validated_options
 from bridgetune.methods import freeze as _freeze  # noqa: F401  (registers)
 from bridgetune.methods import peft as _peft  # noqa: F401  (registers)
 from bridgetune.methods import prefix as _prefix  # noqa: F401  (registers)
@@ -45,23 +46,8 @@ def method_params(cfg: MethodConfig) -> Params:
     Raises:
         ConfigError: an option the method does not take (with what it takes), or a bad value.
     """
-    from pydantic import ValidationError
-
-    params = METHODS.get(cfg.name).Params
-    try:
-        return params.model_validate(cfg.options())
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            key = ".".join(str(part) for part in item["loc"])
-            if item["type"] == "extra_forbidden":
-                users = [name for name in METHODS if key in METHODS.get(name).Params.model_fields]
-                takes = ", ".join(params.model_fields) or "no options"
-                where = f"applies to {', '.join(users)}; " if users else ""
-                problems.append(f"method.{key}: {where}method {cfg.name!r} takes {takes}")
-            else:
-                problems.append(f"method.{key}: {item['msg']}")
-        raise ConfigError("; ".join(problems)) from None
+    models = {name: METHODS.get(name).Params for name in METHODS}
+    return validated_options("method", cfg.name, cfg.options(), models)  # type: ignore[return-value]
 
 
 def params_schema_lines() -> list[tuple[str, str, str]]:

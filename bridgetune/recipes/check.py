@@ -15,6 +15,7 @@ from bridgetune.config import (
     build_config,
     load_config,
 )
+from bridgetune.config.base import validated_options
 from bridgetune.data.splits import Splits
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.tasks import TASKS, Task, build_task, reader_for
@@ -106,23 +107,8 @@ def task_options(cfg: RunConfig) -> dict[str, Any]:
         ConfigError: an option the task does not take (with the tasks that take it), or a bad
             value.
     """
-    from pydantic import ValidationError
-
-    options = TASKS.get(cfg.task.name).Options
-    try:
-        return options.model_validate(cfg.task.options()).model_dump()
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            key = ".".join(str(part) for part in item["loc"])
-            if item["type"] == "extra_forbidden":
-                users = [name for name in TASKS if key in TASKS.get(name).Options.model_fields]
-                takes = ", ".join(options.model_fields) or "no options"
-                where = f"applies to {', '.join(users)}; " if users else ""
-                problems.append(f"task.{key}: {where}task {cfg.task.name!r} takes {takes}")
-            else:
-                problems.append(f"task.{key}: {item['msg']}")
-        raise ConfigError("; ".join(problems)) from None
+    models = {name: TASKS.get(name).Options for name in TASKS}
+    return validated_options("task", cfg.task.name, cfg.task.options(), models).model_dump()
 
 
 def tags_words(task: str) -> bool:

@@ -17,21 +17,151 @@ loss); `Predictor.generate` writes text (greedy by default, left-padded batches)
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridgetune.config import RunConfig
+from bridgetune.config import DataConfig, RunConfig
 from bridgetune.data.batching import padded
-from bridgetune.data.readers import GenerationReader
-from bridgetune.data.schema import Example
+from bridgetune.data.readers import row_examples
+from bridgetune.data.schema import DataError, Example
 from bridgetune.models.pretrained import load_generator
 from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
 from bridgetune.tasks.losses import IGNORE
 from bridgetune.tasks.metrics import loss_metrics
 from bridgetune.tasks.predictions import LossPrediction
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class GenerationReader:
+    """Rows for supervised fine-tuning of a generative model (JSONL, or CSV/TSV for the plain
+    forms), one of:
+
+    - `messages`: a conversation, a list of {role, content} (role: system, user, assistant;
+      other speaker names through `data.role_map`; dialogue corpora's {speaker, text} turns are
+      read too), multi-turn, optional system turn;
+    - `prompt` and `completion`: a plain prompt and the text that follows it;
+    - `instruction`, optional `input`, `output` (alpaca): the prompt is the instruction, and the
+      input after a blank line;
+    - with `data.format: parallel`, line-aligned source and target text files (translation).
+
+    A prompt given as a list of strings (sentences) is joined with spaces; a completion given
+    as a list holds several references: the first is trained, all of them score generations.
+    `data.prompt_template` wraps each prompt ("Summarize: {prompt}"); `data.as_chat` makes a
+    prompt/completion row a user turn and an assistant turn (trained through the chat
+    template).
+
+    `data.column_map` renames other layouts onto these. An example keeps the prompt in `text`
+    and the target in `label` ({"completion": ...} or {"messages": [...]}). Unknown roles, a
+    conversation without an assistant turn (nothing to learn), and empty completions are
+    errors naming the file and line.
+    """
+
+    tagged = False
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        return row_examples(
+            self._example, path, cfg, labelled, "generation reads JSONL rows", parallel=True
+        )
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        return self._example(row, cfg, where, labelled=True)
+
+    def _example(
+        self, raw: dict[str, Any], cfg: DataConfig, where: tuple[Path, int], labelled: bool
+    ) -> Example:
+        path, number = where
+        at = f"{path}:{number}"
+        row = {cfg.column_map.get(k, k): v for k, v in raw.items()}
+        if "messages" in row:
+            messages = self._messages(row["messages"], cfg, at)
+            if labelled and not any(m["role"] == "assistant" for m in messages):
+                raise DataError(
+                    f"{at}: the conversation has no assistant turn, so there is nothing to "
+                    "learn; add the reply, or map its speaker to 'assistant' in data.role_map"
+                )
+            prompt = next((m["content"] for m in messages if m["role"] == "user"), "")
+            return Example(text=prompt, label={"messages": messages}, source=at)
+        if "prompt" in row:
+            prompt, completion = row["prompt"], row.get("completion")
+        elif "instruction" in row:
+            prompt = _text(row["instruction"], "instruction", at)
+            extra = row.get("input")
+            if isinstance(extra, str) and extra.strip():
+                prompt = f"{prompt}\n\n{extra}"
+            completion = row.get("output")
+        else:
+            raise DataError(
+                f"{at}: no generation columns; give 'messages', 'prompt' + 'completion', or "
+                f"'instruction' + 'output' (columns: {', '.join(map(str, row))}); rename with "
+                "data.column_map"
+            )
+        prompt = _text(_joined(prompt), "prompt", at)
+        if cfg.prompt_template:
+            prompt = cfg.prompt_template.replace("{prompt}", prompt)
+        if not labelled:
+            return Example(text=prompt, source=at)
+        if isinstance(completion, list) and completion:  # several references: train the first
+            references = [_text(c, f"completion[{i}]", at) for i, c in enumerate(completion)]
+            target: dict[str, Any] = {"completion": references[0], "references": references}
+        else:
+            target = {"completion": _text(completion, "completion", at)}
+        if cfg.as_chat:
+            turns = [{"role": "user", "content": prompt},
+                     {"role": "assistant", "content": target["completion"]}]  # fmt: skip
+            return Example(text=prompt, label={**target, "messages": turns}, source=at)
+        return Example(text=prompt, label=target, source=at)
+
+    @staticmethod
+    def _messages(value: Any, cfg: DataConfig, at: str) -> list[dict[str, str]]:
+        if not isinstance(value, list) or not value:
+            raise DataError(f"{at}: 'messages' must be a non-empty list of {{role, content}}")
+        messages = []
+        for index, turn in enumerate(value):
+            if not isinstance(turn, dict) or not ("content" in turn or "text" in turn):
+                raise DataError(f"{at}: messages[{index}] is not a {{role, content}} object")
+            content = turn.get("content", turn.get("text"))
+            speaker = str(turn.get("role", turn.get("speaker", "")))
+            role = cfg.role_map.get(speaker, speaker)
+            if role not in ROLES:
+                raise DataError(
+                    f"{at}: messages[{index}] has the role {speaker!r}; roles are system, user "
+                    f"and assistant: map it with data.role_map, e.g. {{{speaker}: user}}"
+                )
+            messages.append(
+                {"role": role, "content": _text(content, f"messages[{index}] content", at)}
+            )
+        return messages
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        return []  # a generative model has no classes
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        if labels:
+            raise DataError(f"{source}: a generative task has no labels; drop data.labels")
+
+    def stratum(self, example: Example) -> str | None:
+        return None
+
+
+def _joined(value: Any) -> Any:
+    """A prompt given as a list of strings (an abstract's sentences) as one text."""
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return " ".join(v.strip() for v in value)
+    return value
+
+
+def _text(value: Any, name: str, at: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{at}: empty or missing {name}; fill it or remove the row")
+    return value
+
 
 # ChatML (as SmolLM2 and Qwen use it), for models that come without a chat template
 CHATML = (

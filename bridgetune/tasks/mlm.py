@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from bridgetune.config import DataConfig, RunConfig
 from bridgetune.data.io import column, detect_format, json_row, read_records
-from bridgetune.data.readers import TAG_PATTERN, TOKEN_ONLY, TokenReader, starts_with
+from bridgetune.data.readers import TAG_PATTERN, TOKEN_ONLY, starts_with
 from bridgetune.data.schema import DataError, Example
 from bridgetune.knowledge.corpus import LazyLines
 from bridgetune.knowledge.masking import add_words, mask, units
@@ -37,6 +37,7 @@ from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
 from bridgetune.tasks.losses import IGNORE
 from bridgetune.tasks.metrics import loss_metrics
 from bridgetune.tasks.predictions import LossPrediction
+from bridgetune.tasks.token import TokenReader
 
 
 @dataclass(frozen=True)

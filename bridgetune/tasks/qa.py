@@ -17,20 +17,188 @@ characters as tokens, F1 of the longest common subsequence), picked per referenc
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
-from bridgetune.config import RunConfig
-from bridgetune.data.readers import QAReader
-from bridgetune.data.schema import Example
+from bridgetune.config import DataConfig, RunConfig
+from bridgetune.data.io import (
+    detect_format,
+    read_records,
+    read_text,
+)
+from bridgetune.data.schema import DataError, Example
 from bridgetune.models.pretrained import load_pretrained
 from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
 from bridgetune.tasks.predictions import AnswerPrediction
+
+
+@dataclass(frozen=True)
+class QAReader:
+    """Extractive question answering: SQuAD-style JSON (`{"data": [{"paragraphs": [{"context",
+    "qas": [{"id", "question", "answers": [{"text", "answer_start"}], "is_impossible"}]}]}]}`,
+    SQuAD 1.1 and 2.0, CMRC 2018) or JSONL rows with `id`, `question`, `context` and `answers`
+    (a list of {text, answer_start}, or {text: [...], answer_start: [...]} as in hub datasets;
+    `data.column_map` renames; text, text_pair and an answer-text label, as service feedback
+    exports, are read too). An empty answer list (or is_impossible) marks a question the
+    context does not answer. An answer_start that misses its text is moved to the text's
+    nearest occurrence (counted and reported); a question none of whose answers is a span of
+    its context is an error naming file, line and question id (other references of a question
+    need not be spans: they only score predictions)."""
+
+    tagged = False
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        json_file = path.suffix.lower() == ".json" and cfg.format == "auto"
+        fmt = "json" if json_file and _is_squad(path) else detect_format(path, cfg.format, False)
+        if fmt == "jsonl":
+            records = (
+                ({cfg.column_map.get(k, k): v for k, v in row.items()}, number)
+                for number, row in read_records(path, fmt)
+            )
+        elif fmt == "json":
+            records = squad_records(path)
+        else:
+            raise DataError(
+                f"{path}: question answering reads SQuAD-style JSON or JSONL rows "
+                f"(id, question, context, answers), not {fmt}"
+            )
+        examples, moved = [], 0
+        for record, number in records:
+            example, shifted = self._example(record, path, number, labelled)
+            examples.append(example)
+            moved += shifted
+        if moved:
+            Console(stderr=True).print(
+                f"[yellow]{path}: {moved} answer_start values did not point at their answer "
+                "text and were moved to its nearest occurrence in the context[/yellow]"
+            )
+        return examples
+
+    def _example(
+        self, record: dict[str, Any], path: Path, number: int, labelled: bool
+    ) -> tuple[Example, int]:
+        qid = str(record.get("id", number))
+        where = f"{path}:{number}: question {qid!r}"
+        # text/text_pair/label: the layout of exported service feedback (label: answer text)
+        question = record.get("question", record.get("text"))
+        context = record.get("context", record.get("text_pair"))
+        if "answers" not in record and isinstance(record.get("label"), str):
+            record = {**record, "answers": [{"text": record["label"]}] if record["label"] else []}
+        for name, value in (("question", question), ("context", context)):
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{where}: no {name} (a non-empty string is needed)")
+        assert isinstance(question, str) and isinstance(context, str)
+        example = Example(text=question.strip(), text_pair=context, id=qid)
+        example.source = f"{path}:{number}"
+        if not labelled:
+            return example, 0
+        raw = record.get("answers")
+        if isinstance(raw, dict):  # hub layout: parallel lists
+            raw = [
+                {"text": t, "answer_start": s}
+                for t, s in zip(raw.get("text", []), raw.get("answer_start", []))
+            ]
+        if raw is None or record.get("is_impossible"):
+            raw = [] if record.get("is_impossible") or "answers" in record else None
+        if raw is None:
+            raise DataError(
+                f"{where}: no 'answers'; give a list of {{text, answer_start}}, or an empty "
+                "list for a question the context does not answer"
+            )
+        answers, moved = [], 0
+        for answer in raw:
+            text, start = answer.get("text"), answer.get("answer_start")
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"{where}: an answer without text: {answer}")
+            found = _span_start(context, text, start)
+            moved += found is not None and found != start
+            answers.append({"text": text, "start": found})
+        spans = [a for a in answers if a["start"] is not None]
+        if answers and not spans:
+            raise DataError(
+                f"{where}: the answer {answers[0]['text']!r} is not a span of its context; fix "
+                "the answer text (it must appear in the context exactly) or the context"
+            )
+        # a reference that is not a span (CMRC 2018 has a few) still scores a prediction, as
+        # long as another reference of the question is one to train on
+        example.label = spans + [a for a in answers if a["start"] is None]
+        return example, moved
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        return self._example(row, where[0], where[1], True)[0]
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        return list(QA_LABELS)
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        if list(labels) != list(QA_LABELS):
+            raise DataError(f"{source}: question answering has no labels to set; drop data.labels")
+
+    def stratum(self, example: Example) -> str | None:
+        return None
+
+
+QA_LABELS = ("start", "end")  # the two outputs of a span model (its num_labels)
+
+
+def squad_records(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
+    """(question record with its context, line number of its id) of a SQuAD-style JSON file."""
+    raw = read_text(path)
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    articles = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(articles, list):
+        raise DataError(
+            f'{path}: not SQuAD-style JSON: expected {{"data": [{{"paragraphs": [...]}}]}}'
+        )
+    position, line, counted = 0, 1, 0
+    for article in articles:
+        for paragraph in article.get("paragraphs", []):
+            for qa in paragraph.get("qas", []):
+                qid = str(qa.get("id", ""))
+                found = raw.find(json.dumps(qid, ensure_ascii=False), position) if qid else -1
+                if found < 0 and qid:
+                    found = raw.find(json.dumps(qid), position)
+                position = max(position, found)
+                line += raw.count("\n", counted, position)
+                counted = position
+                yield {**qa, "context": paragraph.get("context")}, line
+
+
+def _is_squad(path: Path) -> bool:
+    """Whether a .json file is one SQuAD-style document (else: JSON lines)."""
+    try:
+        return isinstance(json.loads(read_text(path)), dict)
+    except json.JSONDecodeError as error:
+        return error.msg != "Extra data"  # a broken document: squad_records says where
+
+
+def _span_start(context: str, text: str, start: Any) -> int | None:
+    """Where `text` is in `context`: at `start` when it is there, else its nearest occurrence."""
+    if isinstance(start, int) and context[start : start + len(text)] == text:
+        return start
+    hits, at = [], context.find(text)
+    while at >= 0:
+        hits.append(at)
+        at = context.find(text, at + 1)
+    if not hits:
+        return None
+    anchor = start if isinstance(start, int) else 0
+    return min(hits, key=lambda hit: abs(hit - anchor))
+
 
 MAX_ANSWER_TOKENS = 64  # longest span considered (a CJK character is a token)
 TOP_K = 20  # start and end candidates per window

@@ -14,17 +14,112 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from bridgetune.config import RunConfig
-from bridgetune.data.readers import RankingReader
-from bridgetune.data.schema import Example
+from bridgetune.config import DataConfig, RunConfig
+from bridgetune.data.io import (
+    column,
+    detect_format,
+    read_records,
+)
+from bridgetune.data.schema import DataError, Example
 from bridgetune.tasks.base import TASKS, Feature, pad_batch
 from bridgetune.tasks.classification import ClassificationTask
 from bridgetune.tasks.predictions import RankingPrediction
 from bridgetune.tasks.regression import numeric_label, refuse_class_options
+
+
+@dataclass(frozen=True)
+class RankingReader:
+    """Rows of CSV, TSV or JSONL with the query (`text_column`), one candidate
+    (`text_pair_column`) and its relevance (`label_column`: 0 = not relevant, higher = more;
+    binary or graded), grouped into one example per query by `group_column` (its id), or by
+    the query text when no group column is set. Groups keep the order of their first row."""
+
+    tagged = False
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        fmt = detect_format(path, cfg.format, tagged=False)
+        if fmt == "conll":
+            raise DataError(f"{path}: ranking reads CSV/TSV/JSONL rows, not a token file")
+        if not cfg.text_pair_column:
+            raise DataError(
+                f"{path}: ranking needs data.text_pair_column, the column of the candidate text"
+            )
+        groups: dict[str, Example] = {}
+        for number, raw in read_records(path, fmt):
+            row = {cfg.column_map.get(k, k): v for k, v in raw.items()}
+            query = self._text(row, cfg.text_column, path, number)
+            candidate = self._text(row, cfg.text_pair_column, path, number)
+            key = query
+            if cfg.group_column:
+                key = str(column(row, cfg.group_column, path, number)).strip()
+            group = groups.get(key)
+            if group is None:
+                group = Example(text=query, candidates=[], label=[] if labelled else None)
+                group.id, group.source = key, f"{path}:{number}"
+                groups[key] = group
+            elif group.text != query:
+                raise DataError(
+                    f"{path}:{number}: query id {key!r} has another query text than at "
+                    f"{group.source}; one id, one query: fix the id or the text"
+                )
+            assert group.candidates is not None
+            group.candidates.append(candidate)
+            if labelled:
+                value = column(row, cfg.label_column, path, number)
+                group.label.append(self._relevance(value, cfg, path, number))  # type: ignore
+        examples = list(groups.values())
+        if labelled:
+            for example in examples:
+                if max(example.label) <= 0:  # type: ignore[type-var, arg-type]
+                    raise DataError(
+                        f"{example.source}: query {example.id!r} has no relevant candidate "
+                        f"(every relevance in column '{cfg.label_column}' is 0): a ranking "
+                        "group needs at least one positive; label one or remove the group"
+                    )
+        return examples
+
+    @staticmethod
+    def _text(row: dict[str, Any], name: str, path: Path, number: int) -> str:
+        text = column(row, name, path, number)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{number}: empty text in column '{name}'; fill or remove it")
+        return text
+
+    @staticmethod
+    def _relevance(value: Any, cfg: DataConfig, path: Path, number: int) -> float:
+        try:
+            relevance = float(str(value).strip())
+        except ValueError:
+            relevance = float("nan")
+        if not relevance >= 0 or relevance == float("inf"):
+            raise DataError(
+                f"{path}:{number}: relevance {value!r} in column '{cfg.label_column}' is not a "
+                "number >= 0 (0 = not relevant; 1, or higher grades, = relevant)"
+            )
+        return relevance
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        raise DataError(
+            f"{where[0]}: ranking groups rows of a file by query; save the hub dataset as "
+            "CSV/JSONL (query, candidate, relevance[, query id]) and give its path"
+        )
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        return ["relevance"]
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        if len(labels) != 1:
+            raise DataError(f"{source}: ranking scores one relevance; data.labels gave {labels}")
+
+    def stratum(self, example: Example) -> str | None:
+        return None
+
 
 NDCG_CUTOFFS = (5, 10)
 

@@ -12,16 +12,73 @@ per target) and a scatter plot of predicted against true values in the report.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from bridgetune.config import RunConfig
-from bridgetune.data.readers import NumberReader
+from bridgetune.config import DataConfig, RunConfig
+from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import DataError, Example
 from bridgetune.tasks.base import TASKS, Feature, pad_batch
 from bridgetune.tasks.classification import ClassificationTask
 from bridgetune.tasks.predictions import ValuePrediction
+
+
+@dataclass(frozen=True)
+class NumberReader(TextReader):
+    """Rows like TextReader's whose `label_column` holds a number (a rating, a similarity), or
+    several (a JSON list, or numbers joined by `data.label_separator`: one per target)."""
+
+    def _label(self, value: Any, cfg: DataConfig) -> list[float]:
+        if isinstance(value, list):
+            parts = value
+        elif isinstance(value, str) and cfg.label_separator in value:
+            parts = value.split(cfg.label_separator)
+        else:
+            parts = [value]
+        numbers = []
+        for part in parts:
+            try:
+                number = float(str(part).strip())
+            except ValueError:
+                raise ValueError(
+                    f"target {part!r} in column '{cfg.label_column}' is not a number"
+                ) from None
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError(f"target {part!r} in column '{cfg.label_column}' is not finite")
+            numbers.append(number)
+        return numbers
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        examples = super().read_file(path, cfg, labelled)
+        if labelled and examples:
+            count = len(examples[0].label or [])
+            for example in examples:
+                if len(example.label or []) != count:
+                    raise DataError(
+                        f"{example.source}: {len(example.label or [])} targets, but the first "
+                        f"row has {count}; every row needs one number per target"
+                    )
+        return examples
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        """The targets' names: `data.labels` when given, else "value" (one target) or
+        value_1, value_2, ... (several)."""
+        count = len(train[0].label or []) if train else 1
+        return ["value"] if count == 1 else [f"value_{i + 1}" for i in range(count)]
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        if not labels or len(set(labels)) != len(labels):
+            raise DataError(
+                f"{source}: regression needs one distinct name per target in data.labels, got "
+                f"{labels}"
+            )
+
+    def stratum(self, example: Example) -> str | None:
+        return None
+
 
 SCATTER_POINTS = 2000  # (true, predicted) pairs kept in the metrics for the plot
 

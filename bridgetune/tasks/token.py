@@ -8,21 +8,112 @@ encoded exactly like training data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
 
-from bridgetune.config import RunConfig
-from bridgetune.data.readers import TokenReader
-from bridgetune.data.schema import Example
-from bridgetune.data.tags import decode_spans, split_tag
+from bridgetune.config import DataConfig, RunConfig
+from bridgetune.data.io import (
+    checked_token_example,
+    column,
+    detect_format,
+    jsonl_token_examples,
+    read_token_file,
+    strip_position_digits,
+    token_example,
+)
+from bridgetune.data.readers import found_labels
+from bridgetune.data.schema import DataError, Example
+from bridgetune.data.tags import SCHEME_PREFIXES, decode_spans, repair_iob2, split_tag
 from bridgetune.knowledge.gazetteer import Gazetteer, LexiconModel, collate_lexicon, token_lexicon
 from bridgetune.models.pretrained import load_pretrained
 from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
 from bridgetune.tasks.losses import IGNORE
 from bridgetune.tasks.metrics import entity_metrics
 from bridgetune.tasks.predictions import EntitiesPrediction
+
+
+@dataclass(frozen=True)
+class TokenReader:
+    """Words with one tag each: CoNLL-style files (tag in the last column; Weibo NER's
+    character+digit tokens with `data.char_position_digits`), JSONL rows with `tokens` and
+    `tags`, or JSONL rows with `text` and entity spans (CLUENER2020's `label`, or `entities`);
+    tags are checked against (span rows: written in) `data.tag_scheme`."""
+
+    tagged = True
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        fmt = detect_format(path, cfg.format, tagged=True)
+        if fmt == "jsonl":
+            return jsonl_token_examples(path, cfg, labelled)
+        if fmt != "conll":
+            raise DataError(f"{path}: token tasks read CoNLL-style or JSONL files, not {fmt}")
+
+        def words(tokens: list[str], first: int) -> list[str]:
+            if cfg.char_position_digits:
+                return strip_position_digits(tokens, path, first)
+            return tokens
+
+        if not labelled:
+            return [
+                token_example(words(tokens, first), None, f"{path}:{first}")
+                for first, tokens, _ in read_token_file(path, tagged=False)
+            ]
+        examples, problems = [], []
+        for first, tokens, tags in read_token_file(path):
+            try:
+                examples.append(
+                    checked_token_example(
+                        words(tokens, first), tags, cfg.tag_scheme, f"{path}", first, True
+                    )
+                )
+            except DataError as error:
+                if cfg.invalid_rows == "error":
+                    raise
+                problems.append(str(error))
+                if cfg.invalid_rows == "repair":
+                    if cfg.tag_scheme != "IOB2":
+                        raise DataError(
+                            f"{error} (data.invalid_rows: repair reads IOB2 files; use skip)"
+                        ) from None
+                    examples.append(
+                        token_example(words(tokens, first), repair_iob2(tags), f"{path}:{first}")
+                    )
+        if problems:
+            done = "repaired" if cfg.invalid_rows == "repair" else "skipped"
+            Console(stderr=True).print(
+                f"[yellow]{path}: {len(problems)} sentences with invalid tags {done} "
+                f"(data.invalid_rows: {cfg.invalid_rows}), e.g. {problems[0]}[/yellow]"
+            )
+        return examples
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        path, number = where
+        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        tags = column(row, cfg.label_column, path, number)
+        return checked_token_example(row["tokens"], tags, cfg.tag_scheme, str(path), number)
+
+    def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
+        """'O' first, then tags by entity type. With a tag `scheme`, every entity type gets all
+        of the scheme's tags (B-X and I-X for IOB2), so the model can express any valid
+        sequence even when train happens to lack one, e.g. only single-token entities of a type.
+        """
+        found = found_labels(train)
+        if scheme:
+            found |= {f"{p}{t[1]}{t[2:]}" for t in found - {"O"} for p in SCHEME_PREFIXES[scheme]}
+            found.add("O")
+        rest = sorted(found - {"O"}, key=lambda t: (t[2:], t[:1]))
+        return (["O"] if "O" in found else []) + rest
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        return None  # a split of all-O sentences still trains a tagger
+
+    def stratum(self, example: Example) -> str | None:
+        return None
 
 
 def split_words(text: str, tokenizer: Any) -> list[tuple[int, int]]:

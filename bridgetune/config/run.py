@@ -1,0 +1,216 @@
+"""A training run's config: the task section, RunConfig, YAML loading, dotted overrides, readable
+errors with "did you mean", and the older spellings of task options."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridgetune.config.base import ConfigError, _Section
+from bridgetune.config.sections import (
+    AugmentConfig,
+    DataConfig,
+    FewShotConfig,
+    GenerateConfig,
+    KnowledgeConfig,
+    MethodConfig,
+    ModelConfig,
+    PretrainConfig,
+    RuleConfig,
+    TrainConfig,
+)
+
+
+class TaskConfig(_Section):
+    """What to learn. Besides `name`, the section holds the task's own options: each task
+    declares them as its `Options` model (bridgetune.tasks, e.g. `task.crf` for ner,
+    `task.packing` for causal_lm), validated with the config; an option the task does not take
+    is an error. `task: ner` is short for `task: {name: ner}`.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = Field(
+        "classification",
+        description="A registered task (checked with 'did you mean'): classification, "
+        "multilabel, pair, ner, regression, ranking, qa, causal_lm, seq2seq, mlm (masked-LM "
+        "pre-training: bridgetune pretrain). Its options: the task.* rows below.",
+    )
+
+    def options(self) -> dict[str, Any]:
+        """The task options set in the config (everything but `name`)."""
+        return dict(self.model_extra or {})
+
+
+class RunConfig(_Section):
+    name: str = Field("run", description="Run name; outputs go to <output_dir>/<name>.")
+    output_dir: str = Field("runs", description="Parent directory of run directories.")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    rules: list[RuleConfig] = Field(
+        default_factory=list,
+        description="ner, classification, pair: rules applied to every prediction, top to "
+        "bottom (regex or words that add, override or veto; docs/chinese.md).",
+    )
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _crf_loss(self) -> RunConfig:
+        """task.crf trains with the CRF's loss unless train.loss says otherwise (an error the
+        task reports)."""
+        if self.task.options().get("crf") and self.train.loss is None:
+            self.train.loss = "crf"
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.lr=3e-5)")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys (``train.lr=3e-5``) in a raw config dict; values are parsed as YAML."""
+    for item in overrides:
+        path, value = _parse_override(item)
+        if path[0] == "task" and len(path) > 1 and isinstance(raw.get("task"), str):
+            raw["task"] = {"name": raw["task"]}  # `task: ner` is short for `task: {name: ner}`
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section that `loc` points into (for "did you mean")."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        loc = item["loc"]
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(root or RunConfig, loc), n=1)
+            hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
+            lines.append(f"  - {where}: unknown key{hint}")
+        elif item["type"] == "literal_error" and isinstance(item.get("input"), str):
+            choices = str(item.get("ctx", {}).get("expected", "")).replace(" or ", ", ")
+            options = [c.strip(" '") for c in choices.split(",") if c.strip(" '")]
+            close = difflib.get_close_matches(item["input"], options, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"  - {where}: unknown value {item['input']!r}{hint} ({item['msg']})")
+        else:
+            lines.append(f"  - {where}: {item['msg']}")
+    lines.append("Run `bridgetune config --schema` to list every key.")
+    return "\n".join(lines)
+
+
+# options that were run-level keys before they became the task's own (task.*): configs that
+# spell them the old way keep working
+MOVED_TO_TASK = {("model", "crf"): "crf", ("train", "packing"): "packing"}
+
+
+def _move_task_options(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with the old spellings of task options (model.crf, train.packing) under task.*."""
+    moved = {}
+    for (section, key), option in MOVED_TO_TASK.items():
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            moved[option] = raw[section].pop(key)
+    if moved:
+        task = raw.get("task", "classification")
+        raw["task"] = {**({"name": task} if isinstance(task, str) else task), **moved}
+    return raw
+
+
+def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Validate a raw dict into a RunConfig, raising ConfigError with readable messages."""
+    try:
+        return RunConfig.model_validate(_move_task_options(raw))
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply dotted overrides and validate it.
+
+    Relative data paths (and gazetteer files) are resolved against the config file's directory
+    when they exist there.
+    """
+    path = Path(path)
+    raw = apply_overrides(_read_yaml(path, "config"), overrides or [])
+    _resolve_data_paths(raw, path.parent)
+    return build_config(raw, str(path))
+
+
+def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
+    knowledge = raw.get("knowledge")
+    gazetteers = knowledge.get("gazetteers") if isinstance(knowledge, dict) else None
+    if isinstance(gazetteers, dict):  # files of names, like data files
+        for kind, value in gazetteers.items():
+            if isinstance(value, str) and not value.startswith("jieba:"):
+                if not Path(value).exists() and (base / value).exists():
+                    gazetteers[kind] = str(base / value)
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    # parallel files are named by a path prefix: <prefix>.<first language> must exist
+    suffix = ""
+    if data.get("format") == "parallel" and isinstance(data.get("languages"), list):
+        suffix = f".{data['languages'][0]}" if data["languages"] else ""
+    for key in ("train", "dev", "test"):
+        value = data.get(key)
+        if isinstance(value, str) and not value.startswith("hf:") and not Path(value).is_absolute():
+            candidate = base / value
+            if not Path(value + suffix).exists() and Path(str(candidate) + suffix).exists():
+                data[key] = str(candidate)
