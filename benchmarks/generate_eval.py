@@ -51,17 +51,19 @@ def dev_examples(args: argparse.Namespace):
     """(examples, chat formatting, max_length, language) from --config or --dev."""
     from bridgetune.config import DataConfig
     from bridgetune.data.io import read_file
-    from bridgetune.recipes.check import as_config
+    from bridgetune.recipes.check import as_config, task_reader
     from bridgetune.tasks.causal_lm import GenerationReader
 
     if args.config:
         cfg = as_config(args.config)
         data = cfg.data.model_copy(update={"train": cfg.data.dev or cfg.data.train})
-        chat = cfg.data.as_chat
+        reader = task_reader(cfg)  # the config's prompt template and chat turns
+        chat = reader.as_chat
         length, language = cfg.model.max_length, cfg.generate.language
     else:
         data, chat, length, language = DataConfig(train=args.dev), False, 512, "auto"
-    examples = read_file(Path(data.train), data, GenerationReader())
+        reader = GenerationReader()
+    examples = read_file(Path(data.train), data, reader)
     chat = chat or any(isinstance(e.label, dict) and "messages" in e.label for e in examples)
     return examples[: args.limit], chat, length, language
 

@@ -9,7 +9,9 @@ retraining all read and write it through these functions. Pure standard library:
 import it.
 
 Format versions: 0 (no "format_version" key: directories written before the key existed) and 1
-read alike; a directory written by a newer format is refused with what to do.
+read alike; a directory written by a newer format is refused with what to do. Task options that
+older directories recorded under "data" (prompt_template, as_chat, role_map) are read as task
+settings (`saved_task_options`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ META_FILE = "bridgetune.json"
 GAZETTEERS_FILE = "gazetteers.json"  # knowledge.gazetteers' names, beside bridgetune.json
 FORMAT_VERSION = 1
 REQUIRED_META = ("task", "labels")
+# task options that directories kept under "data" before they became the task's (task.*)
+FORMERLY_DATA = ("prompt_template", "as_chat", "role_map")
 
 
 class ModelDirectoryError(ValueError):
@@ -90,9 +94,17 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
+def saved_task_options(meta: dict[str, Any]) -> dict[str, Any]:
+    """The task settings of bridgetune.json ("settings"), with the options older directories
+    kept under "data" (before they became task.* options)."""
+    data = meta.get("data") or {}
+    older = {key: data[key] for key in FORMERLY_DATA if data.get(key)}
+    return {**older, **(meta.get("settings") or {})}
+
+
 def read_settings(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The task settings of bridgetune.json, with the gazetteers read from their file."""
-    settings = dict(meta.get("settings") or {})
+    settings = saved_task_options(meta)
     if isinstance(settings.get("lexicon"), str):
         path = Path(directory) / settings["lexicon"]
         try:

@@ -69,7 +69,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def read(path: Path, **extra) -> list[Example]:
-    return GenerationReader().read_file(path, DataConfig(train=str(path), **extra), True)
+    """Read `path` with data options and the reader's own (the task options that format
+    prompts: prompt_template, as_chat, role_map)."""
+    options = {k: extra.pop(k) for k in ("prompt_template", "as_chat", "role_map") if k in extra}
+    reader = GenerationReader(**options)
+    return reader.read_file(path, DataConfig(train=str(path), **extra), True)
 
 
 def test_every_data_form_is_read(tmp_path):

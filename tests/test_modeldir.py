@@ -15,8 +15,10 @@ from bridgetune.modeldir import (
     ModelDirectoryError,
     read_meta,
     read_settings,
+    saved_task_options,
     write_meta,
 )
+from bridgetune.recipes.evaluate import saved_data_config
 
 
 def test_meta_round_trips_with_its_format_version_and_gazetteers(tmp_path):
@@ -56,3 +58,16 @@ def test_damaged_meta_names_the_file(tmp_path, content, message):
         read_meta(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a bridgetune model directory"):
         read_meta(tmp_path / "elsewhere")
+
+
+def test_task_options_older_directories_kept_under_data_are_task_settings(tmp_path):
+    older = {
+        "task": "causal_lm",
+        "labels": [],
+        "settings": {"chat": True},
+        "data": {"text_column": "text", "prompt_template": "总结：{prompt}", "as_chat": True},
+    }
+    assert saved_task_options(older) == {"prompt_template": "总结：{prompt}", "as_chat": True,
+                                         "chat": True}  # fmt: skip
+    data = saved_data_config(older, "dev.jsonl")  # the data options only: it still reads
+    assert data.train == "dev.jsonl" and data.text_column == "text"

@@ -138,6 +138,9 @@ def test_options_of_decoder_only_models_are_refused_for_seq2seq(tiny_t5, tmp_pat
         bridgetune.as_config({**config, "train": {**config["train"], "packing": True}})
     with pytest.raises(ConfigError, match="for seq2seq use lora"):
         bridgetune.as_config({**config, "method": {"name": "prefix"}})
+    message = "task.as_chat: applies to causal_lm; task 'seq2seq' takes prompt_template"
+    with pytest.raises(ConfigError, match=message):  # data.as_chat, the older spelling, too
+        bridgetune.as_config({**config, "data": {**config["data"], "as_chat": True}})
 
 
 def test_parallel_files_are_read_line_by_line_with_errors_at_file_and_line(tmp_path):
@@ -161,8 +164,10 @@ def test_parallel_files_are_read_line_by_line_with_errors_at_file_and_line(tmp_p
         read(prefix, format="parallel", languages=["en", "de"])
     with pytest.raises(ValueError, match="set data.languages"):
         DataConfig(train=str(prefix), format="parallel")
-    with pytest.raises(ValueError, match=r"must contain \{prompt\}"):
-        DataConfig(train=str(prefix), prompt_template="Translate:")
+    config = {"data": {"train": str(prefix), "format": "parallel", "languages": ["en", "de"]},
+              "task": {"name": "seq2seq", "prompt_template": "Translate:"}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"task.prompt_template: .*must contain \{prompt\}"):
+        bridgetune.as_config(config)
 
 
 def test_headerless_tsv_lists_of_sentences_and_several_references(tmp_path):

@@ -159,13 +159,13 @@ def generate(
     """Generate text with a causal_lm or seq2seq model: prompts as arguments or --file; writes
     JSONL. Decoding defaults to the model's generation config (the run's `generate:` section)."""
     import bridgetune
-    from bridgetune.modeldir import read_meta
+    from bridgetune.modeldir import read_meta, saved_task_options
     from bridgetune.recipes.evaluate import read_inputs
 
     quiet_libraries()
-    if prompts:  # as rows of the training data: the run's data.prompt_template applies
+    if prompts:  # as rows of the training data: the run's task.prompt_template applies
         meta = run_action(lambda: read_meta(model_dir))
-        template = (meta.get("data") or {}).get("prompt_template")
+        template = saved_task_options(meta).get("prompt_template")
         inputs: list = [template.replace("{prompt}", p) if template else p for p in prompts]
     elif file is not None:
         inputs = run_action(lambda: [prompt_of(e) for e in read_inputs(model_dir, file)])

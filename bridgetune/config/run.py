@@ -146,11 +146,18 @@ def _describe(error: ValidationError, source: str, root: type[BaseModel] | None 
 
 # options that were run-level keys before they became the task's own (task.*): configs that
 # spell them the old way keep working
-MOVED_TO_TASK = {("model", "crf"): "crf", ("train", "packing"): "packing"}
+MOVED_TO_TASK = {
+    ("model", "crf"): "crf",
+    ("train", "packing"): "packing",
+    ("data", "prompt_template"): "prompt_template",
+    ("data", "as_chat"): "as_chat",
+    ("data", "role_map"): "role_map",
+}
 
 
 def _move_task_options(raw: dict[str, Any]) -> dict[str, Any]:
-    """`raw` with the old spellings of task options (model.crf, train.packing) under task.*."""
+    """`raw` with the old spellings of task options (model.crf, train.packing, data.prompt_template,
+    data.as_chat, data.role_map) under task.*."""
     moved = {}
     for (section, key), option in MOVED_TO_TASK.items():
         if isinstance(raw.get(section), dict) and key in raw[section]:

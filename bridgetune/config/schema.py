@@ -52,8 +52,9 @@ def schema_markdown(
         "### Task options (`task.*`, by `task.name`)",
         "",
         "Each task takes only its own options (its `Options` model in `bridgetune/tasks`); "
-        "`task: ner` is short for `task: {name: ner}`. The spellings `model.crf` and "
-        "`train.packing` of older configs are read as `task.crf` and `task.packing`.",
+        "`task: ner` is short for `task: {name: ner}`. The spellings `model.crf`, "
+        "`train.packing`, `data.prompt_template`, `data.as_chat` and `data.role_map` of older "
+        "configs are read as the task options of the same name.",
         "",
         *_markdown_table(task_rows),
         "",

@@ -93,21 +93,6 @@ class DataConfig(_Section):
         "warning; 'repair' (IOB2 token files) reads an I-X that continues no X entity as B-X, "
         "as conlleval does, counted in a warning.",
     )
-    prompt_template: str | None = Field(
-        None,
-        description="causal_lm, seq2seq: the prompt made from each row's prompt text, "
-        "e.g. 'Translate English to German: {prompt}' ({prompt} is the row's prompt).",
-    )
-    as_chat: bool = Field(
-        False,
-        description="causal_lm: train prompt/completion rows as a user turn and an assistant "
-        "turn in the model's chat template (instruction-tuned models answer best so).",
-    )
-    role_map: dict[str, str] = Field(
-        default_factory=dict,
-        description="causal_lm: speaker names of `messages` mapped to system/user/assistant, "
-        "e.g. {customer: user, agent: assistant}.",
-    )
 
     @model_validator(mode="after")
     def _check_generation_options(self) -> DataConfig:
@@ -115,10 +100,6 @@ class DataConfig(_Section):
             raise ValueError(
                 "data.format: parallel reads <path>.<source> and <path>.<target>: set "
                 "data.languages, e.g. [en, de]"
-            )
-        if self.prompt_template is not None and "{prompt}" not in self.prompt_template:
-            raise ValueError(
-                "data.prompt_template must contain {prompt} (where the row's prompt goes)"
             )
         return self
 

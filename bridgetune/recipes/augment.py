@@ -12,8 +12,14 @@ from bridgetune.config import (
 )
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import Splits, load_splits
-from bridgetune.recipes.check import ConfigLike, as_config, prepare_task, tag_scheme_of, tags_words
-from bridgetune.tasks import reader_for
+from bridgetune.recipes.check import (
+    ConfigLike,
+    as_config,
+    prepare_task,
+    tag_scheme_of,
+    tags_words,
+    task_reader,
+)
 
 log = logging.getLogger("bridgetune")
 
@@ -56,7 +62,7 @@ def augment_preview(
     cfg = as_config(config, overrides)
     if not cfg.augment.ops:
         raise ConfigError("the config has no augment.ops; e.g. augment.ops=[swap,synonym]")
-    splits = load_splits(cfg.data, reader_for(cfg.task.name))
+    splits = load_splits(cfg.data, task_reader(cfg))
     _, tokenizer, model_path = prepare_task(cfg, splits)
     tagged = tags_words(cfg.task.name)
     return preview(splits.train, cfg.augment, tagged, tokenizer, model_path, n, tag_scheme_of(cfg))

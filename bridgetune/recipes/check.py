@@ -18,7 +18,7 @@ from bridgetune.config import (
 from bridgetune.config.base import validated_options
 from bridgetune.data.splits import Splits
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
-from bridgetune.tasks import TASKS, Task, build_task, reader_for
+from bridgetune.tasks import TASKS, Task, build_task, reader_for, reader_of
 from bridgetune.training import sharding
 
 log = logging.getLogger("bridgetune")
@@ -109,6 +109,11 @@ def task_options(cfg: RunConfig) -> dict[str, Any]:
     """
     models = {name: TASKS.get(name).Options for name in TASKS}
     return validated_options("task", cfg.task.name, cfg.task.options(), models).model_dump()
+
+
+def task_reader(cfg: RunConfig) -> Any:
+    """The reader of the run's task with the run's task options (causal_lm's prompt template)."""
+    return reader_of(cfg.task.name, task_options(cfg))
 
 
 def tags_words(task: str) -> bool:

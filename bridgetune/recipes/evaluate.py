@@ -13,18 +13,22 @@ from bridgetune.config import (
 from bridgetune.data.io import read_file
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import check_labels, load_splits
-from bridgetune.inference.predictor import Predictor, read_meta
+from bridgetune.inference.predictor import Predictor
 from bridgetune.lifecycle.reports import write_report
-from bridgetune.recipes.check import ConfigLike, as_config, prepare_task, tags_words
+from bridgetune.modeldir import read_meta, saved_task_options
+from bridgetune.recipes.check import ConfigLike, as_config, prepare_task, tags_words, task_reader
 from bridgetune.recipes.predict import load
-from bridgetune.tasks import reader_for
+from bridgetune.tasks import reader_of
 
 log = logging.getLogger("bridgetune")
 
 
 def saved_data_config(meta: dict[str, Any], path: str) -> DataConfig:
+    """The data options a model was trained with, reading `path` (older directories recorded
+    task options there too: they are the task's now, `saved_task_options`)."""
+    saved = meta.get("data", {}).items()
     return DataConfig(
-        train=path, **{k: v for k, v in meta.get("data", {}).items() if v is not None}
+        train=path, **{k: v for k, v in saved if v is not None and k in DataConfig.model_fields}
     )
 
 
@@ -38,7 +42,7 @@ def evaluate(
     predictor = load(model_dir)
     meta = predictor.meta
     cfg = saved_data_config(meta, str(data))
-    examples = read_file(Path(data), cfg, reader_for(meta["task"]))
+    examples = read_file(Path(data), cfg, reader_of(meta["task"], saved_task_options(meta)))
     check_labels(examples, predictor.task.labels, split)
     if predictor.task.generative:
         metrics = evaluate_generation(predictor, examples)
@@ -88,7 +92,8 @@ def read_inputs(model_dir: str | Path, path: Path, fmt: str = "auto") -> list[Ex
         ]
     cfg = saved_data_config(meta, str(path))
     cfg.format = fmt if fmt != "auto" else cfg.format
-    return read_file(path, cfg, reader_for(meta["task"]), labelled=False)
+    reader = reader_of(meta["task"], saved_task_options(meta))
+    return read_file(path, cfg, reader, labelled=False)
 
 
 def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -96,7 +101,7 @@ def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dic
     from bridgetune.data.stats import describe_splits
 
     cfg = as_config(config, overrides)
-    splits = load_splits(cfg.data, reader_for(cfg.task.name))
+    splits = load_splits(cfg.data, task_reader(cfg))
     task, tokenizer, _ = prepare_task(cfg, splits)
 
     def lengths(examples: list[Example]) -> list[int]:

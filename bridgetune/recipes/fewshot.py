@@ -22,10 +22,10 @@ from bridgetune.heads.embedding import (
     embed_texts,
 )
 from bridgetune.lifecycle.rundir import RunDirectory
-from bridgetune.recipes.check import ConfigLike, as_config, prepare_task
+from bridgetune.recipes.check import ConfigLike, as_config, prepare_task, task_reader
 from bridgetune.recipes.finish import Fitted, TrainResult, finish_run
 from bridgetune.recipes.train import claimed_run
-from bridgetune.tasks import TASKS, Task, reader_for
+from bridgetune.tasks import TASKS, Task
 from bridgetune.tasks.similarity import PairSimilarityTask
 from bridgetune.training import sharding
 
@@ -63,7 +63,7 @@ def fewshot_run(cfg: RunConfig, run: RunDirectory) -> TrainResult:
     between the stages api composes for every run."""
     from accelerate.utils import set_seed
 
-    splits = load_splits(cfg.data, reader_for(cfg.task.name))
+    splits = load_splits(cfg.data, task_reader(cfg))
     task, tokenizer, model_path = prepare_task(cfg, splits)
     set_seed(cfg.train.seed)
     if cfg.fewshot.mode == "contrastive":

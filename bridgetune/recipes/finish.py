@@ -141,12 +141,9 @@ def model_meta(
                 "column_map",
                 "label_separator",
                 "group_column",
-                "role_map",
                 "tag_scheme",
                 "columns",
                 "languages",
-                "prompt_template",
-                "as_chat",
             }
         ),
         "bridgetune_version": __version__,

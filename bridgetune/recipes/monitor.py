@@ -12,7 +12,7 @@ from bridgetune.config import (
     MonitorConfig,
 )
 from bridgetune.data.schema import Example
-from bridgetune.inference.predictor import read_meta
+from bridgetune.modeldir import read_meta
 from bridgetune.recipes.predict import load
 
 log = logging.getLogger("bridgetune")

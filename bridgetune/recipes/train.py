@@ -20,10 +20,10 @@ from bridgetune.lifecycle.rundir import RunDirectory, check_disk
 from bridgetune.models import resolve_model
 from bridgetune.models.pretrained import grow_embeddings
 from bridgetune.recipes.augment import augmented
-from bridgetune.recipes.check import ConfigLike, as_config, prepare_task
+from bridgetune.recipes.check import ConfigLike, as_config, prepare_task, task_reader
 from bridgetune.recipes.finish import Fitted, TrainResult, finish_run
 from bridgetune.runtime.processes import is_launch_main
-from bridgetune.tasks import TASKS, Task, reader_for
+from bridgetune.tasks import TASKS, Task
 from bridgetune.training.memory import check_quantization, prepare_memory
 
 log = logging.getLogger("bridgetune")
@@ -77,7 +77,7 @@ def train_run(
         cfg.model.trust_remote_code,
         num_labels=len(kind.reader.infer_labels([], None)) or 3,  # fixed by the task, or any
     )
-    splits = load_splits(cfg.data, reader_for(cfg.task.name))
+    splits = load_splits(cfg.data, task_reader(cfg))
     task, tokenizer, model_path = prepare_task(cfg, splits)
     extension = extended_vocabulary(cfg, tokenizer, splits)
     splits = augmented(cfg, splits, tokenizer, model_path)

@@ -31,6 +31,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from bridgetune.modeldir import saved_task_options
 from bridgetune.serve.engine import EngineClosed, Event, GenerationEngine
 from bridgetune.serve.schemas import _Body
 from bridgetune.serve.service import RequestError
@@ -190,7 +191,7 @@ def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None
         if len(body.prompts) > config.max_texts:
             raise RequestError(413, f"{len(body.prompts)} prompts; at most {config.max_texts}")
         slot = generative_slot()
-        template = (slot.predictor.meta.get("data") or {}).get("prompt_template")
+        template = saved_task_options(slot.predictor.meta).get("prompt_template")
         prompts = [template.replace("{prompt}", p) if template else p for p in body.prompts]
         results = await complete(slot, prompts, capped(slot, body.decoding(config.max_new_tokens)))
         return {"model_version": slot.version, "task": slot.task, "generations": results}

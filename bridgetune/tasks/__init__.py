@@ -34,9 +34,15 @@ def build_task(
     )
 
 
+def reader_of(name: str, options: dict[str, Any]) -> Any:
+    """How task `name` reads its data with the task options `options` (a run's `task.*`, or
+    what a saved model recorded)."""
+    return TASKS.get(name).configured_reader(options)
+
+
 def reader_for(name: str) -> Any:
     """How task `name` reads its data (bridgetune.data.readers)."""
     return TASKS.get(name).reader
 
 
-__all__ = ["TASKS", "Task", "build_task", "reader_for"]
+__all__ = ["TASKS", "Task", "build_task", "reader_for", "reader_of"]

@@ -29,8 +29,9 @@ class Task:
 
     Class attributes, so they can be read from `TASKS.get(name)` before a task object exists:
     `auto_class` names the transformers Auto class that loads a saved model of the task;
-    `problem` is the kind of loss its head trains with, read only by the task's own members
-    and the losses library (bridgetune.tasks.losses); `default_metric` is the dev metric that
+    `problem` is the kind of loss its head trains with, read by the task's own members and the
+    losses library (bridgetune.tasks.losses), and handed to the methods as the kind of head they
+    wrap (peft's task type; methods never import tasks); `default_metric` is the dev metric that
     picks the best checkpoint, `lower_is_better` the metrics that improve downwards (MAE);
     `takes_pairs`: every input is a (text, text_pair) pair; `output` is what a prediction
     carries ("label", "labels", "entities", "value", "answer", "ranking", "generation"; the
@@ -78,6 +79,12 @@ class Task:
     def losses(cls) -> tuple[str, ...]:
         """The `train.loss` choices of this task; the first is the default."""
         return LOSSES[cls.problem]
+
+    @classmethod
+    def configured_reader(cls, options: dict[str, Any]) -> Any:
+        """The task's reader with the run's task options it reads by (causal_lm's prompt
+        template, say); default: `reader` as it is."""
+        return cls.reader
 
     def settings(self) -> dict[str, Any]:
         """What the saved model needs to rebuild this task (bridgetune.json "settings")."""

@@ -16,14 +16,15 @@ loss); `Predictor.generate` writes text (greedy by default, left-padded batches)
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridgetune.config import DataConfig, RunConfig
 from bridgetune.data.batching import padded
@@ -44,7 +45,7 @@ class GenerationReader:
     forms), one of:
 
     - `messages`: a conversation, a list of {role, content} (role: system, user, assistant;
-      other speaker names through `data.role_map`; dialogue corpora's {speaker, text} turns are
+      other speaker names through `task.role_map`; dialogue corpora's {speaker, text} turns are
       read too), multi-turn, optional system turn;
     - `prompt` and `completion`: a plain prompt and the text that follows it;
     - `instruction`, optional `input`, `output` (alpaca): the prompt is the instruction, and the
@@ -53,9 +54,10 @@ class GenerationReader:
 
     A prompt given as a list of strings (sentences) is joined with spaces; a completion given
     as a list holds several references: the first is trained, all of them score generations.
-    `data.prompt_template` wraps each prompt ("Summarize: {prompt}"); `data.as_chat` makes a
+    `prompt_template` wraps each prompt ("Summarize: {prompt}"); `as_chat` makes a
     prompt/completion row a user turn and an assistant turn (trained through the chat
-    template).
+    template); `role_map` names speakers. They are the task's options (`task.prompt_template`,
+    `task.as_chat`, `task.role_map`), given to the reader by `Task.configured_reader`.
 
     `data.column_map` renames other layouts onto these. An example keeps the prompt in `text`
     and the target in `label` ({"completion": ...} or {"messages": [...]}). Unknown roles, a
@@ -63,6 +65,9 @@ class GenerationReader:
     errors naming the file and line.
     """
 
+    prompt_template: str | None = None
+    as_chat: bool = False
+    role_map: dict[str, str] = field(default_factory=dict, hash=False)
     tagged = False
 
     def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
@@ -80,11 +85,11 @@ class GenerationReader:
         at = f"{path}:{number}"
         row = {cfg.column_map.get(k, k): v for k, v in raw.items()}
         if "messages" in row:
-            messages = self._messages(row["messages"], cfg, at)
+            messages = self._messages(row["messages"], at)
             if labelled and not any(m["role"] == "assistant" for m in messages):
                 raise DataError(
                     f"{at}: the conversation has no assistant turn, so there is nothing to "
-                    "learn; add the reply, or map its speaker to 'assistant' in data.role_map"
+                    "learn; add the reply, or map its speaker to 'assistant' in task.role_map"
                 )
             prompt = next((m["content"] for m in messages if m["role"] == "user"), "")
             return Example(text=prompt, label={"messages": messages}, source=at)
@@ -103,8 +108,8 @@ class GenerationReader:
                 "data.column_map"
             )
         prompt = _text(_joined(prompt), "prompt", at)
-        if cfg.prompt_template:
-            prompt = cfg.prompt_template.replace("{prompt}", prompt)
+        if self.prompt_template:
+            prompt = self.prompt_template.replace("{prompt}", prompt)
         if not labelled:
             return Example(text=prompt, source=at)
         if isinstance(completion, list) and completion:  # several references: train the first
@@ -112,14 +117,13 @@ class GenerationReader:
             target: dict[str, Any] = {"completion": references[0], "references": references}
         else:
             target = {"completion": _text(completion, "completion", at)}
-        if cfg.as_chat:
+        if self.as_chat:
             turns = [{"role": "user", "content": prompt},
                      {"role": "assistant", "content": target["completion"]}]  # fmt: skip
             return Example(text=prompt, label={**target, "messages": turns}, source=at)
         return Example(text=prompt, label=target, source=at)
 
-    @staticmethod
-    def _messages(value: Any, cfg: DataConfig, at: str) -> list[dict[str, str]]:
+    def _messages(self, value: Any, at: str) -> list[dict[str, str]]:
         if not isinstance(value, list) or not value:
             raise DataError(f"{at}: 'messages' must be a non-empty list of {{role, content}}")
         messages = []
@@ -128,11 +132,11 @@ class GenerationReader:
                 raise DataError(f"{at}: messages[{index}] is not a {{role, content}} object")
             content = turn.get("content", turn.get("text"))
             speaker = str(turn.get("role", turn.get("speaker", "")))
-            role = cfg.role_map.get(speaker, speaker)
+            role = self.role_map.get(speaker, speaker)
             if role not in ROLES:
                 raise DataError(
                     f"{at}: messages[{index}] has the role {speaker!r}; roles are system, user "
-                    f"and assistant: map it with data.role_map, e.g. {{{speaker}: user}}"
+                    f"and assistant: map it with task.role_map, e.g. {{{speaker}: user}}"
                 )
             messages.append(
                 {"role": role, "content": _text(content, f"messages[{index}] content", at)}
@@ -170,11 +174,39 @@ CHATML = (
 )
 
 
-class PackingOptions(BaseModel):
-    """`task.*` options of causal_lm."""
+class PromptOptions(BaseModel):
+    """`task.*` options of seq2seq (and causal_lm): how a row's prompt is formatted."""
 
     model_config = ConfigDict(extra="forbid")
 
+    prompt_template: str | None = Field(
+        None,
+        description="The prompt made from each row's prompt text, e.g. 'Translate English to "
+        "German: {prompt}' ({prompt} is the row's prompt); `bridgetune generate` and the "
+        "service apply it to prompts too.",
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_slot(cls, value: str | None) -> str | None:
+        if value is not None and "{prompt}" not in value:
+            raise ValueError("must contain {prompt} (where the row's prompt goes)")
+        return value
+
+
+class GenerationOptions(PromptOptions):
+    """`task.*` options of causal_lm."""
+
+    as_chat: bool = Field(
+        False,
+        description="Train prompt/completion rows as a user turn and an assistant turn in the "
+        "model's chat template (instruction-tuned models answer best so).",
+    )
+    role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Speaker names of `messages` mapped to system/user/assistant, e.g. "
+        "{customer: user, agent: assistant}.",
+    )
     packing: bool = Field(
         False,
         description="Pack the examples of a batch into rows of up to max_length "
@@ -196,26 +228,42 @@ class CausalLMTask(Task):
     output = "generation"
     generative = True
     packs = True  # task.packing: several examples per training row
-    Options = PackingOptions
+    Options = GenerationOptions
     prediction = LossPrediction
     reader = GenerationReader()
 
     def __init__(
-        self, labels: list[str], chat: bool | None = None, pack_length: int | None = None
+        self,
+        labels: list[str],
+        chat: bool | None = None,
+        pack_length: int | None = None,
+        prompts: dict[str, Any] | None = None,
     ) -> None:
         self.labels = labels
         self.chat = chat  # trained on conversations (prompts go through the chat template)
         self.pack_length = pack_length  # task.packing: rows of up to this many tokens
         self.keep_logits = False  # the model takes `logits_to_keep` (set by build_model)
+        self.prompts = {k: v for k, v in (prompts or {}).items() if v}  # the reader's options
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> CausalLMTask:
         pack = settings.get("max_length") if settings.get("packing") else None
-        return cls(labels, settings.get("chat"), pack)
+        return cls(labels, settings.get("chat"), pack, cls.prompt_options(settings))
+
+    @classmethod
+    def prompt_options(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """The options of `settings` that format prompts (the reader's fields)."""
+        keys = set(cls.Options.model_fields) & set(GenerationReader.__dataclass_fields__)
+        return {key: settings[key] for key in keys if settings.get(key) is not None}
+
+    @classmethod
+    def configured_reader(cls, options: dict[str, Any]) -> GenerationReader:
+        """The reader with the run's prompt options (template, chat turns, role names)."""
+        return dataclasses.replace(cls.reader, **cls.prompt_options(options))
 
     def settings(self) -> dict[str, Any]:
         """What bridgetune.json keeps for `create` (how prompts are formatted)."""
-        return {"chat": bool(self.chat)}
+        return {"chat": bool(self.chat), **self.prompts}
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:

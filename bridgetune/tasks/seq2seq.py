@@ -7,7 +7,7 @@ reads the source (cut at max_length); the decoder is trained on the whole target
 ends with EOS (appended where the tokenizer does not). Teacher forcing is built here, not by the
 model: the decoder's input is the target shifted right behind the model's decoder start token,
 so the loop computes the loss from the logits as for every task. A T5 task prefix ("summarize:
-") goes into `data.prompt_template`.
+") goes into `task.prompt_template`.
 
 Dev is scored by loss and perplexity during training and by ROUGE/BLEU/chrF of greedy
 generations at the end (bridgetune.inference.generation), like causal_lm.
@@ -20,11 +20,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bridgetune.config import RunConfig
 from bridgetune.data.schema import Example
 from bridgetune.models.pretrained import load_generator
-from bridgetune.tasks.base import TASKS, Feature, NoOptions, pad_batch
-from bridgetune.tasks.causal_lm import CausalLMTask
+from bridgetune.tasks.base import TASKS, Feature, pad_batch
+from bridgetune.tasks.causal_lm import CausalLMTask, PromptOptions
 from bridgetune.tasks.losses import IGNORE
 
 
@@ -36,38 +35,26 @@ class Seq2SeqTask(CausalLMTask):
     auto_class = "AutoModelForSeq2SeqLM"
     problem = "seq2seq"
     packs = False
-    Options = NoOptions  # no packing: a seq2seq model reads (source, target) rows
+    Options = PromptOptions  # no packing, no chat turns: it reads (source, target) rows
 
-    def __init__(self, labels: list[str], decoder_start: int | None = None) -> None:
-        super().__init__(labels, chat=False)
+    def __init__(
+        self,
+        labels: list[str],
+        decoder_start: int | None = None,
+        prompts: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(labels, chat=False, prompts=prompts)
         self.decoder_start = decoder_start  # the model's decoder_start_token_id
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> Seq2SeqTask:
-        return cls(labels, settings.get("decoder_start"))
+        return cls(labels, settings.get("decoder_start"), cls.prompt_options(settings))
 
     def output_layer(self, model: torch.nn.Module) -> torch.nn.Module | None:
         return None  # the decoder's logits are all scored: no positions to skip
 
     def settings(self) -> dict[str, Any]:
-        return {"decoder_start": self.decoder_start}
-
-    @classmethod
-    def check_config(cls, cfg: RunConfig) -> None:
-        super().check_config(cfg)
-        used = [
-            key
-            for key, value in (
-                ("data.as_chat", cfg.data.as_chat),
-                ("data.role_map", bool(cfg.data.role_map)),
-            )
-            if value
-        ]
-        if used:
-            raise ValueError(
-                f"{', '.join(used)}: for causal_lm only; a seq2seq model reads (source, "
-                "target) rows: remove them"
-            )
+        return {"decoder_start": self.decoder_start, **self.prompts}
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForSeq2SeqLM
