@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from typing import Any
 
-from bridgetune.config import (
-    RunConfig,
-)
+from bridgetune.config import RunConfig
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import Splits, load_splits
 from bridgetune.recipes.check import (
@@ -20,8 +17,6 @@ from bridgetune.recipes.check import (
     tags_words,
     task_reader,
 )
-
-log = logging.getLogger("bridgetune")
 
 
 def augmented(cfg: RunConfig, splits: Splits, tokenizer: Any, model_path: str) -> Splits:

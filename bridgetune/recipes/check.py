@@ -4,7 +4,6 @@ the options are ones they take, and the task, tokenizer and model it needs are p
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,6 @@ from bridgetune.data.splits import Splits
 from bridgetune.models import check_max_length, load_tokenizer, resolve_model
 from bridgetune.tasks import TASKS, Task, build_task, reader_for, reader_of
 from bridgetune.training import sharding
-
-log = logging.getLogger("bridgetune")
-
 
 ConfigLike = RunConfig | str | Path | dict
 

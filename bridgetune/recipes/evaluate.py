@@ -3,13 +3,10 @@ data before training."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from bridgetune.config import (
-    DataConfig,
-)
+from bridgetune.config import DataConfig
 from bridgetune.data.io import read_file
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import check_labels, load_splits
@@ -19,8 +16,6 @@ from bridgetune.modeldir import read_meta, saved_task_options
 from bridgetune.recipes.check import ConfigLike, as_config, prepare_task, tags_words, task_reader
 from bridgetune.recipes.predict import load
 from bridgetune.tasks import reader_of
-
-log = logging.getLogger("bridgetune")
 
 
 def saved_data_config(meta: dict[str, Any], path: str) -> DataConfig:

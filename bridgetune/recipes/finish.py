@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,9 +13,7 @@ from typing import Any
 
 import yaml
 
-from bridgetune.config import (
-    RunConfig,
-)
+from bridgetune.config import RunConfig
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import Splits, example_labels
 from bridgetune.inference.generation import configure_generation, scored_generations
@@ -25,8 +22,6 @@ from bridgetune.lifecycle.reports import headline, write_report
 from bridgetune.lifecycle.rundir import RunDirectory
 from bridgetune.recipes.check import tag_scheme_of
 from bridgetune.tasks import Task
-
-log = logging.getLogger("bridgetune")
 
 
 @dataclass

@@ -4,18 +4,13 @@ time window."""
 from __future__ import annotations
 
 import datetime
-import logging
 from pathlib import Path
 from typing import Any
 
-from bridgetune.config import (
-    MonitorConfig,
-)
+from bridgetune.config import MonitorConfig
 from bridgetune.data.schema import Example
 from bridgetune.modeldir import read_meta
 from bridgetune.recipes.predict import load
-
-log = logging.getLogger("bridgetune")
 
 
 def monitor(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bridgetune.inference.predictor import Predictor
-
-log = logging.getLogger("bridgetune")
 
 
 def load(model_dir: str | Path, device: str = "auto") -> Predictor:

@@ -4,13 +4,10 @@ model directory (bridgetune.recipes.finish)."""
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bridgetune.config import (
-    RunConfig,
-)
+from bridgetune.config import RunConfig
 from bridgetune.data.splits import load_splits
 from bridgetune.data.stats import report_truncation
 from bridgetune.inference.generation import sampled_generations
@@ -25,8 +22,6 @@ from bridgetune.recipes.finish import Fitted, TrainResult, finish_run
 from bridgetune.runtime.processes import is_launch_main
 from bridgetune.tasks import TASKS, Task
 from bridgetune.training.memory import check_quantization, prepare_memory
-
-log = logging.getLogger("bridgetune")
 
 
 def train(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from bridgetune.config import (
@@ -11,8 +10,6 @@ from bridgetune.config import (
     RunConfig,
 )
 from bridgetune.training import sharding
-
-log = logging.getLogger("bridgetune")
 
 
 def check_quantization(cfg: RunConfig) -> None:
