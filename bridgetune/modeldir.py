@@ -51,11 +51,6 @@ def write_meta(directory: Path, meta: dict[str, Any], head: dict[str, Any] | Non
     return path
 
 
-def is_model_dir(directory: Path) -> bool:
-    """Whether `directory` has a bridgetune.json (without reading it)."""
-    return (Path(directory) / META_FILE).is_file()
-
-
 def read_meta(directory: Path) -> dict[str, Any]:
     """The bridgetune.json of a model directory, checked.
 

@@ -15,8 +15,8 @@ from bridgetune.data.augment import (
     augment_split,
     infer_tag_scheme,
     preview,
-    split_words,
 )
+from bridgetune.data.edits import split_words
 from bridgetune.data.io import checked_token_example, join_tokens
 from bridgetune.data.schema import Example
 from bridgetune.data.tags import check_sequence, decode_spans

@@ -15,6 +15,7 @@ import bridgetune
 from bridgetune.config import ConfigError, MethodConfig
 from bridgetune.data.schema import Example
 from bridgetune.export.model_dir import save_model_dir
+from bridgetune.heads import output_logits
 from bridgetune.inference.predictor import Predictor
 from bridgetune.methods import METHODS as METHOD_REGISTRY
 from bridgetune.methods import apply_method, count_parameters
@@ -22,7 +23,6 @@ from bridgetune.methods.peft import MERGEABLE, AdapterModel
 from bridgetune.methods.prefix import PrefixModel
 from bridgetune.tasks import TASKS as TASK_REGISTRY
 from bridgetune.tasks import build_task, reader_for
-from bridgetune.tasks.losses import output_logits
 from tests.conftest import tiny_config
 
 # generated from the registries: a new method or task joins the matrix without a test edit

@@ -22,20 +22,14 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from bridgetune.config import AugmentConfig, ConfigError
-from bridgetune.data.edits import (  # noqa: F401  (augmenters elsewhere build on them)
+from bridgetune.data.edits import (
     CJK_CHAR,
     AugmentContext,
     Augmenter,
-    Substitute,
     Unit,
     change_count,
     editable,
-    encode_tags,
-    from_units,
-    join_words,
     replace_words,
-    split_affixes,
-    split_words,
     to_units,
     unit_augmenter,
 )

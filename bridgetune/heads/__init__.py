@@ -1,8 +1,9 @@
 """Classifiers built around a pretrained model other than a fine-tuned classification head.
 
 Each head module wraps a transformers model and answers `forward(input_ids, attention_mask,
-token_type_ids=None, labels=None)` with `.logits` of shape (texts, labels) and `.loss` when labels
-are given, so the loop, `infer`, the tasks' decoding and the service use them unchanged:
+token_type_ids=None)` with `.logits` of shape (texts, labels); the loss is the task's, computed
+from the logits by the objective. The loop, `infer`, the tasks' decoding and the service use them
+unchanged:
 
 - embedding: mean-pooled sentence embedding -> linear layer (contrastive few-shot, and zero-shot
   from label descriptions, where the rows are the descriptions' embeddings);

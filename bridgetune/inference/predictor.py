@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from bridgetune.data.batching import eval_batches, feature_length
+from bridgetune.data.batching import LOSS_KEYS, eval_batches, feature_length
 from bridgetune.data.schema import Example
+from bridgetune.heads import output_logits
 from bridgetune.modeldir import read_meta, read_settings
 from bridgetune.tasks import Task, build_task
-from bridgetune.tasks.losses import LOSS_KEYS, output_logits
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -13,6 +13,9 @@ client goes away (a closed stream, a dropped connection) stops its generation at
 token.
 Decoding follows the model's generation config (the run's `generate:` section) unless the
 request sets `temperature` (0: greedy; above 0: sampling at that temperature) or `top_p`.
+
+One module (about 500 lines): the OpenAI-compatible endpoints, their streaming and
+cancellation are one protocol; the batching engine is engine.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Supervised fine-tuning of decoder-only language models (instructions, dialogues).
 
-Data (bridgetune.data.readers.GenerationReader): a prompt and its completion, or a chat
+Data (GenerationReader, below): a prompt and its completion, or a chat
 conversation. The loss counts the completion, or every assistant turn, and nothing else; which
 tokens those are is computed here from the rendered text (character spans of the assistant
 turns in the chat template's output, then the tokens over them), not from `{% generation %}`
@@ -12,6 +12,9 @@ tokenizer, so generation formats prompts as training did.
 
 During training, dev is scored by loss and perplexity (`decode` returns each example's summed
 loss); `Predictor.generate` writes text (greedy by default, left-padded batches).
+
+One module (about 500 lines) because reading the rows, their prompt options, the chat template
+and packing all define what one training example is; split, each half would need the other.
 """
 
 from __future__ import annotations

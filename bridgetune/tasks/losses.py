@@ -1,9 +1,8 @@
-"""The one loss of every task, shared by every model that computes it.
-
-Heads (embedding, prompt, NLI), adapter and prefix models and the training objective (class
-weights, label smoothing, R-Drop around it) all call `task_loss`, so a change to how a task
-learns is made once. Pure torch: tasks, heads, methods and training all import it (DESIGN:
-methods never import tasks).
+"""The losses library tasks call: the one loss of every kind of task (`task_loss`), R-Drop's
+divergence between two passes, and class weights. `Task.loss`, `Task.divergence` and
+`Task.class_weights` use it; the training objective wraps the task's loss (weights, label
+smoothing, R-Drop), and no model, head or adapter computes a loss of its own, so a change to
+how a task learns is made once.
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bridgetune.data.batching import IGNORE, LOSS_KEYS  # noqa: F401  (re-exported)
-from bridgetune.heads import output_logits  # noqa: F401  (re-exported)
+from bridgetune.data.batching import IGNORE
 
 # the losses each kind of problem can train with (`train.loss`); the first is the default
 LOSSES: dict[str, tuple[str, ...]] = {

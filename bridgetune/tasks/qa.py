@@ -13,6 +13,9 @@ without such questions always answers.
 Exact match and F1 follow the official scripts: SQuAD's (lower case, no punctuation or
 articles, word overlap) for English, CMRC 2018's for Chinese (punctuation removed, Chinese
 characters as tokens, F1 of the longest common subsequence), picked per reference answer.
+
+One module (about 500 lines): SQuAD reading, context windows, span search and SQuAD/CMRC
+scoring share the offsets of one example; they change together.
 """
 
 from __future__ import annotations
