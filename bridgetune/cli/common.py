@@ -55,7 +55,7 @@ def run_action(action):
         DataError,
         ModelError,
         RunDirectoryError,
-        FileNotFoundError,
+        OSError,  # a full disk (DiskFull says where), a file that cannot be read or written
         ValueError,
     ) as error:
         fail(error)

@@ -43,3 +43,42 @@ def validated_options(
             else:
                 problems.append(f"{section}.{key}: {item['msg']}")
         raise ConfigError("; ".join(problems)) from None
+
+
+# A name becomes one directory (`<output_dir>/<name>`, beside its staging `.<name>.partial`):
+# NAME_MAX is 255 bytes on the common filesystems, less the staging name's 9 extra bytes and the
+# temporary siblings' process ids (bridgetune.lifecycle.atomic).
+MAX_NAME_BYTES = 200
+
+
+def plain_name(value: str, what: str) -> str:
+    """`value` when it is one plain path component, the only kind of name a path is built from.
+
+    Refused: empty, `.` and `..`, path separators (`/`, and `\\` everywhere: a name must mean
+    the same folder on every system), a leading `.` (hidden; the staging names start with one),
+    control characters, surrounding spaces and names longer than MAX_NAME_BYTES.
+
+    Raises:
+        ValueError: what is wrong with `value`, and an example of a name that works.
+    """
+    problem = None
+    if not value or not value.strip():
+        problem = "is empty"
+    elif value in (".", ".."):
+        problem = "means output_dir itself or the folder above it, not a folder of its own"
+    elif "/" in value or "\\" in value:
+        problem = "contains a path separator (a name is one folder, not a path)"
+    elif value.startswith("."):
+        problem = "starts with '.' (bridgetune's own temporary folders do)"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+        problem = "contains a control character"
+    elif value != value.strip():
+        problem = "starts or ends with a space"
+    elif len(value.encode("utf-8")) > MAX_NAME_BYTES:
+        problem = f"is longer than {MAX_NAME_BYTES} bytes"
+    if problem:
+        raise ValueError(
+            f"{what} {value!r} {problem}; use one plain folder name such as 'sst2-lora' or "
+            "'客服-v2' (output_dir chooses where it goes)"
+        )
+    return value

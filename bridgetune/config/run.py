@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridgetune.config.base import ConfigError, _Section
+from bridgetune.config.base import ConfigError, _Section, plain_name
 from bridgetune.config.sections import (
     AugmentConfig,
     DataConfig,
@@ -71,6 +71,21 @@ class RunConfig(_Section):
         description="ner, classification, pair: rules applied to every prediction, top to "
         "bottom (regex or words that add, override or veto; docs/chinese.md).",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return plain_name(value, "name")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, value: str) -> str:
+        if not value.strip() or "\x00" in value:
+            raise ValueError(
+                f"output_dir {value!r} is not a folder path; give one such as 'runs' or "
+                "'/data/runs'"
+            )
+        return value
 
     @field_validator("task", mode="before")
     @classmethod

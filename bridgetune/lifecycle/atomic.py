@@ -28,6 +28,53 @@ _RENAME_EXCHANGE = 2
 _CANNOT_EXCHANGE = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM}
 
 
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFull(OSError):
+    """A write failed because the filesystem (or the user's quota) is full."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether `error` (or an error it came from) is a full disk: OSError ENOSPC/EDQUOT, or the
+    messages of the writers that do not raise OSError (torch.save, safetensors)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _OUT_OF_SPACE:
+            return True
+        text = str(seen)
+        if "No space left on device" in text or "file write failed" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def writing(directory: Path) -> Iterator[None]:
+    """Writes into `directory`: a full disk becomes one DiskFull error that says where and what
+    to do (what is already on disk is intact: every write here is atomic)."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as error:
+        if not out_of_space(error):
+            raise
+        try:
+            free = f"{shutil.disk_usage(directory).free / 1e6:,.0f} MB free now"
+        except OSError:
+            free = "free space unknown"
+        raise DiskFull(
+            errno.ENOSPC,
+            f"no space left on the disk while writing {directory} ({free}). What was saved "
+            "before is intact: free some space (or choose another output_dir), then run the "
+            "same command again with --resume to continue from the last checkpoint",
+        ) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync it, then rename it into place."""
     path = Path(path)

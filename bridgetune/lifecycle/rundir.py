@@ -14,26 +14,36 @@ matching model, or nothing; a killed run leaves the previous run untouched.
   the previous run, without an owner file, until it is deleted.
 - Write points, each covered by a failpoint (bridgetune.lifecycle.failpoints) in the fault-injection
   test: checkpoint swaps, best weights, reports, the model directory, the run swap.
+- Only a bridgetune run is ever replaced: a folder at `<name>/` that holds anything else (a
+  user's files, another tool's output) is refused, with or without `--overwrite`.
+- Claiming is atomic: `prepare` checks and claims while it holds an exclusive lock on the output
+  directory (fcntl.flock; the kernel drops it when the process dies), so of two processes
+  starting one run at the same moment exactly one claims it and the other is refused.
+- The settings that shape the run (data fingerprint, labels, model, method, optimizer,
+  schedule, epochs ...) are recorded beside the checkpoint; `--resume` with other settings is
+  refused, listing what differs (`record_settings`, `check_settings`).
 - Before training: the output directory must be writable and have room for the checkpoints and
-  the model (`check_disk`).
+  the model (`check_disk`); on resume the partial checkpoint already on disk counts as room.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bridgetune.lifecycle.atomic import pid_alive, remove_stale, replace_directory
+from bridgetune.lifecycle.atomic import pid_alive, remove_stale, replace_directory, writing
 from bridgetune.lifecycle.failpoints import failpoint
 from bridgetune.modeldir import META_FILE
 
 OWNER_FILE = ".owner.json"
+SETTINGS_FILE = "settings.json"  # in the staging directory: what a resume must match
 MODEL_META = Path("model") / META_FILE
 
 
@@ -82,6 +92,10 @@ class RunDirectory:
             FileNotFoundError: `resume` without an unfinished run to continue.
         """
         self._check_target()
+        with locked(self.path.parent):
+            self._prepare(resume, overwrite)
+
+    def _prepare(self, resume: bool, overwrite: bool) -> None:
         remove_stale(self.path)  # a fallback swap's leftovers (bridgetune.lifecycle.atomic)
         # a run killed right after its swap left its owner file in place: it must not travel
         # back to the staging name with the next swap (it would look like an unfinished run)
@@ -98,6 +112,12 @@ class RunDirectory:
             self._take_over(owner)
             return
         finished = finished_run(self.path)
+        if finished is None and self.path.is_dir() and any(self.path.iterdir()):
+            raise RunDirectoryError(
+                f"{self.path} exists and is not a bridgetune run (it has no {MODEL_META}); "
+                "bridgetune replaces only its own runs. Choose another name or output_dir, or "
+                "move that folder away"
+            )
         if finished is not None and not overwrite:
             raise RunDirectoryError(
                 f"{self.path} holds a finished run ({describe(finished)}). Pass --overwrite "
@@ -113,13 +133,55 @@ class RunDirectory:
             shutil.rmtree(self.staging)
         self._claim()
 
+    def record_settings(self, settings: dict[str, Any]) -> None:
+        """Keep the settings that shape this run for a later `--resume` to compare."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(settings, indent=1, ensure_ascii=False, sort_keys=True, default=str)
+        (self.staging / SETTINGS_FILE).write_text(text, encoding="utf-8")
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse to resume with settings other than the recorded ones.
+
+        A checkpoint written before settings were recorded is resumed as before (nothing to
+        compare with); the run then records the current settings.
+
+        Raises:
+            RunDirectoryError: what differs, the checkpoint's value and the one asked for now.
+        """
+        path = self.staging / SETTINGS_FILE
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            self.record_settings(settings)
+            return
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(
+                f"{path} is damaged ({error}); the run's settings cannot be checked. Start again "
+                "without --resume"
+            ) from None
+        now = json.loads(json.dumps(settings, sort_keys=True, default=str))
+        unset = "(unset)"
+        differences = [
+            f"{key}: {recorded.get(key, unset)!r} in the checkpoint, {now.get(key, unset)!r} now"
+            for key in sorted(set(recorded) | set(now))
+            if recorded.get(key) != now.get(key)
+        ]
+        if differences:
+            shown = "; ".join(differences[:8]) + ("; ..." if len(differences) > 8 else "")
+            raise RunDirectoryError(
+                f"--resume: {self.path.name!r} was started with other settings ({shown}). Resume "
+                "with the settings it started with, or start again without --resume "
+                "(docs/reliability.md lists what may change on resume)"
+            )
+
     def publish(self, write: Callable[[Path], None]) -> None:
         """`write(staging)` writes the run's results; then the whole run replaces `path`.
 
         The owner file stays until the swap, so a run killed before it can still `--resume`
         (its checkpoint is complete); after the swap the staging name holds the previous run,
         ownerless, for `prepare` to delete if this process dies before it does."""
-        write(self.staging)
+        with writing(self.staging):
+            write(self.staging)
         failpoint("before-swap:run")
         retired = replace_directory(self.staging, self.path)
         failpoint("after-swap:run")
@@ -189,12 +251,46 @@ class RunDirectory:
         self._claim()
 
 
-def check_disk(directory: Path, need: int) -> None:
-    """Raise RunDirectoryError when `directory`'s filesystem has less than `need` bytes free."""
-    free = shutil.disk_usage(directory).free
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (where fcntl exists; elsewhere nothing is locked).
+
+    Every claim of a run in `directory` takes it, so a check and the claim that follows are one
+    step for other bridgetune processes; the kernel releases it if the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def folder_bytes(path: Path) -> int:
+    """The bytes of the files under `path` (0 when it does not exist); a file linked twice (the
+    best weights in the checkpoint) counts once."""
+    if not path.is_dir():
+        return 0
+    sizes = {}
+    for file in path.rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            info = file.stat()
+            sizes[(info.st_dev, info.st_ino)] = info.st_size
+    return sum(sizes.values())
+
+
+def check_disk(directory: Path, need: int, present: int = 0) -> None:
+    """Raise RunDirectoryError when `directory`'s filesystem has less than `need` bytes free;
+    `present`: what the run already has on disk (a partial checkpoint it will replace)."""
+    free = shutil.disk_usage(directory).free + present
     if free < need:
         raise RunDirectoryError(
             f"{directory}: the run needs about {need / 1e9:.2f} GB for its checkpoints and "
-            f"model, and {free / 1e9:.2f} GB are free. Free some space or choose another "
-            "output_dir"
+            f"model, and {free / 1e9:.2f} GB are free"
+            + (f" (counting the {present / 1e9:.2f} GB of its checkpoint)" if present else "")
+            + ". Free some space or choose another output_dir"
         )

@@ -13,7 +13,7 @@ from bridgetune.data.stats import report_truncation
 from bridgetune.inference.generation import sampled_generations
 from bridgetune.knowledge.vocab import extended_vocabulary
 from bridgetune.lifecycle.reports import headline
-from bridgetune.lifecycle.rundir import RunDirectory, check_disk
+from bridgetune.lifecycle.rundir import RunDirectory, check_disk, folder_bytes
 from bridgetune.models import resolve_model
 from bridgetune.models.pretrained import grow_embeddings
 from bridgetune.recipes.augment import augmented
@@ -74,6 +74,9 @@ def train_run(
     )
     splits = load_splits(cfg.data, task_reader(cfg))
     task, tokenizer, model_path = prepare_task(cfg, splits)
+    if is_launch_main():  # before any model is built: a changed label set cannot resume
+        settings = run_settings(cfg, splits.labels, splits.fingerprint)
+        (run.check_settings if resume else run.record_settings)(settings)
     extension = extended_vocabulary(cfg, tokenizer, splits)
     splits = augmented(cfg, splits, tokenizer, model_path)
     length = cfg.model.max_length
@@ -107,8 +110,8 @@ def train_run(
 
     model, head = build()
     report_parameters(cfg.method.name, model)
-    if is_launch_main():
-        check_disk(run.path.parent, run_bytes(model))
+    if is_launch_main():  # a resumed run replaces the checkpoint it has on disk
+        check_disk(run.path.parent, run_bytes(model), folder_bytes(run.staging) if resume else 0)
     loop = Loop(
         model,
         task,
@@ -166,6 +169,37 @@ def pretrain(
     training are in bridgetune.json ("before_training") and before_training.json."""
     overrides = [*(overrides or []), "task=mlm"]
     return train(config, overrides, resume=resume, overwrite=overwrite, on_step=on_step)
+
+
+# Settings a resumed run may change: they decide how it reports and how often it saves, not what
+# it learns (docs/reliability.md). Every other key of the config must match the checkpoint's.
+MAY_CHANGE_ON_RESUME = frozenset(
+    {"train.log_every", "train.eval_batch_size", "train.checkpoint_steps", "generate.batch_size"}
+)
+WHERE_IT_RUNS = ("name", "output_dir")  # a moved output_dir resumes; `name` is the run itself
+
+
+def run_settings(cfg: RunConfig, labels: list[str], data_fingerprint: str) -> dict[str, Any]:
+    """The settings that shape a training run, flat (`train.lr`), with its labels and the
+    fingerprint of its data files: what `--resume` compares with the checkpoint's."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}{key}.", item)
+        else:
+            flat[prefix.rstrip(".")] = value
+
+    walk("", cfg.model_dump())
+    shaping = {
+        key: value
+        for key, value in flat.items()
+        if key not in MAY_CHANGE_ON_RESUME
+        and key not in WHERE_IT_RUNS
+        and not key.startswith("fewshot.")  # the few-shot command's keys
+    }
+    return {**shaping, "labels": list(labels), "data files (sha256)": data_fingerprint}
 
 
 def length_bucketing(cfg: RunConfig, task: Task) -> bool:

@@ -15,18 +15,21 @@ process calls the save and load functions (they gather and scatter), the first o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import pickle
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from bridgetune.lifecycle.atomic import atomic_directory
+from bridgetune.lifecycle.atomic import atomic_directory, writing
 from bridgetune.lifecycle.failpoints import failpoint
 from bridgetune.runtime.processes import is_sharded, is_sharded_tensor, processes
 from bridgetune.training import sharding
@@ -75,7 +78,19 @@ def save_checkpoint(
 ) -> None:
     """Write the checkpoint atomically; `rng` is the RNG state at the optimizer-step boundary.
     A sharded model: every process calls it, the first writes."""
-    best = Path(directory) / "best.safetensors"
+    with writing(Path(directory)):
+        _save_checkpoint(Path(directory), model, optimizer, scheduler, state, rng)
+
+
+def _save_checkpoint(
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    state: LoopState,
+    rng: dict[str, Any],
+) -> None:
+    best = directory / "best.safetensors"
     sharded = is_sharded(model)
     if sharded:  # gathered by all processes before the first one writes
         weights = sharding.saved_tensors(model), _metadata(model)
@@ -84,7 +99,7 @@ def save_checkpoint(
             return
     else:
         optimizer_state = optimizer.state_dict()
-    with atomic_directory(Path(directory)) as staging:
+    with atomic_directory(directory) as staging:
         if sharded:
             save_file(weights[0], str(staging / "model.safetensors"), metadata=weights[1])
         else:
@@ -94,17 +109,19 @@ def save_checkpoint(
         (staging / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
         if best.exists():
             os.link(best, staging / best.name)  # keep the best weights across checkpoints
+        failpoint("checkpoint")
 
 
 def save_best(directory: Path, model: torch.nn.Module) -> None:
     """The best weights so far (a sharded model: every process calls it, the first writes)."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    temporary = Path(directory) / "best.safetensors.tmp"
-    save_weights(model, temporary)
-    if not _writes():
-        return
-    failpoint("best")
-    temporary.replace(Path(directory) / "best.safetensors")
+    with writing(Path(directory)):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        temporary = Path(directory) / "best.safetensors.tmp"
+        save_weights(model, temporary)
+        if not _writes():
+            return
+        failpoint("best")
+        temporary.replace(Path(directory) / "best.safetensors")
 
 
 def load_best(directory: Path, model: torch.nn.Module) -> bool:
@@ -122,10 +139,23 @@ def has_checkpoint(directory: Path) -> bool:
 def load_checkpoint(
     directory: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any
 ) -> LoopState:
-    """Restore weights, optimizer, scheduler and RNG state; return the loop state."""
+    """Restore weights, optimizer, scheduler and RNG state; return the loop state.
+
+    Raises:
+        CheckpointMismatch: the checkpoint does not fit the model, or one of its files is
+            damaged (truncated by a full disk, edited, or written by another program).
+    """
     directory = Path(directory)
-    load_weights(model, directory / "model.safetensors")
-    saved = torch.load(directory / "training_state.pt", weights_only=True, map_location="cpu")
+    with readable(directory / "model.safetensors"):
+        load_weights(model, directory / "model.safetensors")
+    with readable(directory / "training_state.pt"):
+        saved = torch.load(directory / "training_state.pt", weights_only=True, map_location="cpu")
+        return _restore(directory, saved, model, optimizer, scheduler)
+
+
+def _restore(
+    directory: Path, saved: dict[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any
+) -> LoopState:
     sharded = is_sharded(model)
     if saved.get("sharded", False) != sharded:
         then, now = ("with" if on else "without" for on in (saved.get("sharded"), sharded))
@@ -139,7 +169,25 @@ def load_checkpoint(
         optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     set_rng_state(saved["rng"])
-    return LoopState(**json.loads((directory / STATE_FILE).read_text(encoding="utf-8")))
+    with readable(directory / STATE_FILE):
+        return LoopState(**json.loads((directory / STATE_FILE).read_text(encoding="utf-8")))
+
+
+@contextlib.contextmanager
+def readable(path: Path) -> Iterator[None]:
+    """Turn a failure to read the checkpoint file `path` into a CheckpointMismatch naming it."""
+    try:
+        yield
+    except CheckpointMismatch:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError,
+            pickle.UnpicklingError, SafetensorError) as error:  # fmt: skip
+        text = str(error).strip()
+        reason = text.splitlines()[0][:200] if text else type(error).__name__
+        raise CheckpointMismatch(
+            f"{path} cannot be read ({reason}): the checkpoint is damaged or does not fit this "
+            "run. Start again without --resume (the run restarts from its first step)"
+        ) from None
 
 
 def _frozen(model: torch.nn.Module) -> dict[str, torch.Tensor]:
