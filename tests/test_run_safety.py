@@ -260,3 +260,18 @@ def test_a_full_disk_in_the_cli_is_one_line(tiny_bert, sentiment_csv, tmp_path):
     assert "no space left" in stderr and "--resume" in stderr
     resumed = _cli(path, "--resume")
     assert resumed.wait(300) == 0, resumed.stderr.read()
+
+
+def test_a_model_directory_replaces_only_a_model_directory(tmp_path):
+    from bridgetune.export.model_dir import check_replaceable
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a bridgetune model directory"):
+        bridgetune.zeroshot(["a", "b"], folder)
+    assert (folder / "notes.txt").read_text() == "keep"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        check_replaceable(tmp_path / "file")
+    assert check_replaceable(tmp_path / "new") == tmp_path / "new"

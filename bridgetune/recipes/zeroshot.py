@@ -54,8 +54,9 @@ def zeroshot(
         multilabel: independent labels (sigmoid); 'nli' only.
         text_column, label_column: columns of the files that `predict` and `evaluate` will read.
     """
-    from bridgetune.export.model_dir import save_model_dir
+    from bridgetune.export.model_dir import check_replaceable, save_model_dir
 
+    check_replaceable(Path(output))
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"zeroshot needs two or more distinct labels, got {labels}")
     if multilabel and method != "nli":
