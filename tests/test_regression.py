@@ -86,10 +86,13 @@ def test_regression_trains_reports_saves_and_serves_numbers(tiny_bert, tmp_path)
         assert answer["value"] == pytest.approx(
             predicted[0]["value"], rel=1e-2
         )  # bf16 inference on CPUs that have it
-        stored = client.post("/v1/feedback", json={"text": "love this phone", "label": 4.8})
+        pair = {"text": "love this phone", "text_pair": "great phone"}
+        stored = client.post("/v1/feedback", json={**pair, "label": 4.8})
         assert stored.status_code == 201, stored.text
-        wrong = client.post("/v1/feedback", json={"text": "love this phone", "label": "high"})
+        wrong = client.post("/v1/feedback", json={**pair, "label": "high"})
         assert wrong.status_code == 422 and "a number" in wrong.text
+        alone = client.post("/v1/feedback", json={"text": "love this phone", "label": 4.8})
+        assert alone.status_code == 422 and alone.json()["detail"].startswith("text_pair")
 
 
 def test_a_target_that_is_not_a_number_names_file_and_line(tiny_bert, tmp_path):

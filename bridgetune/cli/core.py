@@ -161,12 +161,13 @@ def generate(
     import bridgetune
     from bridgetune.modeldir import read_meta, saved_task_options
     from bridgetune.recipes.evaluate import read_inputs
+    from bridgetune.tasks.prompts import fill_template
 
     quiet_libraries()
     if prompts:  # as rows of the training data: the run's task.prompt_template applies
         meta = run_action(lambda: read_meta(model_dir))
         template = saved_task_options(meta).get("prompt_template")
-        inputs: list = [template.replace("{prompt}", p) if template else p for p in prompts]
+        inputs: list = [fill_template(template, p) for p in prompts]
     elif file is not None:
         inputs = run_action(lambda: [prompt_of(e) for e in read_inputs(model_dir, file)])
     else:

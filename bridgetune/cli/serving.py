@@ -32,12 +32,16 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
     overrides: Overrides = None,
 ) -> None:
-    """Serve a model directory over HTTP: /v1/predict, /v1/feedback, /metrics, playground at /."""
+    """Serve a model directory over HTTP: /v1/predict, /v1/feedback, /metrics, playground at /.
+
+    A directory that breaks the model-directory contract is refused before the server starts;
+    a model that still fails to load stops the server (exit code 2, with the reason).
+    """
     from bridgetune.config import load_serve_config
-    from bridgetune.modeldir import read_meta
+    from bridgetune.inference.predictor import checked_meta
 
     quiet_libraries()
-    run_action(lambda: read_meta(model_dir))
+    meta = run_action(lambda: checked_meta(model_dir))
     options = {
         "host": host,
         "port": port,
@@ -50,15 +54,18 @@ def serve(
     cfg = run_action(lambda: load_serve_config(config, [*(overrides or []), *extra]))
     from bridgetune.lifecycle.monitor import check_labels
 
-    run_action(lambda: check_labels(cfg.monitor, read_meta(model_dir)["labels"]))
+    run_action(lambda: check_labels(cfg.monitor, meta["labels"]))
     if cfg.knowledge.documents:  # bad documents stop here, with their file and line
         from bridgetune.inference.retrieval import read_passages
 
         knowledge = cfg.knowledge
         run_action(lambda: read_passages(Path(knowledge.documents), knowledge.chunk_chars))
-    from bridgetune.serve.run import run_server
+    from bridgetune.serve.run import ServeError, run_server
 
-    run_server(model_dir, cfg, access_log=access_log)
+    try:
+        run_server(model_dir, cfg, access_log=access_log)
+    except ServeError as error:
+        fail(error)
 
 
 feedback_app = typer.Typer(no_args_is_help=True, help="Feedback collected by `serve`.")

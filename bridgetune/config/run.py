@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridgetune.config.base import ConfigError, _Section, plain_name
+from bridgetune.config.base import ConfigError, _Section, plain_name, read_file_text
 from bridgetune.config.sections import (
     AugmentConfig,
     DataConfig,
@@ -192,12 +192,20 @@ def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{what} file {path} does not exist")
+    """The mapping of a YAML file (UTF-8, or UTF-16 with its byte-order mark: decode_text).
+
+    Raises:
+        ConfigError: one line naming the file: missing, a directory, not text, not YAML.
+    """
+    hint = "give the path of a YAML file"
+    text = read_file_text(path, f"{what} file", hint, ConfigError, (".yaml", ".yml"))
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:  # one line at the line it names, not PyYAML's report
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error).split("\n")[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem}); fix that line") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return raw

@@ -90,8 +90,10 @@ class DataConfig(_Section):
         "error",
         description="A row (token files: a sentence) that fails its checks: 'error' stops with "
         "its file and line; 'skip' leaves it out, counted and listed (file:line: why) in a "
-        "warning; 'repair' (IOB2 token files) reads an I-X that continues no X entity as B-X, "
-        "as conlleval does, counted in a warning.",
+        "warning; 'repair' (token files) mends an ill-formed tag sequence by its scheme's rule "
+        "(IOB2: a stray I-X is B-X, as conlleval reads it; IOB1: a B-X after no X entity is "
+        "I-X; BIOES/BMES: a stray continuation starts an entity, an unclosed one ends at its "
+        "last token), counted in a warning.",
     )
 
     @model_validator(mode="after")

@@ -1,19 +1,15 @@
-"""Readers for CSV, TSV, JSONL, CoNLL-style token files and hub datasets, with validation.
+"""Reading data files: paths, encodings and line ends, CSV, TSV, JSONL rows and hub datasets,
+token examples, fingerprints; token files themselves are bridgetune.data.tokenfiles.
 
 Every error names the file and the line (or row) and says what to do. Nothing here knows about
 models: readers turn files into `Example`s, `load_splits` adds labels and the dev split.
-
-One module (about 500 lines): every file form's reading, encodings and line numbers for
-errors; the readers of each task build on it.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import difflib
 import hashlib
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -22,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from bridgetune.config import DataConfig
+from bridgetune.config.base import check_file, decode_text, read_file_text
 from bridgetune.data.schema import DataError, Example
-from bridgetune.data.tags import check_sequence
+from bridgetune.data.tags import check_sequence, decode_spans
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 TOKEN_EXTENSIONS = (".conll", ".txt", ".bio", ".bmes", ".bioes", ".iob", ".iob2", ".ner")
+DATA_PATH_HINT = "check the data path in your config"
+DATA_SUFFIXES = (*_EXTENSIONS, *TOKEN_EXTENSIONS, ".text", ".md")  # named first in errors
 
 
 @dataclass
@@ -42,24 +41,65 @@ class Splits:
 
 
 def read_text(path: Path) -> str:
-    """Read a file as strict UTF-8, naming the line of the first bad byte."""
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist; check the data path in your config")
-    return decode_utf8(path.read_bytes(), str(path))
+    """A data file's text: strict UTF-8, or UTF-16/UTF-32 with a byte-order mark (configs are
+    read the same way, bridgetune.config.base.decode_text); a DataError naming the file when it
+    is missing, a directory or not such text, with the line of the first bad byte."""
+    return read_file_text(path, "data file", DATA_PATH_HINT, DataError, DATA_SUFFIXES)
 
 
 def decode_utf8(raw: bytes, source: str) -> str:
-    """`raw` as strict UTF-8 (a BOM dropped); DataError naming `source`, line and column of the
-    first bad byte otherwise."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
-        raise DataError(
-            f"{source}:{line}: byte 0x{raw[error.start]:02x} at column {column} is not valid "
-            "UTF-8; re-save the text as UTF-8 (e.g. iconv -f GBK -t UTF-8 for GBK files)"
-        ) from None
+    """`raw` decoded as data files are (UTF-8, a BOM dropped; UTF-16/UTF-32 with a byte-order
+    mark); a DataError naming `source`, the line and column of the first bad byte otherwise."""
+    return decode_text(raw, source, DataError)
+
+
+# line ends: \n, \r\n and a lone \r (old Macs, some exporters), never U+2028, U+0085 and the
+# other breaks str.splitlines knows: in JSON and CSV those are characters of the text
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")  # one line with its end
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    """The lines of `text` without their ends (str.split at LF, but at every kind of end), one
+    at a time: a file's lines are never all copied at once."""
+    start = 0
+    for match in _LINE_BREAK.finditer(text):
+        yield text[start : match.start()]
+        start = match.end()
+    yield text[start:]
+
+
+def line_at(text: str, position: int) -> int:
+    """The line number (from 1) of character `position` of `text`, every kind of end counted."""
+    ends = text.count("\n", 0, position) + text.count("\r", 0, position)
+    return ends - text.count("\r\n", 0, position) + 1
+
+
+def count_line_breaks(value: str) -> int:
+    return value.count("\n") + value.count("\r") - value.count("\r\n")
+
+
+# Spreadsheets run a cell that starts with = + - @ as a formula (a tab or a CR first as well);
+# exports write it with a leading ' (OWASP's CSV-injection escape) and readers strip it again.
+# A cell that already starts with 's before such a character gets one more, so reading back
+# returns exactly what was written.
+_FORMULA_START = "=+-@\t\r"
+_ESCAPED = re.compile(r"'+[=+\-@\t\r]")
+DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a number as text
+
+
+def escape_cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: `'` before a formula start (plain numbers such
+    as -0.5, which spreadsheets read as numbers, stay as they are)."""
+    bare = value.lstrip("'")
+    if bare[:1] and bare[0] in _FORMULA_START and not DECIMAL.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def unescape_cell(value: str) -> str:
+    """A CSV/TSV cell as it was before escape_cell (what exports with OWASP's escape wrote)."""
+    return value[1:] if value[:1] == "'" and _ESCAPED.match(value) else value
 
 
 def detect_format(path: Path, declared: str, tagged: bool) -> str:
@@ -101,12 +141,13 @@ def json_array_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]
             raise DataError(f"{path}: the JSON array is not closed with ']'")
         if text[at] == "]":
             return
-        line += text.count("\n", counted, at)
+        line += count_line_breaks(text[counted:at])
         counted = at
         try:
             row, at = decoder.raw_decode(text, at)
         except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+            where = line_at(text, error.pos)
+            raise DataError(f"{path}:{where}: not valid JSON ({error.msg})") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{line}: each element of the array must be a JSON object")
         yield line, row
@@ -121,7 +162,7 @@ def parallel_rows(prefix: Path, languages: list[str]) -> Iterator[tuple[Path, in
         DataError: the files have different line counts.
     """
     source, target = (Path(f"{prefix}.{language}") for language in languages)
-    sides = [read_text(path).split("\n") for path in (source, target)]
+    sides = [list(iter_lines(read_text(path))) for path in (source, target)]
     for lines in sides:
         if lines and lines[-1] == "":
             lines.pop()  # the final newline
@@ -133,7 +174,7 @@ def parallel_rows(prefix: Path, languages: list[str]) -> Iterator[tuple[Path, in
     for number, (left, right) in enumerate(zip(*sides), 1):
         # a row is reported at the file of its empty side, if it has one
         where = target if left.strip() and not right.strip() else source
-        yield where, number, {"prompt": left.rstrip("\r"), "completion": right.rstrip("\r")}
+        yield where, number, {"prompt": left, "completion": right}
 
 
 def data_files(spec: str, cfg: DataConfig | None) -> list[Path]:
@@ -148,22 +189,31 @@ def read_records(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row dict) for CSV, TSV and JSONL files; a JSON file holding one array of
     objects (as alpaca-style datasets ship) is read as rows too, each at the line it starts.
-    `columns`: the names of a CSV/TSV file without a header row."""
+    `columns`: the names of a CSV/TSV file without a header row. Lines may end in LF, CRLF
+    or CR, also mixed in one file; CSV/TSV cells lose the `'` of escape_cell."""
     text = read_text(path)
     if fmt == "jsonl" and text.lstrip().startswith("["):
         yield from json_array_rows(path, text)
         return
     if fmt == "jsonl":
-        for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 is text
+        for number, line in enumerate(iter_lines(text), 1):
             if line.strip():
                 yield number, json_row(line, path, number)
         return
+    yield from _delimited_rows(path, text, fmt, columns)
+
+
+def _delimited_rows(
+    path: Path, text: str, fmt: str, columns: list[str] | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(first line, row) of CSV/TSV `text`; escaped cells unescaped (unescape_cell)."""
     # the file is in memory already, so the csv module's 128 KiB field cap protects nothing:
     # a field may be as long as the file (long documents are real data)
     csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, 2**31 - 1)))
-    reader = csv.DictReader(
-        io.StringIO(text), fieldnames=columns, delimiter="\t" if fmt == "tsv" else ","
-    )
+    # the csv module reads \r, \n and \r\n alike (and keeps them inside quoted fields) when
+    # given lines with their ends, as from a file opened with newline=""
+    lines = (match.group() for match in _LINE.finditer(text))
+    reader = csv.DictReader(lines, fieldnames=columns, delimiter="\t" if fmt == "tsv" else ",")
     rows = iter(reader)
     while True:
         try:
@@ -172,45 +222,18 @@ def read_records(
             return
         except csv.Error as error:  # a field over the limit still (a file over 2 GiB)
             raise DataError(
-                f"{path}:{reader.line_num}: not valid {fmt.upper()} ({error}); check the quoting"
+                f"{path}:{max(reader.line_num, 1)}: not valid {fmt.upper()} ({error}); check "
+                "the quoting"
             ) from None
         # line_num is the record's last line; quoted fields may span several lines
-        start = reader.line_num - sum(str(v).count("\n") for v in row.values() if v)
+        start = reader.line_num - sum(count_line_breaks(str(v)) for v in row.values() if v)
         if None in row:
             raise DataError(
                 f"{path}:{start}: more fields than the "
                 + ("header has" if columns is None else f"{len(columns)} of data.columns")
                 + f"; quote fields that contain {'tabs' if fmt == 'tsv' else 'commas'}"
             )
-        yield start, row
-
-
-def read_token_file(path: Path, tagged: bool = True) -> Iterator[tuple[int, list[str], list[str]]]:
-    """(first line, tokens, tags) per sentence of a CoNLL-style file (tag in the last column).
-
-    With `tagged=False` (prediction input) one-column lines are tokens without tags.
-    """
-    tokens: list[str] = []
-    tags: list[str] = []
-    first = 0
-    for number, line in enumerate(read_text(path).split("\n"), 1):
-        parts = line.split()
-        if not parts or parts[0] == "-DOCSTART-":
-            if tokens:
-                yield first, tokens, tags
-            tokens, tags = [], []
-            continue
-        if len(parts) < 2 and tagged:
-            raise DataError(
-                f"{path}:{number}: expected 'TOKEN [...] TAG' but found one column {line!r}; "
-                "every token line needs its tag in the last column"
-            )
-        if not tokens:
-            first = number
-        tokens.append(parts[0])
-        tags.append(parts[-1] if len(parts) > 1 else "O")
-    if tokens:
-        yield first, tokens, tags
+        yield start, {k: unescape_cell(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
@@ -223,9 +246,44 @@ def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
     return glue.join(tokens), offsets
 
 
-def token_example(tokens: list[str], tags: list[str] | None, source: str) -> Example:
+def token_example(
+    tokens: list[str],
+    tags: list[str] | None,
+    source: str,
+    scheme: str = "IOB2",
+    blank: list[str] | None = None,
+) -> Example:
+    """An example of tokens (and valid `scheme` tags). White space as a token (a space of a
+    character-per-line sentence) stays in the text, so offsets point into the real sentence,
+    but is no word: tokenizers give it no piece, so no tag of it could be learnt or predicted.
+    The entities are tagged again around it (one keeps its other tokens); an entity of white
+    space only is left out, and listed in `blank`."""
     text, offsets = join_tokens(tokens)
+    words = [i for i, token in enumerate(tokens) if token.strip()]
+    if len(words) < len(tokens):
+        if tags is not None:
+            tags = _tags_of_words(tags, words, scheme, source, blank)
+        tokens, offsets = [tokens[i] for i in words], [offsets[i] for i in words]
     return Example(text=text, tokens=tokens, tags=tags, offsets=offsets, source=source)
+
+
+def _tags_of_words(
+    tags: list[str], words: list[int], scheme: str, source: str, blank: list[str] | None
+) -> list[str]:
+    """The tags of the tokens `words` (indices into `tags`) alone, every entity in `scheme`."""
+    new = {index: place for place, index in enumerate(words)}
+    kept = ["O"] * len(words)
+    for kind, start, end in decode_spans(tags, scheme):
+        inside = [new[i] for i in range(start, end) if i in new]
+        if not inside:
+            if blank is not None:
+                blank.append(f"{source}: {kind} at token {start + 1}")
+            continue
+        kept[inside[0] : inside[-1] + 1] = entity_tags(kind, len(inside), scheme)
+    if scheme == "IOB1":
+        kept = iob1_tags(kept)
+    separator = next((tag[1] for tag in tags if tag != "O"), "-")  # B_PER files stay B_PER
+    return [tag if tag == "O" else tag[0] + separator + tag[2:] for tag in kept]
 
 
 def column(row: dict[str, Any], name: str, path: Path, number: int) -> Any:
@@ -241,6 +299,8 @@ def column(row: dict[str, Any], name: str, path: Path, number: int) -> Any:
 
 def read_file(path: Path, cfg: DataConfig, reader: Any, labelled: bool = True) -> list[Example]:
     """Examples of one local file, as the task's `reader` (bridgetune.data.readers) reads them."""
+    if cfg.format != "parallel":  # a parallel pair is named by its prefix, no file of its own
+        check_file(path, "data file", DATA_PATH_HINT, DataError, DATA_SUFFIXES)
     examples = reader.read_file(path, cfg, labelled)
     if not examples:
         raise DataError(f"{path}: no examples found; the split is empty")
@@ -257,122 +317,30 @@ def checked_token_example(
 ) -> Example:
     """A token example whose tags form a valid `scheme` sequence, or a DataError naming the
     line (of the token itself in CoNLL files, of the row otherwise)."""
-    problem = check_sequence(tags, scheme)
+    problem = sequence_problem(tokens, tags, scheme, path, first_line, line_per_token)
     if problem:
-        index, reason = problem
-        line = first_line + index if line_per_token else first_line
-        raise DataError(
-            f"{path}:{line}: invalid {scheme} sequence at token {tokens[index]!r}: "
-            f"{reason}. Fix the tag or set data.tag_scheme to the file's scheme."
-        )
-    return token_example(tokens, tags, f"{path}:{first_line}")
+        raise DataError(problem)
+    return token_example(tokens, tags, f"{path}:{first_line}", scheme)
 
 
-# span files: a CJK character is a token of its own, a run of letters/digits one token, any
-# other visible character one token
-_SPAN_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_\u3400-\u9fff\uf900-\ufaff]+|\S")
-
-
-def span_example(
-    row: dict[str, Any], scheme: str, path: Path, number: int, dropped: list[str] | None = None
-) -> Example:
-    """A token example from a text with entity spans: CLUENER2020's `label` ({type: {mention:
-    [[start, end inclusive], ...]}}) or `entities` ([{"type", "start", "end" exclusive}], as
-    `bridgetune feedback export` and most annotation tools write). The text keeps its own
-    characters and spaces; tokens are CJK characters and letter/digit runs, tagged in `scheme`.
-    An entity inside another is dropped (flat tags hold one; `dropped` collects them). A span
-    that does not hold its mention, leaves the text, starts or ends in white space or crosses
-    another is a DataError at the file and line."""
-    text = row.get("text")
-    where = f"{path}:{number}"
-    if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{where}: a span record needs a non-empty 'text'")
-    spans = _record_spans(row, text, where)
-    # a letter/digit run is cut where an entity starts or ends inside it ("CPL2011" with the
-    # entity "CPL": CPL | 2011), so every span falls on token boundaries
-    cuts = {place for _, start, end in spans for place in (start, end)}
-    offsets: list[tuple[int, int]] = []
-    for match in _SPAN_TOKEN.finditer(text):
-        begin = match.start()
-        for place in sorted(c for c in cuts if match.start() < c < match.end()):
-            offsets.append((begin, place))
-            begin = place
-        offsets.append((begin, match.end()))
-    starts = {start: i for i, (start, _) in enumerate(offsets)}
-    ends = {end: i for i, (_, end) in enumerate(offsets)}
-    tags = ["O"] * len(offsets)
-    taken: dict[int, tuple[str, int, int]] = {}
-    # the longest first: an entity inside another (CLUENER's company inside a book title) is
-    # dropped, the outer one kept, and counted in `dropped`
-    for kind, start, end in sorted(spans, key=lambda s: (s[1] - s[2], s[1])):
-        if start not in starts or end not in ends:  # only spaces there: nothing to tag
-            raise DataError(
-                f"{where}: the {kind} span {text[start:end]!r} ({start}-{end}) starts or ends "
-                "in white space; trim it to the mention"
-            )
-        first, last = starts[start], ends[end]
-        clash = next((taken[i] for i in range(first, last + 1) if i in taken), None)
-        if clash is not None:
-            if not (clash[1] <= start and end <= clash[2]):
-                raise DataError(
-                    f"{where}: the {kind} span {text[start:end]!r} overlaps the {clash[0]} span "
-                    f"{text[clash[1] : clash[2]]!r} without being inside it; fix one of them"
-                )
-            if dropped is not None:
-                dropped.append(f"{where}: {kind} {text[start:end]!r} in {clash[0]}")
-            continue
-        for index in range(first, last + 1):
-            taken[index] = (kind, start, end)
-        tags[first : last + 1] = entity_tags(kind, last - first + 1, scheme)
-    if scheme == "IOB1":  # B only where an entity follows one of its own type
-        tags = _iob1(tags)
-    tokens = [text[start:end] for start, end in offsets]
-    return Example(text=text, tokens=tokens, tags=tags, offsets=offsets, source=where)
-
-
-def _record_spans(row: dict[str, Any], text: str, where: str) -> list[tuple[str, int, int]]:
-    """(type, start, end exclusive) of every entity of a span record, checked against text."""
-    spans = []
-    label, entities = row.get("label"), row.get("entities")
-    if isinstance(label, dict):  # CLUENER2020
-        for kind, mentions in label.items():
-            if not isinstance(mentions, dict):
-                raise DataError(f"{where}: label.{kind} must map each mention to its spans")
-            for mention, places in mentions.items():
-                for place in places or []:
-                    if not (isinstance(place, list) and len(place) == 2):
-                        raise DataError(f"{where}: label.{kind}.{mention}: spans are [start, end]")
-                    start, end = int(place[0]), int(place[1]) + 1  # end inclusive there
-                    _check_span(text, start, end, kind, mention, where)
-                    spans.append((str(kind), start, end))
-    elif isinstance(entities, list):
-        for index, entity in enumerate(entities):
-            if not isinstance(entity, dict) or not {"start", "end"} <= set(entity):
-                raise DataError(f"{where}: entities[{index}] needs start, end and type")
-            kind = entity.get("type") or entity.get("label")
-            if not kind:
-                raise DataError(f"{where}: entities[{index}] has no type")
-            start, end = int(entity["start"]), int(entity["end"])
-            _check_span(text, start, end, kind, entity.get("text"), where)
-            spans.append((str(kind), start, end))
-    elif label is not None or entities is not None:
-        raise DataError(
-            f"{where}: entities are `label` ({{type: {{mention: [[start, end]]}}}}, CLUENER) or "
-            "`entities` ([{type, start, end}])"
-        )
-    return spans
-
-
-def _check_span(text: str, start: int, end: int, kind: str, mention: Any, where: str) -> None:
-    if not 0 <= start < end <= len(text):
-        raise DataError(
-            f"{where}: the {kind} span {start}-{end} is outside the text ({len(text)} characters)"
-        )
-    if mention is not None and text[start:end] != mention:
-        raise DataError(
-            f"{where}: the {kind} span {start}-{end} holds {text[start:end]!r}, not "
-            f"{mention!r}; fix the offsets (CLUENER's end is inclusive)"
-        )
+def sequence_problem(
+    tokens: list[str],
+    tags: list[str],
+    scheme: str,
+    path: str,
+    first_line: int,
+    line_per_token: bool = False,
+) -> str | None:
+    """Why `tags` are no valid `scheme` sequence, at its file and line, or None."""
+    problem = check_sequence(tags, scheme)
+    if problem is None:
+        return None
+    index, reason = problem
+    line = first_line + index if line_per_token else first_line
+    return (
+        f"{path}:{line}: invalid {scheme} sequence at token {tokens[index]!r}: "
+        f"{reason}. Fix the tag or set data.tag_scheme to the file's scheme."
+    )
 
 
 def entity_tags(kind: str, length: int, scheme: str) -> list[str]:
@@ -385,7 +353,8 @@ def entity_tags(kind: str, length: int, scheme: str) -> list[str]:
     return [f"B-{kind}"] + [f"{inside}-{kind}"] * (length - 2) + [f"E-{kind}"]
 
 
-def _iob1(tags: list[str]) -> list[str]:
+def iob1_tags(tags: list[str]) -> list[str]:
+    """IOB2 tags written in IOB1: B only where an entity follows one of its own type."""
     out, previous = [], "O"
     for tag in tags:
         if tag.startswith("B-") and not (previous != "O" and previous[2:] == tag[2:]):
@@ -393,66 +362,6 @@ def _iob1(tags: list[str]) -> list[str]:
         out.append(tag)
         previous = tag
     return out
-
-
-def strip_position_digits(tokens: list[str], path: Path, first: int) -> list[str]:
-    """Weibo NER's tokens without the digit glued to each character (its position in its
-    jieba word: 科0 技1 -> 科 技)."""
-    stripped = []
-    for index, token in enumerate(tokens):
-        if len(token) < 2 or not token[-1].isdigit():
-            raise DataError(
-                f"{path}:{first + index}: {token!r} has no position digit after its character; "
-                "data.char_position_digits is for Weibo-style files (科0, 技1)"
-            )
-        stripped.append(token[:-1])
-    return stripped
-
-
-def jsonl_token_examples(path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
-    """Examples of a JSONL token file: rows with `tokens` and `tags`, or rows with `text` and
-    entity spans (span_example); the kind is told row by row."""
-    examples: list[Example] = []
-    dropped: list[str] = []
-    for number, row in read_records(path, "jsonl"):
-        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
-        if "tokens" not in row and "text" in row:
-            example = span_example(row, cfg.tag_scheme, path, number, dropped)
-            examples.append(example if labelled else dataclasses.replace(example, tags=None))
-        elif not labelled:
-            examples.append(token_example([str(t) for t in column(row, "tokens", path, number)],
-                                          None, f"{path}:{number}"))  # fmt: skip
-        else:
-            for _, tokens, tags in jsonl_sentences([(number, row)], path, cfg):
-                examples.append(
-                    checked_token_example(tokens, tags, cfg.tag_scheme, str(path), number)
-                )
-    if dropped:
-        from rich.console import Console
-
-        Console(stderr=True).print(
-            f"[yellow]{path}: {len(dropped)} entities inside other entities were left out "
-            f"(flat tags hold the outer one), e.g. {dropped[0]}[/yellow]"
-        )
-    return examples
-
-
-def jsonl_sentences(
-    rows: Any, path: Path, cfg: DataConfig
-) -> Iterator[tuple[int, list[str], list[str]]]:
-    for number, row in rows:
-        tokens = column(row, "tokens", path, number)
-        tags = column(
-            row, cfg.label_column if cfg.label_column != "label" else "tags", path, number
-        )
-        if len(tokens) != len(tags):
-            raise DataError(
-                f"{path}:{number}: {len(tokens)} tokens but {len(tags)} tags; "
-                "every token needs exactly one tag"
-            )
-        if not tokens:
-            raise DataError(f"{path}:{number}: empty token list")
-        yield number, [str(t) for t in tokens], [str(t) for t in tags]
 
 
 def read_hub(spec: str, cfg: DataConfig, reader: Any, role: str) -> list[Example]:

@@ -12,8 +12,11 @@ seq2seq) and `CorpusReader` (mlm).
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +24,7 @@ from rich.console import Console
 
 from bridgetune.config import DataConfig
 from bridgetune.data.io import (
+    DECIMAL,
     TOKEN_EXTENSIONS,
     column,
     detect_format,
@@ -97,6 +101,76 @@ def found_labels(train: list[Example]) -> set[str]:
     return {label for example in train for label in example_labels(example)}
 
 
+def label_name(value: Any) -> str:
+    """The class a raw label value names: text as written (stripped); a JSON number by its
+    value, as JSON has one kind of number (2 and 2.0 are class "2", 0.5 is "0.5"); true and
+    false as JSON writes them.
+
+    Raises:
+        ValueError: a list or an object where one label belongs, or a number that is not
+            finite.
+    """
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"label {value} is not a class name")
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (list, dict)):
+        raise ValueError(
+            f"label {json.dumps(value, ensure_ascii=False)[:80]} is a JSON "
+            f"{'list' if isinstance(value, list) else 'object'}, not one class; task "
+            "multilabel reads lists of labels"
+        )
+    return "" if value is None else str(value).strip()
+
+
+@dataclass
+class LabelSpellings:
+    """The class labels of one file, checked once it is read: JSON true/false beside other
+    labels (is true the class 1, or "yes"?) and one number written two ways ("2" and "2.0",
+    which are one class to the user and two to a model) are refused, naming both rows."""
+
+    names: dict[str, str] = field(default_factory=dict)  # label -> where it first occurs
+    boolean: tuple[Any, str] | None = None  # the first JSON true/false, and where
+    other: tuple[Any, str] | None = None  # the first label that is not one
+
+    def add(self, raw: Any, label: Any, where: str) -> None:
+        """Note a row's raw label value(s) and the class name(s) read from them."""
+        for value in raw if isinstance(raw, list) else [raw]:
+            if isinstance(value, bool):
+                self.boolean = self.boolean or (value, where)
+            elif value is not None:
+                self.other = self.other or (value, where)
+        for name in label if isinstance(label, list) else [label]:
+            if isinstance(name, str):
+                self.names.setdefault(name, where)
+
+    def check(self) -> None:
+        """Raises DataError when the file mixes JSON booleans with other labels or writes one
+        number two ways."""
+        if self.boolean and self.other:
+            (flag, where), (value, elsewhere) = self.boolean, self.other
+            raise DataError(
+                f"{where}: label {json.dumps(flag)} is a JSON boolean, but {elsewhere} has "
+                f"label {json.dumps(value, ensure_ascii=False)}: write every label of the file "
+                "the same way (all true/false, or all text or numbers)"
+            )
+        spellings: dict[float, tuple[str, str]] = {}
+        for name, where in self.names.items():
+            if not DECIMAL.fullmatch(name):
+                continue
+            known = spellings.setdefault(float(name), (name, where))
+            if known[0] != name:
+                raise DataError(
+                    f"{where}: label {name!r} is the number of label {known[0]!r} at {known[1]}"
+                    " written another way, so they would be two classes; write each class one "
+                    "way"
+                )
+
+
 @dataclass(frozen=True)
 class TextReader:
     """Rows of CSV, TSV or JSONL: `text_column` (+ `text_pair_column`) and `label_column`."""
@@ -105,13 +179,22 @@ class TextReader:
     tagged = False
 
     def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
-        return row_examples(self._example, path, cfg, labelled, "use CSV/TSV/JSONL")
+        spellings = LabelSpellings()
+        read_one = functools.partial(self._example, spellings=spellings)
+        examples = row_examples(read_one, path, cfg, labelled, "use CSV/TSV/JSONL")
+        spellings.check()
+        return examples
 
     def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
         return self._example(row, cfg, where, labelled=True)
 
     def _example(
-        self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int], labelled: bool
+        self,
+        row: dict[str, Any],
+        cfg: DataConfig,
+        where: tuple[Path, int],
+        labelled: bool,
+        spellings: LabelSpellings | None = None,
     ) -> Example:
         path, number = where
         row = {cfg.column_map.get(k, k): v for k, v in row.items()}
@@ -128,32 +211,38 @@ class TextReader:
                 raise DataError(f"{path}:{number}: empty text in column '{cfg.text_pair_column}'")
         label = None
         if labelled:
+            raw = column(row, cfg.label_column, path, number)
             try:
-                label = self._label(column(row, cfg.label_column, path, number), cfg)
+                label = self._label(raw, cfg)
             except ValueError as error:  # a reader's own label rules (subclasses)
                 if isinstance(error, DataError):
                     raise
                 raise DataError(f"{path}:{number}: {error}") from None
             if label in ("", []):
                 raise DataError(f"{path}:{number}: empty label in column '{cfg.label_column}'")
+            if spellings is not None:
+                spellings.add(raw, label, f"{path}:{number}")
         return Example(text=text, text_pair=pair, label=label, source=f"{path}:{number}")
 
     def _label(self, value: Any, cfg: DataConfig) -> str | list[str]:
-        """The label(s) of a raw column value; a ValueError becomes a DataError at file:line."""
+        """The label(s) of a raw column value (label_name); a ValueError becomes a DataError
+        at file:line."""
         if not self.multilabel:
-            return "" if value is None else str(value).strip()
+            return label_name(value)
         if isinstance(value, list):
-            return [str(v) for v in value]
-        parts = str(value).split(cfg.label_separator) if value is not None else []
-        return [p.strip() for p in parts if p.strip()]
+            names = [label_name(v) for v in value]
+        elif isinstance(value, str):
+            names = value.split(cfg.label_separator)
+        else:  # one JSON number or true/false
+            names = [label_name(value)]
+        return list(dict.fromkeys(n.strip() for n in names if n.strip()))  # once each, in order
 
     def infer_labels(self, train: list[Example], scheme: str | None) -> list[str]:
         """Sorted label set of train; numeric labels sort numerically."""
         found = found_labels(train)
-        try:
-            return sorted(found, key=int)
-        except ValueError:
-            return sorted(found)
+        if all(DECIMAL.fullmatch(label) for label in found):  # decimals only: not "nan"
+            return sorted(found, key=float)
+        return sorted(found)
 
     def check_label_set(self, labels: list[str], source: str) -> None:
         if not self.multilabel and len(labels) < 2:

@@ -94,17 +94,52 @@ def to_canonical(tags: list[str], scheme: str) -> tuple[list[str], type]:
     return converted, IOB2
 
 
-def repair_iob2(tags: list[str]) -> list[str]:
-    """IOB2 tags with every I-X that continues no X entity turned into B-X (how conlleval reads
-    such a tag: it starts an entity)."""
+def repair_tags(tags: list[str], scheme: str) -> list[str]:
+    """`tags` with every ill-formed transition mended, one rule per scheme (the tags themselves
+    must be tags of the scheme, `check_tag`); valid sequences come back unchanged.
+
+    - IOB2: an I-X that continues no X entity starts one (B-X), as conlleval reads it.
+    - IOB1: a B-X that follows no X entity is I-X (it starts the entity either way).
+    - BIOES, BMES: a continuation (I-X, M-X) or an end (E-X) that follows no open X entity
+      starts one (B-X; a lone E-X is S-X); an entity that is not closed ends at its last token
+      (that tag becomes E-X; a lone B-X becomes S-X). Every entity keeps the tokens its tags
+      gave it, as the lenient decoders of these schemes read them.
+    """
+    if scheme in ("IOB1", "IOB2"):
+        return _repair_iob(tags, scheme)
+    inside = "M" if scheme == "BMES" else "I"
+    repaired: list[str] = []
+    for tag in tags:
+        prefix, kind = split_tag(tag)
+        before, before_kind = split_tag(repaired[-1]) if repaired else ("O", None)
+        is_open = before in ("B", inside)
+        continues = is_open and before_kind == kind and prefix in (inside, "E")
+        if is_open and not continues:  # close the entity before: its last tag is its end
+            repaired[-1] = _retag(repaired[-1], "E" if before == inside else "S")
+        if prefix in (inside, "E") and not continues:  # starts an entity of its own
+            tag = _retag(tag, "B" if prefix == inside else "S")
+        repaired.append(tag)
+    if repaired and split_tag(repaired[-1])[0] in ("B", inside):
+        repaired[-1] = _retag(repaired[-1], "E" if repaired[-1][0] == inside else "S")
+    return repaired
+
+
+def _repair_iob(tags: list[str], scheme: str) -> list[str]:
+    """IOB2: a stray I-X becomes B-X; IOB1: a B-X that separates nothing becomes I-X."""
+    wrong, right = ("I", "B") if scheme == "IOB2" else ("B", "I")
     repaired, previous = [], ("O", None)
     for tag in tags:
         prefix, kind = split_tag(tag)
-        if prefix == "I" and (previous[0] == "O" or previous[1] != kind):
-            tag, prefix = f"B-{kind}", "B"
+        if prefix == wrong and (previous[0] == "O" or previous[1] != kind):
+            tag, prefix = _retag(tag, right), right
         repaired.append(tag)
         previous = (prefix, kind)
     return repaired
+
+
+def _retag(tag: str, prefix: str) -> str:
+    """`tag` with another prefix, its separator and type kept (B-PER -> E-PER, B_PER -> S_PER)."""
+    return prefix + tag[1:]
 
 
 def decode_spans(tags: list[str], scheme: str) -> list[tuple[str, int, int]]:

@@ -24,6 +24,7 @@ from bridgetune.config import RunConfig
 from bridgetune.data.schema import Example
 from bridgetune.runtime.processes import is_sharded
 from bridgetune.tasks.base import Task
+from bridgetune.tasks.prompts import encode_marked, marked_chat, marked_prompt
 
 Prompt = str | list[dict[str, str]]
 
@@ -40,6 +41,25 @@ def prompt_text(tokenizer: Any, prompt: Prompt, chat: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompts_ids(
+    tokenizer: Any, prompts: Sequence[Prompt], chat: bool, template: str | None = None
+) -> list[list[int]]:
+    """The token ids of prompts as `generate_texts` encodes them, in one batch. The chat
+    template (or a plain prompt's `template`, `task.prompt_template`) writes the control
+    tokens; the content (messages of every role, retrieved passages, the prompt) is encoded as
+    text, also where it types a control token (bridgetune.tasks.prompts)."""
+    chat = chat or any(not isinstance(p, str) for p in prompts)
+    marked = []
+    for prompt in prompts:
+        if chat:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            marked.append(marked_chat(tokenizer, messages, generation_prompt=True))
+        else:
+            marked.append(marked_prompt(tokenizer, prompt, template))
+    # a chat template writes its own special tokens
+    return [e.ids for e in encode_marked(tokenizer, marked, add_special_tokens=not chat)]
+
+
 def generate_texts(
     model: Any,
     tokenizer: Any,
@@ -49,10 +69,12 @@ def generate_texts(
     max_length: int,
     device: torch.device,
     batch_size: int = 8,
+    template: str | None = None,
     **decoding: Any,
 ) -> list[dict[str, Any]]:
     """{"text", "tokens", "finished" (EOS came before the token limit), "truncated" (the
-    prompt was longer than max_length)} for each prompt, in order.
+    prompt was longer than max_length)} for each prompt, in order (`template`: the prompt
+    template plain prompts were filled in, see `prompts_ids`).
 
     A decoder-only model gets left-padded batches (new tokens follow every prompt directly)
     and loses a long prompt's beginning, never the end that asks for the answer; an
@@ -60,10 +82,7 @@ def generate_texts(
     tokenized once; `decoding` overrides the model's generation config."""
     model = getattr(model, "peft_model", model)  # adapters generate through peft
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-    chat = chat or any(not isinstance(p, str) for p in prompts)
-    texts = [prompt_text(tokenizer, p, chat) for p in prompts]
-    # a chat template writes its own special tokens
-    ids = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
+    ids = prompts_ids(tokenizer, prompts, chat, template)
     stops = [tokenizer.eos_token_id]
     decoding = {k: v for k, v in decoding.items() if v is not None}
     if "max_new_tokens" not in decoding:
@@ -205,11 +224,13 @@ def generation_report(
     batch_size: int = 8,
     language: str = "auto",
     samples: int = 10,
+    template: str | None = None,
     **decoding: Any,
 ) -> dict[str, Any]:
     """Generate for labelled `examples` and score against their references: `text_metrics`,
     the share that ended with EOS (`finished`, %), mean generated tokens, and the first
-    `samples` (prompt, reference, generated) for the report's table."""
+    `samples` (prompt, reference, generated) for the report's table (`template`: the task's
+    prompt template, see `prompts_ids`)."""
     asked = [prompt_and_references(e) for e in examples]
     generated = generate_texts(
         model,
@@ -219,6 +240,7 @@ def generation_report(
         max_length=max_length,
         device=device,
         batch_size=batch_size,
+        template=template,
         **decoding,
     )
     texts = [g["text"] for g in generated]
@@ -315,5 +337,6 @@ def scored_generations(
             batch_size=settings.batch_size,
             language=settings.language,
             samples=samples,
+            template=getattr(task, "prompt_template", None),
             **settings.decoding(),
         )

@@ -16,8 +16,15 @@ import torch
 from bridgetune.data.batching import LOSS_KEYS, eval_batches, feature_length
 from bridgetune.data.schema import Example
 from bridgetune.heads import output_logits
-from bridgetune.modeldir import read_meta, read_settings
-from bridgetune.tasks import Task, build_task
+from bridgetune.modeldir import META_FILE, RESTORE, check_files, read_meta, read_settings
+from bridgetune.models import ModelError
+from bridgetune.models.saved import (
+    check_vocabulary,
+    first_line,
+    load_saved_model,
+    load_saved_tokenizer,
+)
+from bridgetune.tasks import TASKS, Task, build_task
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -73,6 +80,68 @@ def infer(
     return results  # type: ignore[return-value]
 
 
+def checked_meta(directory: Path) -> dict[str, Any]:
+    """bridgetune.json of a model directory whose files keep the contract, and whose task this
+    bridgetune knows: what can be checked without loading the model (`bridgetune serve` checks
+    it before it starts).
+
+    Raises:
+        FileNotFoundError: `directory` is not a model directory.
+        ValueError: a ModelError or ModelDirectoryError naming the file and what to do.
+    """
+    meta = read_meta(directory)
+    try:
+        TASKS.get(meta["task"])
+    except KeyError as error:  # its message has "did you mean" and the known tasks
+        raise ModelError(
+            f"{Path(directory) / META_FILE}: {error.args[0]}; the file is damaged or from a "
+            "bridgetune with more tasks: restore it, or upgrade bridgetune"
+        ) from None
+    check_files(directory, meta)
+    return meta
+
+
+def saved_task(directory: Path, meta: dict[str, Any]) -> Task:
+    """The task of a model directory, rebuilt from its bridgetune.json.
+
+    Raises:
+        ModelError: the saved labels or settings do not make a task.
+    """
+    try:
+        return build_task(
+            meta["task"],
+            meta["labels"],
+            meta.get("tag_scheme", "IOB2"),
+            meta.get("threshold"),
+            pairs=bool((meta.get("data") or {}).get("text_pair_column")),
+            **read_settings(directory, meta),
+        )
+    except (TypeError, ValueError, KeyError) as error:
+        raise ModelError(
+            f"{Path(directory) / META_FILE}: its task {meta['task']!r} cannot be rebuilt "
+            f"({error}); the file is damaged: restore it, or retrain"
+        ) from None
+
+
+def load_head(directory: Path, meta: dict[str, Any], task: Task) -> torch.nn.Module | None:
+    """The head model a directory saved (bridgetune.json "head"), or None for a plain one.
+
+    Raises:
+        ModelError: the head's files do not load.
+    """
+    from bridgetune.heads import load_head_model
+    from bridgetune.inference import head_types  # noqa: F401  (registers every head type)
+
+    try:
+        return load_head_model(directory, meta, task.multilabel)
+    except Exception as error:  # noqa: BLE001 - each head type loads its own files
+        head = meta["head"] if isinstance(meta["head"], dict) else {}
+        raise ModelError(
+            f"{directory}: the saved {head.get('type', '?')} head does not load "
+            f"({first_line(error)}); {RESTORE}"
+        ) from None
+
+
 class Predictor:
     """A loaded model directory: `Predictor.load(dir).predict(["text", ...])`."""
 
@@ -95,27 +164,24 @@ class Predictor:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto") -> Predictor:
-        """Load model, tokenizer and task from a directory written by `bridgetune train`."""
+        """Load model, tokenizer and task from a directory written by `bridgetune train`.
+
+        Raises:
+            FileNotFoundError: `directory` is not a model directory.
+            ValueError: a ModelError or ModelDirectoryError naming the damaged or missing file
+                and what to do (nothing is loaded from a directory that breaks its contract).
+        """
         import transformers
 
         directory = Path(directory)
-        meta = read_meta(directory)
-        task = build_task(
-            meta["task"],
-            meta["labels"],
-            meta.get("tag_scheme", "IOB2"),
-            meta.get("threshold"),
-            pairs=bool((meta.get("data") or {}).get("text_pair_column")),
-            **read_settings(directory, meta),
-        )
-        from bridgetune.heads import load_head_model
-        from bridgetune.inference import head_types  # noqa: F401  (registers every head type)
-
-        model = load_head_model(directory, meta, task.multilabel)
+        meta = checked_meta(directory)
+        task = saved_task(directory, meta)
+        model = load_head(directory, meta, task)
         if model is None:
             auto_class = getattr(transformers, task.auto_class)
-            model = auto_class.from_pretrained(directory, use_safetensors=True)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+            model = load_saved_model(auto_class, directory, task.name, task.labels)
+        tokenizer = load_saved_tokenizer(directory)
+        check_vocabulary(model, tokenizer, directory)
         return cls(model, tokenizer, task, meta, pick_device(device), directory)
 
     def to_examples(self, inputs: Sequence[str | tuple[str, str] | Example]) -> list[Example]:
@@ -128,7 +194,10 @@ class Predictor:
             else:
                 examples.append(Example(text=str(item)))
         if self.task.takes_pairs and any(e.text_pair is None for e in examples):
-            raise ValueError("this model classifies text pairs: give (text, text_pair) inputs")
+            raise ValueError(
+                f"this {self.task.name} model reads {self.task.second_text}: give "
+                "(text, text_pair) inputs"
+            )
         if self.task.ranks and any(e.candidates is None for e in examples):
             raise ValueError(
                 "this model ranks candidates: call rank(query, candidates), or give "
@@ -194,6 +263,7 @@ class Predictor:
             max_length=self.max_length,
             device=self.device,
             batch_size=batch_size,
+            template=getattr(self.task, "prompt_template", None),
             max_new_tokens=max_new_tokens,
             **decoding,
         )
@@ -209,11 +279,13 @@ class Predictor:
         return prompt_text(self.tokenizer, prompt, self.task.chat)
 
     def prompt_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
-        """The token ids of a prompt as `generate` encodes it (a chat template writes its own
-        special tokens; a plain prompt gets the tokenizer's)."""
-        chat = self.task.chat or not isinstance(prompt, str)
-        text = self.prompt_text(prompt)
-        return self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
+        """The token ids of a prompt as `generate` encodes it: the chat or prompt template
+        writes the control tokens, the content is text
+        (bridgetune.inference.generation.prompts_ids)."""
+        from bridgetune.inference.generation import prompts_ids
+
+        template = getattr(self.task, "prompt_template", None)
+        return prompts_ids(self.tokenizer, [prompt], self.task.chat, template)[0]
 
     def stream(
         self,
@@ -280,9 +352,7 @@ class Predictor:
         budget = self.max_length - room
 
         def size(turns: list[dict[str, str]]) -> int:
-            return len(
-                self.tokenizer(self.prompt_text(turns), add_special_tokens=False)["input_ids"]
-            )
+            return len(self.prompt_ids(turns))
 
         while size(kept) > budget:
             first = 1 if kept and kept[0]["role"] == "system" else 0

@@ -117,7 +117,9 @@ def with_passages(
     messages: list[dict[str, str]], passages: list[dict[str, Any]], instruction: str
 ) -> list[dict[str, str]]:
     """`messages` with the passages numbered in the system turn (appended to the one the
-    conversation has, else a new first turn)."""
+    conversation has, else a new first turn). Passages are content like the messages: a
+    control token in a document is encoded as text (bridgetune.tasks.prompts), so a document
+    cannot end the system turn and write one of its own."""
     if not passages:
         return messages
     listed = "\n".join(f"[{i}] {p['text']} (source: {p['source']})"

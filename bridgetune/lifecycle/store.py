@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridgetune.data.io import escape_cell
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
     row INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -143,7 +145,11 @@ def export_rows(rows: list[FeedbackRow], fmt: str, separator: str = "|") -> str:
     """Feedback as a training file in `fmt`: "csv"/"jsonl" for classification, "conll" (IOB2)
     for NER, "sft": JSONL of `messages` (chat models) or `prompt`/`completion` for generative
     models (rows without an answer to train on, a thumbs down without a correction, are left
-    out). The caller picks the format from the task (bridgetune.recipes.feedback)."""
+    out). The caller picks the format from the task (bridgetune.recipes.feedback).
+
+    CSV cells that a spreadsheet would run as a formula (they start with = + - @, a tab or a
+    CR) are written with a leading `'` (OWASP's CSV-injection escape); bridgetune's readers
+    strip it again, so the file trains on exactly the stored text (data.io.escape_cell)."""
     if fmt == "conll":
         return "".join(_conll_sentence(row) for row in rows)
     if fmt == "sft":
@@ -161,9 +167,14 @@ def export_rows(rows: list[FeedbackRow], fmt: str, separator: str = "|") -> str:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     buffer = io.StringIO()
     columns = ["text", "text_pair", "label"] if any("text_pair" in r for r in records) else None
-    writer = csv.DictWriter(buffer, fieldnames=columns or ["text", "label"], lineterminator="\n")
+    # every cell quoted: the csv module quotes only the line terminator's characters, and a
+    # bare CR in a cell would end its row for readers (ours, pandas, spreadsheets)
+    names = columns or ["text", "label"]
+    writer = csv.DictWriter(buffer, names, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
-    writer.writerows(records)
+    writer.writerows(
+        {k: escape_cell(v) if isinstance(v, str) else v for k, v in r.items()} for r in records
+    )
     return buffer.getvalue()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bridgetune.config import DataConfig
+from bridgetune.data.bounds import clip_text, clip_words, is_clipped
 from bridgetune.data.io import read_file
 from bridgetune.data.schema import Example
 from bridgetune.data.splits import check_labels, load_splits
@@ -102,11 +103,18 @@ def validate_data(config: ConfigLike, overrides: list[str] | None = None) -> dic
     def lengths(examples: list[Example]) -> list[int]:
         if task.generative:  # as encoded: template, prompt, answer and EOS
             return [len(f["input_ids"]) for f in task.encode(examples, tokenizer, 2**31 - 1)]
+        limit = cfg.model.max_length  # texts past its character bound are counted in it
         if tags_words(cfg.task.name):
-            encoded = tokenizer([e.tokens for e in examples], is_split_into_words=True)
+            words = [clip_words(e.tokens or [], limit) for e in examples]
+            encoded = tokenizer(words, is_split_into_words=True)
+            cut = [len(w) < len(e.tokens or []) for w, e in zip(words, examples)]
         else:
-            pairs = [e.text_pair for e in examples] if examples[0].text_pair is not None else None
-            encoded = tokenizer([e.text for e in examples], pairs)
-        return [len(ids) for ids in encoded["input_ids"]]
+            pairs = None
+            if examples[0].text_pair is not None:
+                pairs = [clip_text(e.text_pair or "", limit) for e in examples]
+            encoded = tokenizer([clip_text(e.text, limit) for e in examples], pairs)
+            cut = [is_clipped(e.text, limit) or is_clipped(e.text_pair, limit) for e in examples]
+        counts = [len(ids) for ids in encoded["input_ids"]]
+        return [max(n, limit + 1) if longer else n for n, longer in zip(counts, cut)]
 
     return describe_splits(splits, lengths, cfg.model.max_length, tags_words(cfg.task.name))

@@ -23,7 +23,7 @@ from bridgetune.inference.predictor import Predictor
 from bridgetune.serve.batching import MicroBatcher
 from bridgetune.serve.errors import add_error_handlers
 from bridgetune.serve.metrics import ServiceMetrics
-from bridgetune.serve.middleware import BodyLimit, RequestMetrics, RequireJSON
+from bridgetune.serve.middleware import BodyLimit, FiniteJSONRoute, RequestMetrics, RequireJSON
 from bridgetune.serve.routes import ENDPOINTS, JSON_BODIES, add_routes
 from bridgetune.serve.service import run_batch
 from bridgetune.serve.state import Service
@@ -35,7 +35,8 @@ def create_app(model: str | Path | Predictor, config: ServeConfig | None = None)
     """A FastAPI app serving `model` (a model directory, or a loaded Predictor).
 
     A directory is loaded in the background at start-up: `/health` answers at once and `/ready`
-    says when predictions can be served.
+    says when predictions can be served, or why the model could not be loaded (every 503 says
+    it too; `POST /admin/reload` can then load a repaired directory).
     """
     config = config or ServeConfig()
     service = Service(config, model)
@@ -71,6 +72,7 @@ def create_app(model: str | Path | Predictor, config: ServeConfig | None = None)
         lifespan=lifespan,
     )
     app.state.service = service
+    app.router.route_class = FiniteJSONRoute  # set before the routes: each reads finite JSON
     add_error_handlers(app)
     add_routes(app, service)
     if config.cors_origins:
@@ -112,10 +114,14 @@ def _batch_metrics(metrics: ServiceMetrics):
 async def _load_initial(service: Service) -> None:
     try:
         predictor = await run_in_threadpool(service.load, service.source)
-    except Exception:
+        service.install(predictor)  # a ConfigError: monitor thresholds name unknown labels
+    except (OSError, ValueError, KeyError) as error:  # the directory: ModelError and kin
+        service.failed(f"cannot load {service.source}: {error}")
+        return
+    except Exception as error:  # noqa: BLE001 - a bug: the traceback is logged, the reason told
         log.exception("could not load the model from %s", service.source)
-        raise
-    service.install(predictor)
+        service.failed(f"cannot load {service.source}: {type(error).__name__}: {error}")
+        return
     log.info("serving %s (%s)", service.slot.version, service.slot.task)
 
 
@@ -127,6 +133,8 @@ async def _load_knowledge(service: Service) -> None:
         service.knowledge = await run_in_threadpool(
             KnowledgeBase.load, settings.documents, settings.encoder, settings.chunk_chars
         )
-    except Exception:
+    except Exception as error:  # noqa: BLE001 - reported on /ready and in every 503
         log.exception("could not load the knowledge base %s", settings.documents)
-        raise
+        service.failed(
+            f"cannot load the knowledge base {settings.documents}: {error}", knowledge=True
+        )

@@ -38,6 +38,7 @@ from bridgetune.modeldir import saved_task_options
 from bridgetune.serve.engine import EngineClosed, Event, GenerationEngine
 from bridgetune.serve.schemas import _Body
 from bridgetune.serve.service import RequestError
+from bridgetune.tasks.prompts import fill_template
 
 log = logging.getLogger("bridgetune.serve")
 
@@ -194,8 +195,10 @@ def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None
         if len(body.prompts) > config.max_texts:
             raise RequestError(413, f"{len(body.prompts)} prompts; at most {config.max_texts}")
         slot = generative_slot()
+        # the template's own text is the prompts' structure, the prompts are text (their
+        # control tokens included: bridgetune.tasks.prompts)
         template = saved_task_options(slot.predictor.meta).get("prompt_template")
-        prompts = [template.replace("{prompt}", p) if template else p for p in body.prompts]
+        prompts = [fill_template(template, p) for p in body.prompts]
         results = await complete(slot, prompts, capped(slot, body.decoding(config.max_new_tokens)))
         return {"model_version": slot.version, "task": slot.task, "generations": results}
 

@@ -25,10 +25,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"] if part != "body") or "body"
-            problems.append(f"{where}: {item['msg']}")
+        problems = [_problem(item) for item in error.errors()]
         return JSONResponse(
             {"detail": "; ".join(problems), "errors": _plain(error.errors())}, status_code=422
         )
@@ -51,6 +48,16 @@ def add_error_handlers(app: FastAPI) -> None:
         )
 
 
+def _problem(item: dict[str, Any]) -> str:
+    """One validation error as "where: what" (a body that is not JSON: where it breaks)."""
+    if item.get("type") == "json_invalid":
+        position = item["loc"][-1] if len(item["loc"]) > 1 else 0
+        reason = (item.get("ctx") or {}).get("error", item["msg"])
+        return f"body: not valid JSON at character {position}: {reason}"
+    where = ".".join(str(part) for part in item["loc"] if part != "body") or "body"
+    return f"{where}: {item['msg']}"
+
+
 def _plain(errors: Any) -> Any:
     """Validation errors as JSON: exceptions in ctx and non-JSON inputs (bytes, surrogates)
     become strings."""
@@ -61,8 +68,9 @@ def _plain(errors: Any) -> Any:
 
 
 def _json_safe(value: Any) -> Any:
+    """`value` when the response can carry it (NaN and infinities cannot: strict JSON)."""
     try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError):
         return repr(value)[:200]
     return value

@@ -1,13 +1,19 @@
-"""ASGI middleware and key checks: body size limit (413), JSON bodies only (415), request
-metrics, API keys."""
+"""ASGI middleware and key checks: body size limit (413), JSON bodies only (415), finite numbers
+only (422, `FiniteJSONRoute`), request metrics, API keys."""
 
 from __future__ import annotations
 
 import hmac
 import json
+import math
+import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 
 from bridgetune.serve.metrics import ServiceMetrics
 
@@ -90,6 +96,86 @@ class RequireJSON:
                 )
                 return
         await self.app(scope, receive, send)
+
+
+class FiniteJSONRequest(Request):
+    """A request whose JSON body holds finite numbers only. Python's parser takes NaN,
+    Infinity and 1e999999 (as inf), which strict JSON has not: no validation error or response
+    could then be written (a 500), and a model would get NaN as a temperature or a label."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = finite_json(await self.body())
+        return self._json
+
+
+class FiniteJSONRoute(APIRoute):
+    """A route that reads its body as `FiniteJSONRequest`: every route of the app refuses
+    non-finite numbers the same way, as a 422 naming where the number is."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def finite(request: Request) -> Response:
+            return await handler(FiniteJSONRequest(request.scope, request.receive))
+
+        return finite
+
+
+# Python's limit on the digits of an integer it converts (3.10.7+; 4300 by default)
+MAX_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+NOT_FINITE = "is not a finite number: JSON bodies take finite numbers only (no NaN, Infinity or"
+# a JSON string (skipped) or a number or constant Python's parser would accept
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?(?:Infinity|NaN)|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?')
+
+
+def finite_json(body: bytes) -> Any:
+    """The parsed body; NaN, infinities, numbers beyond the float range and integers too long
+    to convert are a JSONDecodeError at their position (FastAPI answers 422)."""
+    try:
+        return json.loads(body, parse_constant=_not_finite, parse_float=_finite)
+    except json.JSONDecodeError:
+        raise
+    except UnicodeDecodeError as error:
+        raise json.JSONDecodeError(
+            f"the body is not UTF-8 (byte {error.start}); send JSON encoded as UTF-8",
+            body.decode("utf-8", errors="replace"),
+            error.start,
+        ) from None
+    except ValueError:  # from the hooks, or an integer past Python's digit limit
+        text = body.decode("utf-8", errors="replace")
+        position, token = _first_unreadable_number(text)
+        shown = token if len(token) <= 40 else f"{token[:20]}...({len(token)} characters)"
+        raise json.JSONDecodeError(
+            f"{shown} {NOT_FINITE} values beyond ±1.8e308 or of over {MAX_DIGITS} digits)",
+            text,
+            position,
+        ) from None
+
+
+def _not_finite(constant: str) -> Any:
+    raise ValueError(constant)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _first_unreadable_number(text: str) -> tuple[int, str]:
+    """(position, token) of the first number outside strings that does not parse finite."""
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token.startswith('"'):
+            continue
+        if token.lstrip("-").isdigit():  # an integer: only its length can fail
+            if len(token.lstrip("-")) > MAX_DIGITS:
+                return match.start(), token
+        elif "Infinity" in token or "NaN" in token or not math.isfinite(float(token)):
+            return match.start(), token
+    return 0, "a number"
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

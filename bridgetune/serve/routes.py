@@ -49,7 +49,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Too many texts or too large a body."},
     415: {"description": "The body is not sent as application/json."},
     422: {"description": "The request does not fit the schema or the model."},
-    503: {"description": "The model is still loading."},
+    503: {
+        "description": "The model is still loading, or could not be loaded (the detail says why)."
+    },
 }
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 _bearer = HTTPBearer(auto_error=False)
@@ -103,10 +105,16 @@ def add_status_routes(app: FastAPI, service: Service, user: Guard) -> None:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["status"], summary="Readiness: a model is loaded.")
+    @app.get(
+        "/ready",
+        tags=["status"],
+        summary="Readiness: a model is loaded (else `error` says why loading failed).",
+    )
     async def ready() -> JSONResponse:
         if service.slot is None or (config.knowledge.documents and service.knowledge is None):
-            return JSONResponse({"ready": False}, status_code=503)
+            error = service.load_error or service.knowledge_error
+            body = {"ready": False, **({"error": error} if error else {"loading": True})}
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"ready": True, "model_version": service.slot.version})
 
     @app.get(
@@ -134,6 +142,8 @@ def add_model_routes(app: FastAPI, service: Service, user: Guard) -> None:
     async def info() -> schemas.Info:
         slot = service.ready_slot()
         if config.knowledge.documents and service.knowledge is None:
+            if service.knowledge_error:
+                raise HTTPException(503, f"no knowledge base: {service.knowledge_error}")
             raise HTTPException(503, "the knowledge base is still loading; retry in a moment")
         return model_info(service, slot)
 
@@ -285,7 +295,7 @@ def corrected(slot: Any, body: schemas.FeedbackRequest) -> tuple[Any, Any]:
     entities = None
     if body.entities is not None:
         entities = [e.model_dump(exclude_none=True) for e in body.entities]
-    return body.text, feedback_label(slot, body.label, entities, body.text)
+    return body.text, feedback_label(slot, body.text, body.text_pair, body.label, entities)
 
 
 def add_admin_routes(app: FastAPI, service: Service, admin: Guard) -> None:

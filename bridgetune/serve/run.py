@@ -19,7 +19,12 @@ from bridgetune.serve.state import POINTER_ENV, SPEC_ENV
 
 
 def run_server(model_dir: str | Path, config: ServeConfig, access_log: bool = False) -> None:
-    """Serve `model_dir` until interrupted (blocking)."""
+    """Serve `model_dir` until interrupted (blocking).
+
+    Raises:
+        ServeError: one process could not load the model (or knowledge base) at start: it
+            stops instead of answering 503 forever (several workers report it on /ready).
+    """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -31,9 +36,7 @@ def run_server(model_dir: str | Path, config: ServeConfig, access_log: bool = Fa
         "timeout_graceful_shutdown": 30,
     }
     if config.workers == 1:
-        from bridgetune.serve.app import create_app
-
-        uvicorn.run(create_app(model_dir, config), **options)
+        serve_one(model_dir, config, options)
         return
     shared = Path(tempfile.mkdtemp(prefix="bridgetune-serve-"))
     (shared / "metrics").mkdir()
@@ -48,6 +51,30 @@ def run_server(model_dir: str | Path, config: ServeConfig, access_log: bool = Fa
         )
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+class ServeError(RuntimeError):
+    """The service stopped because what it serves could not be loaded; the message says why."""
+
+
+def serve_one(model_dir: str | Path, config: ServeConfig, options: dict) -> None:
+    """One uvicorn process that stops when the model fails to load at start."""
+    import uvicorn
+
+    from bridgetune.serve.app import create_app
+
+    app = create_app(model_dir, config)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    service = app.state.service
+
+    def stop(reason: str) -> None:
+        server.should_exit = True
+
+    service.on_load_failure = stop
+    server.run()
+    reason = service.load_error or service.knowledge_error
+    if reason:
+        raise ServeError(reason)
 
 
 def app_from_env():

@@ -64,16 +64,22 @@ class ModelSlot:
         return self.predictor.task.name
 
     def examples(self, texts: list[str], pairs: list[str] | None) -> list[Example]:
-        takes_pairs = self.predictor.task.takes_pairs
-        if takes_pairs and pairs is None:
-            raise RequestError(422, "this model classifies text pairs: send text_pairs too")
-        if not takes_pairs and pairs is not None:
-            raise RequestError(422, f"this {self.task} model takes no text_pairs")
+        task = self.predictor.task
+        if task.takes_pairs and pairs is None:
+            raise RequestError(
+                422, f"text_pairs: this {self.task} model reads {task.second_text}: send "
+                "text_pairs, one per text",
+            )  # fmt: skip
+        if not task.takes_pairs and pairs is not None:
+            raise RequestError(422, f"text_pairs: this {self.task} model takes no text_pairs")
         return [Example(text=t, text_pair=pairs[i] if pairs else None) for i, t in enumerate(texts)]
 
     def encode(self, examples: list[Example], truncation: str) -> list[dict]:
         predictor = self.predictor
-        features = predictor.task.encode(examples, predictor.tokenizer, predictor.max_length)
+        try:
+            features = predictor.task.encode(examples, predictor.tokenizer, predictor.max_length)
+        except ValueError as error:  # an input the task cannot encode (a QA question too long)
+            raise RequestError(422, str(error)) from None
         if truncation == "reject":
             cut = [i for i, f in enumerate(features) if f["truncated"]]
             if cut:
@@ -168,12 +174,27 @@ class Observer:
             self.metrics.expected_share.labels(label=label).set(share)
 
 
-def feedback_label(slot: ModelSlot, label: Any, entities: list[dict] | None, text: str) -> Any:
-    """The corrected answer, as the model's task checks it (a 422 RequestError otherwise)."""
+def feedback_label(
+    slot: ModelSlot, text: str, text_pair: str | None, label: Any, entities: list[dict] | None
+) -> Any:
+    """The corrected answer to store, checked by the model's task: the label it takes
+    (`Task.feedback_label`), then the row training will read (`Task.feedback_example`, the
+    task's reader on the exported row), so whatever is stored can be trained on.
+
+    Raises:
+        RequestError: 422 naming the field the task refuses.
+    """
+    task = slot.predictor.task
+    if task.takes_pairs and text_pair is None:
+        raise RequestError(422, f"text_pair: this {slot.task} model reads {task.second_text}")
+    if not (task.takes_pairs or task.ranks) and text_pair is not None:
+        raise RequestError(422, f"text_pair: this {slot.task} model takes no text_pair")
     try:
-        return slot.predictor.task.feedback_label(label, entities, text)
+        checked = task.feedback_label(label, entities, text)
+        task.feedback_example(text, text_pair, checked)
     except ValueError as error:
         raise RequestError(422, str(error)) from None
+    return checked
 
 
 def open_store(config: ServeConfig, directory: Path | None) -> FeedbackStore | None:

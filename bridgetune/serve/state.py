@@ -57,6 +57,9 @@ class Service:
         self._pointer_stamp: int | None = None
         self._pointer_checked = 0.0
         self._following: asyncio.Task | None = None
+        self.load_error: str | None = None  # why the model did not load at start
+        self.knowledge_error: str | None = None  # why the knowledge base did not load
+        self.on_load_failure: Any = None  # called with the reason (`bridgetune serve` stops)
 
     def install(self, predictor: Predictor) -> ModelSlot:
         previous = self.slot
@@ -71,9 +74,22 @@ class Service:
     def ready_slot(self) -> ModelSlot:
         if self.batcher is None:
             raise HTTPException(503, "the service is not started: serve the app with its lifespan")
+        if self.slot is None and self.load_error:
+            raise HTTPException(503, f"no model is served: {self.load_error}")
         if self.slot is None:
             raise HTTPException(503, "the model is still loading; retry in a moment")
         return self.slot
+
+    def failed(self, reason: str, knowledge: bool = False) -> None:
+        """Record why loading the model (or the knowledge base) at start failed: /ready and
+        every 503 say it from now on."""
+        log.error("%s", reason)
+        if knowledge:
+            self.knowledge_error = reason
+        else:
+            self.load_error = reason
+        if self.on_load_failure is not None:
+            self.on_load_failure(reason)
 
     def load(self, directory: str | Path) -> Predictor:
         return Predictor.load(directory, device="auto")
@@ -87,6 +103,7 @@ class Service:
             self.metrics.reloads.labels(outcome="failed").inc()
             raise RequestError(422, f"cannot load {directory}: {error}") from None
         self.directory = Path(directory)
+        self.load_error = None  # a repaired model now serves
         self.metrics.reloads.labels(outcome="ok").inc()
         return slot
 

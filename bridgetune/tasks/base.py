@@ -3,13 +3,19 @@ the task registry, and the padding collate every task shares."""
 
 from __future__ import annotations
 
+import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from bridgetune.config import DataConfig
 from bridgetune.data.batching import padded
-from bridgetune.data.schema import Example
+from bridgetune.data.io import read_file
+from bridgetune.data.schema import DataError, Example
+from bridgetune.lifecycle.store import FeedbackRow, export_rows
 from bridgetune.registry import Registry
 from bridgetune.tasks.losses import LOSSES, class_weights, divergence, task_loss
 
@@ -65,6 +71,7 @@ class Task:
     takes_crf = False  # `task.crf`: a CRF over its tags
     text_classes = False  # one or several classes per text (few-shot and zero-shot heads)
     ranks = False  # ranks candidates against a query (`rank`, /v1/rank)
+    second_text = "text pairs (a second text per text)"  # what `text_pair` holds, in errors
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> Task:
@@ -167,8 +174,67 @@ class Task:
         """
         raise ValueError(f"task {self.name} takes no feedback corrections")
 
+    def feedback_example(self, text: str, text_pair: str | None, label: Any) -> Example:
+        """A checked correction (`feedback_label`'s label) as training will read it: the row
+        `bridgetune feedback export` writes for it, read back by this task's reader. The
+        service stores only what this reads, so every stored correction can be trained on.
+
+        Raises:
+            ValueError: the reader refuses the row; the message names the column, which is
+                the request's field (text, text_pair, label).
+        """
+        if self.reader is None:  # a task without a reader: nothing to read it back with
+            return Example(text=text, text_pair=text_pair, label=label)
+        fmt = "conll" if self.reader.tagged else "jsonl"
+        return exported_example(self.reader, fmt, text, text_pair, label)
+
 
 TASKS: Registry[type] = Registry("task")
+
+
+def refuse_entities(entities: list[dict] | None, task: str) -> None:
+    """Feedback with entities for a task that labels no spans: refused, not dropped silently.
+
+    Raises:
+        ValueError: `entities` were sent.
+    """
+    if entities is not None:
+        raise ValueError(
+            f"entities: this {task} model takes no entities (they are for NER models); send "
+            "the correction as 'label'"
+        )
+
+
+def exported_example(
+    reader: Any, fmt: str, text: str, text_pair: str | None, label: Any
+) -> Example:
+    """One correction written as `bridgetune feedback export` writes it (`fmt`: jsonl or conll)
+    and read back by `reader`, the way `bridgetune train` reads the exported file.
+
+    Raises:
+        ValueError: the reader refuses it (the temporary file's name left out of the message).
+    """
+    row = FeedbackRow(
+        id="", created="", model_version="", task="", text=text, text_pair=text_pair,
+        predicted=None, label=label,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bridgetune-feedback-") as folder:
+        path = Path(folder) / f"feedback.{fmt}"
+        path.write_text(export_rows([row], fmt), encoding="utf-8")
+        pair_column = "text_pair" if text_pair is not None else None
+        try:
+            examples = read_file(
+                path, DataConfig(train=str(path), text_pair_column=pair_column), reader
+            )
+        except DataError as error:
+            message = re.sub(rf"^{re.escape(str(path))}(:\d+)?: ", "", str(error))
+            message = message.replace(str(path), "the exported row")
+            raise ValueError(f"training could not read this correction: {message}") from None
+    if len(examples) != 1:
+        raise ValueError(
+            f"training would read this correction as {len(examples)} examples, not one"
+        )
+    return examples[0]
 
 
 def pad_batch(

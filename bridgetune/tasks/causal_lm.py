@@ -8,7 +8,9 @@ markers, which most templates lack. The end of an answer is always trained: the 
 template's end-of-turn token, or EOS appended to a plain completion (also when the pad token
 is EOS: padding is masked by length, never by token id). A conversation trains with the
 model's chat template, or ChatML when it has none; the template used is saved with the
-tokenizer, so generation formats prompts as training did.
+tokenizer, so generation formats prompts as training did. Contents are text: a control token
+typed in a row (`<|im_end|>`, `</s>`) is encoded as text, as the service encodes it
+(bridgetune.tasks.prompts), and `encode` warns once where a dataset holds any.
 
 During training, dev is scored by loss and perplexity (`decode` returns each example's summed
 loss); `Predictor.generate` writes text (greedy by default, left-padded batches).
@@ -38,6 +40,16 @@ from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
 from bridgetune.tasks.losses import IGNORE
 from bridgetune.tasks.metrics import loss_metrics
 from bridgetune.tasks.predictions import LossPrediction
+from bridgetune.tasks.prompts import (
+    encode_marked,
+    fill_template,
+    marked_messages,
+    prompt_encodings,
+    render,
+    template_content,
+    unmarked_text,
+    warn_control_tokens,
+)
 
 ROLES = ("system", "user", "assistant")
 
@@ -110,9 +122,7 @@ class GenerationReader:
                 f"'instruction' + 'output' (columns: {', '.join(map(str, row))}); rename with "
                 "data.column_map"
             )
-        prompt = _text(_joined(prompt), "prompt", at)
-        if self.prompt_template:
-            prompt = self.prompt_template.replace("{prompt}", prompt)
+        prompt = fill_template(self.prompt_template, _text(_joined(prompt), "prompt", at))
         if not labelled:
             return Example(text=prompt, source=at)
         if isinstance(completion, list) and completion:  # several references: train the first
@@ -268,6 +278,27 @@ class CausalLMTask(Task):
         """What bridgetune.json keeps for `create` (how prompts are formatted)."""
         return {"chat": bool(self.chat), **self.prompts}
 
+    @property
+    def prompt_template(self) -> str | None:
+        """`task.prompt_template`: its own text is a plain prompt's structure, the rest
+        content (bridgetune.tasks.prompts)."""
+        return self.prompts.get("prompt_template")
+
+    def warn_control_tokens(self, examples: list[Example], tokenizer: Any) -> int:
+        """One warning line when examples hold the tokenizer's control tokens in their text
+        (they are encoded as text); how many do."""
+        rows = []
+        for example in examples:
+            target = example.label if isinstance(example.label, dict) else {}
+            if "messages" in target:
+                contents = [m["content"] for m in target["messages"]]
+            else:
+                filled = template_content(self.prompt_template, example.text)
+                prompt = example.text if filled is None else filled
+                contents = [prompt, target.get("completion") or ""]
+            rows.append((example.source, contents))
+        return warn_control_tokens(tokenizer, rows)
+
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         """Options for classes or encoders that a language model cannot take."""
@@ -308,13 +339,16 @@ class CausalLMTask(Task):
             self.chat = any(isinstance(e.label, dict) and "messages" in e.label for e in examples)
         if self.chat and not tokenizer.chat_template:
             tokenizer.chat_template = CHATML  # saved with the tokenizer, used by generate
+        self.warn_control_tokens(examples, tokenizer)
         features = []
         for example in examples:
             target = example.label if isinstance(example.label, dict) else {}
             if "messages" in target:
                 ids, labels = conversation_tokens(tokenizer, target["messages"])
             else:
-                ids, labels = completion_tokens(tokenizer, example.text, target.get("completion"))
+                ids, labels = completion_tokens(
+                    tokenizer, example.text, target.get("completion"), self.prompt_template
+                )
             truncated = len(ids) > max_length
             features.append(
                 {
@@ -450,23 +484,18 @@ def pack(features: list[Feature], pad_id: int, length: int) -> dict[str, torch.T
 
 
 def completion_tokens(
-    tokenizer: Any, prompt: str, completion: str | None
+    tokenizer: Any, prompt: str, completion: str | None, template: str | None = None
 ) -> tuple[list[int], list[int]]:
     """Prompt ids (not trained) + completion ids + EOS (trained). Prompt and completion are
-    tokenized apart, as generation sees them (the prompt alone, then new tokens)."""
-    ids = tokenizer(prompt)["input_ids"]
+    tokenized apart, as generation sees them (the prompt alone, then new tokens); both are
+    content, encoded as text (only `template`'s own text is structure)."""
+    ids = prompt_encodings(tokenizer, [prompt], template)[0].ids
     labels = [IGNORE] * len(ids)
     if completion is None:
         return ids, labels
-    tail = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    tail = prompt_encodings(tokenizer, [completion], add_special_tokens=False)[0].ids
     tail = [*tail, tokenizer.eos_token_id]
     return ids + tail, labels + tail
-
-
-def render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=generation_prompt
-    )
 
 
 def conversation_tokens(tokenizer: Any, messages: list[dict]) -> tuple[list[int], list[int]]:
@@ -475,15 +504,18 @@ def conversation_tokens(tokenizer: Any, messages: list[dict]) -> tuple[list[int]
     Each assistant turn's characters are those between the conversation rendered up to it
     (with the generation prompt) and rendered through it; the tokens over those characters are
     trained, the turn's end-of-turn marker included. A turn whose rendering lacks EOS gets EOS
-    appended after it (trained).
+    appended after it (trained). Contents are encoded as text: only the template writes
+    control tokens, EOS included (bridgetune.tasks.prompts).
     """
-    text = render(tokenizer, messages)
+    turns = marked_messages(tokenizer, messages)
+    marked = render(tokenizer, turns)
+    text = unmarked_text(marked)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:index], True) if index else ""
-        through = render(tokenizer, messages[: index + 1])
+        before = unmarked_text(render(tokenizer, turns[:index], True)) if index else ""
+        through = unmarked_text(render(tokenizer, turns[: index + 1]))
         if not (text.startswith(through) and through.startswith(before)):
             raise ValueError(
                 "the chat template renders a conversation's beginning differently from the "
@@ -491,17 +523,18 @@ def conversation_tokens(tokenizer: Any, messages: list[dict]) -> tuple[list[int]
                 "output grows turn by turn"
             )
         spans.append((len(before), len(through)))
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    encoded = encode_marked(tokenizer, [marked], add_special_tokens=False)[0]
+    ids, offsets = encoded.ids, encoded.offsets
     labels = [
         token if any(start < b and a < end for start, end in spans) else IGNORE
         for token, (a, b) in zip(ids, offsets)
     ]
-    eos = tokenizer.eos_token
+    eos = tokenizer.eos_token_id
     for start, end in reversed(spans):
-        if eos and eos in text[start:end]:
+        inside = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
+        if any(ids[i] == eos for i in inside):  # the template ends its turns with EOS
             continue
-        last = max((i for i, (a, b) in enumerate(offsets) if a < end and b > start), default=None)
+        last = max(inside, default=None)
         if last is not None:
             ids.insert(last + 1, tokenizer.eos_token_id)
             labels.insert(last + 1, tokenizer.eos_token_id)

@@ -8,11 +8,12 @@ import torch
 from pydantic import BaseModel
 
 from bridgetune.config import RunConfig
+from bridgetune.data.bounds import clip_text, is_clipped
 from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import Example
 from bridgetune.knowledge.gazetteer import Gazetteer, LexiconModel
 from bridgetune.models.pretrained import load_pretrained
-from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
+from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch, refuse_entities
 from bridgetune.tasks.metrics import classification_metrics, multilabel_metrics
 from bridgetune.tasks.predictions import LabelPrediction, LabelsPrediction
 
@@ -91,10 +92,20 @@ class ClassificationTask(Task):
             raise ValueError("train.label_smoothing applies to single-label tasks, not multilabel")
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
-        texts = [e.text for e in examples]
-        pairs = [e.text_pair for e in examples] if examples[0].text_pair is not None else None
+        # cut to a character bound first: tokenizing all of a huge text costs memory for
+        # tokens truncation drops, and a text longer than the bound is truncated either way
+        texts = [clip_text(e.text, max_length) for e in examples]
+        pairs = None
+        if examples[0].text_pair is not None:
+            pairs = [clip_text(e.text_pair or "", max_length) for e in examples]
         encoded = tokenizer(texts, pairs, truncation=False)
-        long_rows = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > max_length]
+        long_rows = [
+            i
+            for i, ids in enumerate(encoded["input_ids"])
+            if len(ids) > max_length
+            or is_clipped(examples[i].text, max_length)
+            or is_clipped(examples[i].text_pair, max_length)
+        ]
         if long_rows:
             clipped = tokenizer(
                 [texts[i] for i in long_rows],
@@ -115,8 +126,8 @@ class ClassificationTask(Task):
                 features[i]["token_type_ids"] = clipped["token_type_ids"][j]
             features[i]["truncated"] = True
         if self.gazetteer:
-            for feature, example in zip(features, examples):
-                feature["lexicon"] = self.gazetteer.counts(example.text, example.text_pair)
+            for i, feature in enumerate(features):  # the names in what the model reads
+                feature["lexicon"] = self.gazetteer.counts(texts[i], pairs[i] if pairs else None)
         return features
 
     def encode_label(self, label: Any) -> Any:
@@ -178,16 +189,17 @@ class ClassificationTask(Task):
         Raises:
             ValueError: no label, several for a single-label model, or an unknown one.
         """
+        refuse_entities(entities, self.name)
         if label is None:
-            raise ValueError("give 'label': the correct class")
+            raise ValueError("label: give the correct class")
         if isinstance(label, float):  # a JSON number for a numeric class name ("1")
             label = str(int(label)) if label.is_integer() else str(label)
         chosen = [label] if isinstance(label, str) else list(label)
         if not self.multilabel and len(chosen) != 1:
-            raise ValueError("this model predicts one label per text; give one 'label'")
+            raise ValueError("label: this model predicts one label per text; give one")
         unknown = [item for item in chosen if item not in self.labels]
         if unknown:
-            raise ValueError(f"unknown label(s) {unknown}; the model's labels are {self.labels}")
+            raise ValueError(f"label: unknown label(s) {unknown}; the model's are {self.labels}")
         return chosen if self.multilabel else chosen[0]
 
 

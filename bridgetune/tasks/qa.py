@@ -41,7 +41,7 @@ from bridgetune.data.io import (
 )
 from bridgetune.data.schema import DataError, Example
 from bridgetune.models.pretrained import load_pretrained
-from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
+from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch, refuse_entities
 from bridgetune.tasks.predictions import AnswerPrediction
 
 
@@ -91,7 +91,7 @@ class QAReader:
         self, record: dict[str, Any], path: Path, number: int, labelled: bool
     ) -> tuple[Example, int]:
         qid = str(record.get("id", number))
-        where = f"{path}:{number}: question {qid!r}"
+        where = f"{path}:{number}: question {qid!r}" if "id" in record else f"{path}:{number}"
         # text/text_pair/label: the layout of exported service feedback (label: answer text)
         question = record.get("question", record.get("text"))
         context = record.get("context", record.get("text_pair"))
@@ -124,7 +124,7 @@ class QAReader:
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"{where}: an answer without text: {answer}")
             found = _span_start(context, text, start)
-            moved += found is not None and found != start
+            moved += isinstance(start, int) and found is not None and found != start
             answers.append({"text": text, "start": found})
         spans = [a for a in answers if a["start"] is not None]
         if answers and not spans:
@@ -217,6 +217,7 @@ class QATask(Task):
     default_metric = "f1"
     lower_is_better: frozenset[str] = frozenset()
     takes_pairs = True  # (question, context)
+    second_text = "a context per question"
     output = "answer"
     prediction = AnswerPrediction
     reader = QAReader()
@@ -270,11 +271,8 @@ class QATask(Task):
                 return_overflowing_tokens=True,
                 return_offsets_mapping=True,
             )
-        except Exception as error:  # a question alone longer than max_length
-            raise ValueError(
-                f"a question does not fit model.max_length={max_length} with its context: "
-                f"{error}; raise model.max_length or shorten the question"
-            ) from None
+        except Exception:  # a question alone longer than max_length
+            raise ValueError(_too_long(examples, tokenizer, max_length)) from None
         features: list[Feature] = [
             {"rows": [], "truncated": False, "labels": None} for _ in examples
         ]
@@ -399,10 +397,24 @@ class QATask(Task):
         return []
 
     def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
-        """The correct answer text ("" when the context holds none)."""
+        """The correct answer text ("" when the context holds none); `feedback_example` checks
+        with the reader's rules that it is a span of the context (text_pair)."""
+        refuse_entities(entities, self.name)
         if not isinstance(label, str):
-            raise ValueError("give 'label': the correct answer text ('' when there is none)")
+            raise ValueError("label: give the correct answer text ('' when there is none)")
         return label
+
+
+def _too_long(examples: list[Example], tokenizer: Any, max_length: int) -> str:
+    """Which questions leave no room for their context in max_length tokens, and what to do."""
+    sizes = [len(ids) for ids in tokenizer([e.text for e in examples])["input_ids"]]
+    long = [i for i, size in enumerate(sizes) if size >= max_length - 1]
+    shown = ", ".join(f"{examples[i].source or i} ({sizes[i]} tokens)" for i in long[:5])
+    return (
+        f"question {shown or '?'} leaves no room for its context within max_length="
+        f"{max_length} tokens (the context is read in windows, the question must fit whole): "
+        "shorten the question, or train with a larger model.max_length"
+    )
 
 
 def _token_span(offsets: list[tuple[int, int] | None], answer: dict | None) -> list[int]:

@@ -27,7 +27,7 @@ from bridgetune.data.io import (
     read_records,
 )
 from bridgetune.data.schema import DataError, Example
-from bridgetune.tasks.base import TASKS, Feature, pad_batch
+from bridgetune.tasks.base import TASKS, Feature, pad_batch, refuse_entities
 from bridgetune.tasks.classification import ClassificationTask
 from bridgetune.tasks.predictions import RankingPrediction
 from bridgetune.tasks.regression import numeric_label, refuse_class_options
@@ -228,7 +228,26 @@ class RankingTask(ClassificationTask):
 
     def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
         """The corrected relevance of one candidate (`text_pair`) for the query (`text`)."""
+        refuse_entities(entities, self.name)
         return numeric_label(label, self.labels)
+
+    def feedback_example(self, text: str, text_pair: str | None, label: Any) -> Example:
+        """One candidate's relevance read by the reader's row rules (query and candidate text,
+        relevance >= 0). The reader's group rule, a query needs a relevant candidate, is one
+        of the exported file as a whole: a lone "not relevant" correction is still stored."""
+        row = {"text": text, "text_pair": text_pair, "label": label}
+        where = (Path("feedback"), 1)
+        cfg = DataConfig(train="feedback", text_pair_column="text_pair")
+        if text_pair is None:
+            raise ValueError("text_pair: give the candidate text whose relevance 'label' is")
+        try:
+            query = RankingReader._text(row, "text", *where)
+            candidate = RankingReader._text(row, "text_pair", *where)
+            relevance = RankingReader._relevance(label, cfg, *where)
+        except DataError as error:
+            message = str(error).removeprefix("feedback:1: ")
+            raise ValueError(f"training could not read this correction: {message}") from None
+        return Example(text=query, candidates=[candidate], label=[relevance])
 
 
 def ranking_metrics(relevance: list[list[float]], orders: list[list[int]]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from bridgetune.config import DataConfig, RunConfig
 from bridgetune.data.readers import TextReader
 from bridgetune.data.schema import DataError, Example
-from bridgetune.tasks.base import TASKS, Feature, pad_batch
+from bridgetune.tasks.base import TASKS, Feature, pad_batch, refuse_entities
 from bridgetune.tasks.classification import ClassificationTask
 from bridgetune.tasks.predictions import ValuePrediction
 
@@ -40,6 +40,11 @@ class NumberReader(TextReader):
             parts = [value]
         numbers = []
         for part in parts:
+            if isinstance(part, bool):  # float(True) would read it as 1.0
+                raise ValueError(
+                    f"target {str(part).lower()} in column '{cfg.label_column}' is a JSON "
+                    "boolean, not a number"
+                )
             try:
                 number = float(str(part).strip())
             except ValueError:
@@ -186,6 +191,7 @@ class RegressionTask(ClassificationTask):
 
     def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
         """The correct value: a number; with several targets, a list in the targets' order."""
+        refuse_entities(entities, self.name)
         return numeric_label(label, self.labels)
 
 
@@ -209,7 +215,7 @@ def numeric_label(label: Any, targets: list[str]) -> float | list[float]:
     values = label if several and isinstance(label, list) else [label]
     if len(values) != len(targets):
         raise ValueError(
-            f"give 'label': {len(targets)} numbers, one per target ({', '.join(targets)})"
+            f"label: give {len(targets)} numbers, one per target ({', '.join(targets)})"
         )
     numbers = []
     for value in values:
@@ -217,9 +223,9 @@ def numeric_label(label: Any, targets: list[str]) -> float | list[float]:
             number = float(value)
         except (TypeError, ValueError):
             what = "a list of numbers, one per target" if several else "a number"
-            raise ValueError(f"give 'label': the correct value, {what}") from None
+            raise ValueError(f"label: give the correct value, {what}") from None
         if not math.isfinite(number):
-            raise ValueError("'label' must be a finite number")
+            raise ValueError("label: give a finite number")
         numbers.append(number)
     return numbers if several else numbers[0]
 

@@ -25,6 +25,7 @@ from bridgetune.models.pretrained import load_generator
 from bridgetune.tasks.base import TASKS, Feature, pad_batch
 from bridgetune.tasks.causal_lm import CausalLMTask, PromptOptions
 from bridgetune.tasks.losses import IGNORE
+from bridgetune.tasks.prompts import prompt_encodings
 
 
 @TASKS.register("seq2seq")
@@ -72,12 +73,15 @@ class Seq2SeqTask(CausalLMTask):
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         """Source ids cut at max_length; target ids (+ EOS) cut at max_length as labels."""
         eos = tokenizer.eos_token_id
-        sources = tokenizer([e.text for e in examples])["input_ids"]
+        self.warn_control_tokens(examples, tokenizer)
+        # sources and targets are content: the tokenizer's control tokens in them are text
+        texts = [e.text for e in examples]
+        sources = [s.ids for s in prompt_encodings(tokenizer, texts, self.prompt_template)]
         targets = [
             e.label.get("completion") if isinstance(e.label, dict) else None for e in examples
         ]
         labelled = [t for t in targets if t is not None]
-        encoded = iter(tokenizer(text_target=labelled)["input_ids"] if labelled else [])
+        encoded = iter(e.ids for e in prompt_encodings(tokenizer, labelled, target=True))
         features = []
         for ids, target in zip(sources, targets):
             labels = None

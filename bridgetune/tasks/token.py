@@ -14,21 +14,14 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from rich.console import Console
 
 from bridgetune.config import DataConfig, RunConfig
-from bridgetune.data.io import (
-    checked_token_example,
-    column,
-    detect_format,
-    jsonl_token_examples,
-    read_token_file,
-    strip_position_digits,
-    token_example,
-)
+from bridgetune.data.bounds import clip_text, clip_words
+from bridgetune.data.io import checked_token_example, column, detect_format
 from bridgetune.data.readers import found_labels
 from bridgetune.data.schema import DataError, Example
-from bridgetune.data.tags import SCHEME_PREFIXES, decode_spans, repair_iob2, split_tag
+from bridgetune.data.tags import SCHEME_PREFIXES, decode_spans, split_tag
+from bridgetune.data.tokenfiles import conll_examples, jsonl_token_examples
 from bridgetune.knowledge.gazetteer import Gazetteer, LexiconModel, collate_lexicon, token_lexicon
 from bridgetune.models.pretrained import load_pretrained
 from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
@@ -39,10 +32,12 @@ from bridgetune.tasks.predictions import EntitiesPrediction
 
 @dataclass(frozen=True)
 class TokenReader:
-    """Words with one tag each: CoNLL-style files (tag in the last column; Weibo NER's
-    character+digit tokens with `data.char_position_digits`), JSONL rows with `tokens` and
-    `tags`, or JSONL rows with `text` and entity spans (CLUENER2020's `label`, or `entities`);
-    tags are checked against (span rows: written in) `data.tag_scheme`."""
+    """Words with one tag each: CoNLL-style files (tag in the last column; character-per-line
+    files whose token may be a space; Weibo NER's character+digit tokens with
+    `data.char_position_digits`), JSONL rows with `tokens` and `tags`, or JSONL rows with `text`
+    and entity spans (CLUENER2020's `label`, or `entities`); tags are checked against (span
+    rows: written in) `data.tag_scheme`, bad sentences handled as `data.invalid_rows` says
+    (bridgetune.data.tokenfiles)."""
 
     tagged = True
 
@@ -52,44 +47,7 @@ class TokenReader:
             return jsonl_token_examples(path, cfg, labelled)
         if fmt != "conll":
             raise DataError(f"{path}: token tasks read CoNLL-style or JSONL files, not {fmt}")
-
-        def words(tokens: list[str], first: int) -> list[str]:
-            if cfg.char_position_digits:
-                return strip_position_digits(tokens, path, first)
-            return tokens
-
-        if not labelled:
-            return [
-                token_example(words(tokens, first), None, f"{path}:{first}")
-                for first, tokens, _ in read_token_file(path, tagged=False)
-            ]
-        examples, problems = [], []
-        for first, tokens, tags in read_token_file(path):
-            try:
-                examples.append(
-                    checked_token_example(
-                        words(tokens, first), tags, cfg.tag_scheme, f"{path}", first, True
-                    )
-                )
-            except DataError as error:
-                if cfg.invalid_rows == "error":
-                    raise
-                problems.append(str(error))
-                if cfg.invalid_rows == "repair":
-                    if cfg.tag_scheme != "IOB2":
-                        raise DataError(
-                            f"{error} (data.invalid_rows: repair reads IOB2 files; use skip)"
-                        ) from None
-                    examples.append(
-                        token_example(words(tokens, first), repair_iob2(tags), f"{path}:{first}")
-                    )
-        if problems:
-            done = "repaired" if cfg.invalid_rows == "repair" else "skipped"
-            Console(stderr=True).print(
-                f"[yellow]{path}: {len(problems)} sentences with invalid tags {done} "
-                f"(data.invalid_rows: {cfg.invalid_rows}), e.g. {problems[0]}[/yellow]"
-            )
-        return examples
+        return conll_examples(path, cfg, labelled)
 
     def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
         path, number = where
@@ -128,9 +86,10 @@ def split_words(text: str, tokenizer: Any) -> list[tuple[int, int]]:
     return [(s, e) for s, e in (spans[w] for w in sorted(spans)) if text[s:e].strip()]
 
 
-def words_example(text: str, tokenizer: Any) -> Example:
-    """An unlabelled token example from raw text, with each word's character offsets."""
-    offsets = split_words(text, tokenizer)
+def words_example(text: str, tokenizer: Any, max_length: int) -> Example:
+    """An unlabelled token example from raw text, with each word's character offsets (of the
+    words in its first bounds.char_budget(max_length) characters: the model sees no others)."""
+    offsets = split_words(clip_text(text, max_length), tokenizer)
     tokens = [text[s:e].strip() or text[s:e] for s, e in offsets]
     return Example(text=text, tokens=tokens, offsets=offsets)
 
@@ -266,10 +225,11 @@ class TokenTask(Task):
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         examples = [
-            e if e.tokens is not None else words_example(e.text, tokenizer) for e in examples
+            e if e.tokens is not None else words_example(e.text, tokenizer, max_length)
+            for e in examples
         ]
-        encoded = tokenizer(
-            [e.tokens for e in examples],
+        encoded = tokenizer(  # a long sentence's words past the bound would be cut anyway
+            [clip_words(e.tokens or [], max_length) for e in examples],
             is_split_into_words=True,
             truncation=True,
             max_length=max_length,
@@ -279,20 +239,25 @@ class TokenTask(Task):
     def _feature(self, encoded: Any, row: int, example: Example) -> Feature:
         word_ids = encoded.word_ids(row)
         first: list[int] = []  # position of each word's first sub-token
+        words: list[int] = []  # the word of each: a word may have no piece (U+FE0F alone)
         labels = [IGNORE] * len(word_ids)
         previous = None
         for position, word in enumerate(word_ids):
             if word is not None and word != previous:
                 first.append(position)
+                words.append(word)
                 if example.tags is not None:
                     labels[position] = self.index[example.tags[word]]
             elif word is not None and example.tags is not None:
                 labels[position] = self.continuation.get(example.tags[word], IGNORE)
             previous = word
+        encoding = encoded.encodings[row] if encoded.encodings else None  # fast tokenizers
+        cut = bool(encoding.overflowing) if encoding else len(first) < len(example.tokens or [])
         feature: Feature = {
             "input_ids": encoded["input_ids"][row],
             "first": first,
-            "truncated": len(first) < len(example.tokens or []),
+            "words": words,
+            "truncated": cut,
             "labels": labels if example.tags is not None else None,
             "example": example,
         }
@@ -325,13 +290,28 @@ class TokenTask(Task):
             best = logits.argmax(dim=-1).cpu().tolist()
         tags = []
         for row, feature in zip(best, features):
-            words = (
+            found = (
                 [self.labels[i] for i in row]
                 if self.crf
                 else [self.labels[row[p]] for p in feature["first"]]
             )
-            missing = len(feature["example"].tokens) - len(words)
-            tags.append(words + ["O"] * missing)
+            tags.append(self.spread(found, feature["words"], len(feature["example"].tokens)))
+        return tags
+
+    def spread(self, found: list[str], words: list[int], count: int) -> list[str]:
+        """The tags of all `count` words from `found`, those of the words with pieces (`words`):
+        a word the tokenizer gives no piece (a lone combining mark, variation selector or
+        zero-width character of a character-per-line file) continues the entity around it,
+        else is O; words cut by truncation are O."""
+        tags = ["O"] * count
+        for word, tag in zip(words, found):
+            tags[word] = tag
+        inside = "M" if self.scheme == "BMES" else "I"
+        for before, after in zip(words, words[1:]):
+            (opened, kind), (closing, other) = split_tag(tags[before]), split_tag(tags[after])
+            if after > before + 1 and kind is not None and kind == other:
+                if opened in ("B", "I", "M") and closing in ("I", "M", "E"):
+                    tags[before + 1 : after] = [inside + tags[before][1:]] * (after - before - 1)
         return tags
 
     def decode(
@@ -395,17 +375,38 @@ class TokenTask(Task):
         return [entity["type"] for entity in prediction.get("entities", [])]
 
     def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
-        """Corrected entities checked against the model's types and the text.
+        """Corrected entities checked against the model's types and the text (the exported
+        CoNLL file tags each word with one entity: spans may not overlap).
 
         Raises:
-            ValueError: no entities, an unknown type, or an entity past the text's end.
+            ValueError: no entities, a label, an unknown type, an entity past the text's end,
+                over blank text, not matching its `text`, or overlapping another.
         """
-        if entities is None:
-            raise ValueError("this NER model needs 'entities' (type, start, end)")
+        if entities is None or label is not None:
+            raise ValueError(
+                "entities: this NER model takes 'entities' (type, start, end), not a label"
+            )
         types = sorted({kind for kind in (split_tag(tag)[1] for tag in self.labels) if kind})
-        for entity in entities:
-            if entity["type"] not in types:
-                raise ValueError(f"unknown entity type {entity['type']!r}; one of {types}")
-            if entity["end"] > len(text):
-                raise ValueError(f"entity end {entity['end']} is past the text's end")
+        for index, entity in enumerate(entities):
+            _check_feedback_entity(f"entities[{index}]", entity, text, types)
+        ordered = sorted(entities, key=lambda e: (e["start"], e["end"]))
+        for first, second in zip(ordered, ordered[1:]):
+            if second["start"] < first["end"]:
+                raise ValueError(f"entities: {first} and {second} overlap; one entity per word")
         return entities
+
+
+def _check_feedback_entity(where: str, entity: dict, text: str, types: list[str]) -> None:
+    """One corrected entity: a known type over non-blank text inside `text` (and equal to the
+    entity's own `text` when it gives one: offsets count characters, not UTF-8 or UTF-16)."""
+    if entity["type"] not in types:
+        raise ValueError(f"{where}: unknown entity type {entity['type']!r}; one of {types}")
+    if entity["end"] > len(text):
+        raise ValueError(f"{where}: entity end {entity['end']} is past the text's end")
+    span = text[entity["start"] : entity["end"]]
+    if not span.strip() or entity.get("text", span) != span:
+        given = f", not {entity['text']!r}" if "text" in entity else ""
+        raise ValueError(
+            f"{where}: text[{entity['start']}:{entity['end']}] is {span!r}{given}; fix the "
+            "offsets (they count characters)"
+        )
