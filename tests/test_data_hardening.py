@@ -571,3 +571,14 @@ def test_csv_export_round_trip(tmp_path_factory, texts, values):
     assert [e.text for e in examples] == texts
     assert all(e.label == [values[0], -1.5] for e in examples)
     assert all(unescape_cell(escape_cell(t)) == t for t in texts)
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_text_inputs_and_word_lists_read_every_line_end(end, tmp_path):
+    from bridgetune.cli.core import read_candidates
+    from bridgetune.knowledge.words import read_word_list
+
+    path = tmp_path / "lines.txt"
+    path.write_bytes(("\ufeff" + end.join(["上海", "# a comment", "", "北京"]) + end).encode())
+    assert read_word_list(path, "missing") == [(1, "上海"), (4, "北京")]
+    assert read_candidates(path, "text") == ["上海", "# a comment", "北京"]

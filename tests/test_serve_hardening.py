@@ -385,3 +385,27 @@ def test_feedback_without_answer_start_reads_back_quietly(predictors, tmp_path, 
         body = {"text": "where", "text_pair": "my order is in paris", "label": "paris"}
         assert client.post("/v1/feedback", json=body).status_code == 201
     assert "answer_start" not in capfd.readouterr().err  # nothing was moved: none was given
+
+
+def test_export_leaves_out_what_training_cannot_read(tmp_path):
+    """A ranking query whose corrections are all relevance 0 is not a training group yet; QA
+    corrections are JSONL only (the QA reader reads no CSV)."""
+    from bridgetune.lifecycle.store import FeedbackStore
+    from bridgetune.recipes.feedback import export_feedback
+
+    database = tmp_path / "ranking.db"
+    store = FeedbackStore(database)
+    for query, candidate, relevance in (("phone", "a case", 0), ("phone", "a charger", 2),
+                                        ("laptop", "a bag", 0)):  # fmt: skip
+        store.add(text=query, text_pair=candidate, label=relevance, task="ranking",
+                  model_version="v1")  # fmt: skip
+    output = tmp_path / "ranking.jsonl"
+    assert export_feedback(database, output) == 2
+    config = DataConfig(train=str(output), text_pair_column="text_pair", label_column="label")
+    groups = read_file(output, config, reader_for("ranking"))
+    assert [g.text for g in groups] == ["phone"] and groups[0].label == [0.0, 2.0]
+    qa = tmp_path / "qa.db"
+    FeedbackStore(qa).add(text="who?", text_pair="Ann came.", label="Ann", task="qa",
+                          model_version="v1")  # fmt: skip
+    with pytest.raises(ValueError, match=r"\*\.jsonl"):
+        export_feedback(qa, tmp_path / "qa.csv")

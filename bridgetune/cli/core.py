@@ -87,7 +87,7 @@ def predict(
 ) -> None:
     """Predict with a saved model: texts as arguments, --file, or lines on stdin; writes JSONL."""
     import bridgetune
-    from bridgetune.data.io import decode_utf8
+    from bridgetune.data.io import decode_utf8, iter_lines
     from bridgetune.data.schema import Example
     from bridgetune.recipes.evaluate import read_inputs
 
@@ -98,7 +98,7 @@ def predict(
         inputs = run_action(lambda: read_inputs(model_dir, file, fmt))
     elif not sys.stdin.isatty():
         text = run_action(lambda: decode_utf8(sys.stdin.buffer.read(), "stdin"))
-        lines = text.replace("\r\n", "\n").split("\n")  # not splitlines(): U+2028 is text
+        lines = iter_lines(text)  # every kind of line end; not splitlines(): U+2028 is text
         inputs = [Example(text=line, text_pair=pair) for line in lines if line.strip()]
     else:
         inputs = []
@@ -288,10 +288,10 @@ def rank(
 def read_candidates(path: Path, column: str) -> list[str]:
     """Candidate texts of a TXT file (a line each) or of `column` in CSV/TSV/JSONL rows."""
     from bridgetune.data.io import column as named
-    from bridgetune.data.io import detect_format, read_records, read_text
+    from bridgetune.data.io import detect_format, iter_lines, read_records, read_text
 
     if path.suffix.lower() in (".txt", ".text"):
-        return [line.strip() for line in read_text(path).split("\n") if line.strip()]
+        return [line.strip() for line in iter_lines(read_text(path)) if line.strip()]
     fmt = detect_format(path, "auto", tagged=False)
     return [str(named(row, column, path, number)) for number, row in read_records(path, fmt)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bridgetune.data.io import iter_lines, read_text
 from bridgetune.data.schema import DataError
 
 
@@ -14,7 +15,7 @@ def read_word_list(path: str | Path, missing: str) -> list[tuple[int, str]]:
     if not path.is_file():
         raise DataError(f"{path}: {missing}")
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+    for number, line in enumerate(iter_lines(read_text(path)), 1):  # any line end, BOM or not
         entry = line.strip()
         if entry and not entry.startswith("#"):
             entries.append((number, entry))

@@ -71,6 +71,7 @@ def evaluate_generation(predictor: Predictor, examples: list[Example]) -> dict[s
                 chat=task.chat,
                 max_length=predictor.max_length,
                 device=predictor.device,
+                template=getattr(task, "prompt_template", None),  # its own tokens stay control
             )
         )
     return metrics
@@ -79,13 +80,11 @@ def evaluate_generation(predictor: Predictor, examples: list[Example]) -> dict[s
 def read_inputs(model_dir: str | Path, path: Path, fmt: str = "auto") -> list[Example]:
     """Unlabelled inputs from TXT (a text per line), CSV/TSV/JSONL (the model's text columns)
     or, with fmt='conll', a token file (NER: predictions keep its words)."""
-    from bridgetune.data.io import read_text
+    from bridgetune.data.io import iter_lines, read_text
 
     meta = read_meta(Path(model_dir))
     if fmt == "txt" or (fmt == "auto" and path.suffix.lower() in (".txt", ".text")):
-        return [
-            Example(text=line.rstrip("\r")) for line in read_text(path).split("\n") if line.strip()
-        ]
+        return [Example(text=line) for line in iter_lines(read_text(path)) if line.strip()]
     cfg = saved_data_config(meta, str(path))
     cfg.format = fmt if fmt != "auto" else cfg.format
     reader = reader_of(meta["task"], saved_task_options(meta))

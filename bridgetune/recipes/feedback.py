@@ -62,5 +62,29 @@ def export_feedback(
         raise ValueError("NER feedback exports as CoNLL: name the output *.conll")
     if tasks and not token_level and fmt == "conll":
         raise ValueError("classification feedback exports as .csv or .jsonl, not CoNLL")
+    if tasks == ["qa"] and fmt != "jsonl":  # the QA reader reads JSON and JSONL only
+        raise ValueError("question-answering feedback exports as JSONL: name the output *.jsonl")
+    if tasks == ["ranking"]:
+        rows = ranked_groups(rows)
     atomic_write_text(output, export_rows(rows, fmt))
     return len(rows)
+
+
+def ranked_groups(rows: list) -> list:
+    """Ranking corrections whose query has at least one relevant candidate: a group of
+    relevance-0 rows alone is no training data (the ranking reader refuses it); they are left
+    out with a warning and exported once a relevant candidate of their query is stored."""
+    relevant = {row.text for row in rows if _relevance(row.label) > 0}
+    kept = [row for row in rows if row.text in relevant]
+    left = len({row.text for row in rows} - relevant)
+    if left:
+        log.warning("%d ranking queries whose corrections have no relevant candidate (every "
+                    "relevance 0) are not training data yet: left out", left)  # fmt: skip
+    return kept
+
+
+def _relevance(label: object) -> float:
+    try:
+        return float(label)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
