@@ -412,3 +412,20 @@ def test_a_qlora_run_merges_its_adapter_into_a_full_precision_copy(
         result.model_dir, ["where is my order", "refund"], max_new_tokens=12
     )
     assert [g["text"] for g in generated] == ["it ships tomorrow", "the money is back in five days"]
+
+
+@pytest.mark.parametrize("task_name", ["causal_lm", "seq2seq"])
+def test_a_huge_text_is_cut_before_tokenizing_and_keeps_the_same_tokens(tiny_llama, task_name):
+    """A 4-million-character answer costs no gigabytes: contents are cut to the character
+    bound first (bridgetune.data.bounds), and the kept tokens are those of the whole text."""
+    from bridgetune.data.bounds import char_budget
+
+    tokenizer = tokenizer_of(tiny_llama)
+    task = build_task(task_name, [])
+    words = "hello world " * 400_000
+    examples = [Example(text="hello " + words, label={"completion": words})]
+    short = [Example(text="hello " + words[: char_budget(16)],
+                     label={"completion": words[: char_budget(16)]})]  # fmt: skip
+    huge, cut = task.encode(examples, tokenizer, 16)[0], task.encode(short, tokenizer, 16)[0]
+    assert huge["truncated"] and huge["input_ids"] == cut["input_ids"]
+    assert huge["labels"] == cut["labels"]

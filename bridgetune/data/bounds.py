@@ -15,6 +15,8 @@ counted as truncated.
 
 from __future__ import annotations
 
+from typing import Any
+
 CHARS_PER_TOKEN = 64
 SLACK_CHARS = 1024
 
@@ -28,6 +30,22 @@ def clip_text(text: str, max_length: int) -> str:
     """`text`, or its first char_budget(max_length) characters when it is longer."""
     budget = char_budget(max_length)
     return text if len(text) <= budget else text[:budget]
+
+
+def clip_content(content: Any, max_length: int) -> Any:
+    """A message's or completion's content clipped like `clip_text`: a text, or the text parts
+    of a list of content parts; anything else (None) as is. Generative tasks cut the rendered
+    conversation at max_length tokens from its start, so a content longer than the bound
+    already holds more tokens than are kept: the kept tokens do not change."""
+    if isinstance(content, str):
+        return clip_text(content, max_length)
+    if isinstance(content, list):
+        return [
+            {**part, "text": clip_text(part["text"], max_length)}
+            if isinstance(part, dict) and isinstance(part.get("text"), str) else part
+            for part in content
+        ]  # fmt: skip
+    return content
 
 
 def is_clipped(text: str | None, max_length: int) -> bool:

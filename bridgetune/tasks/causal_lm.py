@@ -22,6 +22,7 @@ and packing all define what one training example is; split, each half would need
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridgetune.config import DataConfig, RunConfig
 from bridgetune.data.batching import padded
+from bridgetune.data.bounds import clip_content
 from bridgetune.data.readers import row_examples
 from bridgetune.data.schema import DataError, Example
 from bridgetune.models.pretrained import load_generator
@@ -341,14 +343,17 @@ class CausalLMTask(Task):
             tokenizer.chat_template = CHATML  # saved with the tokenizer, used by generate
         self.warn_control_tokens(examples, tokenizer)
         features = []
+        clip = functools.partial(clip_content, max_length=max_length)  # bounded memory
         for example in examples:
             target = example.label if isinstance(example.label, dict) else {}
             if "messages" in target:
-                ids, labels = conversation_tokens(tokenizer, target["messages"])
+                messages = [{**m, "content": clip(m.get("content"))} for m in target["messages"]]
+                ids, labels = conversation_tokens(tokenizer, messages)
             else:
                 ids, labels = completion_tokens(
-                    tokenizer, example.text, target.get("completion"), self.prompt_template
-                )
+                    tokenizer, clip(example.text), clip(target.get("completion")),
+                    self.prompt_template,
+                )  # fmt: skip
             truncated = len(ids) > max_length
             features.append(
                 {

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bridgetune.data.bounds import clip_content, clip_text
 from bridgetune.data.schema import Example
 from bridgetune.models.pretrained import load_generator
 from bridgetune.tasks.base import TASKS, Feature, pad_batch
@@ -75,11 +76,13 @@ class Seq2SeqTask(CausalLMTask):
         eos = tokenizer.eos_token_id
         self.warn_control_tokens(examples, tokenizer)
         # sources and targets are content: the tokenizer's control tokens in them are text
-        texts = [e.text for e in examples]
+        texts = [clip_text(e.text, max_length) for e in examples]  # bounded memory
         sources = [s.ids for s in prompt_encodings(tokenizer, texts, self.prompt_template)]
         targets = [
-            e.label.get("completion") if isinstance(e.label, dict) else None for e in examples
-        ]
+            clip_content(e.label.get("completion"), max_length)
+            if isinstance(e.label, dict) else None
+            for e in examples
+        ]  # fmt: skip
         labelled = [t for t in targets if t is not None]
         encoded = iter(e.ids for e in prompt_encodings(tokenizer, labelled, target=True))
         features = []
