@@ -3,9 +3,13 @@
 Three runs in one process, same model (the bundled MiniLM), data, epochs, learning rate, batch
 size (32) and seed:
 
-- ours:       ``bridgetune.train`` (length-bucketed batches, bf16 on GPUs that support it);
+- ours:       ``bridgetune.train`` with its defaults (length-bucketed batches; ``precision: auto``,
+              bf16 autocast where the device computes bf16 natively: GPUs that support it, CPUs
+              with AMX-BF16 or AVX512-BF16);
+- ours_fp32:  the same in fp32, where ours ran in bf16 (what bf16 brings);
 - hf_default: the Trainer with run_glue's defaults (padded to max_length 128, fp32);
-- hf_tuned:   the Trainer with dynamic padding (to a multiple of 8) and bf16 where supported.
+- hf_tuned:   the Trainer with dynamic padding (to a multiple of 8) and ``bf16=True`` where the
+              device computes bf16 natively (on those CPUs too: the peer gets the same chance).
 
 Each run evaluates on dev several times while it trains, and a wall-clock stamp of every
 evaluation gives its time to the target accuracy (the final dev accuracy of hf_tuned).
@@ -126,7 +130,10 @@ def warn_if_busy() -> None:
 
 
 def bf16_supported(device: str) -> bool:
-    return device == "cuda" and torch.cuda.is_bf16_supported()
+    """Whether `device` computes bf16 natively (the rule of ``train.precision: auto``)."""
+    from bridgetune.runtime.hardware import native_bf16
+
+    return native_bf16(torch.device(device))
 
 
 def sync(device: str) -> None:
@@ -139,20 +146,19 @@ def warm_up(model_path: str, device: str) -> None:
 
     The first run in a process would otherwise pay alone for what the process does once: CUDA's
     context, library handles and the lazy loading of each kernel at its first use (on an H100
-    that put ~10 s into the first run's first evaluation interval). No-op on CPUs.
+    that put ~10 s into the first run's first evaluation interval); on a CPU, oneDNN's kernels
+    for each shape and precision.
     """
-    if device != "cuda":
-        return
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9, fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9, fused=device == "cuda")
     for dtype in (torch.float32, torch.bfloat16) if bf16_supported(device) else (torch.float32,):
         for length in range(8, MAX_LENGTH + 1, 8):
             ids = torch.randint(0, model.config.vocab_size, (BATCH_SIZE, length), device=device)
             labels = torch.randint(0, 2, (BATCH_SIZE,), device=device)
-            with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
                 loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -160,7 +166,8 @@ def warm_up(model_path: str, device: str) -> None:
             optimizer.zero_grad(set_to_none=True)
     sync(device)
     del model, optimizer
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def eval_every(train_examples: int, epochs: float, evals: int) -> int:
@@ -205,11 +212,13 @@ def timed_loop(timeline: Timeline, device: str) -> Iterator[None]:
         Loop.run, Loop.evaluate = run, evaluate
 
 
-def run_ours(args: argparse.Namespace, sst2: Path, workdir: Path) -> Timeline:
+def run_ours(
+    args: argparse.Namespace, sst2: Path, workdir: Path, precision: str = "auto"
+) -> Timeline:
     from bridgetune.recipes.train import train
 
     config = {
-        "name": "ours",
+        "name": f"ours-{precision}",
         "output_dir": str(workdir),
         "task": "classification",
         "data": {
@@ -228,6 +237,7 @@ def run_ours(args: argparse.Namespace, sst2: Path, workdir: Path) -> Timeline:
             "seed": args.seed,
             "device": args.device,
             "eval_steps": args.eval_steps,
+            "precision": precision,
         },
     }
     timeline = Timeline()
@@ -235,7 +245,8 @@ def run_ours(args: argparse.Namespace, sst2: Path, workdir: Path) -> Timeline:
         result = train(config)
     timeline.examples = round(args.n_train * args.epochs)
     timeline.accuracy = float(result.metrics["accuracy"])
-    precision = "bf16" if bf16_supported(args.device) else "fp32"
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(args.device) else "fp32"
     timeline.notes = {
         "precision": precision,
         "padding": "length-bucketed, multiple of 8",
@@ -407,6 +418,7 @@ def report(args: argparse.Namespace, runs: dict[str, Timeline]) -> dict[str, Any
         "seed": args.seed,
         "load_average": {"start": args.load_start, "end": load_average()},
         "ours": ours,
+        **({"ours_fp32": results["ours_fp32"]} if "ours_fp32" in results else {}),
         "peer": {"hf_default": results["hf_default"], "hf_tuned": tuned},
         "target_accuracy": round(target, 4),
         "speedup": ratio(ours["samples_per_s"], tuned["samples_per_s"]),
@@ -502,6 +514,11 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         runs = {
             "ours": seeded(args.seed, lambda: run_ours(args, sst2, workdir)),
+            **(
+                {"ours_fp32": seeded(args.seed, lambda: run_ours(args, sst2, workdir, "fp32"))}
+                if bf16_supported(args.device)
+                else {}
+            ),
             "hf_default": seeded(args.seed, lambda: run_hf(args, data, workdir, tuned=False)),
             "hf_tuned": seeded(args.seed, lambda: run_hf(args, data, workdir, tuned=True)),
         }

@@ -44,7 +44,8 @@ def run(base: Path, tmp_path: Path, data: Path, epochs: int, crf: bool = False,
         **sections: dict) -> list[float]:  # fmt: skip
     config = tiny_config(base, tmp_path / "runs", data={"train": str(data), "dev": str(data)},
                          **sections)  # fmt: skip
-    config["train"].update(epochs=epochs, log_every=2)
+    # recorded in fp32: `auto` is bf16 on CPUs with AMX/AVX512-BF16 (tests/test_precision.py)
+    config["train"].update(epochs=epochs, log_every=2, precision="fp32")
     if crf:
         config["model"]["crf"] = True
     return losses(config)

@@ -64,10 +64,11 @@ def test_early_stopping_restores_best(tiny_bert, sentiment_csv, tmp_path):
     assert result.metrics["accuracy"] == max(h["metric"] for h in evals)
 
 
-def test_precision_and_device_choices_on_cpu():
+def test_precision_and_device_choices_on_cpu(monkeypatch):
     from bridgetune.config import TrainConfig
     from bridgetune.training.loop import resolve_precision
 
+    monkeypatch.setenv("BRIDGETUNE_CPU_BF16", "0")  # a CPU without AMX/AVX512-BF16
     assert resolve_precision(TrainConfig()) == (True, "fp32")
     assert resolve_precision(TrainConfig(precision="bf16")) == (True, "bf16")
     with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):

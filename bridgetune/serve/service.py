@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from bridgetune.data.schema import Example
 from bridgetune.inference.predictor import Predictor, infer
 from bridgetune.lifecycle.monitor import Alert, DriftMonitor, post_alert
 from bridgetune.lifecycle.store import FeedbackStore
+from bridgetune.runtime.hardware import native_bf16
 from bridgetune.serve.metrics import ServiceMetrics
 
 log = logging.getLogger("bridgetune.serve")
@@ -89,18 +88,6 @@ class ModelSlot:
                     f"({predictor.max_length} tokens); shorten them",
                 )
         return features
-
-
-@functools.lru_cache(maxsize=8)
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively (emulated bf16 on a CPU is slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
 def serving_precision(requested: str, device: torch.device) -> str:

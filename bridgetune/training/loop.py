@@ -28,6 +28,7 @@ from bridgetune.data.schema import Example
 from bridgetune.inference.predictor import infer
 from bridgetune.lifecycle.reports import headline
 from bridgetune.methods.dropout import sparse_dropouts
+from bridgetune.runtime.hardware import native_bf16
 from bridgetune.runtime.processes import shared
 from bridgetune.tasks import Task
 from bridgetune.training import sharding
@@ -79,13 +80,19 @@ class FitResult:
 
 
 def resolve_precision(cfg: TrainConfig) -> tuple[bool, str]:
-    """(train on CPU?, fp32|bf16|fp16) from train.device and train.precision."""
+    """(train on CPU?, fp32|bf16|fp16) from train.device and train.precision.
+
+    `auto` is bf16 autocast where the processor computes bf16 natively (a GPU that supports
+    it; a CPU with AMX-BF16 or AVX512-BF16, bridgetune.runtime.hardware), else fp32. The weights
+    and the optimizer's state stay fp32 either way: autocast computes in bf16, AdamW updates
+    fp32 master weights."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
     on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     precision = cfg.precision
     if precision == "auto":
-        precision = "bf16" if not on_cpu and torch.cuda.is_bf16_supported() else "fp32"
+        device = torch.device("cpu" if on_cpu else "cuda")
+        precision = "bf16" if native_bf16(device) else "fp32"
     if precision == "fp16" and on_cpu:
         raise ValueError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
     return on_cpu, precision
@@ -93,9 +100,16 @@ def resolve_precision(cfg: TrainConfig) -> tuple[bool, str]:
 
 def make_accelerator(on_cpu: bool, precision: str) -> Any:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    mixed = "no" if precision == "fp32" else precision
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+        # one process may train runs of different precisions (tests, benchmarks, a notebook):
+        # accelerate keeps the first run's in a process-wide state and refuses another. The
+        # processes' state (PartialState: ranks, process group) stays; the Trainer does the same.
+        AcceleratorState._reset_state()
     with sharding.accelerate_fsdp_hidden():  # the loop shards (training.sharding)
-        return Accelerator(cpu=on_cpu, mixed_precision="no" if precision == "fp32" else precision)
+        return Accelerator(cpu=on_cpu, mixed_precision=mixed)
 
 
 @contextlib.contextmanager
