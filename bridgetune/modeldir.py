@@ -23,6 +23,7 @@ the output layer, the vocabulary against the embeddings) is checked by the loade
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"{type(meta['task']).__name__} and {type(meta['labels']).__name__}); the file is "
             "damaged: retrain, or restore the file"
         )
+    _check_numbers(meta, path)
     version = meta.get("format_version", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelDirectoryError(
@@ -116,6 +118,24 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"{FORMAT_VERSION}: upgrade bridgetune (pip install -U bridgetune)"
         )
     return meta
+
+
+def _check_numbers(meta: dict[str, Any], path: Path) -> None:
+    """max_length (a positive whole number) and threshold (a finite number: a probability, or
+    QA's no-answer margin), read at every prediction: a damaged value fails here, in one line,
+    not as an OverflowError inside the tokenizer."""
+    length, threshold = meta.get("max_length"), meta.get("threshold")
+    problem = None
+    if length is not None and (type(length) is not int or length < 1):
+        problem = f"'max_length' is {length!r}, not a positive whole number of tokens"
+    elif threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not math.isfinite(threshold)
+    ):
+        problem = f"'threshold' is {threshold!r}, not a number"
+    if problem:
+        raise ModelDirectoryError(f"{path}: {problem}; the file is damaged: retrain, or restore it")
 
 
 def saved_task_options(meta: dict[str, Any]) -> dict[str, Any]:

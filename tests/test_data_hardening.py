@@ -582,3 +582,49 @@ def test_text_inputs_and_word_lists_read_every_line_end(end, tmp_path):
     path.write_bytes(("\ufeff" + end.join(["上海", "# a comment", "", "北京"]) + end).encode())
     assert read_word_list(path, "missing") == [(1, "上海"), (4, "北京")]
     assert read_candidates(path, "text") == ["上海", "# a comment", "北京"]
+
+
+def test_a_quote_closed_mid_cell_is_an_error_not_merged_rows(tmp_path):
+    path = tmp_path / "merged.tsv"
+    path.write_text('text\tlabel\n"so good\tpositive\nbad\tnegative\nhe said "fine\tpositive\n')
+    with pytest.raises(DataError, match=r"merged.tsv:4: not valid TSV .*written twice"):
+        read(path)
+    fine = tmp_path / "fine.csv"  # quoted cells with line ends and doubled quotes still read
+    fine.write_text('text,label\n"two\nlines, ""quoted""",pos\nplain,neg\n', "utf-8")
+    assert [e.text for e in read(fine)] == ['two\nlines, "quoted"', "plain"]
+
+
+def test_semicolon_csv_and_deeply_nested_json_rows_are_one_line_errors(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes('\ufefftext;label\r\n"late";neg\r\n"great";pos\r\n'.encode())
+    with pytest.raises(DataError, match="separated by ';'"):
+        read(path)
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"text": "a", "label": "x"}\n{"text": ' + "[" * 50000 + "]" * 50000 + "}\n")
+    with pytest.raises(DataError, match="deep.jsonl:2: JSON nested too deeply"):
+        read(deep)
+
+
+def test_configs_as_json_and_keys_given_twice(tmp_path):
+    raw = {"name": "j", "data": {"train": "t.csv"}, "train": {"lr": 0.1, "epochs": 2}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw, indent="\t"), "utf-8")  # tabs: JSON, but not YAML
+    assert load_config(path).train.lr == 0.1
+    path.write_text(json.dumps(raw)[:-1] + ', "name": "other"}', "utf-8")
+    with pytest.raises(ConfigError, match="'name' is given twice"):
+        load_config(path)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("data: {train: t.csv}\ntrain:\n  lr: 0.1\nname: x\ntrain:\n  epochs: 1\n")
+    with pytest.raises(
+        ConfigError, match=r"twice.yaml:5: .*'train' is given twice \(also at line 2"
+    ):
+        load_config(twice)
+    merged = tmp_path / "merged.yaml"  # a YAML merge key may repeat keys: that is its purpose
+    merged.write_text("base: &b {lr: 0.1}\ndata: {train: t.csv}\ntrain:\n  <<: *b\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match="base"):  # (an unknown section, not a key twice)
+        load_config(merged)
+    infinite = tmp_path / "infinite.yaml"
+    for value in (".inf", ".nan"):
+        infinite.write_text(f"data: {{train: t.csv}}\ntrain: {{epochs: {value}}}\n")
+        with pytest.raises(ConfigError, match="train.epochs: Input should be a finite number"):
+            load_config(infinite)

@@ -275,3 +275,56 @@ def test_a_model_directory_replaces_only_a_model_directory(tmp_path):
     with pytest.raises(FileExistsError, match="is a file"):
         check_replaceable(tmp_path / "file")
     assert check_replaceable(tmp_path / "new") == tmp_path / "new"
+
+
+def test_output_dir_with_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
+    from bridgetune.config import RunConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = RunConfig.model_validate({"output_dir": "~/runs", "data": {"train": "t.csv"}})
+    assert config.run_dir == tmp_path / "runs" / "run"  # not a folder named '~' here
+
+
+def test_zeroshot_replaces_only_a_zero_shot_model(tiny_bert, tmp_path):
+    import json
+
+    trained = tmp_path / "model"
+    bridgetune.zeroshot(["a", "b"], trained, model=str(tiny_bert))
+    bridgetune.zeroshot(["a", "b", "c"], trained, model=str(tiny_bert))  # rebuilt: fine
+    meta = json.loads((trained / "bridgetune.json").read_text())
+    (trained / "bridgetune.json").write_text(json.dumps({**meta, "method": "full"}))
+    with pytest.raises(FileExistsError, match="trained with method 'full'"):
+        bridgetune.zeroshot(["a", "b"], trained, model=str(tiny_bert))
+    assert json.loads((trained / "bridgetune.json").read_text())["method"] == "full"
+
+
+def test_outputs_are_never_a_folder_or_inside_the_model(tiny_bert, tmp_path):
+    from typer.testing import CliRunner
+
+    from bridgetune.cli import app
+    from bridgetune.lifecycle.store import FeedbackStore
+
+    model = tmp_path / "model"
+    bridgetune.zeroshot(["a", "b"], model, model=str(tiny_bert))
+    config = (model / "config.json").read_bytes()
+    (tmp_path / "folder.csv").mkdir()
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\nhi,a\n", "utf-8")
+    database = tmp_path / "f.db"
+    FeedbackStore(database).add(text="hi", label="a", task="classification", model_version="v")
+    runs = [
+        (["predict", str(model), "hi", "--output", str(tmp_path)], "is a folder"),
+        (["predict", str(model), "hi", "--output", str(model / "config.json")], "inside the model"),
+        (["feedback", "export", str(database), "--output", str(tmp_path / "folder.csv")],
+         "is a folder"),
+        (["feedback", "export", str(data), "--output", str(tmp_path / "x.csv")],
+         "cannot be opened as a feedback database"),
+        (["serve", str(model), "--feedback-db", str(data)], "cannot be opened"),
+        (["serve", str(model), "--feedback-db", str(tmp_path)], "is a folder"),
+    ]  # fmt: skip
+    for args, words in runs:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert words in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert (model / "config.json").read_bytes() == config
+    assert data.read_text("utf-8") == "text,label\nhi,a\n"

@@ -113,6 +113,25 @@ DATA_CASES = [
         ),
         ".jsonl",
     ),  # fmt: skip
+    _data_case(
+        "a quote closed mid-cell would merge rows",
+        'text\tlabel\n"so good\tpositive\nbad\tnegative\nhe said "fine\tpositive\n',
+        ".tsv",
+        names="train.tsv:4",
+    ),  # fmt: skip
+    _data_case(
+        "excel csv with semicolons",
+        "\ufefftext;label\r\n" + GOOD_ROWS.replace(",", ";"),
+        names="';'",
+    ),  # fmt: skip
+    _data_case(
+        "json row nested too deeply",
+        _jsonl(
+            ['{"text": "a", "label": "positive"}', '{"text": ' + "[" * 50000 + "]" * 50000 + "}"]
+        ),
+        ".jsonl",
+        names="train.jsonl:2",
+    ),  # fmt: skip
 ]
 
 
@@ -175,6 +194,18 @@ CONFIG_CASES = [
     _config_case("unknown task", _good_config(task="clasification"), names="task"),
     _config_case("a bad override", _good_config(), "train.lr", names="train.lr"),
     _config_case("a missing data file", _good_config(), names="train.csv"),
+    _config_case("a section twice", _good_config() + "train: {lr: 0.5}\n", names="given twice"),
+    _config_case(
+        "infinite epochs", _good_config(train={"epochs": float("inf")}), names="train.epochs"
+    ),
+    Case(
+        "a json config nested too deeply",
+        lambda folder: [
+            "train",
+            str(_csv(folder / "c.json", '{"a": ' + "[" * 50000 + "]" * 50000 + "}")),
+        ],
+        names="c.json",
+    ),  # fmt: skip
     Case("a missing config", lambda folder: ["train", str(folder / "nope.yaml")], names="nope"),
     Case(
         "a directory as data",
@@ -228,6 +259,33 @@ def _pickle_only(model: Path) -> None:
     (model / "model.safetensors").unlink()
 
 
+def _model_config(**changes) -> Callable[[Path], None]:
+    def damage(model: Path) -> None:
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, **changes}))
+
+    return damage
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
+
+
+def _retyped(change: Callable) -> Callable[[Path], None]:
+    """Every floating weight of the file changed by `change` (cast to integers, made NaN)."""
+
+    def damage(model: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(model / "model.safetensors")
+        changed = {k: change(v) if v.is_floating_point() else v for k, v in weights.items()}
+        save_file(changed, model / "model.safetensors", metadata={"format": "pt"})
+
+    return damage
+
+
 MODEL_CASES = [
     _model_case(
         "no tokenizer files", _unlink("tokenizer*", "vocab.txt", "special_tokens_map.json")
@@ -241,6 +299,20 @@ MODEL_CASES = [
     _model_case("unknown task in meta", _meta(lambda m: m.update(task="sentiment-magic"))),
     _model_case("labels do not fit the head", _meta(lambda m: m.update(labels=["a", "b", "c"]))),
     _model_case("a newer format", _meta(lambda m: m.update(format_version=99))),
+    _model_case(
+        "config.json with fewer layers",
+        _model_config(num_hidden_layers=1),
+        names="config.json",
+    ),
+    _model_case(
+        "integer weights",
+        _retyped(lambda t: (t * 100).to(torch_dtype("int8"))),
+        names="stored as I8",
+    ),
+    _model_case("NaN weights", _retyped(lambda t: t * float("nan")), names="NaN"),
+    _model_case(
+        "a negative max_length", _meta(lambda m: m.update(max_length=-1)), names="max_length"
+    ),
     Case("not a directory", lambda folder: ["predict", str(_csv(folder / "m", "x")), "hi"], "m"),
     Case("a missing model", lambda folder: ["predict", str(folder / "none"), "hi"], "none"),
 ]
@@ -347,7 +419,10 @@ def test_the_service_over_damaged_bodies(route, body, service):
     assert answer.json()["detail"]
 
 
-@pytest.mark.parametrize("case", MODEL_CASES[:10], ids=[c.name for c in MODEL_CASES[:10]])
+RELOADED = MODEL_CASES[:-2]  # not "not a directory" nor "a missing model"
+
+
+@pytest.mark.parametrize("case", RELOADED, ids=[c.name for c in RELOADED])
 def test_reload_to_a_damaged_model_directory_is_refused(case, sweep_root, service):
     folder = sweep_root / f"reload_{case.name.replace(' ', '_')}"
     folder.mkdir()

@@ -92,6 +92,7 @@ def predict(
     from bridgetune.recipes.evaluate import read_inputs
 
     quiet_libraries()
+    check_output(output, model_dir)
     if texts:
         inputs = [Example(text=t, text_pair=pair) for t in texts]
     elif file is not None:
@@ -121,14 +122,26 @@ def predict(
     write_lines(lines, output, "predictions")
 
 
+def check_output(output: Path | None, model_dir: Path) -> None:
+    """Refuse an --output that is a folder or inside `model_dir` (`--output MODEL/config.json`
+    would replace a file of the model), before any work."""
+    if output is None:
+        return
+    if output.is_dir():
+        fail(ValueError(f"--output {output} is a folder; give the path of a JSONL file"))
+    if output.resolve().is_relative_to(model_dir.resolve()):
+        fail(ValueError(f"--output {output} is inside the model directory {model_dir}; write "
+                        "the results somewhere else"))  # fmt: skip
+
+
 def write_lines(lines: list[str], output: Path | None, what: str) -> None:
-    """JSONL lines to stdout, or atomically to `output` with a one-line summary."""
+    """JSONL lines to stdout, or atomically to `output` (check_output) with a summary."""
     if output is None:
         typer.echo("\n".join(lines))
         return
     from bridgetune.lifecycle.atomic import atomic_write_text
 
-    atomic_write_text(output, "\n".join(lines) + "\n")
+    run_action(lambda: atomic_write_text(output, "\n".join(lines) + "\n"))
     console.print(f"{len(lines)} {what} written to {output}")
 
 
@@ -164,6 +177,7 @@ def generate(
     from bridgetune.tasks.prompts import fill_template
 
     quiet_libraries()
+    check_output(output, model_dir)
     if prompts:  # as rows of the training data: the run's task.prompt_template applies
         meta = run_action(lambda: read_meta(model_dir))
         template = saved_task_options(meta).get("prompt_template")
@@ -275,6 +289,7 @@ def rank(
     import bridgetune
 
     quiet_libraries()
+    check_output(output, model_dir)
     texts = run_action(lambda: read_candidates(candidates, column))
     if not texts:
         fail(ValueError(f"{candidates}: no candidates in the file"))

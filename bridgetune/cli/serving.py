@@ -60,6 +60,9 @@ def serve(
 
         knowledge = cfg.knowledge
         run_action(lambda: read_passages(Path(knowledge.documents), knowledge.chunk_chars))
+    from bridgetune.serve.service import open_store
+
+    run_action(lambda: open_store(cfg, model_dir))  # a CSV given as --feedback-db stops here
     from bridgetune.serve.run import ServeError, run_server
 
     try:

@@ -4,6 +4,8 @@ errors with "did you mean", and the older spellings of task options."""
 from __future__ import annotations
 
 import difflib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,9 @@ class RunConfig(_Section):
                 f"output_dir {value!r} is not a folder path; give one such as 'runs' or "
                 "'/data/runs'"
             )
-        return value
+        # `~/runs` means the home folder's runs, as in a shell (and model.name): unexpanded, it
+        # would be a folder named `~` in the working directory
+        return os.path.expanduser(value)
 
     @field_validator("task", mode="before")
     @classmethod
@@ -191,21 +195,67 @@ def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
         raise ConfigError(_describe(error, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys, so a second `train:` section would silently
+    replace the first (its lr, its epochs): a key twice in one mapping is refused at its line."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may repeat keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: PyYAML's own error says so
+                continue
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (also at line {first}): the second "
+                    "would replace the first; keep one", key_node.start_mark,
+                )  # fmt: skip
+        return super().construct_mapping(node, deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last of two equal ones)."""
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise ValueError(f"{twice!r} is given twice in one object: the second would replace the "
+                         "first; keep one")  # fmt: skip
+    return dict(pairs)
+
+
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    """The mapping of a YAML file (UTF-8, or UTF-16 with its byte-order mark: decode_text).
+    """The mapping of a YAML file (UTF-8, or UTF-16 with its byte-order mark: decode_text); a
+    `.json` file is read as JSON (JSON indented with tabs is no YAML). A key given twice in
+    one mapping is refused (the parsers keep the last one).
 
     Raises:
         ConfigError: one line naming the file: missing, a directory, not text, not YAML.
     """
     hint = "give the path of a YAML file"
-    text = read_file_text(path, f"{what} file", hint, ConfigError, (".yaml", ".yml"))
+    text = read_file_text(path, f"{what} file", hint, ConfigError, (".yaml", ".yml", ".json"))
     try:
-        raw = yaml.safe_load(text) or {}
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text, object_pairs_hook=_unique_pairs) if text.strip() else {}
+        else:
+            raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{path}:{error.lineno}: not valid JSON ({error.msg}); fix that line"
+        ) from None
+    except ValueError as error:  # a key twice (_unique_pairs)
+        raise ConfigError(f"{path}: not valid JSON ({error})") from None
     except yaml.YAMLError as error:  # one line at the line it names, not PyYAML's report
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(error, "problem", None) or str(error).split("\n")[0]
         raise ConfigError(f"{where}: not valid YAML ({problem}); fix that line") from None
+    except RecursionError:  # thousands of nested brackets: no config, and no traceback
+        raise ConfigError(f"{path}: nested too deeply to be a config; check the file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return raw

@@ -119,12 +119,17 @@ def detect_format(path: Path, declared: str, tagged: bool) -> str:
     raise DataError(f"{path}: cannot tell the format from '{suffix}'; set data.format")
 
 
+TOO_DEEP = "JSON nested too deeply (thousands of brackets) to be a row; check the line"
+
+
 def json_row(line: str, path: Path, number: int) -> dict[str, Any]:
     """One JSON-lines row, or a DataError naming the file and line."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+    except RecursionError:  # thousands of nested brackets: Python's parser recurses
+        raise DataError(f"{path}:{number}: {TOO_DEEP}") from None
     if not isinstance(row, dict):
         raise DataError(f"{path}:{number}: each line must be a JSON object")
     return row
@@ -148,6 +153,8 @@ def json_array_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]
         except json.JSONDecodeError as error:
             where = line_at(text, error.pos)
             raise DataError(f"{path}:{where}: not valid JSON ({error.msg})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{line}: {TOO_DEEP}") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{line}: each element of the array must be a JSON object")
         yield line, row
@@ -213,17 +220,28 @@ def _delimited_rows(
     # the csv module reads \r, \n and \r\n alike (and keeps them inside quoted fields) when
     # given lines with their ends, as from a file opened with newline=""
     lines = (match.group() for match in _LINE.finditer(text))
-    reader = csv.DictReader(lines, fieldnames=columns, delimiter="\t" if fmt == "tsv" else ",")
+    # strict: a quote that closes a cell in its middle (`"so good\tpos` ... `he said "fine`)
+    # is an error at its line; lenient, the cells between the quotes, rows and all, would be
+    # one silently merged text
+    delimiter = "\t" if fmt == "tsv" else ","
+    reader = csv.DictReader(lines, fieldnames=columns, delimiter=delimiter, strict=True)
     rows = iter(reader)
     while True:
         try:
             row = next(rows)
         except StopIteration:
             return
-        except csv.Error as error:  # a field over the limit still (a file over 2 GiB)
+        except csv.Error as error:  # a quote closed mid-cell, a field over 2 GiB
+            first = text.split("\n", 1)[0]
+            hint = (
+                SEMICOLONS
+                if fmt == "csv" and ";" in first and "," not in first
+                else "check the quoting: a cell that starts with a quote is quoted to its "
+                'closing quote, rows and all, and a quote inside it is written twice ("")'
+            )
             raise DataError(
-                f"{path}:{max(reader.line_num, 1)}: not valid {fmt.upper()} ({error}); check "
-                "the quoting"
+                f"{path}:{max(reader.reader.line_num, 1)}: not valid {fmt.upper()} ({error}); "
+                + hint
             ) from None
         # line_num is the record's last line; quoted fields may span several lines
         start = reader.line_num - sum(count_line_breaks(str(v)) for v in row.values() if v)
@@ -286,11 +304,21 @@ def _tags_of_words(
     return [tag if tag == "O" else tag[0] + separator + tag[2:] for tag in kept]
 
 
+# Excel in locales with a decimal comma saves "CSV" separated by semicolons
+SEMICOLONS = (
+    "the file looks separated by ';' (Excel's CSV in many locales): re-save it separated by "
+    "commas, or as Unicode Text (.tsv)"
+)
+
+
 def column(row: dict[str, Any], name: str, path: Path, number: int) -> Any:
     if name in row:
         return row[name]
     close = difflib.get_close_matches(name, [str(k) for k in row], n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
+    header = [str(k) for k in row]
+    if len(header) == 1 and (";" in header[0] or header[0].startswith("sep=")):
+        hint = f" {SEMICOLONS[0].upper()}{SEMICOLONS[1:]}."
     raise DataError(
         f"{path}:{number}: column '{name}' not found (columns: {', '.join(map(str, row))}).{hint} "
         "Set data.text_column/label_column or map it with data.column_map."

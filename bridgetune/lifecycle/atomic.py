@@ -76,8 +76,15 @@ def writing(directory: Path) -> Iterator[None]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync it, then rename it into place."""
+    """Write to a temporary file beside `path`, fsync it, then rename it into place.
+
+    Raises:
+        IsADirectoryError: `path` is a folder (a rename onto it would fail only after the write,
+            with the temporary name in the message).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

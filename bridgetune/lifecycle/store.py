@@ -51,18 +51,35 @@ class FeedbackRow:
     label: Any
 
 
+class FeedbackStoreError(ValueError):
+    """A feedback database that cannot be opened; the message names the file."""
+
+
 class FeedbackStore:
     """Append-only SQLite table of feedback; safe to share between threads."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open (or create) the store at `path`.
+
+        Raises:
+            FeedbackStoreError: `path` is a folder, another kind of file, or cannot be opened.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise FeedbackStoreError(f"{self.path} is a folder; give the path of a .db file")
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(SCHEMA)
+        except (sqlite3.Error, OSError) as error:  # a CSV given as the database, a read-only place
+            raise FeedbackStoreError(
+                f"{self.path} cannot be opened as a feedback database ({error}); give the "
+                "feedback.db that `bridgetune serve` writes, or a new file name"
+            ) from None
 
     def add(
         self,

@@ -57,9 +57,50 @@ def load_saved_model(
             f"{type(model).__name__} that task {task!r} needs (e.g. {missing[0]}): the weights "
             f"belong to another model; {RESTORE}"
         )
+    unused = sorted(info.get("unexpected_keys") or [])
+    if unused:  # config.json describes a smaller model (fewer layers): those weights drop out
+        raise ModelError(
+            f"{directory / WEIGHTS_FILE} holds {len(unused)} weights that the "
+            f"{type(model).__name__} of {directory / CONFIG_FILE} has no place for (e.g. "
+            f"{unused[0]}): config.json does not belong to these weights; {RESTORE}"
+        )
+    check_values(model, directory)
     if getattr(auto_class, "__name__", "") in LABELLED_HEADS:
         check_labels(model, labels, directory)
     return model
+
+
+def check_values(model: torch.nn.Module, directory: Path) -> None:
+    """Every floating-point weight as saved: finite (NaN weights predict NaN scores) and stored
+    as floating point (integer tensors are cast on loading, silently, into garbage).
+
+    Raises:
+        ModelError: naming the first weight that is not.
+    """
+    stored = _stored_dtypes(directory)
+    for name, value in model.state_dict().items():
+        if not value.is_floating_point():
+            continue
+        kind = stored.get(name, "F")
+        if not kind.startswith(("F", "BF")):
+            problem = f"is stored as {kind}, not as floating point"
+        elif not bool(torch.isfinite(value).all()):
+            problem = "holds NaN or infinite values"
+        else:
+            continue
+        raise ModelError(f"{directory / WEIGHTS_FILE}: weight {name} {problem}; {RESTORE}")
+
+
+def _stored_dtypes(directory: Path) -> dict[str, str]:
+    """The dtype (F32, I8, ...) of each tensor in the directory's safetensors files."""
+    from safetensors import safe_open
+
+    dtypes: dict[str, str] = {}
+    for path in sorted(directory.glob("model*.safetensors")):
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():  # noqa: SIM118 - safe_open has no __iter__
+                dtypes[name] = weights.get_slice(name).get_dtype()
+    return dtypes
 
 
 def _check_architecture(model: torch.nn.Module, directory: Path, task: str) -> None:

@@ -56,7 +56,7 @@ def zeroshot(
     """
     from bridgetune.export.model_dir import check_replaceable, save_model_dir
 
-    check_replaceable(Path(output))
+    check_trained_kept(check_replaceable(Path(output)))
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"zeroshot needs two or more distinct labels, got {labels}")
     if multilabel and method != "nli":
@@ -72,6 +72,29 @@ def zeroshot(
     meta = _zeroshot_meta(task, model, method, max_length, head_settings)
     meta["data"] = {"text_column": text_column, "label_column": label_column}
     return save_model_dir(Path(output), built, tokenizer, meta)
+
+
+def check_trained_kept(output: Path) -> None:
+    """A zero-shot model replaces only a zero-shot model: rebuilding one with other
+    descriptions is the usual loop, but a trained model at `output` (a run's `model` folder)
+    took a training to make.
+
+    Raises:
+        FileExistsError: `output` holds a model directory of another method.
+    """
+    from bridgetune.modeldir import META_FILE, read_meta
+
+    if not (output / META_FILE).is_file():
+        return
+    try:
+        method = str(read_meta(output).get("method", ""))
+    except ValueError:  # a damaged bridgetune.json: nothing to tell, refuse all the same
+        method = "unknown"
+    if not method.startswith("zeroshot-"):
+        raise FileExistsError(
+            f"{output} holds a model trained with method {method!r}; zeroshot replaces only "
+            "zero-shot models. Choose a new folder for the model, or move that one away"
+        )
 
 
 def _zeroshot_model(

@@ -35,6 +35,7 @@ from rich.console import Console
 
 from bridgetune.config import DataConfig, RunConfig
 from bridgetune.data.io import (
+    TOO_DEEP,
     detect_format,
     read_records,
     read_text,
@@ -162,8 +163,10 @@ def squad_records(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
         document = json.loads(raw)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: {TOO_DEEP}") from None
     articles = document.get("data") if isinstance(document, dict) else None
-    if not isinstance(articles, list):
+    if not _squad_shaped(articles):
         raise DataError(
             f'{path}: not SQuAD-style JSON: expected {{"data": [{{"paragraphs": [...]}}]}}'
         )
@@ -181,10 +184,26 @@ def squad_records(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
                 yield {**qa, "context": paragraph.get("context")}, line
 
 
+def _squad_shaped(articles: Any) -> bool:
+    """Whether `articles` is a list of {"paragraphs": [{"qas": [{...}]}]} (any other shape
+    would fail as an AttributeError deep in the reader)."""
+
+    def objects(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+    return objects(articles) and all(
+        objects(article.get("paragraphs", []))
+        and all(objects(p.get("qas", [])) for p in article.get("paragraphs", []))
+        for article in articles
+    )
+
+
 def _is_squad(path: Path) -> bool:
     """Whether a .json file is one SQuAD-style document (else: JSON lines)."""
     try:
         return isinstance(json.loads(read_text(path)), dict)
+    except RecursionError:
+        return True  # squad_records says so
     except json.JSONDecodeError as error:
         return error.msg != "Extra data"  # a broken document: squad_records says where
 
