@@ -89,6 +89,7 @@ def run_config(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
         "seed": spec["seed"],
         "eval_steps": 10**9,  # one evaluation, at the end
         "device": spec["device"],
+        "precision": spec.get("precision", "auto"),
         **spec.get("train", {}),
     }
     if spec.get("few_shot"):
@@ -200,6 +201,7 @@ def base_spec(args, label: str, data: str, method: str, lr: float, seed: int) ->
         "epochs": args.lowdata_epochs if label.startswith("lowdata") else args.epochs,
         "seed": seed,
         "device": args.device,
+        "precision": args.precision,
         "threads": args.threads,
         "verbose": args.verbose,
         "overrides": args.set,
@@ -311,6 +313,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dotted config override for every run, e.g. method.r=16",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto",
+        help="train.precision of every run (auto: bf16 where the device computes it natively)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch CPU threads per run")
     parser.add_argument("--output", type=Path, help="also write the JSON result here")
     parser.add_argument("--plot", type=Path, help="also draw the result into this PNG")

@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# `precision: auto` is bf16 on CPUs with AMX/AVX512-BF16 and fp32 elsewhere: a test's training
+# trajectory must not depend on which CPU runs it (tiny models generalize differently in bf16),
+# so `auto` means fp32 here; bf16 is tested where a test asks for it (tests/test_precision.py).
+os.environ.setdefault("BRIDGETUNE_CPU_BF16", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -260,9 +260,10 @@ class TrainConfig(_Section):
     grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm; null disables.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="'auto': bf16 autocast where the processor computes bf16 natively (GPUs "
+        "auto",
+        description="'auto': bf16 autocast where the processor computes bf16 natively (GPUs "
         "that support it; CPUs with AMX-BF16 or AVX512-BF16), else fp32; weights and optimizer "
-        "state stay fp32."
+        "state stay fp32.",
     )
     eval_steps: int | None = Field(
         None, gt=0, description="Evaluate every N optimizer steps; unset: every epoch."
