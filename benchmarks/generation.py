@@ -5,8 +5,8 @@ Both fine-tune the same model (default: the generative default SmolLM2-135M-Inst
 linear layer), on the same prompt/completion examples (the support tickets of
 examples/data/support_tickets, prompt -> one-line summary; loss on the completion and its EOS),
 same max_length, batch size, epochs, learning rate and schedule (linear, no warmup, no weight
-decay), same precision (`--precision`; default bf16 autocast where the device computes bf16
-natively, as bridgetune's `auto`; else fp32), no
+decay), same precision (`--precision`; default as bridgetune's `auto` for generative tasks:
+bf16 autocast on CUDA GPUs that support it, else fp32; on CPUs bf16 cost dev loss), no
 packing unless `--packing` (then both pack), and gradient checkpointing off
 on both (TRL's SFTConfig turns it on by default; it trades speed for memory).
 
@@ -215,19 +215,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of both systems")
     parser.add_argument(
         "--precision", choices=["fp32", "bf16"], default=None,
-        help="mixed precision of both (default: bf16 where the device computes it natively: "
-        "CUDA GPUs that support it, CPUs with AMX-BF16/AVX512-BF16; else fp32)",
+        help="mixed precision of both (default: bf16 on CUDA GPUs that support it, else fp32: "
+        "bridgetune's `auto` for generative tasks)",
     )  # fmt: skip
     parser.add_argument("--only", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args()
     args.epochs = args.epochs or (1 if args.quick else 3)
-    if args.precision is None:  # bridgetune's `auto`: bf16 where the device computes it natively
+    if args.precision is None:  # bridgetune's `auto` for generative tasks: bf16 on CUDA only
         import torch
 
         from bridgetune.runtime.hardware import native_bf16
 
-        args.precision = "bf16" if native_bf16(torch.device(args.device)) else "fp32"
+        native = args.device == "cuda" and native_bf16(torch.device(args.device))
+        args.precision = "bf16" if native else "fp32"
     limit = args.train_examples or (128 if args.quick else None)
     data = Path(args.data)
     if not (data / "train.jsonl").is_file():

@@ -180,7 +180,7 @@ def check_files(directory: Path, meta: dict[str, Any]) -> None:
     for path in weights:
         check_safetensors(path)
     if not meta.get("head"):
-        _check_config(directory)
+        _check_config(directory, meta)
         _check_weights(directory)
 
 
@@ -196,7 +196,7 @@ def _check_tokenizer_files(directory: Path, meta: dict[str, Any]) -> None:
     )
 
 
-def _check_config(directory: Path) -> None:
+def _check_config(directory: Path, meta: dict[str, Any]) -> None:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise ModelDirectoryError(
@@ -209,6 +209,14 @@ def _check_config(directory: Path) -> None:
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise ModelDirectoryError(
             f"{path} names no model_type (it is not a transformers config); {RESTORE}"
+        )
+    positions, length = config.get("max_position_embeddings"), meta.get("max_length")
+    if isinstance(positions, int) and isinstance(length, int) and length > positions:
+        # a longer text would index past the position embeddings (an error or garbage)
+        raise ModelDirectoryError(
+            f"{directory / META_FILE}: max_length {length} is more than the model's "
+            f"{positions} positions ({path}); the file is damaged: set max_length to at most "
+            f"{positions}, or retrain"
         )
 
 

@@ -33,6 +33,15 @@ def test_auto_precision_follows_the_cpus_instructions(flags, expected, monkeypat
     assert resolve_precision(TrainConfig(device="cpu", precision="bf16")) == (True, "bf16")
 
 
+def test_auto_keeps_generative_tasks_in_fp32_on_a_cpu(monkeypatch):
+    """bf16 cost SmolLM2 LoRA SFT 0.046 dev loss on an AMX CPU (docs/benchmarks.md)."""
+    monkeypatch.setenv("BRIDGETUNE_CPU_BF16", "1")
+    assert resolve_precision(TrainConfig(device="cpu"), generative=True) == (True, "fp32")
+    assert resolve_precision(TrainConfig(device="cpu"), generative=False) == (True, "bf16")
+    bf16 = TrainConfig(device="cpu", precision="bf16")
+    assert resolve_precision(bf16, generative=True) == (True, "bf16")
+
+
 def test_the_override_wins_over_detection(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"amx_bf16"}))
     monkeypatch.setenv("BRIDGETUNE_CPU_BF16", "0")

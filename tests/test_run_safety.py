@@ -283,6 +283,8 @@ def test_output_dir_with_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     config = RunConfig.model_validate({"output_dir": "~/runs", "data": {"train": "t.csv"}})
     assert config.run_dir == tmp_path / "runs" / "run"  # not a folder named '~' here
+    data = RunConfig.model_validate({"data": {"train": "~/t.csv", "dev": "~/d.csv"}}).data
+    assert (data.train, data.dev) == (str(tmp_path / "t.csv"), str(tmp_path / "d.csv"))
 
 
 def test_zeroshot_replaces_only_a_zero_shot_model(tiny_bert, tmp_path):

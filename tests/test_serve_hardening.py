@@ -409,3 +409,17 @@ def test_export_leaves_out_what_training_cannot_read(tmp_path):
                           model_version="v1")  # fmt: skip
     with pytest.raises(ValueError, match=r"\*\.jsonl"):
         export_feedback(qa, tmp_path / "qa.csv")
+
+
+def test_a_key_given_twice_and_a_stop_sequence_are_refused(served_classifier, tmp_path):
+    """The last of two values would win silently; an ignored `stop` would answer past it."""
+    with TestClient(
+        create_app(served_classifier, ServeConfig(feedback_db=str(tmp_path / "f.db")))
+    ) as client:
+        body = b'{"text": "great", "label": "positive", "label": "negative"}'
+        answer = client.post("/v1/feedback", content=body,
+                             headers={"Content-Type": "application/json"})  # fmt: skip
+        assert answer.status_code == 422 and "'label' is given twice" in answer.text
+        chat = {"messages": [{"role": "user", "content": "hi"}], "stop": ["x"]}
+        refused = client.post("/v1/chat/completions", json=chat)
+        assert refused.status_code == 422 and "stop sequences are not supported" in refused.text

@@ -300,6 +300,11 @@ MODEL_CASES = [
     _model_case("labels do not fit the head", _meta(lambda m: m.update(labels=["a", "b", "c"]))),
     _model_case("a newer format", _meta(lambda m: m.update(format_version=99))),
     _model_case(
+        "max_length past the positions",
+        _meta(lambda m: m.update(max_length=100000)),
+        names="max_length",
+    ),  # fmt: skip
+    _model_case(
         "config.json with fewer layers",
         _model_config(num_hidden_layers=1),
         names="config.json",

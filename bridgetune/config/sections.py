@@ -4,12 +4,14 @@ methods)."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal
 
 from pydantic import (
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
@@ -95,6 +97,12 @@ class DataConfig(_Section):
         "I-X; BIOES/BMES: a stray continuation starts an entity, an unclosed one ends at its "
         "last token), counted in a warning.",
     )
+
+    @field_validator("train", "dev", "test")
+    @classmethod
+    def _home(cls, value: str | None) -> str | None:
+        """`~/data/x.csv` means the home folder, as it does for model.name and output_dir."""
+        return os.path.expanduser(value) if value and value.startswith("~") else value
 
     @model_validator(mode="after")
     def _check_generation_options(self) -> DataConfig:

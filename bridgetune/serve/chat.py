@@ -130,6 +130,21 @@ class ChatRequest(Decoding, _Body):
         description="Search the server's knowledge base (serve.knowledge) and answer from the "
         "best passages, returned as `sources`; false: the model alone.",
     )
+    stop: str | list[str] | None = Field(
+        None,
+        description="Not supported: generation ends at the model's end of turn or max_tokens. "
+        "Only null, '' or [] is accepted (ignoring another value would answer past it).",
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _no_stop(cls, value: Any) -> Any:
+        if value not in (None, "", []):
+            raise ValueError(
+                "stop sequences are not supported by this server: generation ends at the "
+                "model's end of turn or at max_tokens; leave `stop` out"
+            )
+        return value
 
 
 def add_chat_routes(app: FastAPI, service: Any, user: Any, errors: dict) -> None:

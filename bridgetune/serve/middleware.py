@@ -130,12 +130,22 @@ _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?(?:Infinity|NaN)|-?\d+(?:\.\d+)?(?:[eE
 
 
 def finite_json(body: bytes) -> Any:
-    """The parsed body; NaN, infinities, numbers beyond the float range and integers too long
-    to convert are a JSONDecodeError at their position (FastAPI answers 422)."""
+    """The parsed body; NaN, infinities, numbers beyond the float range, integers too long to
+    convert and a key given twice in one object are a JSONDecodeError at their position
+    (FastAPI answers 422)."""
     try:
-        return json.loads(body, parse_constant=_not_finite, parse_float=_finite)
+        return json.loads(
+            body, parse_constant=_not_finite, parse_float=_finite, object_pairs_hook=_unique
+        )
     except json.JSONDecodeError:
         raise
+    except DuplicateKey as error:  # the last value would win silently: which one was meant?
+        text = body.decode("utf-8", errors="replace")
+        raise json.JSONDecodeError(
+            f"key {error.args[0]!r} is given twice in one object; send it once",
+            text,
+            max(text.find(json.dumps(error.args[0])), 0),
+        ) from None
     except UnicodeDecodeError as error:
         raise json.JSONDecodeError(
             f"the body is not UTF-8 (byte {error.start}); send JSON encoded as UTF-8",
@@ -151,6 +161,20 @@ def finite_json(body: bytes) -> Any:
             text,
             position,
         ) from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs as a dict; DuplicateKey for the first key given twice."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKey(key)
+        result[key] = value
+    return result
 
 
 def _not_finite(constant: str) -> Any:

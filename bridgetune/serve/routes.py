@@ -189,8 +189,9 @@ def add_model_routes(app: FastAPI, service: Service, user: Guard) -> None:
         service.follow()
         slot = service.ready_slot()
         if not slot.predictor.task.ranks:
+            route = "chat/completions" if slot.predictor.task.generative else "predict"
             raise RequestError(
-                422, f"this {slot.task} model answers POST /v1/predict, not /v1/rank"
+                422, f"this {slot.task} model does not rank candidates; it answers POST /v1/{route}"
             )
         examples = [Example(text=body.query, candidates=body.candidates)]
         predictions = await served(service, slot, examples)
