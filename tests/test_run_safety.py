@@ -330,3 +330,23 @@ def test_outputs_are_never_a_folder_or_inside_the_model(tiny_bert, tmp_path):
         assert words in " ".join(result.output.split()) and "Traceback" not in result.output
     assert (model / "config.json").read_bytes() == config
     assert data.read_text("utf-8") == "text,label\nhi,a\n"
+
+
+def test_failpoint_names_with_colons_still_match(monkeypatch):
+    """`before-swap:checkpoint@1` is a point's name and count; only `:enospc` is an action."""
+    import errno
+
+    from bridgetune.lifecycle import failpoints
+
+    failpoints._hits.clear()
+    monkeypatch.setenv("BRIDGETUNE_FAILPOINT", "before-swap:checkpoint@2:enospc")
+    failpoints.failpoint("before-swap:checkpoint")  # the first hit passes
+    with pytest.raises(OSError) as full:
+        failpoints.failpoint("before-swap:checkpoint")
+    assert full.value.errno == errno.ENOSPC
+    failpoints._hits.clear()
+    killed = []
+    monkeypatch.setattr(failpoints.os, "kill", lambda pid, sig: killed.append(sig))
+    monkeypatch.setenv("BRIDGETUNE_FAILPOINT", "before-swap:checkpoint@1")
+    failpoints.failpoint("before-swap:checkpoint")
+    assert killed == [failpoints.signal.SIGKILL]

@@ -15,6 +15,7 @@ import os
 import signal
 
 _hits: dict[str, int] = {}
+ENOSPC = ":enospc"
 
 
 def failpoint(name: str) -> None:
@@ -22,7 +23,9 @@ def failpoint(name: str) -> None:
     wanted = os.environ.get("BRIDGETUNE_FAILPOINT")
     if not wanted:
         return
-    wanted, _, action = wanted.partition(":")
+    action = ""
+    if wanted.endswith(ENOSPC):  # point names hold colons too (before-swap:checkpoint)
+        wanted, action = wanted[: -len(ENOSPC)], "enospc"
     point, _, count = wanted.partition("@")
     if point != name:
         return
