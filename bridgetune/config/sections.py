@@ -270,8 +270,8 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="'auto': bf16 autocast where the processor computes bf16 natively (GPUs "
-        "that support it; CPUs with AMX-BF16 or AVX512-BF16), else fp32; weights and optimizer "
-        "state stay fp32.",
+        "that support it; CPUs with AMX-BF16 or AVX512-BF16), else fp32; generative tasks stay "
+        "fp32 on CPUs (bf16 cost dev loss there); weights and optimizer state stay fp32.",
     )
     eval_steps: int | None = Field(
         None, gt=0, description="Evaluate every N optimizer steps; unset: every epoch."
