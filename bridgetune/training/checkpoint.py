@@ -78,18 +78,7 @@ def save_checkpoint(
 ) -> None:
     """Write the checkpoint atomically; `rng` is the RNG state at the optimizer-step boundary.
     A sharded model: every process calls it, the first writes."""
-    with writing(Path(directory)):
-        _save_checkpoint(Path(directory), model, optimizer, scheduler, state, rng)
-
-
-def _save_checkpoint(
-    directory: Path,
-    model: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    state: LoopState,
-    rng: dict[str, Any],
-) -> None:
+    directory = Path(directory)
     best = directory / "best.safetensors"
     sharded = is_sharded(model)
     if sharded:  # gathered by all processes before the first one writes
@@ -99,7 +88,7 @@ def _save_checkpoint(
             return
     else:
         optimizer_state = optimizer.state_dict()
-    with atomic_directory(directory) as staging:
+    with writing(directory), atomic_directory(directory) as staging:  # a full disk: one line
         if sharded:
             save_file(weights[0], str(staging / "model.safetensors"), metadata=weights[1])
         else:
