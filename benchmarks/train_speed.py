@@ -7,6 +7,9 @@ size (32) and seed:
               bf16 autocast where the device computes bf16 natively: GPUs that support it, CPUs
               with AMX-BF16 or AVX512-BF16);
 - ours_fp32:  the same in fp32, where ours ran in bf16 (what bf16 brings);
+- ours_compiled: the same with ``train.compile: on`` (on CUDA: inductor with CUDA graphs over a
+              few fixed batch widths; its compile time counts in its time), on CUDA by default
+              (``--compile on|off`` to choose);
 - hf_default: the Trainer with run_glue's defaults (padded to max_length 128, fp32);
 - hf_tuned:   the Trainer with dynamic padding (to a multiple of 8) and ``bf16=True`` where the
               device computes bf16 natively (on those CPUs too: the peer gets the same chance).
@@ -213,12 +216,16 @@ def timed_loop(timeline: Timeline, device: str) -> Iterator[None]:
 
 
 def run_ours(
-    args: argparse.Namespace, sst2: Path, workdir: Path, precision: str = "auto"
+    args: argparse.Namespace,
+    sst2: Path,
+    workdir: Path,
+    precision: str = "auto",
+    compile: str = "off",
 ) -> Timeline:
     from bridgetune.recipes.train import train
 
     config = {
-        "name": f"ours-{precision}",
+        "name": f"ours-{precision}-{compile}",
         "output_dir": str(workdir),
         "task": "classification",
         "data": {
@@ -238,6 +245,7 @@ def run_ours(
             "device": args.device,
             "eval_steps": args.eval_steps,
             "precision": precision,
+            "compile": compile,
         },
     }
     timeline = Timeline()
@@ -249,7 +257,9 @@ def run_ours(
         precision = "bf16" if bf16_supported(args.device) else "fp32"
     timeline.notes = {
         "precision": precision,
-        "padding": "length-bucketed, multiple of 8",
+        "padding": "length-bucketed, multiple of 8"
+        if compile == "off"
+        else "length-bucketed, powers of two (compiled: its compile time is in its time)",
         "weights": "best dev evaluation",  # the loop restores its best checkpoint at the end
     }
     return timeline
@@ -383,12 +393,12 @@ def table(results: dict[str, dict[str, Any]], target: float) -> str:
 
     lines = [
         f"target accuracy (hf_tuned final): {target:.4f}",
-        f"{'run':<11} {'samples/s':>10} {'train s':>8} {'eval s':>7} {'dev acc':>8} "
+        f"{'run':<13} {'samples/s':>10} {'train s':>8} {'eval s':>7} {'dev acc':>8} "
         f"{'to target s':>12}  precision / padding",
     ]
     for name, r in results.items():
         lines.append(
-            f"{name:<11} {r['samples_per_s']:>10.1f} {r['train_s']:>8.1f} "
+            f"{name:<13} {r['samples_per_s']:>10.1f} {r['train_s']:>8.1f} "
             f"{r['eval_s']:>7.1f} {r['accuracy']:>8.4f} "
             f"{seconds(r['time_to_target_s']):>12}  {r['precision']} / {r['padding']}"
         )
@@ -418,7 +428,7 @@ def report(args: argparse.Namespace, runs: dict[str, Timeline]) -> dict[str, Any
         "seed": args.seed,
         "load_average": {"start": args.load_start, "end": load_average()},
         "ours": ours,
-        **({"ours_fp32": results["ours_fp32"]} if "ours_fp32" in results else {}),
+        **{key: results[key] for key in ("ours_fp32", "ours_compiled") if key in results},
         "peer": {"hf_default": results["hf_default"], "hf_tuned": tuned},
         "target_accuracy": round(target, 4),
         "speedup": ratio(ours["samples_per_s"], tuned["samples_per_s"]),
@@ -459,6 +469,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="CPU threads of torch (default: its own); 1 helps on a busy machine",
     )
+    parser.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="also run ours with train.compile: on (CUDA graphs on GPUs); auto: on CUDA only",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -468,6 +484,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
     args.evals = defaults["evals"]
+    args.compile = args.compile == "on" or (args.compile == "auto" and args.device == "cuda")
     return args
 
 
@@ -517,6 +534,15 @@ def main(argv: list[str] | None = None) -> int:
             **(
                 {"ours_fp32": seeded(args.seed, lambda: run_ours(args, sst2, workdir, "fp32"))}
                 if bf16_supported(args.device)
+                else {}
+            ),
+            **(
+                {
+                    "ours_compiled": seeded(
+                        args.seed, lambda: run_ours(args, sst2, workdir, compile="on")
+                    )
+                }
+                if args.compile
                 else {}
             ),
             "hf_default": seeded(args.seed, lambda: run_hf(args, data, workdir, tuned=False)),

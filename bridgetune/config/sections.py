@@ -273,6 +273,13 @@ class TrainConfig(_Section):
         "that support it; CPUs with AMX-BF16 or AVX512-BF16), else fp32; generative tasks stay "
         "fp32 on CPUs (bf16 cost dev loss there); weights and optimizer state stay fp32.",
     )
+    compile: Literal["off", "on", "trace"] = Field(
+        "off",
+        description="torch.compile the training forward over a few fixed batch widths (powers "
+        "of two): 'on' is inductor, with CUDA graphs (mode reduce-overhead) on GPUs; 'trace' "
+        "traces only (eager backend: graph breaks and shapes, no speed-up); encoder tasks, "
+        "one process, without batch_tokens. Not yet measured on a GPU (docs/benchmarks.md).",
+    )
     eval_steps: int | None = Field(
         None, gt=0, description="Evaluate every N optimizer steps; unset: every epoch."
     )

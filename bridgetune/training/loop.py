@@ -31,7 +31,7 @@ from bridgetune.methods.dropout import sparse_dropouts
 from bridgetune.runtime.hardware import native_bf16
 from bridgetune.runtime.processes import shared
 from bridgetune.tasks import Task
-from bridgetune.training import sharding
+from bridgetune.training import compiled, sharding
 from bridgetune.training.adversarial import EmbeddingAttack
 from bridgetune.training.checkpoint import (
     LoopState,
@@ -184,9 +184,12 @@ class Loop:
         if plan is not None:
             model = sharding.shard(model, plan, self.accelerator.device, self.precision)
         self.sharded = plan is not None
-        if on_cpu:  # the same dropout, drawn by its dropped positions (methods/dropout.py)
+        if on_cpu and cfg.compile != "on":
+            # the same dropout, drawn by its dropped positions (methods/dropout.py); inductor
+            # fuses plain dropout itself, and the sparse one would break its graphs
             sparse_dropouts(model)
         self.model = model
+        self.forward: Any = model  # what trains: the model, or its compiled wrapper (run)
         # causal LMs: the output layer runs on scored tokens only
         self.objective = Objective(task, cfg, weights, task.output_layer(model))
         # a task may batch training examples its own way (causal_lm packing); evaluation
@@ -195,10 +198,36 @@ class Loop:
         self.attack = None
         if cfg.adversarial != "none":
             self.attack = EmbeddingAttack(model.get_input_embeddings(), cfg)
+        self.widths = self.check_compile()
         self.optimizer = build_optimizer(model, cfg, self.accelerator.device, head)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.state = LoopState()
         self.stopped_early = False
+
+    def check_compile(self) -> list[int]:
+        """The batch widths of a compiled run (`train.compile`; none when off), after refusing
+        what it cannot compile: each refusal says what to change."""
+        how = self.cfg.compile
+        if how == "off":
+            return []
+        reasons = {
+            "a generative task (its batches are packed or shaped by the task)": (
+                self.task.generative
+            ),
+            "train.batch_tokens (rows per batch would vary: one compiled shape each)": (
+                self.cfg.batch_tokens is not None
+            ),
+            "several processes or FSDP": self.accelerator.num_processes > 1 or self.sharded,
+            "train.adversarial (it perturbs the embeddings between passes)": (
+                self.attack is not None
+            ),
+        }
+        refused = [reason for reason, applies in reasons.items() if applies]
+        if refused:
+            raise ValueError(
+                f"train.compile={how} does not support {'; '.join(refused)}: set train.compile: off"
+            )
+        return compiled.widths(max(self.lengths, default=1))
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         batches = train_batches(
@@ -225,6 +254,13 @@ class Loop:
         else:
             self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.model.train()
+        # the forward that trains: compiled (train.compile) or the module itself
+        self.forward = self.model
+        if self.widths:
+            shapes = 2 * len(self.widths)  # full batches and an epoch's last, at every width
+            self.forward = compiled.compiled(
+                self.model, self.cfg.compile, self.accelerator.device, shapes
+            )
         main = self.accelerator.is_main_process
         n_epochs = math.ceil(self.cfg.epochs)
         with interrupt_flag() as flag, TrainProgress(self.total_steps, enabled=main) as progress:
@@ -265,6 +301,8 @@ class Loop:
         pin = device.type == "cuda"  # pinned host memory lets the copy overlap with compute
         for index in range(self.state.batches_done, len(batches)):
             batch = self.collate_train([self.features[i] for i in batches[index]], self.pad_id)
+            if self.widths:
+                batch = compiled.to_width(batch, self.widths, self.pad_id)
             batch = {
                 k: (v.pin_memory() if pin else v).to(device, non_blocking=True)
                 for k, v in batch.items()
@@ -314,11 +352,11 @@ class Loop:
         with contextlib.nullcontext() if update else no_sync():
             if self.attack is not None:
                 return self.attack.step(
-                    lambda: self.objective(self.model, batch),
+                    lambda: self.objective(self.forward, batch),
                     lambda loss: self.accelerator.backward(loss / accum),
                     no_sync,
                 )
-            loss = self.objective(self.model, batch)
+            loss = self.objective(self.forward, batch)
             self.accelerator.backward(loss / accum)
             return loss
 
