@@ -6,6 +6,7 @@ import csv
 import os
 import string
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,56 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     torch.manual_seed(0)
     RobertaModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+# multi-character pieces of the tiny SentencePiece vocabulary (a Chinese word as one piece)
+ZH_PIECES = ("上海", "北京", "耳机", "手机", "张三", "今天", "明天", "▁我")
+
+
+def tiny_unigram_tokenizer() -> Any:
+    """An XLM-R-style fast tokenizer built in memory: a SentencePiece Unigram model (word
+    pieces with ▁, CJK characters and some Chinese words as pieces, letters as fallbacks),
+    NFKC, Metaspace, `<s> $A </s>`; no token_type_ids (as XLM-R's)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces = [("▁", -3.0)] + [(f"▁{w}", -4.0) for w in WORDS] + [(w, -5.0) for w in ZH_PIECES]
+    pieces += [(c, -8.0) for c in dict.fromkeys(CJK + string.ascii_lowercase + string.digits
+                                                + string.punctuation)]  # fmt: skip
+    vocab = specials + list(dict((p, (p, s)) for p, s in pieces).values()) + [("<mask>", 0.0)]
+    backend = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        mask_token="<mask>", cls_token="<s>", sep_token="</s>",
+        model_input_names=["input_ids", "attention_mask"], model_max_length=128,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT with an XLM-R-style SentencePiece tokenizer (`tiny_unigram_tokenizer`):
+    the shape of multilingual-e5-small (BERT architecture, XLM-R vocabulary), saved as a dir."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-xlmr-bert")
+    tokenizer = tiny_unigram_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 

@@ -1,13 +1,27 @@
 """Token classification (NER): sub-token alignment, word tags and entity spans with offsets.
 
-Training labels the first sub-token of every word and ignores the rest (-100); prediction reads
-the first sub-token's tag, so WordPiece, BPE and Chinese characters align the same way. Raw text
-is split into words with the tokenizer's own pre-tokenization (its word ids and offsets), then
+Two alignments, picked by the tokenizer (`reads_whole_text`):
+
+- WordPiece and other tokenizers that spell no word boundary into their pieces get the words
+  pre-split (`is_split_into_words`): training labels the first sub-token of every word and
+  ignores the rest (-100); prediction reads the first sub-token's tag.
+- SentencePiece (Metaspace) and byte-level BPE tokenizers mark a word's start in its first piece.
+  Pre-split Chinese characters would each become a bare `▁` piece plus the character (every label
+  on an identical `▁`, sequences twice as long), so these read the sentence whole and map pieces
+  to words by character offsets (`whole_alignment`): a piece that spans several characters
+  (`银行`) carries the entity of its first character, the tags are written per piece in the
+  scheme (`银行` alone is S-ORG in BMES), and decoding turns the pieces' entities back into
+  word tags. A bare marker piece (`▁`) takes no label.
+
+Raw text is split into words with the tokenizer's own pre-tokenization (word ids and offsets;
+for whole-text tokenizers: CJK characters, runs of letters and digits, other symbols), then
 encoded exactly like training data.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridgetune.config import DataConfig, RunConfig
 from bridgetune.data.bounds import clip_text, clip_words
-from bridgetune.data.io import checked_token_example, column, detect_format
+from bridgetune.data.edits import CJK_CHAR
+from bridgetune.data.io import (
+    checked_token_example,
+    column,
+    detect_format,
+    entity_tags,
+    iob1_tags,
+    join_tokens,
+)
 from bridgetune.data.readers import found_labels
 from bridgetune.data.schema import DataError, Example
 from bridgetune.data.tags import SCHEME_PREFIXES, decode_spans, split_tag
@@ -86,12 +108,159 @@ def split_words(text: str, tokenizer: Any) -> list[tuple[int, int]]:
     return [(s, e) for s, e in (spans[w] for w in sorted(spans)) if text[s:e].strip()]
 
 
+# the words of raw text for whole-text tokenizers: a CJK character, a run of letters and digits,
+# or any other symbol
+_CJK_RANGES = CJK_CHAR.pattern[1:-1]
+_UNIT = re.compile(f"[{_CJK_RANGES}]|[^\\W_{_CJK_RANGES}]+|\\S")
+_MARKERS = frozenset("\u2581\u0120")  # SentencePiece's ▁ and byte-level BPE's Ġ
+
+
+def reads_whole_text(tokenizer: Any) -> bool:
+    """Whether `tokenizer` marks word starts in its pieces (a Metaspace or ByteLevel
+    pre-tokenizer: SentencePiece, byte-level BPE), so NER reads sentences whole
+    (`whole_alignment`) instead of pre-split words. Slow tokenizers keep pre-split words."""
+    cached = getattr(tokenizer, "_bridgetune_whole_text", None)
+    if cached is not None:
+        return cached
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    found = False
+    if backend is not None:
+        pre = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+        found = any(kind in json.dumps(pre) for kind in ('"Metaspace"', '"ByteLevel"'))
+    try:
+        tokenizer._bridgetune_whole_text = found
+    except AttributeError:  # a tokenizer that takes no attributes: detect again next time
+        pass
+    return found
+
+
+def text_units(text: str) -> list[tuple[int, int]]:
+    """Character spans of raw text's words for whole-text tokenizers: each CJK character (as
+    Chinese NER data tags them), each run of letters and digits, each other symbol."""
+    return [match.span() for match in _UNIT.finditer(text)]
+
+
 def words_example(text: str, tokenizer: Any, max_length: int) -> Example:
     """An unlabelled token example from raw text, with each word's character offsets (of the
     words in its first bounds.char_budget(max_length) characters: the model sees no others)."""
-    offsets = split_words(clip_text(text, max_length), tokenizer)
+    clipped = clip_text(text, max_length)
+    if reads_whole_text(tokenizer):
+        offsets = text_units(clipped)
+    else:
+        offsets = split_words(clipped, tokenizer)
     tokens = [text[s:e].strip() or text[s:e] for s, e in offsets]
     return Example(text=text, tokens=tokens, offsets=offsets)
+
+
+@dataclass
+class WholeAlignment:
+    """Pieces of a whole-text encoding against an example's words.
+
+    `claims[p]`: the words whose first character lies in piece p (its words); `inside[p]`: for
+    a piece that starts no word, the word it continues (None for special and marker pieces and
+    pieces over no word)."""
+
+    claims: list[list[int]]
+    inside: list[int | None]
+
+    @property
+    def first(self) -> list[int]:
+        """Positions of the pieces that start words: the ones that carry tags."""
+        return [p for p, words in enumerate(self.claims) if words]
+
+    def word_ids(self) -> list[int | None]:
+        """Per piece, the word it belongs to (its first claimed word, or the word it
+        continues), like a fast tokenizer's word_ids (for gazetteer features)."""
+        return [words[0] if words else inside for words, inside in zip(self.claims, self.inside)]
+
+
+def whole_alignment(
+    text: str, words: list[tuple[int, int]], offsets: list[tuple[int, int]], pieces: list[str]
+) -> WholeAlignment:
+    """Which words of `text` (character spans) each piece (`offsets`, piece strings `pieces`)
+    starts or continues. A piece's span without its leading white space counts (`▁bank` is
+    (3, 8) over " bank"); a bare marker piece (`▁` alone, whose offsets repeat the next
+    character's) and special tokens ((0, 0)) take no word."""
+    claims: list[list[int]] = [[] for _ in offsets]
+    inside: list[int | None] = [None] * len(offsets)
+    spans: list[tuple[int, int] | None] = []
+    for (start, end), piece in zip(offsets, pieces):
+        while start < end and text[start].isspace():
+            start += 1
+        bare = bool(piece) and set(piece) <= _MARKERS
+        spans.append(None if start >= end or bare else (start, end))
+    starts = {start: word for word, (start, _) in enumerate(words)}
+    owner: dict[int, int] = {}
+    for word, (start, end) in enumerate(words):
+        owner.update(dict.fromkeys(range(start, end), word))
+    taken: set[int] = set()
+    for p, span in enumerate(spans):
+        if span is None:
+            continue
+        claims[p] = [starts[c] for c in range(*span) if c in starts and starts[c] not in taken]
+        taken.update(claims[p])
+        if not claims[p]:
+            inside[p] = owner.get(span[0])
+    return WholeAlignment(claims, inside)
+
+
+def piece_tags(tags: list[str], claims: list[list[int]], scheme: str) -> list[str | None]:
+    """Gold tags per piece from word tags: a piece is in the entity of its first word, and
+    each entity's pieces get that entity's tags in the scheme (None: a piece starting no word).
+    An entity that starts inside a piece begun by a word outside it has no piece of its own
+    and is lost for training (counted by `lost_entities`)."""
+    first = [words[0] if words else None for words in claims]
+    entity_of: dict[int, int] = {}
+    spans = decode_spans(tags, scheme)
+    for number, (_, start, end) in enumerate(spans):
+        for word in range(start, end):
+            entity_of[word] = number
+    out: list[str | None] = [None if w is None else "O" for w in first]
+    labelled = [p for p, w in enumerate(first) if w is not None]
+    index = 0
+    while index < len(labelled):
+        number = entity_of.get(first[labelled[index]])  # type: ignore[arg-type]
+        if number is None:
+            index += 1
+            continue
+        run = index
+        while run < len(labelled) and entity_of.get(first[labelled[run]]) == number:  # type: ignore[arg-type]
+            run += 1
+        kind = spans[number][0]
+        written = entity_tags(kind, run - index, scheme)
+        for p, tag in zip(labelled[index:run], written):
+            out[p] = tag
+        index = run
+    if scheme == "IOB1":
+        known = [t for t in out if t is not None]
+        rewritten = iter(iob1_tags(known))
+        out = [None if t is None else next(rewritten) for t in out]
+    return out
+
+
+def lost_entities(tags: list[str], claims: list[list[int]], scheme: str) -> int:
+    """Entities of `tags` that no piece starts (see `piece_tags`)."""
+    starts = {words[0] for words in claims if words}
+    return sum(1 for _, start, _ in decode_spans(tags, scheme) if start not in starts)
+
+
+def word_tags_from_pieces(
+    found: list[str], claims: list[list[int]], count: int, scheme: str
+) -> list[str]:
+    """Word tags from the tags of the pieces that start words (`found`, in order) and the words
+    each claims: every entity over pieces covers all their words (`银行` as S-ORG tags both
+    characters), written again in the scheme; words of no piece (cut by truncation) are O."""
+    owners = [words for words in claims if words]
+    tags = ["O"] * count
+    for kind, start, end in decode_spans(found, scheme):
+        covered = [w for words in owners[start:end] for w in words]
+        if not covered:
+            continue
+        first, last = covered[0], covered[-1]
+        tags[first : last + 1] = entity_tags(kind, last - first + 1, scheme)
+    if scheme == "IOB1":
+        tags = iob1_tags(tags)
+    return tags
 
 
 def continuation_labels(labels: list[str], index: dict[str, int], scheme: str) -> dict[str, int]:
@@ -228,6 +397,8 @@ class TokenTask(Task):
             e if e.tokens is not None else words_example(e.text, tokenizer, max_length)
             for e in examples
         ]
+        if reads_whole_text(tokenizer):
+            return self._encode_whole(examples, tokenizer, max_length)
         encoded = tokenizer(  # a long sentence's words past the bound would be cut anyway
             [clip_words(e.tokens or [], max_length) for e in examples],
             is_split_into_words=True,
@@ -235,6 +406,65 @@ class TokenTask(Task):
             max_length=max_length,
         )
         return [self._feature(encoded, i, e) for i, e in enumerate(examples)]
+
+    def _encode_whole(
+        self, examples: list[Example], tokenizer: Any, max_length: int
+    ) -> list[Feature]:
+        """Features of whole sentences (SentencePiece, byte-level BPE: module docstring)."""
+        texts, spans = [], []
+        for example in examples:
+            words = example.tokens or []
+            if example.offsets is not None and len(example.offsets) == len(words):
+                text, offsets = example.text, list(example.offsets)
+            else:  # built in code without offsets: the words joined as a reader joins them
+                text, offsets = join_tokens(words)
+            texts.append(clip_text(text, max_length))
+            spans.append(offsets)
+        encoded = tokenizer(
+            texts, truncation=True, max_length=max_length, return_offsets_mapping=True
+        )
+        features = []
+        for row, (example, words) in enumerate(zip(examples, spans)):
+            ids = encoded["input_ids"][row]
+            align = whole_alignment(texts[row], words, encoded["offset_mapping"][row],
+                                    tokenizer.convert_ids_to_tokens(ids))  # fmt: skip
+            first = align.first
+            cut = bool(encoded.encodings[row].overflowing) or len(texts[row]) < len(example.text)
+            feature: Feature = {
+                "input_ids": ids,
+                "first": first,
+                "words": [align.claims[p][0] for p in first],
+                "claims": [align.claims[p] for p in first],
+                "truncated": cut,
+                "labels": self._piece_labels(example, align) if example.tags is not None else None,
+                "example": example,
+            }
+            if "token_type_ids" in encoded:
+                feature["token_type_ids"] = encoded["token_type_ids"][row]
+            if self.gazetteer:
+                flags = self.gazetteer.word_flags(example.tokens or [])
+                feature["lexicon"] = token_lexicon(flags, align.word_ids())
+            features.append(feature)
+        return features
+
+    def _piece_labels(self, example: Example, align: WholeAlignment) -> list[int]:
+        """Label ids per piece: the scheme's tags of the pieces that start words
+        (`piece_tags`), the continuation of a word's later pieces (IOB, no CRF) or IGNORE."""
+        tags = example.tags or []
+        labels = [IGNORE] * len(align.claims)
+        for position, tag in enumerate(piece_tags(tags, align.claims, self.scheme)):
+            if tag is not None:
+                if tag not in self.index:
+                    raise ValueError(
+                        f"{example.source or 'an example'}: the tag {tag} (an entity over "
+                        "whole pieces) is not one of the model's labels; train with "
+                        "data.tag_scheme set, so every entity type gets all the scheme's tags"
+                    )
+                labels[position] = self.index[tag]
+            elif align.inside[position] is not None:
+                word_tag = tags[align.inside[position]]  # type: ignore[index]
+                labels[position] = self.continuation.get(word_tag, IGNORE)
+        return labels
 
     def _feature(self, encoded: Any, row: int, example: Example) -> Feature:
         word_ids = encoded.word_ids(row)
@@ -295,7 +525,11 @@ class TokenTask(Task):
                 if self.crf
                 else [self.labels[row[p]] for p in feature["first"]]
             )
-            tags.append(self.spread(found, feature["words"], len(feature["example"].tokens)))
+            count = len(feature["example"].tokens)
+            if "claims" in feature:  # pieces of a whole sentence (module docstring)
+                tags.append(word_tags_from_pieces(found, feature["claims"], count, self.scheme))
+            else:
+                tags.append(self.spread(found, feature["words"], count))
         return tags
 
     def spread(self, found: list[str], words: list[int], count: int) -> list[str]:
