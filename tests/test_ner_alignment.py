@@ -101,8 +101,12 @@ def test_an_entity_starting_inside_a_piece_is_counted_lost():
 def test_iob2_pieces_and_continuations():
     tokenizer = tiny_unigram_tokenizer()
     task = TokenTask(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], scheme="IOB2")
-    example = Example(text="john visited parisx", tokens=["john", "visited", "parisx"],
-                      tags=["B-PER", "O", "B-LOC"], offsets=[(0, 4), (5, 12), (13, 19)])  # fmt: skip
+    example = Example(
+        text="john visited parisx",
+        tokens=["john", "visited", "parisx"],
+        tags=["B-PER", "O", "B-LOC"],
+        offsets=[(0, 4), (5, 12), (13, 19)],
+    )
     (feature,) = task.encode([example], tokenizer, 32)
     assert feature["first"] == [1, 2, 3]
     index = task.index

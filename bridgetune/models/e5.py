@@ -179,7 +179,9 @@ def _check_header(path: Path, header: Header) -> None:
     if header.heads > 0 and header.hidden % header.heads:
         problems.append(f"hidden {header.hidden} not divisible by {header.heads} heads")
     if header.hidden % QK or header.intermediate % QK:
-        problems.append(f"hidden/intermediate ({header.hidden}/{header.intermediate}) not multiples of {QK}")
+        problems.append(
+            f"hidden/intermediate ({header.hidden}/{header.intermediate}) not multiples of {QK}"
+        )
     if not (math.isfinite(header.eps) and 0 < header.eps < 1):
         problems.append(f"layer-norm eps {header.eps}")
     if problems:
@@ -200,7 +202,8 @@ def read_e5s1(path: str | Path) -> E5File:
     if magic != MAGIC:
         raise E5FileError(f"{path}: not an E5S1 file (starts with {magic!r}, expected {MAGIC!r})")
     cursor.pos = 0
-    fields = cursor.unpack(_HEADER, "the header")
+    fields = list(cursor.unpack(_HEADER, "the header"))
+    fields[9] = float(str(np.float32(fields[9])))  # eps as written (1e-12, not 9.99...e-13)
     header = Header(*fields[1:])
     _check_header(path, header)
 
@@ -294,7 +297,9 @@ def _read_directory(cursor: _Cursor, path: Path, header: Header) -> dict[str, Te
         try:
             name = bytes(cursor.take(length, f"tensor directory entry {index}")).decode("ascii")
         except UnicodeDecodeError:
-            raise E5FileError(f"{path}: tensor directory entry {index} has a garbled name") from None
+            raise E5FileError(
+                f"{path}: tensor directory entry {index} has a garbled name"
+            ) from None
         dtype, count, offset, nbytes = cursor.unpack(_DIRECTORY_ENTRY, f"tensor {name!r}")
         where = f"{path}: tensor {name!r}"
         if name not in expected:
@@ -350,7 +355,10 @@ def dequantize_q4_0(raw: bytes | memoryview, out: np.ndarray | None = None) -> n
     if out is None:
         out = np.empty(len(blocks) * QK, dtype=np.float32)
     if out.size != len(blocks) * QK or out.dtype != np.float32:
-        raise ValueError(f"out holds {out.size} {out.dtype}; {len(blocks)} blocks need {len(blocks) * QK} float32")
+        raise ValueError(
+            f"out holds {out.size} {out.dtype}; {len(blocks)} blocks need "
+            f"{len(blocks) * QK} float32"
+        )
     rows = out.reshape(-1, QK)
     chunk = 1 << 16
     for start in range(0, len(blocks), chunk):
@@ -426,7 +434,9 @@ def build_model(model: E5File):
     mapping = expected_tensors(model.header)
     if set(parameters) != {key for key, _ in mapping.values()}:  # a transformers change
         extra = sorted(set(parameters) - {key for key, _ in mapping.values()})
-        raise E5FileError(f"transformers' BertModel has parameters the file cannot fill: {extra[:5]}")
+        raise E5FileError(
+            f"transformers' BertModel has parameters the file cannot fill: {extra[:5]}"
+        )
     with torch.no_grad():
         for name, (key, shape) in mapping.items():
             parameter = parameters[key]
