@@ -133,3 +133,38 @@ def test_a_run_with_extended_vocabulary_loads_in_plain_transformers(tiny_bert, t
 
     with pytest.raises(ConfigError, match="method.name: full"):
         bridgetune.train({**config, "name": "lora", "method": {"name": "lora"}})
+
+
+def test_mostly_chinese_text_the_model_cannot_read_gets_the_multilingual_advice():
+    from bridgetune.knowledge.vocab import chinese_model_advice
+    from bridgetune.models import bundled_minilm_path, load_tokenizer
+
+    minilm = load_tokenizer(bundled_minilm_path())
+    chinese = ["浙商银行企业信贷部叶老桂博士则从另一个角度解读", "我在杭州买了 iPhone"]
+    advice = chinese_model_advice(minilm, chinese * 3)
+    assert advice and "bridgetune models pull multilingual" in advice and "[UNK]" in advice
+    assert chinese_model_advice(minilm, ["my order is late", "great service"]) is None
+    # mostly English with a few Chinese words: no advice
+    assert chinese_model_advice(minilm, ["the 银行 is closed today, sorry about that"]) is None
+    # a tokenizer that reads the characters (the XLM-R-style one): no advice
+    from tests.conftest import tiny_unigram_tokenizer
+
+    assert chinese_model_advice(tiny_unigram_tokenizer(), ["我在上海买的耳机"] * 3) is None
+
+
+def test_train_advises_a_chinese_model_for_chinese_ner(tiny_bert, tmp_path, capsys):
+    import bridgetune
+
+    rows = [{"text": "浙商银行企业信贷部叶老桂", "label": {"name": {"叶老桂": [[9, 11]]}}}] * 8
+    data = tmp_path / "zh.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), "utf-8")
+    config = {
+        "task": "ner",
+        "model": {"name": str(tiny_bert)},
+        "output_dir": str(tmp_path),
+        "data": {"train": str(data), "dev": str(data)},
+        "train": {"epochs": 1},
+    }
+    bridgetune.train(config)
+    said = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "reads 100% of them as [UNK]" in said and "models pull multilingual" in said

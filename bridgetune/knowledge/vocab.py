@@ -167,14 +167,50 @@ def example_texts(examples: Iterable[Any]) -> Iterable[str]:
                 yield message.get("content") or ""
 
 
+CJK_MOSTLY = 0.5  # share of a text's letters that are CJK characters
+UNK_MANY = 0.2  # share of those CJK characters the tokenizer reads as [UNK]
+SAMPLE = 2000  # examples looked at for the suggestion
+
+
+def chinese_model_advice(tokenizer: Any, texts: Iterable[str]) -> str | None:
+    """A suggestion to use the multilingual encoder when the text is mostly CJK characters
+    (at least CJK_MOSTLY of its letters, on the first SAMPLE texts) and the tokenizer reads at
+    least UNK_MANY of those characters as [UNK]; None otherwise (or without an [UNK] token)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return None
+    characters: Counter = Counter()
+    letters = 0
+    for index, text in enumerate(texts):
+        if index >= SAMPLE:
+            break
+        characters.update(CJK.findall(text))
+        letters += sum(1 for c in text if c.isalnum())
+    cjk = sum(characters.values())
+    if not cjk or cjk < CJK_MOSTLY * letters:
+        return None
+    unknown = sum(n for c, n in characters.items() if unk in _piece_ids(tokenizer, c))
+    if unknown < UNK_MANY * cjk:
+        return None
+    return (
+        f"the training text is {cjk / max(letters, 1):.0%} Chinese characters and this model "
+        f"reads {unknown / cjk:.0%} of them as [UNK]: a model that reads Chinese does better "
+        "(`bridgetune models pull multilingual` once, then model.name: multilingual; "
+        "docs/chinese.md), or model.extend_vocab: auto teaches this one the characters"
+    )
+
+
 def extended_vocabulary(cfg: RunConfig, tokenizer: Any, splits: Splits) -> Any:
     """model.extend_vocab applied to `tokenizer` (bridgetune.knowledge.vocab), reported; None
-    when the config does not ask for it."""
-    if not cfg.model.extend_vocab:
-        return None
+    when the config does not ask for it (then, for mostly Chinese text the tokenizer cannot
+    read, the suggestion of `chinese_model_advice` is printed)."""
     from rich.console import Console
 
-    from bridgetune.knowledge.vocab import example_texts, extend_vocabulary
+    if not cfg.model.extend_vocab:
+        advice = chinese_model_advice(tokenizer, example_texts(splits.train))
+        if advice:
+            Console(stderr=True).print(f"[yellow]note:[/yellow] {advice}")
+        return None
 
     if cfg.method.name != "full":
         raise ConfigError(
