@@ -18,8 +18,11 @@ CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
 # data lives outside the repo: these train on small files of the same layout below
 SHARED = {"sst2.yaml", "conll2003.yaml", "alpaca_zh.yaml", "taskmaster_coffee.yaml",
           "scitldr.yaml", "multi30k_en_de.yaml", "tatoeba_en_zh.yaml", "cluener.yaml",
-          "weibo_ner.yaml", "zh_pretrain.yaml", "conll2003_pretrain.yaml"}  # fmt: skip
+          "weibo_ner.yaml", "zh_pretrain.yaml", "conll2003_pretrain.yaml",
+          "cmrc2018.yaml"}  # fmt: skip
 TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
+# the Chinese configs name the multilingual encoder: its tiny stand-in has XLM-R's tokenizer
+MULTILINGUAL = "tiny_xlmr_bert"
 
 
 def _tiny(model: Path, run_dir: Path) -> list[str]:
@@ -41,8 +44,10 @@ def test_config_validates(path):
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name not in SHARED], ids=lambda p: p.name)
 def test_shipped_config_trains_on_its_data(path, tmp_path, request):
     # the tiny model of the config's kind: a decoder for generative tasks, else an encoder
-    auto_class = TASKS.get(load_config(path).task.name).auto_class
-    model = request.getfixturevalue(TINY.get(auto_class, "tiny_bert"))
+    cfg = load_config(path)
+    auto_class = TASKS.get(cfg.task.name).auto_class
+    encoder = MULTILINGUAL if cfg.model.name == "multilingual" else "tiny_bert"
+    model = request.getfixturevalue(TINY.get(auto_class, encoder))
     result = bridgetune.train(path, _tiny(model, tmp_path))
     assert (result.model_dir / "bridgetune.json").is_file()
     if auto_class in TINY:  # generations scored at the end, with a sample table
@@ -81,15 +86,18 @@ def test_conll_config(tiny_bert, ner_conll, tmp_path):
     assert "entity_f1" in result.metrics
 
 
-def test_chinese_ner_configs_on_files_of_their_layouts(tiny_bert, tmp_path):
-    """cluener.yaml (span JSON lines) and weibo_ner.yaml (character + position digit)."""
+def test_chinese_ner_configs_on_files_of_their_layouts(tiny_xlmr_bert, tmp_path):
+    """cluener.yaml (span JSON lines) and weibo_ner.yaml (character + position digit), on the
+    multilingual encoder's tiny stand-in."""
     import json
 
+    for name in ("cluener.yaml", "weibo_ner.yaml", "cmrc2018.yaml"):
+        assert load_config(ROOT / "examples/configs" / name).model.name == "multilingual"
     rows = [{"text": "张三在上海买的耳机", "label": {"name": {"张三": [[0, 1]]},
                                               "address": {"上海": [[3, 4]]}}}] * 6  # fmt: skip
     spans = tmp_path / "cluener.json"
     spans.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    tiny = _tiny(tiny_bert, tmp_path)
+    tiny = _tiny(tiny_xlmr_bert, tmp_path)
     result = bridgetune.train(ROOT / "examples/configs/cluener.yaml",
                        [*tiny, f"data.train={spans}", f"data.dev={spans}"])  # fmt: skip
     assert "entity_f1" in result.metrics
@@ -106,6 +114,24 @@ def test_chinese_ner_configs_on_files_of_their_layouts(tiny_bert, tmp_path):
                        [*tiny, f"data.train={weibo}", f"data.dev={weibo}",
                         "model.max_length=64"])  # fmt: skip
     assert "entity_f1" in result.metrics
+
+
+def test_cmrc2018_config_on_a_file_of_its_layout(tiny_xlmr_bert, tmp_path):
+    """cmrc2018.yaml: SQuAD v1.1 JSON with Chinese passages, scored by CMRC's character rules."""
+    import json
+
+    context = "浙商银行企业信贷部叶老桂博士在杭州工作。他喜欢上海的耳机。" * 3
+    qas = [{"id": f"q{i}", "question": "叶老桂在哪里工作？",
+            "answers": [{"text": "杭州", "answer_start": context.index("杭州")}] * 3}
+           for i in range(8)]  # fmt: skip
+    squad = {"version": "v1.0", "data": [{"id": "a", "title": "t", "paragraphs": [
+        {"id": "p", "context": context, "qas": qas}]}]}  # fmt: skip
+    data = tmp_path / "cmrc.json"
+    data.write_text(json.dumps(squad, ensure_ascii=False), "utf-8")
+    result = bridgetune.train(ROOT / "examples/configs/cmrc2018.yaml",
+                              [*_tiny(tiny_xlmr_bert, tmp_path), f"data.train={data}",
+                               f"data.dev={data}", "model.max_length=48"])  # fmt: skip
+    assert {"exact_match", "f1"} <= set(result.metrics)
 
 
 def test_zh_pretrain_config_on_a_file_of_its_layout(tiny_bert, tmp_path):

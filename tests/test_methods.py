@@ -1,6 +1,8 @@
 """Method x task conformance: for every tuning method and every task, only the expected
 parameters train, the head trains and is saved, merged equals unmerged, and a saved directory
-loads back (Predictor; plain transformers for merged ones) to the same logits."""
+loads back (Predictor; plain transformers for merged ones) to the same logits. Encoder tasks run
+on a WordPiece BERT and on a BERT with XLM-R's SentencePiece vocabulary (multilingual-e5-small's
+shape), the latter on Chinese and English inputs its task encodes."""
 
 from __future__ import annotations
 
@@ -31,6 +33,13 @@ TASKS = list(TASK_REGISTRY)
 HEADS = ("classifier", "pooler", "qa_outputs")  # the head modules of BERT's task models
 # the tiny model of a task's kind: a decoder or an encoder-decoder for generative tasks
 TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
+# encoder tasks also run on a BERT with XLM-R's SentencePiece vocabulary and no token types
+# (multilingual-e5-small's shape: <s>=0, <pad>=1, </s>=2), their inputs encoded by the task itself
+ENCODER_TASKS = [task for task in TASKS if TASK_REGISTRY.get(task).auto_class not in TINY]
+BODIES = [pytest.param(task, None, id=task) for task in TASKS] + [
+    pytest.param(task, "tiny_xlmr_bert", id=f"{task}-xlmr") for task in ENCODER_TASKS
+]
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_ids")
 PEFT_MARKERS = {
     "lora": "lora_",
     "ia3": "ia3_",
@@ -78,6 +87,15 @@ def inputs(task: str) -> dict[str, torch.Tensor]:
     return batch
 
 
+def encoded_inputs(task: str, tokenizer: Any) -> dict[str, torch.Tensor]:
+    """A batch of a Chinese and an English input as task `task` encodes and pads them with
+    `tokenizer` (its special tokens, its padding id, token types only where it makes them)."""
+    kind = build_task(task, labels_of(task))
+    examples = [sample_example(task, chinese=True), sample_example(task)]
+    batch = kind.collate(kind.encode(examples, tokenizer, 32), tokenizer.pad_token_id)
+    return {name: batch[name] for name in MODEL_INPUTS if name in batch}
+
+
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal up to float error: merging an adapter into weights rounds in fp32, and the tiny
     Llama's large weights (logits up to ~10) leave differences up to ~2e-5."""
@@ -97,15 +115,16 @@ def refusal_probe(tiny_bert: Path, task: str, method: str) -> Any:
                          "method": {"name": method}})  # fmt: skip
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize(("task", "body"), BODIES)
 @pytest.mark.parametrize("method", METHODS)
-def test_method_conformance(request, tmp_path, method, task) -> None:
+def test_method_conformance(request, tmp_path, method, task, body) -> None:
     from transformers import AutoTokenizer
 
     torch.manual_seed(0)
     # a language model (causal, seq2seq, masked-LM pre-training) has no task head
     generative = TASK_REGISTRY.get(task).problem in ("lm", "seq2seq", "mlm")
-    base = request.getfixturevalue(TINY.get(TASK_REGISTRY.get(task).auto_class, "tiny_bert"))
+    tiny = body or TINY.get(TASK_REGISTRY.get(task).auto_class, "tiny_bert")
+    base = request.getfixturevalue(tiny)
     try:  # a task may refuse a method, with a reason (checked here)
         TASK_REGISTRY.get(task).check_config(refusal_probe(base, task, method))
     except ValueError as error:
@@ -132,11 +151,11 @@ def test_method_conformance(request, tmp_path, method, task) -> None:
     with torch.no_grad():  # as training would: every trainable tensor moves
         for name in sorted(trainable):  # a set: its order varies with PYTHONHASHSEED
             named[name].add_(torch.randn_like(named[name]) * 0.2)
-    batch = inputs(task)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    batch = encoded_inputs(task, tokenizer) if body else inputs(task)
     before = logits(model, batch)
     exports = ["merged", "adapter"] if method in MERGEABLE else [None]
     meta = {"task": task, "labels": labels_of(task), "tag_scheme": "IOB2", "max_length": 32}
-    tokenizer = AutoTokenizer.from_pretrained(base)
     for export in exports:
         if export:
             model.export = export
@@ -329,31 +348,36 @@ def test_an_unknown_head_type_names_the_file_and_the_closest_type(served_classif
         Predictor.load(broken, device="cpu")
 
 
-def sample_example(task: str) -> Example:
+def sample_example(task: str, chinese: bool = False) -> Example:
     """An unlabelled input of the kind task `task` reads (from what it declares)."""
     kind = TASK_REGISTRY.get(task)
-    if reader_for(task).tagged:
-        return Example(text="john smith visited paris")  # split into words by the task
+    if reader_for(task).tagged:  # split into words by the task
+        return Example(text="张三在上海买的耳机" if chinese else "john smith visited paris")
     if kind.output == "ranking":
+        if chinese:
+            return Example(text="手机", candidates=["手机坏了", "今天很好"])
         return Example(text="my order", candidates=["my order is late", "great phone"])
+    if chinese:
+        return Example(text="耳机还没到", text_pair="手机坏了" if kind.takes_pairs else None)
     pair = "the delivery is slow" if kind.takes_pairs else None
     return Example(text="my order is late", text_pair=pair)
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_every_task_decodes_what_its_prediction_model_declares(request, task) -> None:
+@pytest.mark.parametrize(("task", "body"), BODIES)
+def test_every_task_decodes_what_its_prediction_model_declares(request, task, body) -> None:
     """`Task.prediction` is the contract of `decode`: every field present and typed."""
     from transformers import AutoTokenizer
 
     from bridgetune.inference.predictor import infer
 
     seq2seq = TASK_REGISTRY.get(task).auto_class == "AutoModelForSeq2SeqLM"
-    tiny_bert = request.getfixturevalue("tiny_t5" if seq2seq else "tiny_bert")
+    tiny_bert = request.getfixturevalue(body or ("tiny_t5" if seq2seq else "tiny_bert"))
     kind = build_task(task, labels_of(task))
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    examples = [sample_example(task)] * 2
+    examples = [sample_example(task, chinese=body is not None), sample_example(task)]
     features = kind.encode(examples, tokenizer, 32)
     model = build(tiny_bert, task)
-    predictions = infer(model, kind, features, examples, 0, torch.device("cpu"))
+    pad_id = tokenizer.pad_token_id or 0
+    predictions = infer(model, kind, features, examples, pad_id, torch.device("cpu"))
     for prediction in predictions:
         kind.prediction.model_validate(prediction)

@@ -16,7 +16,7 @@ from bridgetune.data.schema import DataError, Example
 from bridgetune.serve import create_app
 from bridgetune.tasks import build_task
 from bridgetune.tasks.qa import QAReader, answer_scores, qa_metrics
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_unigram_tokenizer
 
 ARTICLES = [
     (
@@ -115,6 +115,103 @@ def test_long_contexts_are_windows_whose_labels_point_at_the_answer(tiny_bert):
     for row in inside:
         first, last = row["labels"]
         assert context[row["offsets"][first][0] : row["offsets"][last][1]] == "order"
+
+
+def gold_answer(task, feature: dict, example: Example) -> dict:
+    """What `decode` answers for logits that put each window's start and end on its labels."""
+    rows = feature["rows"]
+    logits = torch.full((len(rows), max(len(r["input_ids"]) for r in rows), 2), -9.0)
+    for row, window in enumerate(rows):
+        first, last = window["labels"]
+        logits[row, first, 0] = logits[row, last, 1] = 9.0 if first else 0.0
+    return task.decode(
+        logits, [feature], [Example(text=example.text, text_pair=example.text_pair)]
+    )[0]
+
+
+# a Chinese context of 19 characters, 上海 at 12..14; max_length 20 leaves 12 context tokens per
+# window after the question (5 tokens, or 4 for the Unigram tokenizer, which writes 张三 as one
+# piece) and the special tokens ([CLS] q [SEP] c [SEP], or <s> q </s></s> c </s>); windows
+# overlap by 20 // 4 = 5 tokens, so the second one starts at the 8th context token
+ZH_CONTEXT = "李四买的还没到很好坏了在" + "上海" + "买了很好的"
+ZH_WINDOWS = {
+    # WordPiece: one token per character: context tokens 0..11 and 7..18
+    "wordpiece": (["李四买的还没到很好坏了在", "很好坏了在上海买了很好的"], ["上", "海"], [12, 13]),
+    # Unigram: a bare ▁ starts the context (no character of its own: never an answer token),
+    # 上海 is one piece: context tokens 0..11 (▁ 李 ... 了) and 7..18 (到 ... 的)
+    "unigram": (["李四买的还没到很好坏了", "到很好坏了在上海买了很好的"], ["上海"], [13, 13]),
+}
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "unigram"])
+def test_chinese_windows_by_hand_the_answer_in_the_second(kind, tiny_bert):
+    from transformers import AutoTokenizer
+
+    if kind == "wordpiece":
+        tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    else:
+        tokenizer = tiny_unigram_tokenizer()
+    texts, pieces, labels = ZH_WINDOWS[kind]
+    task = build_task("qa", ["start", "end"])
+    answer = {"text": "上海", "start": 12}
+    example = Example(text="张三在哪里", text_pair=ZH_CONTEXT, label=[answer])
+    feature = task.encode([example], tokenizer, 20)[0]
+    rows = feature["rows"]
+    assert [len(row["input_ids"]) for row in rows] == [20, 20]
+    spans = [[span for span in row["offsets"] if span is not None] for row in rows]
+    assert [ZH_CONTEXT[inside[0][0] : inside[-1][1]] for inside in spans] == texts
+    assert all(
+        ZH_CONTEXT[a:b].strip() == ZH_CONTEXT[a:b] != "" for inside in spans for a, b in inside
+    )
+    assert [row["labels"] for row in rows] == [[0, 0], labels]  # not in the first window
+    first, last = labels
+    assert tokenizer.convert_ids_to_tokens(rows[1]["input_ids"][first : last + 1]) == pieces
+    decoded = gold_answer(task, feature, example)
+    assert (decoded["answer"], decoded["start"], decoded["end"]) == ("上海", 12, 14)
+    # an answer at the context's first character: its own piece, not the bare ▁ before it
+    opening = Example(text="谁", text_pair=ZH_CONTEXT, label=[{"text": "李四", "start": 0}])
+    start = task.encode([opening], tokenizer, 20)[0]
+    window = start["rows"][0]
+    first, last = window["labels"]
+    assert "".join(tokenizer.convert_ids_to_tokens(window["input_ids"][first : last + 1])) == "李四"
+    assert gold_answer(task, start, opening)["answer"] == "李四"
+
+
+def test_sentencepiece_answers_after_a_space_have_no_leading_space():
+    """XLM-R's ▁ pieces carry the space before them in their offsets (▁john over " john"): the
+    answer's span and text start at its first letter, and the bare ▁ pieces between spaced
+    words are never an answer's end."""
+    tokenizer = tiny_unigram_tokenizer()
+    context = "bob 在 北京 买的 手机 还没到 , john smith 在 上海 买了 耳机"
+    start = context.index("john smith")
+    example = Example(
+        text="what", text_pair=context, label=[{"text": "john smith", "start": start}]
+    )
+    task = build_task("qa", ["start", "end"])
+    feature = task.encode([example], tokenizer, 20)[0]
+    rows = feature["rows"]
+    # 27 context pieces, 15 per window after <s> ▁what </s></s> ... </s>, 5 overlapping: windows
+    # over pieces 0..14, 10..24 and 20..26
+    texts = [
+        context[spans[0][0] : spans[-1][1]]
+        for spans in ([s for s in row["offsets"] if s is not None] for row in rows)
+    ]
+    assert texts == [
+        "bob 在 北京 买的 手机 还没到",
+        "还没到 , john smith 在 上海 买了",
+        "上海 买了 耳机",
+    ]
+    assert [row["labels"] for row in rows] == [[0, 0], [10, 11], [0, 0]]
+    pieces = tokenizer.convert_ids_to_tokens(rows[1]["input_ids"])
+    assert pieces[10:12] == ["▁john", "▁smith"]
+    assert rows[1]["offsets"][10:12] == [(start, start + 4), (start + 5, start + 10)]
+    assert all(span is None for piece, span in zip(pieces, rows[1]["offsets"]) if piece == "▁")
+    decoded = gold_answer(task, feature, example)
+    assert (decoded["answer"], decoded["start"], decoded["end"]) == (
+        "john smith",
+        start,
+        start + 10,
+    )
 
 
 def test_qa_trains_predicts_offsets_and_serves(tiny_bert, tmp_path):

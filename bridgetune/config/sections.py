@@ -143,12 +143,36 @@ class ModelConfig(_Section):
     extend_vocab_max_tokens: int = Field(
         5000, ge=1, description="extend_vocab: auto: most tokens added (most frequent first)."
     )
+    prune_vocab: Literal["auto"] | int | None = Field(
+        None,
+        description="Cut a SentencePiece Unigram vocabulary (XLM-R's 250k pieces in "
+        "multilingual-e5-small) to the pieces the text of train, dev and test uses, plus "
+        "prune_vocab_reserve more, every single CJK character and every special token; the "
+        "embeddings are sliced to match and the saved model holds the pruned tokenizer. "
+        "'auto': when the tokenizer is Unigram with over 60,000 pieces (else a log line says "
+        "why not); a number: at most this many pieces (Unigram only).",
+    )
+    prune_vocab_reserve: int = Field(
+        8000,
+        ge=0,
+        description="prune_vocab: pieces kept beyond those the data uses, highest Unigram score "
+        "first, so unseen text at prediction time still tokenizes sensibly.",
+    )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none",
         description="Load the base model quantized with bitsandbytes and train LoRA on it "
         "(QLoRA: 4bit NF4, double quantization, bf16 compute); needs a CUDA GPU and "
         "`pip install bitsandbytes`, and method lora.",
     )
+
+    @field_validator("prune_vocab", mode="wrap")
+    @classmethod
+    def _pieces(cls, value: Any, handler: Any) -> Any:
+        """`true` or `0` would read as a vocabulary of 1 or 0 pieces: say what the key takes."""
+        pieces = handler(value) if not isinstance(value, bool) else 0  # bools are ints to pydantic
+        if isinstance(pieces, int) and pieces < 1:
+            raise ValueError("give 'auto' or the most pieces to keep (a positive number)")
+        return pieces
 
 
 class MethodConfig(_Section):

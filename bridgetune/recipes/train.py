@@ -11,6 +11,7 @@ from bridgetune.config import RunConfig
 from bridgetune.data.splits import load_splits
 from bridgetune.data.stats import report_truncation
 from bridgetune.inference.generation import sampled_generations
+from bridgetune.knowledge.prune import pruned_vocabulary
 from bridgetune.knowledge.vocab import extended_vocabulary
 from bridgetune.lifecycle.reports import headline
 from bridgetune.lifecycle.rundir import RunDirectory, check_disk, folder_bytes
@@ -79,6 +80,12 @@ def train_run(
         (run.check_settings if resume else run.record_settings)(settings)
     extension = extended_vocabulary(cfg, tokenizer, splits)
     splits = augmented(cfg, splits, tokenizer, model_path)
+    # pruned after augmenting (its text counts; the augmenters read the whole vocabulary) and
+    # after extending (the new tokens are kept); the model is built, grown and extended in the
+    # full tokenizer's ids, then sliced to the pruned one's
+    full_tokenizer, pruning = tokenizer, pruned_vocabulary(cfg, tokenizer, splits)
+    if pruning is not None:
+        tokenizer = pruning.tokenizer
     length = cfg.model.max_length
     train_features = task.encode(splits.train, tokenizer, length)
     dev = EvalData(task.encode(splits.dev, tokenizer, length), splits.dev)
@@ -100,15 +107,19 @@ def train_run(
             trust_remote_code=cfg.model.trust_remote_code,
             **({"quantization": cfg.model.quantization} if quantized and training else {}),
         )
-        grow_embeddings(model, tokenizer)  # the task's own tokens (Task.prepare_tokenizer)
+        grow_embeddings(model, full_tokenizer)  # the task's own tokens (prepare_tokenizer)
         if extension is not None:
-            extension.resize(model, tokenizer)
+            extension.resize(model, full_tokenizer)
+        if pruning is not None:
+            pruning.slice(model)
         if training:
             model = prepare_memory(model, cfg)
         head = head_modules(model)
         return apply_method(model, cfg.method, task.problem, cfg.model.name), head
 
     model, head = build()
+    if pruning is not None:
+        pruning.report()
     report_parameters(cfg.method.name, model)
     if is_launch_main():  # a resumed run replaces the checkpoint it has on disk
         check_disk(run.path.parent, run_bytes(model), folder_bytes(run.staging) if resume else 0)
@@ -125,7 +136,7 @@ def train_run(
         weights=task.class_weights(cfg.train.class_weights, train_features),
         extra_metrics=sampled_generations(cfg, task, tokenizer, splits.dev),
     )
-    notes: dict[str, Any] = {}
+    notes: dict[str, Any] = {"vocab_pruning": pruning.summary()} if pruning else {}
     if task.baseline_eval and not resume:  # dev before training
         notes["before_training"] = headline(task.metrics(loop.predict(dev), dev.examples))
     if resume:

@@ -4,11 +4,13 @@ The model is transformers' question-answering model (start and end logits per to
 `transformers` loads it). A context longer than `model.max_length` is read in overlapping
 windows (a quarter of max_length overlaps, so an answer cut by one window is whole in the
 next); one example is a question with all its windows, and the best span over the windows is
-mapped back to character offsets of the context. Training labels each window with the answer's
-first and last token, or the [CLS] position when the answer is not inside it (or there is
-none). A question the context does not answer (SQuAD 2.0) is predicted when the [CLS] score
-beats the best span by more than a threshold tuned on dev (`calibrate`); a model trained
-without such questions always answers.
+mapped back to character offsets of the context (a SentencePiece piece's without the space its
+`▁` stands for; a bare `▁` piece is never an answer's end: `context_offsets`). Training labels
+each window with the answer's first and last token, or the first position ([CLS], XLM-R's
+`<s>`) when the answer is not inside it (or there is none). A question the context does not
+answer (SQuAD 2.0) is predicted when the score of that position beats the best span by more
+than a threshold tuned on dev (`calibrate`); a model trained without such questions always
+answers.
 
 Exact match and F1 follow the official scripts: SQuAD's (lower case, no punctuation or
 articles, word overlap) for English, CMRC 2018's for Chinese (punctuation removed, Chinese
@@ -297,11 +299,12 @@ class QATask(Task):
         ]
         for row in range(len(encoded["input_ids"])):
             index = encoded["overflow_to_sample_mapping"][row]
-            sequence = encoded.sequence_ids(row)
-            offsets = [
-                tuple(span) if part == 1 else None
-                for span, part in zip(encoded["offset_mapping"][row], sequence)
-            ]
+            offsets = context_offsets(
+                contexts[index],
+                encoded["offset_mapping"][row],
+                encoded.sequence_ids(row),
+                tokenizer.convert_ids_to_tokens(encoded["input_ids"][row]),
+            )
             window: Feature = {"input_ids": encoded["input_ids"][row], "offsets": offsets}
             if "token_type_ids" in encoded:
                 window["token_type_ids"] = encoded["token_type_ids"][row]
@@ -434,6 +437,29 @@ def _too_long(examples: list[Example], tokenizer: Any, max_length: int) -> str:
         f"{max_length} tokens (the context is read in windows, the question must fit whole): "
         "shorten the question, or train with a larger model.max_length"
     )
+
+
+_MARKERS = frozenset("\u2581\u0120")  # SentencePiece's ▁ and byte-level BPE's Ġ
+
+
+def context_offsets(
+    context: str, spans: list[Any], sequence: list[int | None], pieces: list[str]
+) -> list[tuple[int, int] | None]:
+    """The characters of `context` each token of a window covers, None for a token that is no
+    possible answer end: a question or special token, and a bare marker piece (SentencePiece's
+    `▁` alone: over a space, or repeating the next character's offsets at the context's start).
+    A SentencePiece token's span starts after the white space its `▁` stands for (`▁smith` is
+    (4, 10) over " smith"), so an answer's first token is its word's and its text has no
+    leading space."""
+    offsets: list[tuple[int, int] | None] = []
+    for (start, end), part, piece in zip(spans, sequence, pieces):
+        if part != 1 or (bool(piece) and set(piece) <= _MARKERS):
+            offsets.append(None)
+            continue
+        while start < end and context[start].isspace():
+            start += 1
+        offsets.append((start, end) if start < end else None)
+    return offsets
 
 
 def _token_span(offsets: list[tuple[int, int] | None], answer: dict | None) -> list[int]:

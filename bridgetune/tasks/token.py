@@ -168,10 +168,20 @@ class WholeAlignment:
         """Positions of the pieces that start words: the ones that carry tags."""
         return [p for p, words in enumerate(self.claims) if words]
 
-    def word_ids(self) -> list[int | None]:
-        """Per piece, the word it belongs to (its first claimed word, or the word it
-        continues), like a fast tokenizer's word_ids (for gazetteer features)."""
-        return [words[0] if words else inside for words, inside in zip(self.claims, self.inside)]
+    def lexicon(self, flags: list[tuple[int, int]]) -> list[list[int]]:
+        """Gazetteer features per piece from the words' (word, feature) flags: a piece over
+        several words carries the flags of all of them (`上海` as the name 上海: B of 上 and E of
+        海, not only B, which a piece that begins 上海市 also has); a piece inside a word, that
+        word's."""
+        by_word: dict[int, list[int]] = {}
+        for word, feature in flags:
+            by_word.setdefault(word, []).append(feature)
+        return [
+            [position, feature]
+            for position, (words, inside) in enumerate(zip(self.claims, self.inside))
+            for word in (words or ([] if inside is None else [inside]))
+            for feature in by_word.get(word, ())
+        ]
 
 
 def whole_alignment(
@@ -443,7 +453,7 @@ class TokenTask(Task):
                 feature["token_type_ids"] = encoded["token_type_ids"][row]
             if self.gazetteer:
                 flags = self.gazetteer.word_flags(example.tokens or [])
-                feature["lexicon"] = token_lexicon(flags, align.word_ids())
+                feature["lexicon"] = align.lexicon(flags)
             features.append(feature)
         return features
 
