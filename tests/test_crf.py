@@ -131,3 +131,23 @@ def test_a_crf_tagger_trains_saves_reloads_and_loads_in_plain_transformers(
     for message, change in mistakes.items():
         with pytest.raises(ConfigError, match=message):
             bridgetune.train({**config, **change, "name": "bad"})
+
+
+def test_the_crf_taggers_head_is_its_classifier_and_the_crf_not_the_encoder(tiny_bert):
+    """train.head_lr (and every method's head) reaches the classifier and the CRF only: the
+    wrapper once counted its whole tagger, encoder included, as the head, so a large head_lr
+    trained the encoder at it and the run diverged to all-O (CLUENER on multilingual-e5)."""
+    from transformers import AutoModelForTokenClassification
+
+    from bridgetune.knowledge.crf import CRFTagger
+    from bridgetune.methods.base import head_modules, is_head
+
+    tagger = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=len(IOB2))
+    model = CRFTagger(tagger, IOB2, "IOB2")
+    head = head_modules(model)
+    assert head == ["tagger.classifier", "crf"]
+    names = [name for name, _ in model.named_parameters()]
+    assert {n for n in names if is_head(n, head)} == {
+        "tagger.classifier.weight", "tagger.classifier.bias",
+        "crf.transitions", "crf.start", "crf.end",
+    }  # fmt: skip

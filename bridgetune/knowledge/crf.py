@@ -159,6 +159,13 @@ class CRFTagger(torch.nn.Module):
         packed = torch.cat([emissions, rows[None].expand(emissions.shape[0], -1, -1)], dim=1)
         return TokenClassifierOutput(logits=packed)
 
+    def head_modules(self) -> list[str]:
+        """The tagger's own head (its classifier) and the CRF: the encoder inside the tagger is
+        the body (train.head_lr must not reach it)."""
+        from bridgetune.methods.base import head_modules
+
+        return [f"tagger.{name}" for name in head_modules(self.tagger)] + ["crf"]
+
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.tagger.get_input_embeddings()
 

@@ -55,7 +55,11 @@ def head_modules(model: torch.nn.Module) -> list[str]:
     """Names of the task head: the model's top-level modules with parameters, other than its
     pretrained body (dropout and activation modules have nothing to train or save), and the
     body's pooler where the classifier reads it (BERT-style; RoBERTa has it in its classifier),
-    so every method adapts the same head on every architecture."""
+    so every method adapts the same head on every architecture. A wrapper around a model (the
+    CRF tagger) names its own head through a `head_modules()` method."""
+    own = getattr(model, "head_modules", None)
+    if callable(own):
+        return own()
     body = getattr(model, "base_model_prefix", "")
     names = [
         name
