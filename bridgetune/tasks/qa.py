@@ -16,7 +16,7 @@ Exact match and F1 follow the official scripts: SQuAD's (lower case, no punctuat
 articles, word overlap) for English, CMRC 2018's for Chinese (punctuation removed, Chinese
 characters as tokens, F1 of the longest common subsequence), picked per reference answer.
 
-One module (about 500 lines): SQuAD reading, context windows, span search and SQuAD/CMRC
+One module (under 600 lines): SQuAD reading, context windows, span search and SQuAD/CMRC
 scoring share the offsets of one example; they change together.
 """
 
@@ -45,6 +45,7 @@ from bridgetune.data.io import (
 from bridgetune.data.schema import DataError, Example
 from bridgetune.models.pretrained import load_pretrained
 from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch, refuse_entities
+from bridgetune.tasks.pieces import piece_span
 from bridgetune.tasks.predictions import AnswerPrediction
 
 
@@ -439,9 +440,6 @@ def _too_long(examples: list[Example], tokenizer: Any, max_length: int) -> str:
     )
 
 
-_MARKERS = frozenset("\u2581\u0120")  # SentencePiece's ▁ and byte-level BPE's Ġ
-
-
 def context_offsets(
     context: str, spans: list[Any], sequence: list[int | None], pieces: list[str]
 ) -> list[tuple[int, int] | None]:
@@ -451,15 +449,10 @@ def context_offsets(
     A SentencePiece token's span starts after the white space its `▁` stands for (`▁smith` is
     (4, 10) over " smith"), so an answer's first token is its word's and its text has no
     leading space."""
-    offsets: list[tuple[int, int] | None] = []
-    for (start, end), part, piece in zip(spans, sequence, pieces):
-        if part != 1 or (bool(piece) and set(piece) <= _MARKERS):
-            offsets.append(None)
-            continue
-        while start < end and context[start].isspace():
-            start += 1
-        offsets.append((start, end) if start < end else None)
-    return offsets
+    return [
+        piece_span(context, start, end, piece) if part == 1 else None
+        for (start, end), part, piece in zip(spans, sequence, pieces)
+    ]
 
 
 def _token_span(offsets: list[tuple[int, int] | None], answer: dict | None) -> list[int]:

@@ -15,13 +15,13 @@ Two alignments, picked by the tokenizer (`reads_whole_text`):
 
 Raw text is split into words with the tokenizer's own pre-tokenization (word ids and offsets;
 for whole-text tokenizers: CJK characters, runs of letters and digits, other symbols), then
-encoded exactly like training data.
+encoded exactly like training data. Piece offsets against characters (shared with QA) are in
+`tasks/pieces.py`; the reader, both alignments and the task's encoding and decoding stay here
+together (over 500 lines: they change together).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridgetune.config import DataConfig, RunConfig
 from bridgetune.data.bounds import clip_text, clip_words
-from bridgetune.data.edits import CJK_CHAR
 from bridgetune.data.io import (
     checked_token_example,
     column,
@@ -49,6 +48,7 @@ from bridgetune.models.pretrained import load_pretrained
 from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
 from bridgetune.tasks.losses import IGNORE
 from bridgetune.tasks.metrics import entity_metrics
+from bridgetune.tasks.pieces import piece_span, reads_whole_text, text_units
 from bridgetune.tasks.predictions import EntitiesPrediction
 
 
@@ -108,38 +108,6 @@ def split_words(text: str, tokenizer: Any) -> list[tuple[int, int]]:
     return [(s, e) for s, e in (spans[w] for w in sorted(spans)) if text[s:e].strip()]
 
 
-# the words of raw text for whole-text tokenizers: a CJK character, a run of letters and digits,
-# or any other symbol
-_CJK_RANGES = CJK_CHAR.pattern[1:-1]
-_UNIT = re.compile(f"[{_CJK_RANGES}]|[^\\W_{_CJK_RANGES}]+|\\S")
-_MARKERS = frozenset("\u2581\u0120")  # SentencePiece's ▁ and byte-level BPE's Ġ
-
-
-def reads_whole_text(tokenizer: Any) -> bool:
-    """Whether `tokenizer` marks word starts in its pieces (a Metaspace or ByteLevel
-    pre-tokenizer: SentencePiece, byte-level BPE), so NER reads sentences whole
-    (`whole_alignment`) instead of pre-split words. Slow tokenizers keep pre-split words."""
-    cached = getattr(tokenizer, "_bridgetune_whole_text", None)
-    if cached is not None:
-        return cached
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    found = False
-    if backend is not None:
-        pre = json.loads(backend.to_str()).get("pre_tokenizer") or {}
-        found = any(kind in json.dumps(pre) for kind in ('"Metaspace"', '"ByteLevel"'))
-    try:
-        tokenizer._bridgetune_whole_text = found
-    except AttributeError:  # a tokenizer that takes no attributes: detect again next time
-        pass
-    return found
-
-
-def text_units(text: str) -> list[tuple[int, int]]:
-    """Character spans of raw text's words for whole-text tokenizers: each CJK character (as
-    Chinese NER data tags them), each run of letters and digits, each other symbol."""
-    return [match.span() for match in _UNIT.finditer(text)]
-
-
 def words_example(text: str, tokenizer: Any, max_length: int) -> Example:
     """An unlabelled token example from raw text, with each word's character offsets (of the
     words in its first bounds.char_budget(max_length) characters: the model sees no others)."""
@@ -193,12 +161,7 @@ def whole_alignment(
     character's) and special tokens ((0, 0)) take no word."""
     claims: list[list[int]] = [[] for _ in offsets]
     inside: list[int | None] = [None] * len(offsets)
-    spans: list[tuple[int, int] | None] = []
-    for (start, end), piece in zip(offsets, pieces):
-        while start < end and text[start].isspace():
-            start += 1
-        bare = bool(piece) and set(piece) <= _MARKERS
-        spans.append(None if start >= end or bare else (start, end))
+    spans = [piece_span(text, start, end, piece) for (start, end), piece in zip(offsets, pieces)]
     starts = {start: word for word, (start, _) in enumerate(words)}
     owner: dict[int, int] = {}
     for word, (start, end) in enumerate(words):
