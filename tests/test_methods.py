@@ -30,7 +30,8 @@ from tests.conftest import tiny_config
 # generated from the registries: a new method or task joins the matrix without a test edit
 METHODS = list(METHOD_REGISTRY)
 TASKS = list(TASK_REGISTRY)
-HEADS = ("classifier", "pooler", "qa_outputs")  # the head modules of BERT's task models
+# the head modules of BERT's task models (and of the relation classifier around a BERT)
+HEADS = ("classifier", "pooler", "qa_outputs", "relation_dense")
 # the tiny model of a task's kind: a decoder or an encoder-decoder for generative tasks
 TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
 # encoder tasks also run on a BERT with XLM-R's SentencePiece vocabulary and no token types
@@ -56,8 +57,27 @@ def labels_of(task: str) -> list[str]:
     return reader.infer_labels([], None) or ["L0", "L1", "L2"]  # regression: its one target
 
 
+def task_tokenizer(tiny_bert: Path, task: str) -> Any:
+    """The model's tokenizer with the task's own tokens (the relation task's markers)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    build_task(task, labels_of(task)).prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
 def build(tiny_bert: Path, task: str) -> torch.nn.Module:
-    return build_task(task, labels_of(task)).build_model(str(tiny_bert))
+    """The task's model, its embeddings grown for the task's tokens as training grows them."""
+    from transformers import AutoTokenizer
+
+    from bridgetune.models.pretrained import grow_embeddings
+
+    kind = build_task(task, labels_of(task))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    kind.prepare_tokenizer(tokenizer)
+    model = kind.build_model(str(tiny_bert))
+    grow_embeddings(model, tokenizer)
+    return model
 
 
 def should_train(method: str, name: str) -> bool | None:
@@ -91,6 +111,7 @@ def encoded_inputs(task: str, tokenizer: Any) -> dict[str, torch.Tensor]:
     """A batch of a Chinese and an English input as task `task` encodes and pads them with
     `tokenizer` (its special tokens, its padding id, token types only where it makes them)."""
     kind = build_task(task, labels_of(task))
+    kind.prepare_tokenizer(tokenizer)
     examples = [sample_example(task, chinese=True), sample_example(task)]
     batch = kind.collate(kind.encode(examples, tokenizer, 32), tokenizer.pad_token_id)
     return {name: batch[name] for name in MODEL_INPUTS if name in batch}
@@ -107,18 +128,26 @@ def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
         return output_logits(model.eval()(**batch))
 
 
-def refusal_probe(tiny_bert: Path, task: str, method: str) -> Any:
+def refusal_probe(tiny_bert: Path, task: str, method: str, **options: Any) -> Any:
     from bridgetune.config import build_config
 
     data = {"train": "x.csv", "text_pair_column": "b"}
     return build_config({"task": task, "model": {"name": str(tiny_bert)}, "data": data,
-                         "method": {"name": method}})  # fmt: skip
+                         "method": {"name": method, **options}})  # fmt: skip
+
+
+def refuses(tiny_bert: Path, task: str, method: str, **options: Any) -> bool:
+    """Whether the task refuses the method (with these options) before training."""
+    try:
+        TASK_REGISTRY.get(task).check_config(refusal_probe(tiny_bert, task, method, **options))
+    except ValueError:
+        return True
+    return False
 
 
 @pytest.mark.parametrize(("task", "body"), BODIES)
 @pytest.mark.parametrize("method", METHODS)
 def test_method_conformance(request, tmp_path, method, task, body) -> None:
-    from transformers import AutoTokenizer
 
     torch.manual_seed(0)
     # a language model (causal, seq2seq, masked-LM pre-training) has no task head
@@ -151,12 +180,14 @@ def test_method_conformance(request, tmp_path, method, task, body) -> None:
     with torch.no_grad():  # as training would: every trainable tensor moves
         for name in sorted(trainable):  # a set: its order varies with PYTHONHASHSEED
             named[name].add_(torch.randn_like(named[name]) * 0.2)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = task_tokenizer(base, task)
     batch = encoded_inputs(task, tokenizer) if body else inputs(task)
     before = logits(model, batch)
     exports = ["merged", "adapter"] if method in MERGEABLE else [None]
     meta = {"task": task, "labels": labels_of(task), "tag_scheme": "IOB2", "max_length": 32}
     for export in exports:
+        if export and refuses(base, task, method, export=export):  # the relation head: merged
+            continue
         if export:
             model.export = export
             assert same(logits(model.merged(), batch), before)
@@ -171,6 +202,13 @@ def test_method_conformance(request, tmp_path, method, task, body) -> None:
             continue
         import transformers
 
+        head = json.loads((directory / "bridgetune.json").read_text()).get("head") or {}
+        if head.get("type") == "relation":  # plain transformers loads its encoder
+            encoder = transformers.AutoModel.from_pretrained(directory, **head["encoder_kwargs"])
+            with torch.no_grad():
+                hidden = encoder.eval()(**batch).last_hidden_state
+                assert same(hidden, loaded.encoder(**batch).last_hidden_state)
+            continue
         auto_class = TASK_REGISTRY.get(task).auto_class
         plain = getattr(transformers, auto_class).from_pretrained(directory)
         assert same(logits(plain, batch), before)
@@ -353,6 +391,10 @@ def sample_example(task: str, chinese: bool = False) -> Example:
     kind = TASK_REGISTRY.get(task)
     if reader_for(task).tagged:  # split into words by the task
         return Example(text="张三在上海买的耳机" if chinese else "john smith visited paris")
+    if task == "relation":  # the head and tail marked
+        if chinese:
+            return Example(text="<e1>张三</e1>在<e2>上海</e2>买的耳机")
+        return Example(text="<e1>john smith</e1> visited <e2>paris</e2>")
     if kind.output == "ranking":
         if chinese:
             return Example(text="手机", candidates=["手机坏了", "今天很好"])
@@ -374,6 +416,7 @@ def test_every_task_decodes_what_its_prediction_model_declares(request, task, bo
     tiny_bert = request.getfixturevalue(body or ("tiny_t5" if seq2seq else "tiny_bert"))
     kind = build_task(task, labels_of(task))
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    kind.prepare_tokenizer(tokenizer)
     examples = [sample_example(task, chinese=body is not None), sample_example(task)]
     features = kind.encode(examples, tokenizer, 32)
     model = build(tiny_bert, task)

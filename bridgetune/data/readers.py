@@ -79,13 +79,19 @@ def row_examples(
             if cfg.invalid_rows != "skip":
                 raise
             skipped.append(str(error))
+    report_skipped(path, skipped)
+    return examples
+
+
+def report_skipped(path: Path, skipped: list[str]) -> None:
+    """One warning line for the rows of `path` that `data.invalid_rows: skip` left out (their
+    errors, the first three shown)."""
     if skipped:
         shown = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
         Console(stderr=True).print(
             f"[yellow]{path}: {len(skipped)} invalid rows skipped (data.invalid_rows: skip): "
             f"{shown}[/yellow]"
         )
-    return examples
 
 
 def example_labels(example: Example) -> list[str]:

@@ -20,8 +20,10 @@ class Example:
     `text`, the context in `text_pair` and the answers in `label` ({"text", "start"} dicts,
     none for an unanswerable question); generation puts its target in `label` as a dict:
     {"completion": text} after the prompt in `text`, or {"messages": [{role, content}, ...]}
-    for a conversation. `id` is the record's own id (query id, question id);
-    `source` is "file:line" for error messages.
+    for a conversation. Relation classification puts the sentence in `text` and its head and
+    tail entity in `mentions` ([{"start", "end", "type"}, {...}]: character offsets, end
+    exclusive, head first), the relation in `label`. `id` is the record's own id (query id,
+    question id); `source` is "file:line" for error messages.
     """
 
     text: str
@@ -31,5 +33,6 @@ class Example:
     tags: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None
     candidates: list[str] | None = None
+    mentions: list[dict] | None = None
     id: str | None = None
     source: str = ""

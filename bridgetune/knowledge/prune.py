@@ -117,8 +117,11 @@ def _mb(size: int | None) -> float | None:
 
 
 def _remap_ids(model: torch.nn.Module, new_id: dict[int, int]) -> None:
-    """The embeddings' padding row and the model's and generation config's token ids, in the
-    new ids."""
+    """The embeddings' padding row, the model's and generation config's token ids, and the ids
+    a model keeps itself (`remap_token_ids`: the relation head's markers), in the new ids."""
+    own = getattr(model, "remap_token_ids", None)
+    if callable(own):
+        own(new_id)
     layer = model.get_input_embeddings()
     if getattr(layer, "padding_idx", None) is not None:
         layer.padding_idx = new_id.get(layer.padding_idx)

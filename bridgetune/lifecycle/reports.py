@@ -3,11 +3,41 @@ matrix, regression scatter, first relevant rank, learning curve), each written a
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from bridgetune.lifecycle.atomic import atomic_write_bytes, atomic_write_text
+
+# fonts that draw Chinese (and Japanese/Korean), the first one matplotlib finds is used
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN",
+             "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Microsoft YaHei", "SimHei",
+             "PingFang SC", "Heiti SC", "AR PL UMing CN", "Noto Sans CJK JP")  # fmt: skip
+_WIDE = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]")
+
+
+@functools.cache
+def cjk_font() -> str | None:
+    """A font of this machine that draws Chinese, or None (matplotlib's DejaVu Sans does not:
+    install one, e.g. Debian's fonts-noto-cjk, for Chinese labels in plots)."""
+    from matplotlib import font_manager
+
+    names = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in names), None)
+
+
+def numbered_labels(labels: list[str]) -> bool:
+    """Whether a plot shows `labels` by number (#1, #2, ...; the report lists them): they hold
+    Chinese (or other wide) characters and no font here draws them."""
+    return any(_WIDE.search(label) for label in labels) and cjk_font() is None
+
+
+def plot_fonts(labels: list[str]) -> dict[str, Any]:
+    """matplotlib settings that draw `labels`: a Chinese font after DejaVu Sans where needed."""
+    font = cjk_font() if any(_WIDE.search(label) for label in labels) else None
+    return {"font.family": ["DejaVu Sans", font]} if font else {}
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -28,6 +58,19 @@ def markdown_report(title: str, metrics: dict) -> str:
             f"{row['support']} |"
             for name, row in table.items()
         ]
+    relations = metrics.get("per_relation_type") or {}
+    if relations:  # the official relation score's rows (bridgetune.tasks.metrics)
+        lines += ["", "| relation (direction must be right) | precision | recall | f1 | gold | "
+                  "wrong direction |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | "
+            f"{row['gold']} | {row['wrong_direction']} |"
+            for name, row in relations.items()
+        ]
+    labels = metrics.get("labels") or []
+    if "confusion_matrix" in metrics and numbered_labels(labels):
+        lines += ["", "Confusion matrix labels (no font here draws them): "
+                  + ", ".join(f"#{i} = {label}" for i, label in enumerate(labels, 1))]  # fmt: skip
     if metrics.get("samples"):
         lines += ["", "## Sample generations", "", "| prompt | reference | generated |",
                   "|---|---|---|"]  # fmt: skip
@@ -121,10 +164,19 @@ def plot_first_relevant(counts: dict[str, int], path: Path) -> None:
 
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> None:
+    """The confusion matrix; labels no font here draws are shown by number (the report lists
+    them), Chinese ones in a Chinese font where one is installed."""
     plt = _pyplot()
+    with plt.rc_context(plot_fonts(labels)):
+        _confusion_matrix(plt, matrix, labels, path)
+
+
+def _confusion_matrix(plt: Any, matrix: list[list[int]], labels: list[str], path: Path) -> None:
     size = max(4.0, 0.6 * len(labels) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     image = axis.imshow(matrix, cmap="Blues")
+    if numbered_labels(labels):
+        labels = [f"#{i}" for i in range(1, len(labels) + 1)]
     axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axis.set_yticks(range(len(labels)), labels)
     axis.set_xlabel("predicted")

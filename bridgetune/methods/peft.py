@@ -67,7 +67,14 @@ PARAMS: dict[str, type[Params]] = {
 }
 
 
-def peft_config(name: str, cfg: Any, head: list[str], problem: str, model_type: str = "") -> Any:
+def peft_config(
+    name: str,
+    cfg: Any,
+    head: list[str],
+    problem: str,
+    model_type: str = "",
+    model: torch.nn.Module | None = None,
+) -> Any:
     """The peft config of method `name` with options `cfg` for a model whose head learns
     `problem` (classifier, tagger, span model)."""
     import peft
@@ -91,7 +98,7 @@ def peft_config(name: str, cfg: Any, head: list[str], problem: str, model_type: 
             r=cfg.r,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
-            target_modules=cfg.target_modules or "all-linear",
+            target_modules=cfg.target_modules or body_linear_layers(model, head),
             modules_to_save=head,
             fan_in_fan_out=model_type in CONV1D_MODELS,
             **common,
@@ -108,6 +115,23 @@ def peft_config(name: str, cfg: Any, head: list[str], problem: str, model_type: 
     if name == "prompt":
         return peft.PromptTuningConfig(**virtual)
     return peft.PromptEncoderConfig(**virtual)
+
+
+def body_linear_layers(model: torch.nn.Module | None, head: list[str]) -> str | list[str]:
+    """LoRA's default targets: every linear layer of the body. peft's "all-linear" finds them
+    in a transformers model; a model of ours around one (the relation classifier) gets their
+    full names, its head left out (the head is trained and saved whole)."""
+    from transformers import PreTrainedModel
+
+    if model is None or isinstance(model, PreTrainedModel):
+        return "all-linear"
+    from bridgetune.methods.base import is_head
+
+    return sorted(
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not is_head(name + ".x", head)
+    )
 
 
 def body_inputs(
@@ -178,9 +202,14 @@ class AdapterModel(torch.nn.Module):
         return copy.deepcopy(self.peft_model).merge_and_unload()
 
     def save(self, directory: Path) -> dict[str, Any] | None:
-        """Merged transformers weights (no head entry), or the adapter and its description."""
+        """Merged transformers weights (no head entry; a head model of ours, such as the
+        relation classifier, saves itself with its own entry), or the adapter and its
+        description."""
         if self.export == "merged":
-            self.merged().save_pretrained(directory)
+            merged = self.merged()
+            if not hasattr(merged, "save_pretrained"):  # a HeadModel around the body
+                return merged.save(directory)
+            merged.save_pretrained(directory)
             return None
         self.peft_model.save_pretrained(directory)
         base = self.peft_model.get_base_model()
@@ -217,7 +246,8 @@ def _register(name: str) -> None:
     def apply(model: torch.nn.Module, cfg: Any, head: list[str], problem: str) -> torch.nn.Module:
         from peft import get_peft_model
 
-        config = peft_config(name, cfg, head, problem, getattr(model.config, "model_type", ""))
+        model_type = getattr(model.config, "model_type", "")
+        config = peft_config(name, cfg, head, problem, model_type, model)
         with quiet_peft():
             peft_model = get_peft_model(model, config)
         export = getattr(cfg, "export", "adapter")

@@ -59,9 +59,11 @@ def load_pretrained(
     name_or_path: str,
     labels: list[str],
     dropout: float | None = None,
+    model_kwargs: dict[str, Any] | None = None,
     **config_kwargs: Any,
 ) -> torch.nn.Module:
-    """A pretrained body with a fresh head whose config.json carries the real label names."""
+    """A pretrained body with a fresh head whose config.json carries the real label names
+    (`model_kwargs`: arguments of the model class itself, such as BERT's add_pooling_layer)."""
     from transformers import AutoConfig
 
     trust = config_kwargs.pop("trust_remote_code", False)
@@ -77,7 +79,9 @@ def load_pretrained(
         for key in DROPOUT_KEYS:
             if hasattr(config, key):
                 setattr(config, key, dropout)
-    return auto_class.from_pretrained(name_or_path, config=config, trust_remote_code=trust)
+    return auto_class.from_pretrained(
+        name_or_path, config=config, trust_remote_code=trust, **(model_kwargs or {})
+    )
 
 
 def grow_embeddings(model: torch.nn.Module, tokenizer: Any) -> None:

@@ -31,9 +31,10 @@ SMALLEST_VOCABULARY_SHARE = 0.5
 
 
 def load_saved_model(
-    auto_class: Any, directory: Path, task: str, labels: list[str]
+    auto_class: Any, directory: Path, task: str, labels: list[str], **model_kwargs: Any
 ) -> torch.nn.Module:
-    """The model of a plain transformers model directory, every weight from its safetensors.
+    """The model of a plain transformers model directory, every weight from its safetensors
+    (`model_kwargs`: arguments of the model class, such as BERT's add_pooling_layer).
 
     Raises:
         ModelError: the weights do not load, do not fit config.json, are of another kind of
@@ -42,7 +43,7 @@ def load_saved_model(
     """
     try:
         model, info = auto_class.from_pretrained(
-            directory, use_safetensors=True, output_loading_info=True
+            directory, use_safetensors=True, output_loading_info=True, **model_kwargs
         )
     except Exception as error:  # noqa: BLE001 - transformers, safetensors and torch raise many kinds
         raise ModelError(

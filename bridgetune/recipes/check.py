@@ -131,7 +131,9 @@ def prepare_task(cfg: RunConfig, splits: Splits) -> tuple[Task, Any, str]:
     tokenizer = load_tokenizer_for(model_path, cfg.task.name, cfg.model.trust_remote_code)
     check_max_length(model_path, tokenizer, cfg.model.max_length)
     pairs = bool(cfg.data.text_pair_column)
-    settings: dict[str, Any] = {**task_options(cfg), "max_length": cfg.model.max_length}
+    options = task_options(cfg)
+    settings: dict[str, Any] = {**options, "max_length": cfg.model.max_length}
+    settings.update(TASKS.get(cfg.task.name).learn_settings(splits.train, options))
     settings["pretrain"] = cfg.pretrain.model_dump()  # what a pre-training task masks
     if cfg.rules:
         from bridgetune.knowledge.rules import loaded

@@ -1,5 +1,6 @@
 """Tasks: classification (single, pair, multi-label), regression, ranking, extractive question
-answering, token classification (NER) and generation (causal_lm, seq2seq)."""
+answering, token classification (NER), relation classification and generation (causal_lm,
+seq2seq)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from bridgetune.tasks import mlm as _mlm  # noqa: F401  (registers)
 from bridgetune.tasks import qa as _qa  # noqa: F401  (registers)
 from bridgetune.tasks import ranking as _ranking  # noqa: F401  (registers)
 from bridgetune.tasks import regression as _regression  # noqa: F401  (registers)
+from bridgetune.tasks import relation as _relation  # noqa: F401  (registers)
 from bridgetune.tasks import seq2seq as _seq2seq  # noqa: F401  (registers)
 from bridgetune.tasks import token as _token  # noqa: F401  (registers)
 from bridgetune.tasks.base import TASKS, Task

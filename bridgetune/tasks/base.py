@@ -83,6 +83,13 @@ class Task:
         """Raise ValueError for options of a RunConfig this task cannot take."""
 
     @classmethod
+    def learn_settings(cls, train: list[Example], options: dict[str, Any]) -> dict[str, Any]:
+        """Settings the task learns from the training examples before it is built (`options`:
+        the run's `task.*`), handed to `create` and saved with the model like `settings()`:
+        the relation task's entity types and type pairs. Default: none."""
+        return {}
+
+    @classmethod
     def losses(cls) -> tuple[str, ...]:
         """The `train.loss` choices of this task; the first is the default."""
         return LOSSES[cls.problem]

@@ -1,5 +1,6 @@
 """Metrics of every task (scikit-learn, seqeval): classification, multi-label, entities,
-language-model loss. The reports they go into are bridgetune.lifecycle.reports."""
+language-model loss, relations (SemEval-2010 Task 8's official score). The reports they go
+into are bridgetune.lifecycle.reports."""
 
 from __future__ import annotations
 
@@ -105,3 +106,68 @@ def loss_metrics(predictions: list[dict[str, Any]]) -> dict:
     tokens = sum(p["tokens"] for p in predictions)
     loss = sum(p["nll"] for p in predictions) / max(tokens, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+
+
+def relation_type(label: str) -> str:
+    """A relation label without its direction suffix: `Cause-Effect(e2,e1)` -> `Cause-Effect`."""
+    import re
+
+    return re.sub(r"\((e1,e2|e2,e1)\)$", "", label)
+
+
+def relation_metrics(
+    gold: list[str], predicted: list[str], labels: list[str], no_relation: str | None
+) -> dict:
+    """Relation classification: SemEval-2010 Task 8's official score and the per-label view.
+
+    `macro_f1` is the official score (the task's scorer v1.2, "(9+1)-way evaluation with
+    directionality taken into account"): per relation type of the gold labels (the direction
+    suffix `(e1,e2)`/`(e2,e1)` dropped; labels without one are their own type), precision =
+    right predictions (type and direction) / predictions of that type, recall = right / gold of
+    that type; the F1s averaged over the types, the no-relation label left out. `micro_f1` pools
+    the same counts. `macro_f1_directed` averages the F1 of each directed label but the
+    no-relation one; `accuracy`, the per-label table and the confusion matrix are those of
+    every label (classification_metrics)."""
+    result = classification_metrics(gold, predicted, labels)
+    none = relation_type(no_relation) if no_relation else None
+    types = sorted({relation_type(g) for g in gold} - {none})
+    per_type: dict[str, dict[str, float | int]] = {}
+    pooled = {"correct": 0, "proposed": 0, "gold": 0}
+    for kind in types:
+        counts = {
+            "correct": sum(g == p and relation_type(g) == kind for g, p in zip(gold, predicted)),
+            "proposed": sum(relation_type(p) == kind for p in predicted),
+            "gold": sum(relation_type(g) == kind for g in gold),
+        }
+        counts["wrong_direction"] = sum(
+            g != p and relation_type(g) == kind == relation_type(p) for g, p in zip(gold, predicted)
+        )
+        for key in pooled:
+            pooled[key] += counts[key]
+        per_type[kind] = {**counts, **_prf(counts["correct"], counts["proposed"], counts["gold"])}
+    result["macro_f1"] = (
+        sum(float(t["f1"]) for t in per_type.values()) / len(per_type) if per_type else 0.0
+    )
+    result["macro_precision"] = (
+        sum(float(t["precision"]) for t in per_type.values()) / len(per_type) if per_type else 0.0
+    )
+    result["macro_recall"] = (
+        sum(float(t["recall"]) for t in per_type.values()) / len(per_type) if per_type else 0.0
+    )
+    micro = _prf(pooled["correct"], pooled["proposed"], pooled["gold"])
+    result.update({f"micro_{key}": value for key, value in micro.items()})
+    directed = [label for label in labels if label != no_relation]
+    scores = [
+        result["per_class"][label]["f1"] for label in directed if label in result["per_class"]
+    ]
+    result["macro_f1_directed"] = sum(scores) / len(scores) if scores else 0.0
+    result["per_relation_type"] = per_type
+    result["no_relation"] = no_relation
+    return result
+
+
+def _prf(correct: int, proposed: int, gold: int) -> dict[str, float]:
+    precision = correct / proposed if proposed else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}

@@ -1,0 +1,594 @@
+"""Relation classification between two marked entities of a sentence (`task: relation`).
+
+Inputs, read by `RelationReader`:
+- inline markers, SemEval-2010 Task 8 style: `label<TAB>The <e1>author</e1> of a <e2>keygen</e2>`
+  (TSV/TXT without a header), or a `text` column holding the markers (CSV/JSONL; what the
+  Predictor and the service take);
+- FinRE/OpenNRE rows `head<TAB>tail<TAB>relation<TAB>sentence` (blank lines between rows are
+  allowed): each mention is located in the sentence; where one occurs several times the nearest
+  non-overlapping pair of occurrences is taken, and a tie or a mention that is missing is an
+  error at file:line (or, with `data.invalid_rows: skip`, the row is left out and counted);
+- JSONL with character spans and entity types, as annotation tools and `feedback export` write:
+  `{"text", "head": {"start", "end", "type"}, "tail": {...}, "label"}` (a mention may also be
+  given as its text, located as above).
+
+An example keeps the plain sentence in `text` and the two mentions in `mentions` (head first).
+The model (bridgetune.heads.relation) reads the sentence with marker tokens around the
+entities: typed markers `<e1:ORG>` ... `</e1:ORG>` when the training data has entity types
+(`task.typed_markers`), `<e1>` ... `</e1>` otherwise, added to the tokenizer as special tokens
+(`prepare_tokenizer`), and classifies from the opening markers' hidden states.
+
+Labels may be directed (`Cause-Effect(e1,e2)` and `Cause-Effect(e2,e1)`); one label is "no
+relation" (`task.no_relation`; found among Other/unknown/no_relation/NA when not set). The
+metrics are SemEval-2010 Task 8's official score (macro-F1 over the relation types, the
+no-relation label excluded, a prediction right only with the right direction: its scorer's
+rules, bridgetune.tasks.metrics.relation_metrics), micro-F1 and the per-label table.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridgetune.config import DataConfig
+from bridgetune.data.io import column, iter_lines, read_text
+from bridgetune.data.readers import (
+    LabelSpellings,
+    TextReader,
+    label_name,
+    report_skipped,
+    row_examples,
+)
+from bridgetune.data.schema import DataError, Example
+from bridgetune.heads.relation import RelationModel
+from bridgetune.models.pretrained import load_pretrained
+from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch, refuse_entities
+from bridgetune.tasks.metrics import relation_metrics
+from bridgetune.tasks.predictions import LabelPrediction
+
+HEAD_OPEN, HEAD_CLOSE, TAIL_OPEN, TAIL_CLOSE = "<e1>", "</e1>", "<e2>", "</e2>"
+INLINE = re.compile(r"</?e[12]>")
+NO_RELATION_NAMES = ("Other", "other", "unknown", "no_relation", "NA", "None", "无关系")
+TAB_HEADERS = {"label", "relation", "sentence", "text", "head", "tail"}
+
+
+class RelationOptions(BaseModel):
+    """`task.*` of task relation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    no_relation: str | None = Field(
+        None,
+        description="The label that means 'no relation' (left out of the macro-F1 and of "
+        "extracted triples); default: the first of Other, unknown, no_relation, NA found "
+        "among the labels.",
+    )
+    pooling: Literal["entity_start", "cls"] = Field(
+        "entity_start",
+        description="What the head classifies: the hidden states of the two entities' opening "
+        "markers, concatenated (R-BERT / Matching the Blanks), or [CLS] alone (ablation).",
+    )
+    typed_markers: bool = Field(
+        True,
+        description="Markers that carry the entity type (<e1:ORG>) when the training data has "
+        "types; false: <e1> ... </e1> always.",
+    )
+
+
+@dataclass(frozen=True)
+class Mention:
+    start: int
+    end: int
+    type: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "type": self.type}
+
+
+def parse_marked(text: str, where: str) -> tuple[str, list[dict[str, Any]]]:
+    """The plain text of a sentence with inline markers, and its [head, tail] mentions.
+
+    `The <e1> author </e1> of` reads as `The author of` (the spaces inside the markers, which
+    SemEval writes, are not part of the mention).
+
+    Raises:
+        DataError: a marker missing, repeated, unclosed or nested, naming `where`.
+    """
+    out: list[str] = []
+    spans: dict[str, list[int]] = {}
+    open_entity: str | None = None
+    position = 0
+    for match in INLINE.finditer(text):
+        segment = text[position : match.start()]
+        position = match.end()
+        tag = match.group()
+        entity = tag.strip("</>")
+        if open_entity is not None:
+            segment = segment.strip()
+        elif out and out[-1].endswith(" ") and segment.startswith(" "):
+            segment = segment[1:]
+        out.append(segment)
+        length = sum(map(len, out))
+        if tag.startswith("</"):
+            if open_entity != entity:
+                raise DataError(f"{where}: {tag} closes no open <{entity}>; mark each entity "
+                                f"as <{entity}>mention</{entity}>")  # fmt: skip
+            spans[entity].append(length)
+            open_entity = None
+        else:
+            if open_entity is not None:
+                raise DataError(f"{where}: {tag} inside <{open_entity}>: entities may not nest")
+            if entity in spans:
+                raise DataError(f"{where}: <{entity}> marked twice; mark one head (e1) and "
+                                "one tail (e2)")  # fmt: skip
+            spans[entity] = [length]
+            open_entity = entity
+    tail = text[position:]
+    if out and out[-1].endswith(" ") and tail.startswith(" "):
+        tail = tail[1:]
+    out.append(tail)
+    if open_entity is not None:
+        raise DataError(f"{where}: <{open_entity}> is never closed with </{open_entity}>")
+    missing = [f"<{e}>" for e in ("e1", "e2") if e not in spans]
+    if missing:
+        raise DataError(
+            f"{where}: no {' or '.join(missing)} mention: mark the head as <e1>...</e1> and "
+            "the tail as <e2>...</e2>, or give head and tail columns"
+        )
+    plain = "".join(out)
+    mentions = [{"start": spans[e][0], "end": spans[e][1], "type": None} for e in ("e1", "e2")]
+    for mention, entity in zip(mentions, ("e1", "e2")):
+        if mention["start"] == mention["end"]:
+            raise DataError(f"{where}: <{entity}></{entity}> marks an empty mention")
+    return plain, mentions
+
+
+def locate(text: str, head: str, tail: str, where: str) -> list[dict[str, Any]]:
+    """[head, tail] spans of two mentions given as text: the nearest pair of occurrences that
+    do not overlap.
+
+    Raises:
+        DataError: a mention is not in the sentence, every pair overlaps, or two pairs are
+            equally near (which one is meant cannot be told).
+    """
+    found = []
+    for role, mention in (("head", head), ("tail", tail)):
+        if not mention:
+            raise DataError(f"{where}: empty {role} mention")
+        starts = [m.start() for m in re.finditer(re.escape(mention), text)]
+        if not starts:
+            raise DataError(
+                f"{where}: the {role} {mention!r} does not occur in the sentence; fix the row "
+                "or skip such rows with data.invalid_rows: skip"
+            )
+        found.append([(s, s + len(mention)) for s in starts])
+    pairs = sorted(
+        (max(h[0], t[0]) - min(h[1], t[1]), h, t)
+        for h in found[0]
+        for t in found[1]
+        if h[1] <= t[0] or t[1] <= h[0]
+    )
+    if not pairs:
+        raise DataError(f"{where}: head {head!r} and tail {tail!r} overlap wherever they occur")
+    if len(pairs) > 1 and pairs[0][0] == pairs[1][0]:
+        raise DataError(
+            f"{where}: head {head!r} and tail {tail!r} occur several times, and two pairs are "
+            "equally near: give character spans (JSONL head/tail start and end) or skip such "
+            "rows with data.invalid_rows: skip"
+        )
+    _, h, t = pairs[0]
+    return [{"start": h[0], "end": h[1], "type": None}, {"start": t[0], "end": t[1], "type": None}]
+
+
+def checked_mentions(text: str, mentions: list[dict[str, Any]], where: str) -> None:
+    """Spans inside the text, not empty, not overlapping.
+
+    Raises:
+        DataError: naming `where` and the span.
+    """
+    for role, m in zip(("head", "tail"), mentions):
+        start, end = m.get("start"), m.get("end")
+        if not (isinstance(start, int) and isinstance(end, int)) or isinstance(start, bool):
+            raise DataError(f"{where}: {role} needs integer start and end (character offsets)")
+        if not 0 <= start < end <= len(text):
+            raise DataError(
+                f"{where}: {role} span [{start}, {end}) is not inside the text ({len(text)} "
+                "characters; end is exclusive)"
+            )
+    (a, b) = mentions
+    if a["start"] < b["end"] and b["start"] < a["end"]:
+        raise DataError(f"{where}: the head and tail spans overlap")
+
+
+@dataclass(frozen=True)
+class RelationReader(TextReader):
+    """Relation rows (see the module docstring): TSV/TXT with inline markers or FinRE columns,
+    JSONL/CSV with a marked text or head/tail spans."""
+
+    def read_file(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        if path.suffix.lower() in (".txt", ".tsv") and cfg.format in ("auto", "tsv"):
+            return self._tab_rows(path, cfg, labelled)
+        spellings = LabelSpellings()
+        read_one = functools.partial(self._row, spellings=spellings)
+        examples = row_examples(read_one, path, cfg, labelled, "use TSV, CSV or JSONL rows")
+        spellings.check()
+        return examples
+
+    def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
+        return self._row(row, cfg, where, labelled=True)
+
+    def _row(
+        self,
+        row: dict[str, Any],
+        cfg: DataConfig,
+        where: tuple[Path, int],
+        labelled: bool,
+        spellings: LabelSpellings | None = None,
+    ) -> Example:
+        path, number = where
+        source = f"{path}:{number}"
+        row = {cfg.column_map.get(k, k): v for k, v in row.items()}
+        text = column(row, cfg.text_column, path, number)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{source}: empty text in column '{cfg.text_column}'")
+        head, tail = row.get("head", row.get("h")), row.get("tail", row.get("t"))
+        if head is None and tail is None:
+            text, mentions = parse_marked(text, source)
+        elif head is None or tail is None:
+            raise DataError(f"{source}: give both a head and a tail, or neither (markers)")
+        else:
+            mentions = self._mentions(text, head, tail, source)
+        label = None
+        if labelled:
+            raw = column(row, cfg.label_column, path, number)
+            try:
+                label = label_name(raw)
+            except ValueError as error:
+                raise DataError(f"{source}: {error}") from None
+            if not label:
+                raise DataError(f"{source}: empty label in column '{cfg.label_column}'")
+            if spellings is not None:
+                spellings.add(raw, label, source)
+        return Example(text=text, label=label, mentions=mentions, source=source)
+
+    @staticmethod
+    def _mentions(text: str, head: Any, tail: Any, source: str) -> list[dict[str, Any]]:
+        if isinstance(head, str) and isinstance(tail, str):
+            return locate(text, head, tail, source)
+        if not (isinstance(head, dict) and isinstance(tail, dict)):
+            raise DataError(
+                f'{source}: head and tail are objects {{"start", "end", "type"}} (or both '
+                "the mentions' text)"
+            )
+        if "start" not in head or "start" not in tail:  # {"text": ..., "type": ...}: located
+            names = [m.get("text") or m.get("name") for m in (head, tail)]
+            if not all(isinstance(n, str) for n in names):
+                raise DataError(f"{source}: head and tail need start and end, or their text")
+            mentions = locate(text, names[0], names[1], source)
+        else:
+            mentions = [{"start": m.get("start"), "end": m.get("end")} for m in (head, tail)]
+        for mention, given in zip(mentions, (head, tail)):
+            kind = given.get("type")
+            mention["type"] = str(kind).strip() or None if kind is not None else None
+        checked_mentions(text, mentions, source)
+        for role, mention, given in zip(("head", "tail"), mentions, (head, tail)):
+            said = given.get("text")
+            if isinstance(said, str) and text[mention["start"] : mention["end"]] != said:
+                raise DataError(
+                    f"{source}: the {role} span [{mention['start']}, {mention['end']}) reads "
+                    f"{text[mention['start'] : mention['end']]!r}, not its text {said!r}"
+                )
+        return mentions
+
+    def _tab_rows(self, path: Path, cfg: DataConfig, labelled: bool) -> list[Example]:
+        """Headerless tab-separated rows: label + marked sentence, or head, tail, relation,
+        sentence (FinRE); unlabelled: a marked sentence, or head, tail, sentence."""
+        examples, skipped = [], []
+        spellings = LabelSpellings()
+        for number, line in enumerate(iter_lines(read_text(path)), 1):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if number == 1 and {f.strip().lower() for f in fields} <= TAB_HEADERS:
+                continue  # a header row
+            try:
+                examples.append(self._tab_row(fields, f"{path}:{number}", labelled, spellings))
+            except DataError as error:
+                if cfg.invalid_rows != "skip":
+                    raise
+                skipped.append(str(error))
+        spellings.check()
+        report_skipped(path, skipped)
+        return examples
+
+    @staticmethod
+    def _tab_row(
+        fields: list[str], source: str, labelled: bool, spellings: LabelSpellings
+    ) -> Example:
+        shapes = {2: "label<TAB>marked sentence", 4: "head<TAB>tail<TAB>relation<TAB>sentence"}
+        if not labelled:
+            shapes = {1: "a marked sentence", 3: "head<TAB>tail<TAB>sentence"}
+        if len(fields) not in shapes:
+            raise DataError(
+                f"{source}: {len(fields)} tab-separated fields; relation rows are "
+                f"{' or '.join(shapes.values())}"
+            )
+        label = None
+        if len(fields) in (1, 2):
+            sentence = fields[-1]
+            text, mentions = parse_marked(sentence.strip(), source)
+            label = fields[0].strip() if labelled else None
+        else:
+            head, tail, *rest = fields
+            text = rest[-1].strip()
+            label = rest[0].strip() if labelled else None
+            mentions = locate(text, head.strip(), tail.strip(), source)
+        if labelled and not label:
+            raise DataError(f"{source}: empty relation label")
+        if label is not None:
+            spellings.add(label, label, source)
+        return Example(text=text, label=label, mentions=mentions, source=source)
+
+    def check_label_set(self, labels: list[str], source: str) -> None:
+        if len(labels) < 2:
+            raise DataError(
+                f"{source}: found only the relation {labels}; relation classification needs at "
+                "least two labels (a no-relation label counts)"
+            )
+
+
+@TASKS.register("relation")
+class RelationTask(Task):
+    """The relation between a sentence's head and tail entity: one label (see the module)."""
+
+    name = "relation"
+    # the model is always the relation head (bridgetune.heads.relation) around an encoder; a
+    # method is checked before training on a sequence classifier of the same architecture,
+    # whose body is the encoder's
+    auto_class = "AutoModelForSequenceClassification"
+    problem = "single"
+    default_metric = "macro_f1"
+    output = "label"
+    prediction = LabelPrediction
+    reader = RelationReader()
+    Options = RelationOptions
+    second_text = "no second text (mark the head and tail in the text)"
+
+    def __init__(
+        self,
+        labels: list[str],
+        no_relation: str | None = None,
+        pooling: str = "entity_start",
+        typed_markers: bool = True,
+        entity_types: list[str] | None = None,
+        type_pairs: list[list[str]] | None = None,
+    ) -> None:
+        self.labels = labels
+        self.index = {label: i for i, label in enumerate(labels)}
+        if no_relation is None:
+            no_relation = next((n for n in NO_RELATION_NAMES if n in labels), None)
+        elif no_relation not in labels:
+            raise ValueError(
+                f"task.no_relation {no_relation!r} is not a label of the data ({', '.join(labels)})"
+            )
+        self.no_relation = no_relation
+        self.pooling = pooling
+        self.typed_markers = typed_markers
+        self.entity_types = sorted(entity_types or []) if typed_markers else []
+        self.type_pairs = {tuple(pair) for pair in type_pairs or []}
+        self.opening: tuple[list[int], list[int]] | None = None  # set by prepare_tokenizer
+
+    @classmethod
+    def create(cls, labels: list[str], **settings: Any) -> RelationTask:
+        return cls(
+            labels,
+            settings.get("no_relation"),
+            settings.get("pooling") or "entity_start",
+            settings.get("typed_markers", True),
+            settings.get("entity_types"),
+            settings.get("type_pairs"),
+        )
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Methods the relation head cannot take (ValueError), before any work."""
+        method = cfg.method.name
+        if method in ("prompt", "ptuning", "prefix"):
+            raise ValueError(
+                f"method.name={method!r}: it prepends virtual tokens or keys that the relation "
+                "head does not read; use full, lora, ia3, head_only or bitfit"
+            )
+        if getattr(cfg.method, "export", "merged") == "adapter":
+            raise ValueError(
+                "method.export: adapter cannot rebuild the relation head on its base model; "
+                "use method.export: merged"
+            )
+
+    @classmethod
+    def learn_settings(cls, train: list[Example], options: dict[str, Any]) -> dict[str, Any]:
+        """The entity types of the training mentions (typed markers) and the (head type, tail
+        type) pairs seen with a real relation (the candidates extraction builds)."""
+        labels = {e.label for e in train if isinstance(e.label, str)}
+        none = options.get("no_relation") or next(
+            (n for n in NO_RELATION_NAMES if n in labels), None
+        )
+        types: set[str] = set()
+        pairs: set[tuple[str, str]] = set()
+        for example in train:
+            kinds = [m.get("type") for m in example.mentions or []]
+            types.update(k for k in kinds if k)
+            if len(kinds) == 2 and all(kinds) and example.label != none:
+                pairs.add((kinds[0], kinds[1]))
+        return {"entity_types": sorted(types), "type_pairs": sorted(list(p) for p in pairs)}
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "no_relation": self.no_relation,
+            "pooling": self.pooling,
+            "typed_markers": self.typed_markers,
+            "entity_types": self.entity_types,
+            "type_pairs": sorted(list(p) for p in self.type_pairs),
+        }
+
+    def allowed_pair(self, head_type: str | None, tail_type: str | None) -> bool:
+        """Whether a (head type, tail type) candidate can hold a relation: a pair seen with one
+        in training; any pair when training had no types (or a type is unknown)."""
+        if not self.type_pairs or head_type is None or tail_type is None:
+            return True
+        return (head_type, tail_type) in self.type_pairs
+
+    # -- markers ------------------------------------------------------------------------------
+
+    def markers(self, entity_type: str | None, role: int) -> tuple[str, str]:
+        """The open and close marker of the head (role 0) or tail (1) of `entity_type`."""
+        name = f"e{role + 1}"
+        if entity_type and entity_type in self.entity_types:
+            return f"<{name}:{entity_type}>", f"</{name}:{entity_type}>"
+        return f"<{name}>", f"</{name}>"
+
+    def marker_tokens(self) -> list[str]:
+        tokens = [HEAD_OPEN, HEAD_CLOSE, TAIL_OPEN, TAIL_CLOSE]
+        for kind in self.entity_types:
+            for role in (0, 1):
+                tokens.extend(self.markers(kind, role))
+        return tokens
+
+    def prepare_tokenizer(self, tokenizer: Any) -> list[str]:
+        new = [m for m in self.marker_tokens() if m not in tokenizer.get_vocab()]
+        if new:
+            tokenizer.add_special_tokens(
+                {"extra_special_tokens": new}, replace_extra_special_tokens=False
+            )
+        # the ids the model looks for, in this tokenizer (a pruned vocabulary remaps them on
+        # the model: RelationModel.remap_token_ids)
+        self.opening = (self.opening_ids(tokenizer, 0), self.opening_ids(tokenizer, 1))
+        return new
+
+    def opening_ids(self, tokenizer: Any, role: int) -> list[int]:
+        opening = [self.markers(None, role)[0]]
+        opening += [self.markers(kind, role)[0] for kind in self.entity_types]
+        return tokenizer.convert_tokens_to_ids(opening)
+
+    def marked(self, example: Example) -> str:
+        """The example's text with the marker tokens around its head and tail."""
+        text, mentions = example.text, example.mentions
+        if mentions is None:
+            text, mentions = parse_marked(text, example.source or "input")
+        else:
+            checked_mentions(text, mentions, example.source or "input")
+        inserts = []
+        for role, mention in enumerate(mentions):
+            opening, closing = self.markers(mention.get("type"), role)
+            inserts += [(mention["start"], 1, opening), (mention["end"], 0, closing)]
+        out, position = [], 0
+        for offset, _, marker in sorted(inserts):
+            out += [text[position:offset], marker]
+            position = offset
+        return "".join(out) + text[position:]
+
+    # -- the model ----------------------------------------------------------------------------
+
+    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
+        from transformers import AutoModel, AutoTokenizer
+
+        extra = {"trust_remote_code": kwargs.get("trust_remote_code", False)}
+        try:
+            encoder = load_pretrained(
+                AutoModel, name_or_path, self.labels, kwargs.get("dropout"),
+                model_kwargs={"add_pooling_layer": False}, **extra,
+            )  # fmt: skip
+        except TypeError:  # an architecture without a pooler option
+            encoder = load_pretrained(AutoModel, name_or_path, self.labels, kwargs.get("dropout"),
+                                      **extra)  # fmt: skip
+        if self.opening is None:  # built without the run's tokenizer: the model's own
+            self.prepare_tokenizer(AutoTokenizer.from_pretrained(name_or_path))
+        assert self.opening is not None
+        return RelationModel(encoder, len(self.labels), *self.opening, self.pooling)
+
+    def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
+        texts = [self.marked(example) for example in examples]
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        prefix, suffix = special_ids(tokenizer)
+        room = max_length - len(prefix) - len(suffix)
+        heads = set(self.opening_ids(tokenizer, 0))
+        tails = set(self.opening_ids(tokenizer, 1))
+        marker_ids = set(tokenizer.convert_tokens_to_ids(self.marker_tokens()))
+        features = []
+        for ids, example in zip(encoded, examples):
+            truncated = len(ids) > room
+            if truncated:
+                ids = window(ids, room, marker_ids)
+            if not heads.intersection(ids) or not tails.intersection(ids):
+                raise DataError(
+                    f"{example.source or 'input'}: the tokenizer split the entity markers; "
+                    "the model directory's tokenizer must hold them as single tokens"
+                )
+            label = None if example.label is None else self.index[example.label]
+            features.append({"input_ids": prefix + ids + suffix, "labels": label,
+                             "truncated": truncated})  # fmt: skip
+        return features
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        return pad_batch(features, pad_id)
+
+    # -- predictions --------------------------------------------------------------------------
+
+    def decode(
+        self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
+    ) -> list[dict[str, Any]]:
+        probabilities = torch.softmax(logits.float(), -1).cpu().tolist()
+        predictions = []
+        for row, feature in zip(probabilities, features):
+            best = max(range(len(row)), key=row.__getitem__)
+            predictions.append({
+                "label": self.labels[best], "score": row[best],
+                "scores": dict(zip(self.labels, row)), "truncated": feature["truncated"],
+            })  # fmt: skip
+        return predictions
+
+    def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
+        gold = [str(e.label) for e in examples]
+        predicted = [p["label"] for p in predictions]
+        return relation_metrics(gold, predicted, self.labels, self.no_relation)
+
+    def monitor_signal(self, prediction: dict[str, Any]) -> tuple[list[str], float | None]:
+        return [prediction["label"]], prediction["score"]
+
+    def counted_labels(self, prediction: dict[str, Any]) -> list[str]:
+        return [prediction["label"]]
+
+    def feedback_label(self, label: Any, entities: list[dict] | None, text: str) -> Any:
+        refuse_entities(entities, self.name)
+        if label not in self.labels:
+            raise ValueError(f"label: unknown relation {label!r}; the model's are {self.labels}")
+        return label
+
+
+def special_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text's own ([CLS] and [SEP], <s> and
+    </s>), so a cut text gets them as a whole one does."""
+    whole = tokenizer("x")["input_ids"]
+    bare = tokenizer("x", add_special_tokens=False)["input_ids"]
+    start = next(i for i in range(len(whole)) if whole[i : i + len(bare)] == bare)
+    return whole[:start], whole[start + len(bare) :]
+
+
+def window(ids: list[int], room: int, markers: set[int]) -> list[int]:
+    """`room` of a sentence's token ids that keep both entities' markers: a window around
+    both, or, where they lie further apart, the start of each entity's stretch."""
+    positions = [i for i, token in enumerate(ids) if token in markers]
+    if not positions:
+        return ids[:room]
+    low, high = positions[0], positions[-1]
+    if high - low + 1 <= room:
+        start = max(0, min(low - (room - (high - low + 1)) // 2, len(ids) - room))
+        return ids[start : start + room]
+    second = positions[2] if len(positions) > 2 else high  # the second entity's opening
+    half = room // 2
+    return ids[low : low + half] + ids[second : second + room - half]
