@@ -144,3 +144,23 @@ def test_serve_generate_benchmark_loads_both_servers_alike(tiny_llama, tmp_path,
         assert ours["errors"] == peer["errors"] == 0
         assert ours["requests"] == int(clients) * 2
         assert ours["tokens"] == peer["tokens"] > 0  # the same greedy answers from both
+
+
+def test_relation_benchmark_compares_the_poolings_on_a_folder_of_the_shared_layout(
+    tiny_bert, tmp_path, capsys
+):
+    folder = tmp_path / "data" / "semeval2010_task8"
+    folder.mkdir(parents=True)
+    rows = [("Component-Whole(e1,e2)", "wheel", "car"), ("Component-Whole(e2,e1)", "car",
+            "wheel"), ("Other", "man", "dog")] * 10  # fmt: skip
+    (folder / "train.tsv").write_text(
+        "".join(f"{y}\tThe <e1> {a} </e1> of the <e2> {b} </e2>.\n" for y, a, b in rows), "utf-8"
+    )
+    argv = ["--data", str(tmp_path / "data"), "--quick", "--model", str(tiny_bert),
+            "--output_dir", str(tmp_path / "runs")]  # fmt: skip
+    report = run(load("relation"), argv, capsys)
+    assert report["benchmark"] == "relation" and set(report["runs"]) == {"entity_start", "cls"}
+    gain = report["runs"]["entity_start"]["macro_f1"] - report["runs"]["cls"]["macro_f1"]
+    assert report["markers_gain"] == gain
+    missing = run(load("relation"), ["--data", str(tmp_path / "none")], capsys)
+    assert "skipped" in missing

@@ -48,6 +48,8 @@ def test_inline_markers_give_the_plain_sentence_and_both_spans():
     )
     text, (head, tail) = parse_marked("<e2>北京</e2>是<e1>张三</e1>的家乡", "f")  # tail first
     assert text == "北京是张三的家乡" and (head["start"], tail["start"]) == (3, 0)
+    _, (head, tail) = parse_marked("<e1:PER>张三</e1:PER>在<e2:LOC>北京</e2>", "f")  # typed
+    assert (head["type"], tail["type"]) == ("PER", "LOC")
 
 
 @pytest.mark.parametrize(
@@ -320,3 +322,17 @@ def test_the_semeval_and_finre_configs_on_files_of_their_layouts(tiny_bert, tiny
 
     # Chinese labels: drawn in a Chinese font where one is installed, else by number
     assert ("#2 = 合并" in report) == (cjk_font() is None)
+
+
+def test_a_corrected_relation_is_stored_as_training_reads_it():
+    task = build_task("relation", ["Other", "visited(e1,e2)"])
+    example = task.feedback_example("<e1:PER>张三</e1:PER>在<e2>北京</e2>", None, "visited(e1,e2)")
+    assert example.text == "张三在北京" and example.label == "visited(e1,e2)"
+    assert example.mentions == [
+        {"start": 0, "end": 2, "type": "PER"},
+        {"start": 3, "end": 5, "type": None},
+    ]
+    with pytest.raises(ValueError, match="no <e2> mention"):
+        task.feedback_example("<e1>张三</e1>在北京", None, "visited(e1,e2)")
+    with pytest.raises(ValueError, match="unknown relation 'founded'"):
+        task.feedback_label("founded", None, "<e1>a</e1> <e2>b</e2>")

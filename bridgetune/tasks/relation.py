@@ -53,7 +53,7 @@ from bridgetune.tasks.metrics import relation_metrics
 from bridgetune.tasks.predictions import LabelPrediction
 
 HEAD_OPEN, HEAD_CLOSE, TAIL_OPEN, TAIL_CLOSE = "<e1>", "</e1>", "<e2>", "</e2>"
-INLINE = re.compile(r"</?e[12]>")
+INLINE = re.compile(r"<(/?)(e[12])(?::([^<>\s]+))?>")  # <e1>, </e2>, <e1:ORG>, </e1:ORG>
 NO_RELATION_NAMES = ("Other", "other", "unknown", "no_relation", "NA", "None", "无关系")
 TAB_HEADERS = {"label", "relation", "sentence", "text", "head", "tail"}
 
@@ -95,27 +95,27 @@ def parse_marked(text: str, where: str) -> tuple[str, list[dict[str, Any]]]:
     """The plain text of a sentence with inline markers, and its [head, tail] mentions.
 
     `The <e1> author </e1> of` reads as `The author of` (the spaces inside the markers, which
-    SemEval writes, are not part of the mention).
+    SemEval writes, are not part of the mention); a typed marker `<e1:ORG>` gives the type.
 
     Raises:
         DataError: a marker missing, repeated, unclosed or nested, naming `where`.
     """
     out: list[str] = []
     spans: dict[str, list[int]] = {}
+    types: dict[str, str | None] = {}
     open_entity: str | None = None
     position = 0
     for match in INLINE.finditer(text):
         segment = text[position : match.start()]
         position = match.end()
-        tag = match.group()
-        entity = tag.strip("</>")
+        tag, closing, entity, kind = match.group(), match.group(1), match.group(2), match.group(3)
         if open_entity is not None:
             segment = segment.strip()
         elif out and out[-1].endswith(" ") and segment.startswith(" "):
             segment = segment[1:]
         out.append(segment)
         length = sum(map(len, out))
-        if tag.startswith("</"):
+        if closing:
             if open_entity != entity:
                 raise DataError(f"{where}: {tag} closes no open <{entity}>; mark each entity "
                                 f"as <{entity}>mention</{entity}>")  # fmt: skip
@@ -128,6 +128,7 @@ def parse_marked(text: str, where: str) -> tuple[str, list[dict[str, Any]]]:
                 raise DataError(f"{where}: <{entity}> marked twice; mark one head (e1) and "
                                 "one tail (e2)")  # fmt: skip
             spans[entity] = [length]
+            types[entity] = kind
             open_entity = entity
     tail = text[position:]
     if out and out[-1].endswith(" ") and tail.startswith(" "):
@@ -142,7 +143,7 @@ def parse_marked(text: str, where: str) -> tuple[str, list[dict[str, Any]]]:
             "the tail as <e2>...</e2>, or give head and tail columns"
         )
     plain = "".join(out)
-    mentions = [{"start": spans[e][0], "end": spans[e][1], "type": None} for e in ("e1", "e2")]
+    mentions = [{"start": spans[e][0], "end": spans[e][1], "type": types[e]} for e in ("e1", "e2")]
     for mention, entity in zip(mentions, ("e1", "e2")):
         if mention["start"] == mention["end"]:
             raise DataError(f"{where}: <{entity}></{entity}> marks an empty mention")
