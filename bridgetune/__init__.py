@@ -31,9 +31,12 @@ _FACE = {
     "rank": "bridgetune.recipes.predict",
     "monitor": "bridgetune.recipes.monitor",
     "export_feedback": "bridgetune.recipes.feedback",
+    "extract": "bridgetune.recipes.extract",
+    "ExtractResult": "bridgetune.recipes.extract",
 }
 
 __all__ = [
+    "ExtractResult",
     "RunConfig",
     "TrainResult",
     "__version__",
@@ -41,6 +44,7 @@ __all__ = [
     "augment_preview",
     "evaluate",
     "export_feedback",
+    "extract",
     "fewshot",
     "generate",
     "load",
@@ -72,6 +76,7 @@ if TYPE_CHECKING:  # names for type checkers and IDEs; never executed
     from bridgetune.recipes.augment import augment_preview
     from bridgetune.recipes.check import as_config
     from bridgetune.recipes.evaluate import evaluate, validate_data
+    from bridgetune.recipes.extract import ExtractResult, extract
     from bridgetune.recipes.feedback import export_feedback
     from bridgetune.recipes.fewshot import fewshot
     from bridgetune.recipes.finish import TrainResult

@@ -139,3 +139,17 @@ def test_atomic_directory_removes_what_dead_writers_left(tmp_path):
         (staging / "v").write_text("x")
     assert not stale.exists() and mine.exists()  # a live writer's folder is left alone
     assert (tmp_path / "model" / "v").read_text() == "x"
+
+
+def test_atomic_files_and_directories_get_the_permissions_of_the_umask(tmp_path):
+    """mkstemp/mkdtemp create 0600/0700: a report, graph or model directory written that way
+    could not be read by another user (a service account, a Neo4j import)."""
+    import stat
+
+    from bridgetune.lifecycle.atomic import UMASK, atomic_directory, atomic_write_text
+
+    atomic_write_text(tmp_path / "report.md", "x")
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o666 & ~UMASK
+    with atomic_directory(tmp_path / "model") as staging:
+        (staging / "config.json").write_text("{}")
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~UMASK

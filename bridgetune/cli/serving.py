@@ -29,10 +29,15 @@ def serve(
         list[str] | None, typer.Option(help="Key for /admin endpoints (repeatable).")
     ] = None,
     feedback_db: Annotated[Path | None, typer.Option(help="SQLite file of feedback.")] = None,
+    ner: Annotated[
+        Path | None,
+        typer.Option(help="NER model beside a relation model: POST /v1/extract (triples)."),
+    ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
     overrides: Overrides = None,
 ) -> None:
-    """Serve a model directory over HTTP: /v1/predict, /v1/feedback, /metrics, playground at /.
+    """Serve a model directory over HTTP: /v1/predict, /v1/feedback, /metrics, playground at /;
+    with --ner beside a relation model, /v1/extract (docs/relation_extraction.md).
 
     A directory that breaks the model-directory contract is refused before the server starts;
     a model that still fails to load stops the server (exit code 2, with the reason).
@@ -49,12 +54,17 @@ def serve(
         "api_keys": api_key,
         "admin_keys": admin_key,
         "feedback_db": str(feedback_db) if feedback_db else None,
+        "extract_ner": str(ner) if ner else None,
     }
     extra = [f"{key}={json.dumps(value)}" for key, value in options.items() if value]
     cfg = run_action(lambda: load_serve_config(config, [*(overrides or []), *extra]))
     from bridgetune.lifecycle.monitor import check_labels
 
     run_action(lambda: check_labels(cfg.monitor, meta["labels"]))
+    if cfg.extract_ner:  # both models of their kinds, before the server starts
+        from bridgetune.serve.extract import check_extract_models
+
+        run_action(lambda: check_extract_models(cfg.extract_ner, meta, model_dir))
     if cfg.knowledge.documents:  # bad documents stop here, with their file and line
         from bridgetune.inference.retrieval import read_passages
 

@@ -147,6 +147,12 @@ class ServeConfig(_Section):
     feedback_db: str | None = Field(
         None, description="SQLite file of feedback; default <model_dir>/../feedback.db."
     )
+    extract_ner: str | None = Field(
+        None,
+        description="An NER model directory beside the served relation model: POST /v1/extract "
+        "then finds the entities of each sentence with it and the relations between them with "
+        "the served model (none: no /v1/extract).",
+    )
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     knowledge: RetrievalConfig = Field(default_factory=RetrievalConfig)
 

@@ -28,6 +28,17 @@ _RENAME_EXCHANGE = 2
 _CANNOT_EXCHANGE = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM}
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read once: setting it back and forth races threads)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# what a file created the usual way gets; mkstemp and mkdtemp use 0600/0700 whatever the mask
+UMASK = _umask()
+
+
 _OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
@@ -88,6 +99,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~UMASK)  # mkstemp's 0600 would hide it from other users
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -174,6 +186,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     staging = Path(
         tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     )
+    staging.chmod(0o777 & ~UMASK)  # mkdtemp's 0700 would hide the directory from other users
     try:
         yield staging
     except BaseException:

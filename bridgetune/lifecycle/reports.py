@@ -75,13 +75,15 @@ def markdown_report(title: str, metrics: dict) -> str:
         lines += ["", "## Sample generations", "", "| prompt | reference | generated |",
                   "|---|---|---|"]  # fmt: skip
         lines += [
-            f"| {_cell(row['prompt'])} | {_cell(row['reference'])} | {_cell(row['generated'])} |"
+            "| "
+            + " | ".join(table_cell(row[k]) for k in ("prompt", "reference", "generated"))
+            + " |"
             for row in metrics["samples"]
         ]
     return "\n".join(lines) + "\n"
 
 
-def _cell(text: str, width: int = 300) -> str:
+def table_cell(text: str, width: int = 300) -> str:
     """Text as one Markdown table cell: one line, pipes escaped, long text cut."""
     text = " ".join(str(text).split())
     text = text if len(text) <= width else text[: width - 1] + "…"
@@ -119,7 +121,7 @@ def write_report(
     return written
 
 
-def _save_figure(figure: Any, path: Path) -> None:
+def save_figure(figure: Any, path: Path) -> None:
     import io
 
     buffer = io.BytesIO()
@@ -127,7 +129,7 @@ def _save_figure(figure: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,7 +140,7 @@ def _pyplot() -> Any:
 
 def plot_scatter(true: list[float], predicted: list[float], path: Path) -> None:
     """Predicted against true values (regression), with the diagonal of perfect predictions."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5, 5))
     axis.scatter(true, predicted, s=10, alpha=0.5)
     low, high = min(true + predicted), max(true + predicted)
@@ -146,27 +148,27 @@ def plot_scatter(true: list[float], predicted: list[float], path: Path) -> None:
     axis.set_xlabel("true")
     axis.set_ylabel("predicted")
     axis.set_title(f"{len(true)} examples")
-    _save_figure(figure, path)
+    save_figure(figure, path)
     plt.close(figure)
 
 
 def plot_first_relevant(counts: dict[str, int], path: Path) -> None:
     """Ranking: how many queries had their first relevant candidate at rank 1, 2, ..."""
-    plt = _pyplot()
+    plt = pyplot()
     ranks = sorted(counts, key=int)
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.bar([int(r) for r in ranks], [counts[r] for r in ranks], color="tab:blue")
     axis.set_xlabel("rank of the first relevant candidate")
     axis.set_ylabel("queries")
     axis.set_title(f"{sum(counts.values())} queries")
-    _save_figure(figure, path)
+    save_figure(figure, path)
     plt.close(figure)
 
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> None:
     """The confusion matrix; labels no font here draws are shown by number (the report lists
     them), Chinese ones in a Chinese font where one is installed."""
-    plt = _pyplot()
+    plt = pyplot()
     with plt.rc_context(plot_fonts(labels)):
         _confusion_matrix(plt, matrix, labels, path)
 
@@ -194,13 +196,13 @@ def _confusion_matrix(plt: Any, matrix: list[list[int]], labels: list[str], path
             )
     figure.colorbar(image, ax=axis, fraction=0.046)
     axis.set_title("Confusion matrix")
-    _save_figure(figure, path)
+    save_figure(figure, path)
     plt.close(figure)
 
 
 def plot_learning_curve(history: list[dict], path: Path) -> None:
     """Train loss over steps, and the dev metric at each evaluation on a second axis."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, loss_axis = plt.subplots(figsize=(7, 4))
     losses = [h for h in history if "loss" in h]
     loss_axis.plot(
@@ -219,5 +221,5 @@ def plot_learning_curve(history: list[dict], path: Path) -> None:
         )
         metric_axis.set_ylabel(f"dev {evals[0]['metric_name']}", color="tab:orange")
     loss_axis.set_title("Learning curve")
-    _save_figure(figure, path)
+    save_figure(figure, path)
     plt.close(figure)

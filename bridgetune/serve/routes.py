@@ -1,6 +1,7 @@
 """The service's routes, by group: status (health, readiness, metrics), model (info, predict,
 rank), feedback, admin (reload) and the playground page; the OpenAI-compatible chat routes are
-in chat.py. `add_routes` puts them all on an app (bridgetune.serve.app builds the app)."""
+in chat.py, relation extraction (/v1/extract) in extract.py. `add_routes` puts them all on an
+app (bridgetune.serve.app builds the app)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from bridgetune.data.schema import Example
 from bridgetune.serve import schemas
 from bridgetune.serve.chat import add_chat_routes, generation_feedback
+from bridgetune.serve.extract import add_extract_route
 from bridgetune.serve.middleware import key_matches, presented_key
 from bridgetune.serve.service import RequestError, feedback_label, serving_precision
 from bridgetune.serve.state import Service
@@ -30,6 +32,7 @@ ENDPOINTS = (
     "/v1/info",
     "/v1/predict",
     "/v1/rank",
+    "/v1/extract",
     "/v1/generate",
     "/v1/chat/completions",
     "/v1/models",
@@ -39,6 +42,7 @@ ENDPOINTS = (
 JSON_BODIES = (
     "/v1/predict",
     "/v1/rank",
+    "/v1/extract",
     "/v1/generate",
     "/v1/chat/completions",
     "/v1/feedback",
@@ -64,6 +68,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
     user, admin = guards(service)
     add_status_routes(app, service, user)
     add_model_routes(app, service, user)
+    add_extract_route(app, service, user, ERRORS)
     add_feedback_route(app, service, user)
     add_admin_routes(app, service, admin)
     add_chat_routes(app, service, user, ERRORS)

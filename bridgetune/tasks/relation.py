@@ -439,7 +439,8 @@ class RelationTask(Task):
 
     def allowed_pair(self, head_type: str | None, tail_type: str | None) -> bool:
         """Whether a (head type, tail type) candidate can hold a relation: a pair seen with one
-        in training; any pair when training had no types (or a type is unknown)."""
+        in training (a type training never saw: no); any pair when training had no types, or
+        when a mention has no type (None)."""
         if not self.type_pairs or head_type is None or tail_type is None:
             return True
         return (head_type, tail_type) in self.type_pairs
