@@ -15,7 +15,8 @@ Prints a table and ONE JSON object on its last line: {"benchmark": "relation", "
 
     python benchmarks/relation.py --quick                          # 1,600 sentences, 1 epoch
     python benchmarks/relation.py --dataset semeval --output semeval.json
-    python benchmarks/relation.py --dataset finre --model multilingual --pooling entity_start
+    python benchmarks/relation.py --dataset finre --pooling entity_start   # multilingual-e5
+    python benchmarks/relation.py --dataset finre --model minilm --set model.prune_vocab=null
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument("--pooling", action="append", choices=["entity_start", "cls"],
                         help="run only these (default: both)")  # fmt: skip
     parser.add_argument("--epochs", type=int, help="train.epochs (default: the config's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="more config overrides (e.g. model.prune_vocab=null)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1,600 train rows, 1 epoch")
     parser.add_argument("--threads", type=int, help="torch threads (a busy machine)")
     parser.add_argument("--output_dir", default="/tmp/bridgetune-relation-benchmark")
@@ -72,6 +75,7 @@ def main() -> None:
     if args.quick:
         overrides += ["data.max_train_examples=1600", "data.max_eval_examples=400",
                       "train.epochs=1"]  # fmt: skip
+    overrides += args.set
     runs: dict[str, dict] = {}
     model_name = args.model or load_config(config).model.name
     for pooling in args.pooling or ["entity_start", "cls"]:

@@ -146,6 +146,7 @@ def test_serve_generate_benchmark_loads_both_servers_alike(tiny_llama, tmp_path,
         assert ours["tokens"] == peer["tokens"] > 0  # the same greedy answers from both
 
 
+@pytest.mark.slow  # two tiny trainings through the benchmark script (~7 s)
 def test_relation_benchmark_compares_the_poolings_on_a_folder_of_the_shared_layout(
     tiny_bert, tmp_path, capsys
 ):

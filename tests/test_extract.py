@@ -433,6 +433,7 @@ def test_extract_errors(news_models, tmp_path):
     assert not (tmp_path / "triples.jsonl").exists()
 
 
+@pytest.mark.slow  # two processes under accelerate launch import torch and transformers (~11 s)
 def test_two_processes_share_the_documents_and_merge_in_order(news_models, extracted, tmp_path):
     ner, relations = news_models
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
