@@ -336,3 +336,12 @@ def test_a_corrected_relation_is_stored_as_training_reads_it():
         task.feedback_example("<e1>张三</e1>在北京", None, "visited(e1,e2)")
     with pytest.raises(ValueError, match="unknown relation 'founded'"):
         task.feedback_label("founded", None, "<e1>a</e1> <e2>b</e2>")
+
+
+def test_a_carved_dev_split_pools_the_directions_of_a_relation():
+    """SemEval's train set has a single Entity-Destination(e2,e1): stratified by the relation
+    type, the split still holds the classes' proportions and refuses nothing."""
+    assert READER.stratum(Example(text="x", label="Entity-Destination(e2,e1)")) == (
+        "Entity-Destination"
+    )
+    assert READER.stratum(Example(text="x", label="被拥有")) == "被拥有"
