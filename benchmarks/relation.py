@@ -60,6 +60,10 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # as the CLI: no load reports between the figures
+    hf_logging.disable_progress_bar()
     import bridgetune
     from bridgetune.config import load_config
 
@@ -75,13 +79,13 @@ def main() -> None:
     if args.quick:
         overrides += ["data.max_train_examples=1600", "data.max_eval_examples=400",
                       "train.epochs=1"]  # fmt: skip
-    overrides += args.set
     runs: dict[str, dict] = {}
     model_name = args.model or load_config(config).model.name
     for pooling in args.pooling or ["entity_start", "cls"]:
         started = time.perf_counter()
         result = bridgetune.train(
-            config, [*overrides, f"task.pooling={pooling}", f"name={args.dataset}-{pooling}"]
+            config,
+            [*overrides, f"task.pooling={pooling}", f"name={args.dataset}-{pooling}", *args.set],
         )
         runs[pooling] = {key: result.metrics.get(key) for key in METRICS}
         runs[pooling]["seconds"] = round(time.perf_counter() - started, 1)
