@@ -208,6 +208,7 @@ def chat_rows(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # two FSDP processes train a packed LoRA SFT (~14 s)
 def test_fsdp_packed_lora_sft(tiny_llama, tmp_path):
     """FSDP2 over two CPU processes (gloo), launched as on GPUs: sharded LoRA SFT with
     accumulation and activation checkpointing, best weights and checkpoints gathered,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import bridgetune
 from bridgetune.data.io import read_file
 from bridgetune.recipes.evaluate import saved_data_config
@@ -24,6 +26,7 @@ def _quick(run_dir: Path, epochs: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # fine-tunes the bundled MiniLM and runs transformers' pipeline (~10 s)
 def test_classifier_matches_text_classification_pipeline(tmp_path):
     from transformers import pipeline
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bridgetune.lifecycle.store import FeedbackStore
 
@@ -97,6 +98,7 @@ def test_acknowledged_feedback_survives_sigkill(served_classifier, tmp_path):
     assert len(list(FeedbackStore(database).rows())) == len(stored) + 1
 
 
+@pytest.mark.slow  # two uvicorn worker processes start, reload and stop (~10 s)
 def test_workers_share_metrics_and_follow_a_reload(served_classifier, served_ner, tmp_path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
