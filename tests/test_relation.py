@@ -16,7 +16,8 @@ from bridgetune.config import DataConfig
 from bridgetune.data.schema import DataError, Example
 from bridgetune.tasks import build_task
 from bridgetune.tasks.metrics import relation_metrics
-from bridgetune.tasks.relation import RelationReader, locate, parse_marked, window
+from bridgetune.tasks.relation import window
+from bridgetune.tasks.relation_reader import RelationReader, locate, parse_marked
 from tests.conftest import tiny_config
 
 READER = RelationReader()

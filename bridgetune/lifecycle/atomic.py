@@ -18,8 +18,9 @@ import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from bridgetune.lifecycle.failpoints import failpoint
 
@@ -86,8 +87,12 @@ def writing(directory: Path) -> Iterator[None]:
         ) from None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync it, then rename it into place.
+@contextlib.contextmanager
+def atomic_file(path: Path, text: bool = False) -> Iterator[IO[Any]]:
+    """A stream into a temporary file beside `path` (UTF-8 with LF line ends if `text`), fsynced
+    and renamed into place when the block ends; removed on an exception (the old `path` stays).
+    The temporary name carries the process id, so `remove_stale` clears what a killed writer
+    left.
 
     Raises:
         IsADirectoryError: `path` is a folder (a rename onto it would fail only after the write,
@@ -97,11 +102,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale(path)
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         os.fchmod(handle, 0o666 & ~UMASK)  # mkstemp's 0600 would hide it from other users
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+        mode = {"mode": "w", "encoding": "utf-8", "newline": "\n"} if text else {"mode": "wb"}
+        with os.fdopen(handle, **mode) as stream:
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -109,6 +118,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (atomic_file)."""
+    with atomic_file(path) as stream:
+        stream.write(data)
+
+
+@contextlib.contextmanager
+def atomic_lines(path: Path) -> Iterator[Callable[[str], None]]:
+    """A `write(line)` that adds lines to `path` atomically, streamed (atomic_file)."""
+    with atomic_file(path, text=True) as stream:
+        yield lambda line: stream.write(line + "\n")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

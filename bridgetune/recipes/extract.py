@@ -16,7 +16,6 @@ import contextlib
 import heapq
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from bridgetune.inference.extraction import (
 from bridgetune.inference.predictor import Predictor
 from bridgetune.knowledge.graph import FILES as GRAPH_FILES
 from bridgetune.knowledge.graph import KnowledgeGraph, write_graph_files
-from bridgetune.lifecycle.atomic import remove_stale
+from bridgetune.lifecycle.atomic import atomic_lines
 from bridgetune.runtime.processes import processes
 
 TRIPLES_FILE = "triples.jsonl"
@@ -161,26 +160,6 @@ def chunks(
             yield chunk, done
             chunk = []
     yield chunk, done
-
-
-@contextlib.contextmanager
-def atomic_lines(path: Path) -> Iterator[Callable[[str], None]]:
-    """A `write(line)` into a temporary file beside `path`, fsynced and renamed into place when
-    the block ends; removed on an exception (the old `path` stays)."""
-    remove_stale(path)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            yield lambda line: stream.write(line + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 @contextlib.contextmanager
