@@ -29,6 +29,8 @@ _FACE = {
     "predict": "bridgetune.recipes.predict",
     "generate": "bridgetune.recipes.predict",
     "rank": "bridgetune.recipes.predict",
+    "embed": "bridgetune.recipes.embed",
+    "embed_file": "bridgetune.recipes.embed",
     "monitor": "bridgetune.recipes.monitor",
     "export_feedback": "bridgetune.recipes.feedback",
     "extract": "bridgetune.recipes.extract",
@@ -42,6 +44,8 @@ __all__ = [
     "__version__",
     "as_config",
     "augment_preview",
+    "embed",
+    "embed_file",
     "evaluate",
     "export_feedback",
     "extract",
@@ -75,6 +79,7 @@ if TYPE_CHECKING:  # names for type checkers and IDEs; never executed
     from bridgetune.config import RunConfig, load_config
     from bridgetune.recipes.augment import augment_preview
     from bridgetune.recipes.check import as_config
+    from bridgetune.recipes.embed import embed, embed_file
     from bridgetune.recipes.evaluate import evaluate, validate_data
     from bridgetune.recipes.extract import ExtractResult, extract
     from bridgetune.recipes.feedback import export_feedback

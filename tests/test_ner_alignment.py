@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import ZH_SENTENCES, tiny_config, tiny_unigram_tokenizer
 
 import bridgetune
@@ -20,6 +21,7 @@ from bridgetune.tasks.token import (
     lost_entities,
     piece_tags,
     reads_whole_text,
+    split_at_words,
     text_units,
     whole_alignment,
     word_tags_from_pieces,
@@ -153,3 +155,59 @@ def test_span_json_bmes_and_raw_text_give_the_same_entities(tiny_xlmr_bert, zh_b
     assert [[(e["type"], e["start"], e["end"]) for e in p["entities"]] for p in predictions] == [
         [tuple(span) for span in spans] for spans in expected
     ]
+
+
+def test_split_pieces_gives_every_character_its_own_piece():
+    tokenizer = tiny_unigram_tokenizer()
+    task = TokenTask(BMES, scheme="BMES", split_pieces=True)
+    text = "我在上海买的耳机"  # 海 alone is the city: it starts inside the piece 上海
+    tags = ["O", "O", "O", "S-CITY", "O", "O", "B-PRODUCT", "E-PRODUCT"]
+    example = Example(text=text, tokens=list(text), tags=tags, offsets=chars(text))
+    assert lost_entities(tags, [[0], [1], [2, 3], [4], [5], [6, 7]], "BMES") == 1  # unsplit
+    (feature,) = task.encode([example], tokenizer, 32)
+    pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
+    assert pieces == ["<s>", "▁我", "在", "上", "海", "买", "的", "耳", "机", "</s>"]
+    assert feature["claims"] == [[0], [1], [2], [3], [4], [5], [6], [7]]
+    assert [task.labels[feature["labels"][p]] for p in feature["first"]] == tags
+    # decoding: one tag per piece is one tag per character
+    logits = torch.full((1, len(pieces), len(BMES)), -5.0)
+    for position, tag in zip(feature["first"], tags):
+        logits[0, position, task.index[tag]] = 5.0
+    (prediction,) = task.decode(logits, [feature], [example])
+    assert [(e["type"], e["start"], e["end"]) for e in prediction["entities"]] == [
+        ("CITY", 3, 4),
+        ("PRODUCT", 6, 8),
+    ]
+    # the option is saved with the model and read back
+    assert TokenTask.create(BMES, tag_scheme="BMES", **task.settings()).split_pieces
+
+
+def test_split_pieces_keeps_a_marked_first_piece_and_the_closing_token_when_cut():
+    tokenizer = tiny_unigram_tokenizer()
+    text = "上海的耳机"
+    words = chars(text)
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    assert tokenizer.convert_ids_to_tokens(encoded["input_ids"]) == ["<s>", "▁", "上海", "的",
+                                                                     "耳机", "</s>"]  # fmt: skip
+    ids, offsets = split_at_words(text, words, encoded["input_ids"],
+                                  encoded["offset_mapping"], tokenizer)  # fmt: skip
+    assert tokenizer.convert_ids_to_tokens(ids) == ["<s>", "▁", "上", "海", "的", "耳", "机",
+                                                    "</s>"]  # fmt: skip
+    assert [text[s:e] for s, e in offsets[2:7]] == ["上", "海", "的", "耳", "机"]
+    task = TokenTask(BMES, scheme="BMES", split_pieces=True)
+    example = Example(text=text, tokens=list(text), tags=["O"] * 5, offsets=words)
+    (feature,) = task.encode([example], tokenizer, 6)  # 8 pieces after the split
+    assert tokenizer.convert_ids_to_tokens(feature["input_ids"]) == ["<s>", "▁", "上", "海",
+                                                                     "的", "</s>"]  # fmt: skip
+    assert feature["truncated"] and feature["claims"] == [[0], [1], [2]]
+
+
+def test_split_pieces_leaves_a_piece_whole_when_a_part_would_be_unknown():
+    tokenizer = tiny_unigram_tokenizer()
+    text = "john在"
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    words = [(0, 2), (2, 4), (4, 5)]  # words the vocabulary has no pieces for: 'jo', 'hn'
+    ids, offsets = split_at_words(text, words, encoded["input_ids"],
+                                  encoded["offset_mapping"], tokenizer)  # fmt: skip
+    assert ids == encoded["input_ids"]  # 'jo' and 'hn' would be unknown: ▁john stays whole
+    assert [tuple(o) for o in offsets] == [tuple(o) for o in encoded["offset_mapping"]]

@@ -3,11 +3,12 @@
 
 `app` is the typer application (the `bridgetune` entry point; `python -m bridgetune.cli`).
 The commands live by theme in `core` (train, evaluate, predict, data and config), `fewshot`
-(few-shot and zero-shot), `serving` (serve, feedback, monitor), `models` (models pull) and
-`extract` (triples and a knowledge graph from raw text); importing them registers them.
+(few-shot and zero-shot), `serving` (serve, feedback, monitor), `models` (models pull),
+`extract` (triples and a knowledge graph from raw text) and `embed` (vectors, hard negatives);
+importing them registers them.
 """
 
-from bridgetune.cli import core, extract, fewshot, models, serving  # noqa: F401  (registers)
+from bridgetune.cli import core, embed, extract, fewshot, models, serving  # noqa: F401  (registers)
 from bridgetune.cli.common import app
 
 __all__ = ["app"]

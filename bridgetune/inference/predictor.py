@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bridgetune.data.batching import LOSS_KEYS, eval_batches, feature_length
@@ -216,6 +217,19 @@ class Predictor:
             return []
         ranked = self.predict([Example(text=query, candidates=list(candidates))])[0]["ranking"]
         return [{**entry, "text": candidates[entry["index"]]} for entry in ranked[:top_k]]
+
+    def embed(self, texts: Sequence[str], role: str = "query", batch_size: int = 64) -> np.ndarray:
+        """Embeddings of `texts` (embedding models), one float32 row per text, read as
+        queries or as passages (`role`: each gets the prefix the model was trained with)."""
+        if not self.task.embeds:
+            raise ValueError(
+                f"embed() needs an embedding model; this one is a {self.task.name} model"
+            )
+        prefixed = self.task.prefixed(list(texts), role)  # type: ignore[attr-defined]
+        if not prefixed:
+            return np.zeros((0, int(self.model.config.hidden_size)), np.float32)
+        rows = self.predict(prefixed, batch_size)
+        return np.asarray([row["embedding"] for row in rows], dtype=np.float32)
 
     def predict(
         self, inputs: Sequence[str | tuple[str, str] | Example], batch_size: int = 64

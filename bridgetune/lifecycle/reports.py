@@ -153,11 +153,13 @@ def plot_scatter(true: list[float], predicted: list[float], path: Path) -> None:
 
 
 def plot_first_relevant(counts: dict[str, int], path: Path) -> None:
-    """Ranking: how many queries had their first relevant candidate at rank 1, 2, ..."""
+    """Ranking and retrieval: how many queries had their first relevant candidate at rank 1,
+    2, ... (a key ">N" is the bar of all later ranks, drawn last)."""
     plt = pyplot()
-    ranks = sorted(counts, key=int)
+    ranks = sorted(counts, key=lambda r: (r.startswith(">"), int(r.lstrip(">"))))
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.bar([int(r) for r in ranks], [counts[r] for r in ranks], color="tab:blue")
+    axis.bar(range(len(ranks)), [counts[r] for r in ranks], color="tab:blue")
+    axis.set_xticks(range(len(ranks)), ranks)
     axis.set_xlabel("rank of the first relevant candidate")
     axis.set_ylabel("queries")
     axis.set_title(f"{sum(counts.values())} queries")

@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from bridgetune.data.schema import Example
 from bridgetune.serve import schemas
 from bridgetune.serve.chat import add_chat_routes, generation_feedback
+from bridgetune.serve.embeddings import add_embeddings_route
 from bridgetune.serve.extract import add_extract_route
 from bridgetune.serve.middleware import key_matches, presented_key
 from bridgetune.serve.service import RequestError, feedback_label, serving_precision
@@ -69,6 +70,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
     add_status_routes(app, service, user)
     add_model_routes(app, service, user)
     add_extract_route(app, service, user, ERRORS)
+    add_embeddings_route(app, service, user, ERRORS)
     add_feedback_route(app, service, user)
     add_admin_routes(app, service, admin)
     add_chat_routes(app, service, user, ERRORS)

@@ -1,5 +1,6 @@
 """Tasks: classification (single, pair, multi-label), regression, ranking, extractive question
-answering, token classification (NER), relation classification and generation (causal_lm,
+answering, token classification (NER), relation classification, sentence embeddings (bi-encoder) and
+generation (causal_lm,
 seq2seq)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from typing import Any
 
 from bridgetune.tasks import causal_lm as _causal_lm  # noqa: F401  (registers)
 from bridgetune.tasks import classification as _classification  # noqa: F401  (registers)
+from bridgetune.tasks import embedding as _embedding  # noqa: F401  (registers)
 from bridgetune.tasks import mlm as _mlm  # noqa: F401  (registers)
 from bridgetune.tasks import qa as _qa  # noqa: F401  (registers)
 from bridgetune.tasks import ranking as _ranking  # noqa: F401  (registers)

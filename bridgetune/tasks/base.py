@@ -71,6 +71,7 @@ class Task:
     takes_crf = False  # `task.crf`: a CRF over its tags
     text_classes = False  # one or several classes per text (few-shot and zero-shot heads)
     ranks = False  # ranks candidates against a query (`rank`, /v1/rank)
+    embeds = False  # one vector per text (`embed`, /v1/embeddings)
     second_text = "text pairs (a second text per text)"  # what `text_pair` holds, in errors
 
     @classmethod

@@ -26,6 +26,7 @@ LOSSES: dict[str, tuple[str, ...]] = {
     "lm": ("cross_entropy",),
     "seq2seq": ("cross_entropy",),
     "mlm": ("cross_entropy",),
+    "embedding": ("mnrl", "cosine", "mnrl+cosine"),
 }
 
 
@@ -125,6 +126,33 @@ def ranking_loss(
         return scores.sum() * 0.0
     loss = -(target / total.clamp_min(1e-9) * log_p).sum(-1)
     return loss[counted].mean()
+
+
+def embedding_loss(
+    vectors: torch.Tensor, rows: torch.Tensor, exclude: torch.Tensor, kind: str, scale: float
+) -> torch.Tensor:
+    """A bi-encoder batch's loss (bridgetune.tasks.embedding). `vectors`: the distinct queries'
+    embeddings followed by the distinct passages' (as many as `exclude` has columns); `rows`:
+    (query, passage, relevance) per scored pair; `exclude`: per row, the passages that are
+    neither its target nor a negative (its query's other positives).
+
+    "mnrl": cross-entropy of each relevant row's `scale` x cosines against every passage but
+    the excluded, its own passage the target; "cosine": mean squared error of each row's
+    cosine against its relevance (capped at 1); "mnrl+cosine": their sum."""
+    vectors = vectors.float()
+    count = vectors.shape[0] - exclude.shape[1]
+    queries, passages = vectors[:count], vectors[count:]
+    query, passage, relevance = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2].float()
+    total = vectors.new_zeros(())
+    if "mnrl" in kind:
+        relevant = relevance > 0
+        scores = scale * queries[query[relevant]] @ passages.T
+        scores = scores.masked_fill(exclude[relevant], float("-inf"))
+        total = total + F.cross_entropy(scores, passage[relevant])
+    if "cosine" in kind:
+        cosine = F.cosine_similarity(queries[query], passages[passage], dim=-1)
+        total = total + F.mse_loss(cosine, relevance.clamp(max=1.0))
+    return total
 
 
 def divergence(

@@ -81,6 +81,13 @@ class RankingPrediction(_Prediction):
     ranking: list[RankedCandidate] = Field(description="Candidates, best first (ranking).")
 
 
+class EmbeddingPrediction(_Prediction):
+    embedding: list[float] = Field(description="The text's embedding (embedding).")
+    candidate_embeddings: list[list[float]] | None = Field(
+        None, description="Evaluation data only: the embeddings of the query's candidates."
+    )
+
+
 class LossPrediction(_Prediction):
     nll: float = Field(description="Summed next-token loss of the target tokens (dev loss).")
     tokens: int = Field(description="Target tokens scored.")

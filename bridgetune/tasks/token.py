@@ -48,7 +48,7 @@ from bridgetune.models.pretrained import load_pretrained
 from bridgetune.tasks.base import TASKS, Feature, Task, pad_batch
 from bridgetune.tasks.losses import IGNORE
 from bridgetune.tasks.metrics import entity_metrics
-from bridgetune.tasks.pieces import piece_span, reads_whole_text, text_units
+from bridgetune.tasks.pieces import piece_span, reads_whole_text, split_at_words, text_units
 from bridgetune.tasks.predictions import EntitiesPrediction
 
 
@@ -177,6 +177,24 @@ def whole_alignment(
     return WholeAlignment(claims, inside)
 
 
+def _bounded(
+    ids: list[int], offsets: list[tuple[int, int]], max_length: int
+) -> tuple[list[int], list[tuple[int, int]], bool]:
+    """An encoding grown by `split_at_words` cut back to `max_length`, keeping its closing
+    special tokens (offsets (0, 0)); whether anything was cut."""
+    if len(ids) <= max_length:
+        return ids, offsets, False
+    tail = 0
+    while tail < len(ids) - 1 and tuple(offsets[len(ids) - 1 - tail]) == (0, 0):
+        tail += 1
+    keep = max_length - tail
+    return (
+        ids[:keep] + ids[len(ids) - tail :],
+        offsets[:keep] + offsets[len(offsets) - tail :],
+        True,
+    )
+
+
 def piece_tags(tags: list[str], claims: list[list[int]], scheme: str) -> list[str | None]:
     """Gold tags per piece from word tags: a piece is in the entity of its first word, and
     each entity's pieces get that entity's tags in the scheme (None: a piece starting no word).
@@ -265,6 +283,14 @@ class TokenOptions(BaseModel):
         description="A CRF over the tags (transitions the tag scheme forbids are ruled "
         "out, Viterbi decoding; train.loss becomes crf). Needs method full.",
     )
+    split_pieces: bool = Field(
+        False,
+        description="SentencePiece/byte-level tokenizers (which read sentences whole): a "
+        "piece spanning several characters or words (`银行`) is split into one piece per "
+        "character or word, so every character gets its own tag and an entity may start or "
+        "end inside what was one piece (measured on CLUENER in docs/chinese.md). Sequences "
+        "grow longer; WordPiece tokenizers are not affected.",
+    )
 
 
 @TASKS.register("ner")
@@ -293,8 +319,10 @@ class TokenTask(Task):
         crf: bool = False,
         rules: list[dict[str, Any]] | None = None,
         lexicon: dict[str, str] | None = None,
+        split_pieces: bool = False,
     ) -> None:
         self.labels = labels
+        self.split_pieces = split_pieces
         self.index = {label: i for i, label in enumerate(labels)}
         self.scheme = scheme
         self.crf = crf
@@ -318,11 +346,14 @@ class TokenTask(Task):
         (bridgetune.knowledge.gazetteer)."""
         return cls(labels, scheme=settings.get("tag_scheme") or "IOB2",
                    crf=bool(settings.get("crf")), rules=settings.get("rules"),
-                   lexicon=settings.get("lexicon"))  # fmt: skip
+                   lexicon=settings.get("lexicon"),
+                   split_pieces=bool(settings.get("split_pieces")))  # fmt: skip
 
     def settings(self) -> dict[str, Any]:
         """What a saved model needs to rebuild this task."""
         saved: dict[str, Any] = {"crf": True} if self.crf else {}
+        if self.split_pieces:
+            saved["split_pieces"] = True
         if self.rules:
             saved["rules"] = self.rules
         if self.lexicon:
@@ -398,11 +429,15 @@ class TokenTask(Task):
         )
         features = []
         for row, (example, words) in enumerate(zip(examples, spans)):
-            ids = encoded["input_ids"][row]
-            align = whole_alignment(texts[row], words, encoded["offset_mapping"][row],
+            ids, offsets = encoded["input_ids"][row], encoded["offset_mapping"][row]
+            cut = bool(encoded.encodings[row].overflowing) or len(texts[row]) < len(example.text)
+            if self.split_pieces:
+                ids, offsets = split_at_words(texts[row], words, ids, offsets, tokenizer)
+                ids, offsets, over = _bounded(ids, offsets, max_length)
+                cut = cut or over
+            align = whole_alignment(texts[row], words, offsets,
                                     tokenizer.convert_ids_to_tokens(ids))  # fmt: skip
             first = align.first
-            cut = bool(encoded.encodings[row].overflowing) or len(texts[row]) < len(example.text)
             feature: Feature = {
                 "input_ids": ids,
                 "first": first,
@@ -412,8 +447,8 @@ class TokenTask(Task):
                 "labels": self._piece_labels(example, align) if example.tags is not None else None,
                 "example": example,
             }
-            if "token_type_ids" in encoded:
-                feature["token_type_ids"] = encoded["token_type_ids"][row]
+            if "token_type_ids" in encoded:  # one sentence: all of type 0
+                feature["token_type_ids"] = [0] * len(ids)
             if self.gazetteer:
                 flags = self.gazetteer.word_flags(example.tokens or [])
                 feature["lexicon"] = align.lexicon(flags)
