@@ -148,13 +148,18 @@ def _config(model: Path, root: Path, **task) -> dict:
 def retriever(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A tiny bi-encoder trained on PAIRS (queries read with the prefix 'q: ')."""
     root = tmp_path_factory.mktemp("retriever")
-    return bridgetune.train(_config(tiny_bert, root, query_prefix="q: "))
+    config = _config(tiny_bert, root, query_prefix="q: ")
+    corpus = root / "corpus.txt"  # two more passages that evaluation ranks with dev's six
+    corpus.write_text("great phone thanks\n\nlove this service\n", encoding="utf-8")
+    config["data"]["corpus"] = str(corpus)
+    return bridgetune.train(config)
 
 
 def test_training_lifts_retrieval_and_the_directory_is_a_sentence_transformer(retriever):
     history = retriever.history
     assert history[-1]["mrr@10"] >= history[0]["mrr@10"]
-    assert retriever.metrics["mrr@10"] > 0.6  # 6 queries, 6 passages: better than chance (0.41)
+    assert (retriever.metrics["queries"], retriever.metrics["corpus"]) == (6, 8)  # + data.corpus
+    assert retriever.metrics["mrr@10"] > 0.6  # 6 queries, 8 passages: better than chance (0.34)
     model_dir = Path(retriever.model_dir)
     assert (model_dir / "modules.json").is_file() and (model_dir / "1_Pooling").is_dir()
     assert (Path(retriever.run_dir) / "dev_first_relevant.png").is_file()  # the report's plot
@@ -256,3 +261,40 @@ def test_methods_that_do_not_fit_a_bi_encoder_are_config_errors(tiny_bert, tmp_p
     config["method"] = {"name": "head_only"}
     with pytest.raises(ValueError, match="method.name='head_only' does not apply to embedding"):
         bridgetune.as_config(config)
+
+
+def test_the_knowledge_base_on_the_fine_tuned_retriever_finds_more_sources(
+    retriever, tiny_bert, served_classifier, tmp_path, monkeypatch
+):
+    from bridgetune.inference.predictor import Predictor
+    from bridgetune.inference.retrieval import KnowledgeBase, check_retriever
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    docs = tmp_path / "kb.md"
+    docs.write_text("\n\n".join(p for _, p in PAIRS), encoding="utf-8")
+    sources = {p: f"kb.md#{i}" for i, (_, p) in enumerate(PAIRS, 1)}
+
+    def hits(knowledge: KnowledgeBase) -> int:
+        return sum(knowledge.search(q, top_k=1)[0]["source"] == sources[p] for q, p in PAIRS)
+
+    untuned = KnowledgeBase.load(docs, encoder=str(tiny_bert), chunk_chars=60)
+    tuned = KnowledgeBase.load(docs, chunk_chars=60, retriever=retriever.model_dir)
+    assert len(tuned.passages) == 6
+    assert hits(tuned) == 6 and hits(tuned) > hits(untuned)
+
+    roles: list[str] = []
+    original = Predictor.embed
+
+    def counted(self, texts, role="query", batch_size=64):
+        roles.append(role)
+        return original(self, texts, role, batch_size)
+
+    monkeypatch.setattr(Predictor, "embed", counted)
+    KnowledgeBase.load(docs, chunk_chars=60, retriever=retriever.model_dir)
+    assert roles == []  # the passages' embeddings came from the cache
+    meta = Path(retriever.model_dir) / "bridgetune.json"
+    meta.write_text(meta.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    KnowledgeBase.load(docs, chunk_chars=60, retriever=retriever.model_dir)
+    assert roles == ["passage"]  # the model directory changed: the passages embedded again
+    with pytest.raises(ValueError, match="needs an embedding model"):
+        check_retriever(served_classifier)

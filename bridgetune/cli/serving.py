@@ -33,6 +33,10 @@ def serve(
         Path | None,
         typer.Option(help="NER model beside a relation model: POST /v1/extract (triples)."),
     ] = None,
+    retriever: Annotated[
+        Path | None,
+        typer.Option(help="A fine-tuned retriever (task: embedding) for the knowledge base."),
+    ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
     overrides: Overrides = None,
 ) -> None:
@@ -55,6 +59,7 @@ def serve(
         "admin_keys": admin_key,
         "feedback_db": str(feedback_db) if feedback_db else None,
         "extract_ner": str(ner) if ner else None,
+        "knowledge.model": str(retriever) if retriever else None,
     }
     extra = [f"{key}={json.dumps(value)}" for key, value in options.items() if value]
     cfg = run_action(lambda: load_serve_config(config, [*(overrides or []), *extra]))
@@ -66,10 +71,12 @@ def serve(
 
         run_action(lambda: check_extract_models(cfg.extract_ner, meta, model_dir))
     if cfg.knowledge.documents:  # bad documents stop here, with their file and line
-        from bridgetune.inference.retrieval import read_passages
+        from bridgetune.inference.retrieval import check_retriever, read_passages
 
         knowledge = cfg.knowledge
         run_action(lambda: read_passages(Path(knowledge.documents), knowledge.chunk_chars))
+        if knowledge.model:  # a retriever of the wrong kind stops here too
+            run_action(lambda: check_retriever(knowledge.model))
     from bridgetune.serve.service import open_store
 
     run_action(lambda: open_store(cfg, model_dir))  # a CSV given as --feedback-db stops here

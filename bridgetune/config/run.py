@@ -288,7 +288,7 @@ def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
     suffix = ""
     if data.get("format") == "parallel" and isinstance(data.get("languages"), list):
         suffix = f".{data['languages'][0]}" if data["languages"] else ""
-    for key in ("train", "dev", "test"):
+    for key in ("train", "dev", "test", "corpus"):
         value = data.get(key)
         if isinstance(value, str) and not value.startswith("hf:") and not Path(value).is_absolute():
             candidate = base / value

@@ -24,6 +24,12 @@ class DataConfig(_Section):
     )
     dev: str | None = Field(None, description="Dev data (same forms); split from train if unset.")
     test: str | None = Field(None, description="Optional test data, evaluated after training.")
+    corpus: str | None = Field(
+        None,
+        description="embedding: more passages (TXT, a passage per line, or the `text` of "
+        "CSV/TSV/JSONL rows) ranked with the dev and test candidates when they are evaluated, "
+        "so retrieval is measured among a realistic corpus.",
+    )
     format: Literal["auto", "csv", "tsv", "jsonl", "conll", "parallel"] = Field(
         "auto",
         description="File format; 'auto' picks it from the file extension. 'parallel' "

@@ -63,6 +63,12 @@ class RetrievalConfig(_Section):
     encoder: str = Field(
         "minilm", description="Encoder that embeds passages and questions (a model name or dir)."
     )
+    model: str | None = Field(
+        None,
+        description="A fine-tuned retriever (a `task: embedding` model directory; `bridgetune "
+        "serve --retriever DIR`) that embeds passages and questions with its own pooling and "
+        "prefixes, instead of `encoder`. The passages are embedded again when it changes.",
+    )
     top_k: int = Field(3, ge=1, description="Most passages put into a prompt.")
     min_score: float = Field(
         0.2, ge=-1, le=1, description="Least cosine similarity of a passage to the question."

@@ -43,15 +43,19 @@ class Passage:
 
 
 class KnowledgeBase:
-    """Passages and their embeddings; `search(query)` returns the closest ones."""
+    """Passages and their embeddings; `search(query)` returns the closest ones. `retriever`:
+    a fine-tuned embedding model (a Predictor of `task: embedding`) that embeds the queries,
+    instead of `encoder`."""
 
     def __init__(self, passages: list[Passage], encoder: Any, tokenizer: Any,
-                 vectors: torch.Tensor, max_length: int = 256) -> None:  # fmt: skip
+                 vectors: torch.Tensor, max_length: int = 256,
+                 retriever: Any = None) -> None:  # fmt: skip
         self.passages = passages
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.vectors = vectors
         self.max_length = max_length
+        self.retriever = retriever
 
     @classmethod
     def load(
@@ -61,24 +65,27 @@ class KnowledgeBase:
         chunk_chars: int = 300,
         max_length: int = 256,
         cache: bool = True,
+        retriever: str | Path | None = None,
     ) -> KnowledgeBase:
-        """Read, cut and embed `documents` (see the module's docstring)."""
+        """Read, cut and embed `documents` (see the module's docstring); with `retriever` (a
+        `task: embedding` model directory) its embeddings instead of `encoder`'s, cached by
+        the model's files, so a retrained retriever embeds the passages again."""
         from transformers import AutoModel
 
         from bridgetune.models import load_tokenizer, resolve_model
 
         passages = read_passages(Path(documents), chunk_chars)
-        path = resolve_model(encoder)
-        tokenizer = load_tokenizer(path)
-        model = AutoModel.from_pretrained(path).eval()
+        predictor, model, tokenizer = None, None, None
+        if retriever is not None:
+            predictor = load_retriever(retriever)
+            identity: Any = ["retriever", model_fingerprint(Path(retriever))]
+        else:
+            path = resolve_model(encoder)
+            tokenizer = load_tokenizer(path)
+            model = AutoModel.from_pretrained(path).eval()
+            identity = str(Path(path).resolve()) if Path(path).exists() else path
         key = hashlib.sha256(
-            json.dumps(
-                [
-                    str(Path(path).resolve()) if Path(path).exists() else path,
-                    max_length,
-                    [(p.text, p.source) for p in passages],
-                ]
-            ).encode()  # fmt: skip
+            json.dumps([identity, max_length, [(p.text, p.source) for p in passages]]).encode()
         ).hexdigest()[:32]
         cached = _cache_dir() / f"{key}.pt"
         vectors = None
@@ -88,21 +95,28 @@ class KnowledgeBase:
             except (OSError, RuntimeError):
                 vectors = None
         if vectors is None or vectors.shape[0] != len(passages):
-            vectors = _embed(model, tokenizer, [p.text for p in passages], max_length, True)
+            texts = [p.text for p in passages]
+            if predictor is not None:
+                vectors = torch.from_numpy(predictor.embed(texts, "passage"))
+            else:
+                vectors = _embed(model, tokenizer, texts, max_length, True)
             if cache:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 temporary = cached.with_suffix(f".{os.getpid()}.tmp")
                 torch.save(vectors, temporary)
                 temporary.replace(cached)
         log.info("knowledge base: %d passages from %s", len(passages), documents)
-        return cls(passages, model, tokenizer, vectors, max_length)
+        return cls(passages, model, tokenizer, vectors, max_length, predictor)
 
     def search(self, query: str, top_k: int = 3, min_score: float = 0.0) -> list[dict[str, Any]]:
         """The `top_k` passages closest to `query` with a cosine similarity of at least
         `min_score`, best first: {"text", "source", "score"}."""
         if not query.strip() or top_k <= 0:
             return []
-        vector = _embed(self.encoder, self.tokenizer, [query], self.max_length, False)[0]
+        if self.retriever is not None:
+            vector = torch.from_numpy(self.retriever.embed([query], "query")[0])
+        else:
+            vector = _embed(self.encoder, self.tokenizer, [query], self.max_length, False)[0]
         scores = self.vectors @ vector
         best = torch.topk(scores, min(top_k, len(self.passages)))
         return [
@@ -111,6 +125,42 @@ class KnowledgeBase:
             for s, i in zip(best.values.tolist(), best.indices.tolist())
             if s >= min_score
         ]  # fmt: skip
+
+
+def check_retriever(directory: str | Path) -> None:
+    """Refuse a `serve.knowledge.model` that is no embedding model directory, before any
+    model is loaded.
+
+    Raises:
+        FileNotFoundError: not a model directory.
+        ValueError: a damaged one, or not of an embedding model.
+    """
+    from bridgetune.inference.predictor import checked_meta
+    from bridgetune.tasks import TASKS
+
+    meta = checked_meta(Path(directory))
+    if not TASKS.get(meta["task"]).embeds:
+        raise ValueError(
+            f"knowledge.model {directory}: a {meta['task']} model; the knowledge base needs an "
+            "embedding model (task: embedding), or leave knowledge.model out to use "
+            "knowledge.encoder"
+        )
+
+
+def load_retriever(directory: str | Path) -> Any:
+    """The Predictor of a fine-tuned retriever directory (`check_retriever` first)."""
+    from bridgetune.inference.predictor import Predictor
+
+    check_retriever(directory)
+    return Predictor.load(directory, device="cpu")
+
+
+def model_fingerprint(directory: Path) -> list[Any]:
+    """What changes when a model directory is written again: its files' names, sizes and
+    modification times."""
+    return sorted(
+        [p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in directory.iterdir() if p.is_file()
+    )
 
 
 def with_passages(

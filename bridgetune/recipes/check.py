@@ -79,6 +79,11 @@ def check_registered(cfg: RunConfig) -> None:
             f"train.loss={cfg.train.loss!r} is not a loss of task {cfg.task.name!r}; choose one "
             "of: " + ", ".join(losses)
         )
+    if cfg.data.corpus and not kind.embeds:
+        raise ConfigError(
+            f"data.corpus is the passages an embedding model is evaluated among; task "
+            f"{cfg.task.name} ranks none: leave it out"
+        )
     try:
         kind.check_config(cfg)
     except ValueError as error:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bridgetune.config import DataConfig
-from bridgetune.data.io import iter_lines, read_file, read_text
+from bridgetune.data.io import read_file
 from bridgetune.data.schema import DataError
 from bridgetune.inference.predictor import Predictor
 from bridgetune.lifecycle.atomic import atomic_lines, atomic_write_bytes
@@ -61,13 +61,8 @@ def _embedded(predictor: Predictor, texts: list[str], role: str, progress: bool)
 
 
 def read_texts(path: Path, column: str = "text") -> list[str]:
-    """Texts of a TXT file (a line each; blank lines skipped) or of `column` in CSV/TSV/JSONL
-    rows (DataError at file:line for a row without it)."""
-    path = Path(path)
-    if path.suffix.lower() in (".txt", ".text", ".md"):
-        return [line for line in iter_lines(read_text(path)) if line.strip()]
-    cfg = DataConfig(train=str(path), text_column=column)
-    return [e.text for e in read_file(path, cfg, reader_for("embedding"), labelled=False)]
+    """Texts of a TXT file (a line each) or of `column` in CSV/TSV/JSONL rows."""
+    return reader_for("embedding").read_passages(Path(path), column)
 
 
 def embed_file(

@@ -75,6 +75,7 @@ def train_run(
     )
     splits = load_splits(cfg.data, task_reader(cfg))
     task, tokenizer, model_path = prepare_task(cfg, splits)
+    splits = task.evaluation_splits(splits, cfg.data)
     if is_launch_main():  # before any model is built: a changed label set cannot resume
         settings = run_settings(cfg, splits.labels, splits.fingerprint)
         (run.check_settings if resume else run.record_settings)(settings)

@@ -131,8 +131,9 @@ async def _load_knowledge(service: Service) -> None:
     settings = service.config.knowledge
     try:
         service.knowledge = await run_in_threadpool(
-            KnowledgeBase.load, settings.documents, settings.encoder, settings.chunk_chars
-        )
+            KnowledgeBase.load, settings.documents, settings.encoder, settings.chunk_chars,
+            retriever=settings.model,
+        )  # fmt: skip
     except Exception as error:  # noqa: BLE001 - reported on /ready and in every 503
         log.exception("could not load the knowledge base %s", settings.documents)
         service.failed(

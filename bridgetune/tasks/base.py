@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bridgetune.config import DataConfig
 from bridgetune.data.batching import padded
-from bridgetune.data.io import read_file
+from bridgetune.data.io import Splits, read_file
 from bridgetune.data.schema import DataError, Example
 from bridgetune.lifecycle.store import FeedbackRow, export_rows
 from bridgetune.registry import Registry
@@ -104,6 +104,11 @@ class Task:
     def settings(self) -> dict[str, Any]:
         """What the saved model needs to rebuild this task (bridgetune.json "settings")."""
         return {}
+
+    def evaluation_splits(self, splits: Splits, cfg: DataConfig) -> Splits:
+        """The splits with what evaluation needs beyond the data files (an embedding model's
+        extra corpus, `data.corpus`); default: as they are."""
+        return splits
 
     def prepare_tokenizer(self, tokenizer: Any) -> list[str]:
         """Add the task's own tokens (entity markers, say) to `tokenizer` before the model is

@@ -24,6 +24,7 @@ passage's rank, exact search in blocks (`retrieval_metrics`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridgetune.config import DataConfig, RunConfig
-from bridgetune.data.io import column, detect_format, read_records
+from bridgetune.data.io import Splits, column, detect_format, iter_lines, read_records, read_text
 from bridgetune.data.schema import DataError, Example
 from bridgetune.heads.bi_encoder import BiEncoder
 from bridgetune.models.pretrained import load_pretrained
@@ -147,6 +148,15 @@ class EmbeddingReader:
                     negatives.append(text)
         return [positive, *negatives], [1.0] + [0.0] * len(negatives)
 
+    def read_passages(self, path: Path, column_name: str = "text") -> list[str]:
+        """Passages of a TXT file (a line each; blank lines skipped) or of `column_name` in
+        CSV/TSV/JSONL rows (DataError at file:line for a row without it)."""
+        path = Path(path)
+        if path.suffix.lower() in (".txt", ".text", ".md"):
+            return [line for line in iter_lines(read_text(path)) if line.strip()]
+        cfg = DataConfig(train=str(path), text_column=column_name)
+        return [e.text for e in self.read_file(path, cfg, labelled=False)]
+
     def read_row(self, row: dict[str, Any], cfg: DataConfig, where: tuple[Path, int]) -> Example:
         path, number = where
         query = self._text(row, cfg.text_column, path, number)
@@ -203,6 +213,7 @@ class EmbeddingTask(Task):
     Options = EmbeddingOptions
     second_text = "passages (a second text per query)"
     embeds = True
+    baseline_eval = True  # the untuned encoder's retrieval is reported beside the tuned one's
 
     def __init__(self, labels: list[str], options: EmbeddingOptions | None = None,
                  max_length: int | None = None) -> None:  # fmt: skip
@@ -246,6 +257,19 @@ class EmbeddingTask(Task):
     @classmethod
     def losses(cls) -> tuple[str, ...]:
         return ("mnrl", "cosine", "mnrl+cosine")
+
+    def evaluation_splits(self, splits: Splits, cfg: DataConfig) -> Splits:
+        """Dev and test with the passages of `data.corpus` as candidates of no query (an empty
+        query text: they join the corpus that evaluation ranks, and score nothing)."""
+        if not cfg.corpus:
+            return splits
+        passages = self.reader.read_passages(Path(cfg.corpus))
+        extra = [Example(text="", candidates=[text], label=[0.0], source=f"{cfg.corpus}")
+                 for text in passages]  # fmt: skip
+        return dataclasses.replace(
+            splits, dev=splits.dev + extra,
+            test=None if splits.test is None else splits.test + extra,
+        )  # fmt: skip
 
     def prompts(self) -> dict[str, str]:
         return {"query": self.options.query_prefix, "passage": self.options.passage_prefix}
@@ -323,7 +347,7 @@ class EmbeddingTask(Task):
             batch["labels"] = torch.tensor(layout.rows, dtype=torch.float)
             exclude = torch.zeros(len(layout.rows), len(layout.passages), dtype=torch.bool)
             for row, (query, passage, _) in enumerate(layout.rows):
-                for other in layout.positives[int(query)]:
+                for other in layout.positives.get(int(query), ()):
                     if other != passage:
                         exclude[row, other] = True
             batch["groups"] = exclude
@@ -366,6 +390,13 @@ class EmbeddingTask(Task):
         query_vectors: list[list[float]] = []
         relevant: list[set[int]] = []
         for prediction, example in zip(predictions, examples):
+            if not example.text:  # a passage of data.corpus: in the corpus, no query
+                for text, vector in zip(example.candidates or [],
+                                        prediction.get("candidate_embeddings") or []):  # fmt: skip
+                    if text not in corpus:
+                        corpus[text] = len(corpus)
+                        corpus_vectors.append(vector)
+                continue
             if example.text not in queries:
                 queries[example.text] = len(queries)
                 query_vectors.append(prediction["embedding"])
