@@ -298,3 +298,16 @@ def test_the_knowledge_base_on_the_fine_tuned_retriever_finds_more_sources(
     assert roles == ["passage"]  # the model directory changed: the passages embedded again
     with pytest.raises(ValueError, match="needs an embedding model"):
         check_retriever(served_classifier)
+
+
+def test_a_pruned_vocabulary_keeps_the_prefixes_pieces(tiny_xlmr_bert, tmp_path):
+    config = _config(tiny_xlmr_bert, tmp_path, query_prefix="john: ", passage_prefix="smith: ")
+    config["model"].update(prune_vocab=100000, prune_vocab_reserve=0)  # the data's pieces only
+    config["train"]["epochs"] = 1
+    result = bridgetune.train(config)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
+    for prefix in ("john: ", "smith: "):  # in no text of the data: kept for the prefixes
+        ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        assert tokenizer.unk_token_id not in ids, prefix

@@ -23,6 +23,7 @@ layer's) are sliced to the kept ids. Both are saved as usual: plain transformers
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -288,8 +289,11 @@ def data_texts(splits: Splits) -> Iterator[str]:
             yield from example.tokens or []
 
 
-def pruned_vocabulary(cfg: RunConfig, tokenizer: Any, splits: Splits) -> VocabPruning | None:
-    """model.prune_vocab applied to a copy of `tokenizer` for the run's data; None when the
+def pruned_vocabulary(
+    cfg: RunConfig, tokenizer: Any, splits: Splits, extra: list[str] | None = None
+) -> VocabPruning | None:
+    """model.prune_vocab applied to a copy of `tokenizer` for the run's data and the texts the
+    task adds to it (`extra`: an embedding model's query and passage prefixes); None when the
     config does not ask for it or `auto` finds nothing to prune (the log says why)."""
     setting = cfg.model.prune_vocab
     if setting is None:
@@ -307,7 +311,8 @@ def pruned_vocabulary(cfg: RunConfig, tokenizer: Any, splits: Splits) -> VocabPr
             f"T5's); {cfg.model.name}'s cannot be pruned: {reason}"
         )
     limit = None if setting == "auto" else setting
-    return prune_vocabulary(tokenizer, data_texts(splits), limit, cfg.model.prune_vocab_reserve)
+    texts = itertools.chain(data_texts(splits), extra or [])
+    return prune_vocabulary(tokenizer, texts, limit, cfg.model.prune_vocab_reserve)
 
 
 def _say(text: str) -> None:

@@ -84,7 +84,10 @@ def train_run(
     # pruned after augmenting (its text counts; the augmenters read the whole vocabulary) and
     # after extending (the new tokens are kept); the model is built, grown and extended in the
     # full tokenizer's ids, then sliced to the pruned one's
-    full_tokenizer, pruning = tokenizer, pruned_vocabulary(cfg, tokenizer, splits)
+    full_tokenizer, pruning = (
+        tokenizer,
+        pruned_vocabulary(cfg, tokenizer, splits, task.added_texts()),
+    )
     if pruning is not None:
         tokenizer = pruning.tokenizer
     length = cfg.model.max_length

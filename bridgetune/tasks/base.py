@@ -110,6 +110,11 @@ class Task:
         extra corpus, `data.corpus`); default: as they are."""
         return splits
 
+    def added_texts(self) -> list[str]:
+        """Texts the task puts into its inputs beyond the data's (an embedding model's query
+        and passage prefixes): a pruned vocabulary keeps their pieces. Default: none."""
+        return []
+
     def prepare_tokenizer(self, tokenizer: Any) -> list[str]:
         """Add the task's own tokens (entity markers, say) to `tokenizer` before the model is
         built; returns the tokens added (the model's embeddings grow to match)."""

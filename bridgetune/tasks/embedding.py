@@ -271,6 +271,9 @@ class EmbeddingTask(Task):
             test=None if splits.test is None else splits.test + extra,
         )  # fmt: skip
 
+    def added_texts(self) -> list[str]:
+        return [text for text in self.prompts().values() if text]
+
     def prompts(self) -> dict[str, str]:
         return {"query": self.options.query_prefix, "passage": self.options.passage_prefix}
 
