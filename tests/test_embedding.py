@@ -311,3 +311,30 @@ def test_a_pruned_vocabulary_keeps_the_prefixes_pieces(tiny_xlmr_bert, tmp_path)
     for prefix in ("john: ", "smith: "):  # in no text of the data: kept for the prefixes
         ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
         assert tokenizer.unk_token_id not in ids, prefix
+
+
+def test_the_memory_of_earlier_passages_adds_negatives_but_never_a_querys_positive():
+    task = build_task("embedding", ["relevance"], memory=8, scale=10.0)
+    first = [{"input_ids": [1], "passages": [[10]], "labels": [1.0]},
+             {"input_ids": [2], "passages": [[11]], "labels": [1.0]}]  # fmt: skip
+    second = [{"input_ids": [3], "passages": [[10]], "labels": [1.0]},  # p10 again: a positive
+              {"input_ids": [4], "passages": [[12]], "labels": [1.0]}]  # fmt: skip
+    q = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    p = F.normalize(torch.tensor([[1.0, 0.2], [0.1, 1.0]]), dim=-1)
+    batch = task.collate_train(first, pad_id=0)
+    plain = embedding_loss(torch.cat([q, p]), batch["labels"], batch["groups"][:-1].bool(),
+                           "mnrl", 10.0)  # fmt: skip
+    assert task.loss(torch.cat([q, p]), batch["labels"], batch["groups"]) == pytest.approx(
+        plain.item()
+    )  # an empty memory: the batch alone
+    assert task.bank.vectors is not None and task.bank.vectors.shape == (2, 2)
+    batch = task.collate_train(second, pad_id=0)
+    p2 = F.normalize(torch.tensor([[1.0, 0.3], [0.5, 0.5]]), dim=-1)
+    loss = task.loss(torch.cat([q, p2]), batch["labels"], batch["groups"])
+    # row 0 (q3 -> p10): the memory's p10 is this batch's passage, hidden; its p11 a negative
+    # row 1 (q4 -> p12): the memory's p10 is hidden too (this batch holds p10), p11 a negative
+    s = 10.0
+    row0 = -torch.log_softmax(s * torch.stack([q[0] @ p2[0], q[0] @ p2[1], q[0] @ p[1]]), 0)[0]
+    row1 = -torch.log_softmax(s * torch.stack([q[1] @ p2[1], q[1] @ p2[0], q[1] @ p[1]]), 0)[0]
+    assert loss.item() == pytest.approx(((row0 + row1) / 2).item(), rel=1e-5)
+    assert task.bank.vectors.shape == (4, 2)  # both batches' passages, newest last

@@ -193,6 +193,14 @@ class EmbeddingOptions(BaseModel):
         description="Hard negatives of each query a training batch takes (the first "
         "ones of its rows; every one is a negative for all queries of the batch).",
     )
+    memory: int = Field(
+        0,
+        ge=0,
+        description="mnrl: the embeddings of this many passages of earlier batches, kept "
+        "without gradients, are negatives for every query too (a cross-batch memory, XBM): "
+        "more negatives than a batch holds in memory; a query's own positives are never among "
+        "them. 0: off.",
+    )
     query_prefix: str = Field(
         "", description="Put before every query, as the encoder was trained (e5: 'query: ')."
     )
@@ -220,6 +228,7 @@ class EmbeddingTask(Task):
         self.labels = ["relevance"]
         self.options = options or EmbeddingOptions()
         self.max_length = max_length
+        self.bank = PassageMemory(self.options.memory)
 
     @classmethod
     def create(cls, labels: list[str], **settings: Any) -> EmbeddingTask:
@@ -354,6 +363,9 @@ class EmbeddingTask(Task):
                     if other != passage:
                         exclude[row, other] = True
             batch["groups"] = exclude
+            if self.bank.size:  # the passages' keys ride along as one more row
+                keys = torch.tensor([[hash(tuple(ids)) for ids in layout.passages]])
+                batch["groups"] = torch.cat([exclude.long(), keys])
         return batch
 
     def loss(
@@ -366,7 +378,17 @@ class EmbeddingTask(Task):
         kind: str | None = None,
     ) -> torch.Tensor:
         assert groups is not None  # training batches carry the exclusions
-        return embedding_loss(logits, labels, groups, kind or "mnrl", self.options.scale)
+        kind = kind or "mnrl"
+        if not self.bank.size:
+            return embedding_loss(logits, labels, groups, kind, self.options.scale)
+        exclude, keys = groups[:-1].bool(), groups[-1]  # with a memory: keys in the last row
+        if "mnrl" not in kind:
+            return embedding_loss(logits, labels, exclude, kind, self.options.scale)
+        count = logits.shape[0] - exclude.shape[1]
+        memory, hidden = self.bank.negatives(labels, exclude, keys, logits.device)
+        loss = embedding_loss(logits, labels, exclude, kind, self.options.scale, memory, hidden)
+        self.bank.add(logits[count:].detach(), keys)
+        return loss
 
     # -- predictions and metrics --------------------------------------------------------------
 
@@ -422,6 +444,40 @@ class EmbeddingTask(Task):
             "embedding models take no corrections through the service yet; add the (query, "
             "passage) pairs to the training data"
         )
+
+
+class PassageMemory:
+    """The last `size` passages' embeddings of earlier training batches (detached) and their
+    keys (a hash of their token ids), as extra negatives (`task.memory`)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.vectors: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
+
+    def negatives(
+        self, rows: torch.Tensor, exclude: torch.Tensor, keys: torch.Tensor, device: Any
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The memory's vectors, and per relevant row the ones it must not count: a passage of
+        this batch (its fresh embedding is in the batch) or one of the row's query's positives."""
+        if self.vectors is None or self.keys is None:
+            return None, None
+        relevant = rows[:, 2] > 0
+        target = torch.nn.functional.one_hot(rows[relevant, 1].long(), exclude.shape[1]).bool()
+        positives = exclude[relevant] | target  # (rows, passages)
+        keys = keys.to(device)
+        same = self.keys[None, :] == keys[:, None]  # (passages, memory)
+        own = (positives.float() @ same.float()) > 0  # a row's positive is in the memory
+        hidden = own | same.any(0)[None, :]
+        return self.vectors, hidden
+
+    def add(self, vectors: torch.Tensor, keys: torch.Tensor) -> None:
+        keys = keys.to(vectors.device)
+        if self.vectors is None or self.keys is None:
+            self.vectors, self.keys = vectors[-self.size :], keys[-self.size :]
+            return
+        self.vectors = torch.cat([self.vectors, vectors])[-self.size :]
+        self.keys = torch.cat([self.keys, keys])[-self.size :]
 
 
 class BatchLayout:

@@ -129,7 +129,13 @@ def ranking_loss(
 
 
 def embedding_loss(
-    vectors: torch.Tensor, rows: torch.Tensor, exclude: torch.Tensor, kind: str, scale: float
+    vectors: torch.Tensor,
+    rows: torch.Tensor,
+    exclude: torch.Tensor,
+    kind: str,
+    scale: float,
+    memory: torch.Tensor | None = None,
+    hidden: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A bi-encoder batch's loss (bridgetune.tasks.embedding). `vectors`: the distinct queries'
     embeddings followed by the distinct passages' (as many as `exclude` has columns); `rows`:
@@ -137,8 +143,9 @@ def embedding_loss(
     neither its target nor a negative (its query's other positives).
 
     "mnrl": cross-entropy of each relevant row's `scale` x cosines against every passage but
-    the excluded, its own passage the target; "cosine": mean squared error of each row's
-    cosine against its relevance (capped at 1); "mnrl+cosine": their sum."""
+    the excluded, its own passage the target (and, with `memory`, also against those earlier
+    passages' embeddings, but the ones `hidden` masks per relevant row); "cosine": mean squared
+    error of each row's cosine against its relevance (capped at 1); "mnrl+cosine": their sum."""
     vectors = vectors.float()
     count = vectors.shape[0] - exclude.shape[1]
     queries, passages = vectors[:count], vectors[count:]
@@ -148,6 +155,9 @@ def embedding_loss(
         relevant = relevance > 0
         scores = scale * queries[query[relevant]] @ passages.T
         scores = scores.masked_fill(exclude[relevant], float("-inf"))
+        if memory is not None and hidden is not None:
+            past = scale * queries[query[relevant]] @ memory.float().T
+            scores = torch.cat([scores, past.masked_fill(hidden, float("-inf"))], dim=1)
         total = total + F.cross_entropy(scores, passage[relevant])
     if "cosine" in kind:
         cosine = F.cosine_similarity(queries[query], passages[passage], dim=-1)
