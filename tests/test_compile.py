@@ -45,6 +45,7 @@ def _run(model, data, tmp_path, name, task="classification", **train):
     return bridgetune.train(config)
 
 
+@pytest.mark.slow  # traced and eager trainings side by side (~15 s for both tasks)
 @pytest.mark.filterwarnings("ignore:Dynamo does not know how to trace")  # CPU sparse dropout
 @pytest.mark.parametrize("task", ["classification", "ner"])
 def test_a_traced_run_learns_the_same_as_an_uncompiled_one(

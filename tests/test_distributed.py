@@ -52,6 +52,7 @@ def launch(
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow  # two training processes under accelerate (~12 s)
 def test_two_process_training(tiny_bert, sentiment_csv, tmp_path):
     config = tiny_config(
         tiny_bert,

@@ -43,6 +43,7 @@ def test_classifier_matches_text_classification_pipeline(tmp_path):
     assert result.metrics["accuracy"] > 0.5  # 96 examples, 4 epochs: well above chance (1/3)
 
 
+@pytest.mark.slow  # the real MiniLM trained and run through the pipeline (~9 s)
 def test_ner_matches_token_classification_pipeline(tmp_path):
     from transformers import pipeline
 

@@ -52,6 +52,7 @@ def test_sources_and_targets_end_with_eos_and_the_decoder_input_is_the_shifted_t
     assert cut["input_ids"] == [word("where"), word("is"), eos] and cut["truncated"]
 
 
+@pytest.mark.slow  # T5 trained twice to its targets with generation metrics (~11 s)
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_t5_learns_its_targets_and_the_run_reports_generation_metrics(tiny_t5, tmp_path, method):
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)

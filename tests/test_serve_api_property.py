@@ -34,6 +34,7 @@ def live(served_classifier: Path, tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
+@pytest.mark.slow  # property-based requests against a live server (~10 s)
 def test_no_request_gets_a_server_error(live: LiveServer) -> None:
     schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
     labels = []

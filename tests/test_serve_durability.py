@@ -60,6 +60,7 @@ def _post_until_refused(url: str, prefix: str, acknowledged: list[str]) -> None:
                 acknowledged.append(feedback_id)
 
 
+@pytest.mark.slow  # a served process killed and restarted (~12 s)
 def test_acknowledged_feedback_survives_sigkill(served_classifier, tmp_path):
     database = tmp_path / "feedback.db"
     port = _free_port()

@@ -87,6 +87,7 @@ def test_pair_classification(tiny_bert, tmp_path):
         bridgetune.predict(result.model_dir, ["a single text"])
 
 
+@pytest.mark.slow  # a multi-label training run to a tuned threshold (~14 s)
 def test_multilabel_with_tuned_threshold(tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
