@@ -19,7 +19,8 @@ import bridgetune
 from bridgetune.config import DataConfig
 from bridgetune.data.schema import DataError
 from bridgetune.tasks import build_task
-from bridgetune.tasks.embedding import EmbeddingReader, batch_layout, retrieval_metrics, top_k
+from bridgetune.tasks.embedding import batch_layout, retrieval_metrics, top_k
+from bridgetune.tasks.embedding_reader import EmbeddingReader
 from bridgetune.tasks.losses import embedding_loss
 from tests.conftest import tiny_config
 

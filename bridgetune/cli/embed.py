@@ -45,23 +45,15 @@ def embed(
         console.print(f"{count:,} embeddings written to {output}")
         return
     vectors = run_action(lambda: bridgetune.embed(model_dir, texts or [], role))
-    if output is not None and output.suffix.lower() == ".npy":
-        import io
+    if output is not None:
+        from bridgetune.recipes.embed import write_vectors
 
-        import numpy as np
-
-        from bridgetune.lifecycle.atomic import atomic_write_bytes
-
-        buffer = io.BytesIO()
-        np.save(buffer, vectors)
-        run_action(lambda: atomic_write_bytes(output, buffer.getvalue()))
+        run_action(lambda: write_vectors(output, texts or [], vectors))
         console.print(f"{len(vectors):,} embeddings written to {output}")
         return
-    from bridgetune.cli.core import write_lines
-
     lines = [json.dumps({"text": t, "embedding": v.tolist()}, ensure_ascii=False)
              for t, v in zip(texts or [], vectors)]  # fmt: skip
-    write_lines(lines, output, "embeddings")
+    typer.echo("\n".join(lines))
 
 
 @app.command("mine-negatives")

@@ -78,18 +78,21 @@ def embed_file(
     Returns the number of texts."""
     predictor = _predictor(model_dir)
     texts = read_texts(Path(file), column)
-    vectors = _embedded(predictor, texts, role, progress)
-    output = Path(output)
+    write_vectors(Path(output), texts, _embedded(predictor, texts, role, progress))
+    return len(texts)
+
+
+def write_vectors(output: Path, texts: list[str], vectors: np.ndarray) -> None:
+    """`vectors` written atomically to `output`: a .npy matrix (a row per text, in order), or
+    JSONL ({"text", "embedding"} per line)."""
     if output.suffix.lower() == ".npy":
         buffer = io.BytesIO()
         np.save(buffer, vectors)
         atomic_write_bytes(output, buffer.getvalue())
-    else:
-        with atomic_lines(output) as write:
-            for text, vector in zip(texts, vectors):
-                write(json.dumps({"text": text, "embedding": vector.tolist()},
-                                 ensure_ascii=False))  # fmt: skip
-    return len(texts)
+        return
+    with atomic_lines(output) as write:
+        for text, vector in zip(texts, vectors):
+            write(json.dumps({"text": text, "embedding": vector.tolist()}, ensure_ascii=False))
 
 
 def mine_negatives(
