@@ -34,10 +34,13 @@ _FACE = {
     "monitor": "bridgetune.recipes.monitor",
     "export_feedback": "bridgetune.recipes.feedback",
     "extract": "bridgetune.recipes.extract",
+    "export_model": "bridgetune.recipes.export",
+    "ExportResult": "bridgetune.recipes.export",
     "ExtractResult": "bridgetune.recipes.extract",
 }
 
 __all__ = [
+    "ExportResult",
     "ExtractResult",
     "RunConfig",
     "TrainResult",
@@ -48,6 +51,7 @@ __all__ = [
     "embed_file",
     "evaluate",
     "export_feedback",
+    "export_model",
     "extract",
     "fewshot",
     "generate",

@@ -47,6 +47,11 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors refuses larger headers too
 RESTORE = "restore the model directory from its run (or a backup), or retrain"
 GAZETTEERS_FILE = "gazetteers.json"  # knowledge.gazetteers' names, beside bridgetune.json
 FORMAT_VERSION = 1
+# an exported directory (bridgetune export): the graph a runtime runs instead of the weights, and
+# the parity check that let it be written; bridgetune.json's "runtime" names both
+RUNTIME_FILES = {"onnx": "model.onnx"}
+PARITY_FILE = "parity.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".pth")
 REQUIRED_META = ("task", "labels")
 # task options that directories kept under "data" before they became the task's (task.*)
 FORMERLY_DATA = ("prompt_template", "as_chat", "role_map")
@@ -174,6 +179,9 @@ def check_files(directory: Path, meta: dict[str, Any]) -> None:
     """
     directory = Path(directory)
     _check_tokenizer_files(directory, meta)
+    if meta.get("runtime"):
+        _check_runtime(directory, meta["runtime"])
+        return
     weights = sorted(directory.glob("*.safetensors"))
     if not weights:
         _refuse_pickles(directory)
@@ -182,6 +190,35 @@ def check_files(directory: Path, meta: dict[str, Any]) -> None:
     if not meta.get("head"):
         _check_config(directory, meta)
         _check_weights(directory)
+
+
+def _check_runtime(directory: Path, runtime: Any) -> None:
+    name = runtime.get("name") if isinstance(runtime, dict) else None
+    if name not in RUNTIME_FILES:
+        raise ModelDirectoryError(
+            f"{directory / META_FILE}: runtime {name!r} is not one this bridgetune runs "
+            f"({', '.join(RUNTIME_FILES)}); export the model again, or upgrade bridgetune"
+        )
+    path = directory / RUNTIME_FILES[name]
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ModelDirectoryError(
+            f"{path} is missing or empty (the exported graph the {name} runtime runs); export "
+            "the model again with `bridgetune export`"
+        )
+
+
+def copy_for_runtime(source: Path, staging: Path, runtime: dict[str, Any]) -> None:
+    """An exported directory's files from the model directory `source`: everything but the
+    weights (tokenizer, config.json, gazetteers, ...), and bridgetune.json with `runtime`."""
+    import shutil
+
+    for path in sorted(Path(source).iterdir()):
+        skipped = path.suffix in WEIGHT_SUFFIXES or path.name in (META_FILE, WEIGHTS_INDEX)
+        if path.is_file() and not skipped:
+            shutil.copy2(path, Path(staging) / path.name)
+    payload = json.loads((Path(source) / META_FILE).read_text(encoding="utf-8"))
+    payload["runtime"] = runtime
+    (Path(staging) / META_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
 def _check_tokenizer_files(directory: Path, meta: dict[str, Any]) -> None:

@@ -165,3 +165,48 @@ def test_relation_benchmark_compares_the_poolings_on_a_folder_of_the_shared_layo
     assert report["markers_gain"] == gain
     missing = run(load("relation"), ["--data", str(tmp_path / "none")], capsys)
     assert "skipped" in missing
+
+
+def test_inference_benchmark_measures_pytorch_and_the_exports(served_classifier, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path / "data" / "sst2"
+    folder.mkdir(parents=True)
+    rows = [("a great film", "positive"), ("dull and far too long", "negative")] * 20
+    (folder / "dev.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    argv = ["--data", str(tmp_path / "data"), "--model", str(served_classifier), "--quick",
+            "--repeats", "1", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    report = run(load("inference"), argv, capsys)
+    assert report["benchmark"] == "inference" and report["dev_examples"] == 40
+    assert {"pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_per_channel"} <= set(
+        report["variants"]
+    )
+    fp32 = report["variants"]["onnx_fp32"]
+    assert (
+        fp32["agreement"] == 1.0
+        and fp32["accuracy"] == report["variants"]["pytorch_fp32"]["accuracy"]
+    )
+    assert report["speedup"] > 0 and report["best_int8"].startswith("onnx_int8")
+    missing = run(load("inference"), ["--data", str(tmp_path / "none")], capsys)
+    assert "skipped" in missing
+
+
+def test_zh_knowledge_benchmark_runs_the_variants_on_the_shared_layout(tiny_bert, tmp_path, capsys):
+    folder = tmp_path / "data" / "weibo_ner"
+    folder.mkdir(parents=True)
+    sentence = [("张0", "B-PER.NAM"), ("三1", "I-PER.NAM"), ("在0", "O"), ("北0", "B-GPE.NAM"),
+                ("京1", "I-GPE.NAM")]  # fmt: skip
+    text = "\n\n".join("\n".join(f"{c}\t{t}" for c, t in sentence) for _ in range(12)) + "\n"
+    for name in ("train.txt", "dev.txt"):
+        (folder / name).write_text(text, encoding="utf-8")
+    argv = ["--data", str(tmp_path / "data"), "--quick", "--variant", "encoder", "--variant",
+            "crf", "--set", f"model.name={tiny_bert}", "--set", "model.prune_vocab=null",
+            "--set", "model.max_length=32",
+            "--output_dir", str(tmp_path / "runs")]  # fmt: skip
+    report = run(load("zh_knowledge"), argv, capsys)
+    assert report["benchmark"] == "zh_knowledge" and set(report["runs"]) == {"encoder", "crf"}
+    assert report["gains"]["encoder"] == round(
+        report["runs"]["encoder"]["f1"] - report["runs"]["crf"]["f1"], 4
+    )
+    assert len(report["runs"]["crf"]["per_epoch"]) == 1
+    missing = run(load("zh_knowledge"), ["--data", str(tmp_path / "none")], capsys)
+    assert "skipped" in missing

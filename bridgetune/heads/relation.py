@@ -34,7 +34,7 @@ POOLINGS = ("entity_start", "cls")
 
 def first_position(input_ids: torch.Tensor, marker_ids: torch.Tensor) -> torch.Tensor:
     """Per row, the first position holding one of `marker_ids` (0, [CLS], where none does)."""
-    found = torch.isin(input_ids, marker_ids)
+    found = (input_ids[..., None] == marker_ids).any(dim=-1)  # not isin: ONNX has no export
     return found.int().argmax(dim=1)
 
 

@@ -177,11 +177,22 @@ class Predictor:
         directory = Path(directory)
         meta = checked_meta(directory)
         task = saved_task(directory, meta)
+        tokenizer = load_saved_tokenizer(directory)
+        if meta.get("runtime"):  # exported (bridgetune export): the graph, no torch weights
+            from bridgetune.inference.runtimes import load_runtime
+
+            if device not in ("auto", "cpu"):
+                raise ValueError(
+                    f"{directory} is exported for the {meta['runtime']['name']} runtime on CPU; "
+                    f"device={device!r} needs the PyTorch model directory it came from "
+                    f"({meta['runtime'].get('source', 'see bridgetune.json')})"
+                )
+            model = load_runtime(directory, meta["runtime"])
+            return cls(model, tokenizer, task, meta, torch.device("cpu"), directory)
         model = load_head(directory, meta, task)
         if model is None:
             auto_class = getattr(transformers, task.auto_class)
             model = load_saved_model(auto_class, directory, task.name, task.labels)
-        tokenizer = load_saved_tokenizer(directory)
         check_vocabulary(model, tokenizer, directory)
         return cls(model, tokenizer, task, meta, pick_device(device), directory)
 

@@ -1,0 +1,179 @@
+"""Inference on CPU: PyTorch fp32 and bf16 against the ONNX exports (fp32, int8), same inputs.
+
+Trains (or takes, `--model`) a classifier from the shipped SST-2 config, exports it with
+`bridgetune export` (ONNX fp32, ONNX int8, ONNX int8 per channel; each with its parity check,
+recorded, not enforced here) and measures every variant in one run on the SST-2 dev sentences:
+texts/s in length-sorted batches of 32 (the Predictor's path), the median and 99th-percentile
+latency of one text, the dev accuracy and the size on disk. bf16 is measured only where the
+processor computes it natively (AMX / AVX512-BF16: bridgetune.runtime.hardware).
+
+Prints a table and ONE JSON object on its last line: {"benchmark": "inference", "variants":
+{name: {texts_per_second_b32, latency_ms_p50_b1, latency_ms_p99_b1, accuracy, size_mb}},
+"speedup": best int8 texts/s over PyTorch fp32 at batch 32, "accuracy_drop": fp32 accuracy minus
+that int8 model's, "speedup_over_bf16"}.
+
+    python benchmarks/inference.py --quick            # 1,000 training sentences, 300 dev, ~4 min
+    python benchmarks/inference.py --output inference.json
+    python benchmarks/inference.py --model runs/sst2/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LATENCY_TEXTS = 200
+
+
+def size_mb(directory: Path) -> float:
+    files = [p for p in directory.iterdir() if p.suffix in (".onnx", ".safetensors")]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 1)
+
+
+def measure(model, task, features, examples, pad_id, precision: str, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from bridgetune.data.batching import LOSS_KEYS
+    from bridgetune.inference.predictor import autocast_for, infer
+
+    device = torch.device("cpu")
+    infer(model, task, features[:64], examples[:64], pad_id, device, 32, precision)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predictions = infer(model, task, features, examples, pad_id, device, 32, precision)
+        best = min(best, time.perf_counter() - started)
+    seconds = []
+    with torch.inference_mode(), autocast_for(device, precision):
+        for feature in features[:LATENCY_TEXTS]:
+            batch = {k: v for k, v in task.collate([feature], pad_id).items() if k not in LOSS_KEYS}
+            started = time.perf_counter()
+            model(**batch)
+            seconds.append(time.perf_counter() - started)
+    metrics = task.metrics(predictions, examples)
+    return {
+        "texts_per_second_b32": round(len(features) / best, 1),
+        "latency_ms_p50_b1": round(1000 * float(np.median(seconds)), 2),
+        "latency_ms_p99_b1": round(1000 * float(np.quantile(seconds, 0.99)), 2),
+        "accuracy": round(metrics["accuracy"], 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--model", help="a trained SST-2 model directory (default: train one)")
+    parser.add_argument("--train_examples", type=int, default=8000)
+    parser.add_argument("--quick", action="store_true", help="1,000 training sentences, 300 dev")
+    parser.add_argument("--repeats", type=int, default=3, help="batch-32 passes (best kept)")
+    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads")
+    parser.add_argument("--output_dir", default="/tmp/bridgetune-inference-benchmark")
+    parser.add_argument("--output", help="also write the JSON here")
+    args = parser.parse_args()
+    sst2 = Path(args.data) / "sst2"
+    if not (sst2 / "dev.tsv").is_file():
+        print(f"{sst2 / 'dev.tsv'} not found: skipped")
+        print(json.dumps({"benchmark": "inference", "skipped": str(sst2)}))
+        return
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    import bridgetune
+    from bridgetune.inference.predictor import Predictor
+    from bridgetune.recipes.export import read_parity_examples
+    from bridgetune.runtime.hardware import cpu_bf16
+
+    out = Path(args.output_dir)
+    dev_limit = 300 if args.quick else 872
+    if args.model:
+        model_dir = Path(args.model)
+    else:
+        train = 1000 if args.quick else args.train_examples
+        started = time.perf_counter()
+        model_dir = bridgetune.train(
+            ROOT / "examples" / "configs" / "sst2.yaml",
+            [f"output_dir={out}", f"data.train={sst2 / 'train.tsv'}",
+             f"data.dev={sst2 / 'dev.tsv'}", f"data.max_train_examples={train}",
+             "train.epochs=1", "train.eval_steps=100000"],
+            overwrite=True,
+        ).model_dir  # fmt: skip
+        print(f"trained on {train:,} sentences in {time.perf_counter() - started:.0f} s")
+    exports = {
+        "onnx_fp32": {},
+        "onnx_int8": {"quantize": "int8"},
+        "onnx_int8_per_channel": {"quantize": "int8", "per_channel": True},
+    }
+    parity = {}
+    directories = {"pytorch_fp32": model_dir}
+    for name, options in exports.items():
+        result = bridgetune.export_model(
+            model_dir, output=out / name, data=sst2 / "dev.tsv", max_examples=dev_limit,
+            min_agreement=0.0, **options,
+        )  # fmt: skip
+        directories[name] = result.directory
+        parity[name] = {k: result.parity[k] for k in
+                        ("agreement", "max_logit_difference", "mean_logit_difference")}  # fmt: skip
+    examples = read_parity_examples(model_dir, sst2 / "dev.tsv", True, dev_limit)
+    variants: dict[str, dict] = {}
+    runs = [("pytorch_fp32", "pytorch_fp32", "fp32")]
+    if cpu_bf16():
+        runs.append(("pytorch_bf16", "pytorch_fp32", "bf16"))
+    runs += [(name, name, "fp32") for name in exports]
+    for name, directory, precision in runs:
+        predictor = Predictor.load(directories[directory], device="cpu")
+        features = predictor.task.encode(examples, predictor.tokenizer, predictor.max_length)
+        pad_id = predictor.tokenizer.pad_token_id
+        variants[name] = measure(predictor.model, predictor.task, features, examples, pad_id,
+                                 precision, args.repeats)  # fmt: skip
+        variants[name]["size_mb"] = size_mb(directories[directory])
+        variants[name].update(parity.get(name, {}))
+        print(name, variants[name], flush=True)
+    print(f"\n{'variant':24s}{'texts/s b32':>12s}{'p50 ms b1':>11s}{'p99 ms b1':>11s}"
+          f"{'accuracy':>10s}{'MB':>8s}")  # fmt: skip
+    for name, row in variants.items():
+        print(f"{name:24s}{row['texts_per_second_b32']:12.1f}"
+              f"{row['latency_ms_p50_b1']:11.2f}{row['latency_ms_p99_b1']:11.2f}"
+              f"{row['accuracy']:10.4f}{row['size_mb']:8.1f}")  # fmt: skip
+    int8 = max((n for n in variants if "int8" in n),
+               key=lambda n: variants[n]["texts_per_second_b32"])  # fmt: skip
+    base = variants["pytorch_fp32"]
+    summary = {
+        "benchmark": "inference",
+        "model": str(model_dir),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_bf16(),
+        "quick": args.quick,
+        "dev_examples": len(examples),
+        "load_average": os.getloadavg()[0],
+        "variants": variants,
+        "best_int8": int8,
+        "speedup": round(variants[int8]["texts_per_second_b32"] / base["texts_per_second_b32"], 2),
+        "accuracy_drop": round(base["accuracy"] - variants[int8]["accuracy"], 4),
+    }
+    if "pytorch_bf16" in variants:
+        summary["speedup_over_bf16"] = round(
+            variants[int8]["texts_per_second_b32"]
+            / variants["pytorch_bf16"]["texts_per_second_b32"],
+            2,
+        )
+    if args.output:
+        Path(args.output).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
