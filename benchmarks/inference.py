@@ -1,16 +1,17 @@
 """Inference on CPU: PyTorch fp32 and bf16 against the ONNX exports (fp32, int8), same inputs.
 
-Trains (or takes, `--model`) a classifier from the shipped SST-2 config, exports it with
+Trains (or takes, `--model`) a model from a shipped config (`--dataset sst2`: the SST-2
+classifier, metric accuracy; `conll`: CoNLL-2003 NER, entity F1), exports it with
 `bridgetune export` (ONNX fp32, ONNX int8, ONNX int8 per channel; each with its parity check,
-recorded, not enforced here) and measures every variant in one run on the SST-2 dev sentences:
+recorded, not enforced here) and measures every variant in one run on the dev sentences:
 texts/s in length-sorted batches of 32 (the Predictor's path), the median and 99th-percentile
-latency of one text, the dev accuracy and the size on disk. bf16 is measured only where the
+latency of one text, the dev metric and the size on disk. bf16 is measured only where the
 processor computes it natively (AMX / AVX512-BF16: bridgetune.runtime.hardware).
 
 Prints a table and ONE JSON object on its last line: {"benchmark": "inference", "variants":
-{name: {texts_per_second_b32, latency_ms_p50_b1, latency_ms_p99_b1, accuracy, size_mb}},
-"speedup": best int8 texts/s over PyTorch fp32 at batch 32, "accuracy_drop": fp32 accuracy minus
-that int8 model's, "speedup_over_bf16"}.
+{name: {texts_per_second_b32, latency_ms_p50_b1, latency_ms_p99_b1, metric, size_mb}},
+"metric": its name, "speedup": best int8 texts/s over PyTorch fp32 at batch 32,
+"accuracy_drop": fp32 metric minus that int8 model's, "speedup_over_bf16"}.
 
     python benchmarks/inference.py --quick            # 1,000 training sentences, 300 dev, ~4 min
     python benchmarks/inference.py --output inference.json
@@ -30,6 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 LATENCY_TEXTS = 200
+DATASETS = {  # config, folder, dev file, training rows by default
+    "sst2": ("sst2.yaml", "sst2", "dev.tsv", 8000),
+    "conll": ("conll2003.yaml", "conll2003", "dev.txt", 4000),
+}
 
 
 def size_mb(directory: Path) -> float:
@@ -63,25 +68,28 @@ def measure(model, task, features, examples, pad_id, precision: str, repeats: in
         "texts_per_second_b32": round(len(features) / best, 1),
         "latency_ms_p50_b1": round(1000 * float(np.median(seconds)), 2),
         "latency_ms_p99_b1": round(1000 * float(np.quantile(seconds, 0.99)), 2),
-        "accuracy": round(metrics["accuracy"], 4),
+        "metric": round(metrics[task.default_metric], 4),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--model", help="a trained SST-2 model directory (default: train one)")
-    parser.add_argument("--train_examples", type=int, default=8000)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
+    parser.add_argument("--model", help="a trained model directory (default: train one)")
+    parser.add_argument("--train_examples", type=int, help="default: 8,000 (sst2), 4,000 (conll)")
     parser.add_argument("--quick", action="store_true", help="1,000 training sentences, 300 dev")
     parser.add_argument("--repeats", type=int, default=3, help="batch-32 passes (best kept)")
     parser.add_argument("--threads", type=int, help="torch and onnxruntime threads")
     parser.add_argument("--output_dir", default="/tmp/bridgetune-inference-benchmark")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
-    sst2 = Path(args.data) / "sst2"
-    if not (sst2 / "dev.tsv").is_file():
-        print(f"{sst2 / 'dev.tsv'} not found: skipped")
-        print(json.dumps({"benchmark": "inference", "skipped": str(sst2)}))
+    config, folder, dev_name, default_rows = DATASETS[args.dataset]
+    folder = Path(args.data) / folder
+    dev_file = folder / dev_name
+    if not dev_file.is_file():
+        print(f"{dev_file} not found: skipped")
+        print(json.dumps({"benchmark": "inference", "skipped": str(folder)}))
         return
     import torch
 
@@ -97,20 +105,20 @@ def main() -> None:
     from bridgetune.runtime.hardware import cpu_bf16
 
     out = Path(args.output_dir)
-    dev_limit = 300 if args.quick else 872
+    dev_limit = 300 if args.quick else 100_000
     if args.model:
         model_dir = Path(args.model)
     else:
-        train = 1000 if args.quick else args.train_examples
+        train = 1000 if args.quick else args.train_examples or default_rows
+        train_file = next(p for p in sorted(folder.iterdir()) if p.name.startswith("train"))
         started = time.perf_counter()
         model_dir = bridgetune.train(
-            ROOT / "examples" / "configs" / "sst2.yaml",
-            [f"output_dir={out}", f"data.train={sst2 / 'train.tsv'}",
-             f"data.dev={sst2 / 'dev.tsv'}", f"data.max_train_examples={train}",
-             "train.epochs=1", "train.eval_steps=100000"],
+            ROOT / "examples" / "configs" / config,
+            [f"output_dir={out}", f"data.train={train_file}", f"data.dev={dev_file}",
+             f"data.max_train_examples={train}", "train.epochs=1", "train.eval_steps=100000"],
             overwrite=True,
         ).model_dir  # fmt: skip
-        print(f"trained on {train:,} sentences in {time.perf_counter() - started:.0f} s")
+        print(f"trained on {train:,} examples in {time.perf_counter() - started:.0f} s")
     exports = {
         "onnx_fp32": {},
         "onnx_int8": {"quantize": "int8"},
@@ -120,13 +128,13 @@ def main() -> None:
     directories = {"pytorch_fp32": model_dir}
     for name, options in exports.items():
         result = bridgetune.export_model(
-            model_dir, output=out / name, data=sst2 / "dev.tsv", max_examples=dev_limit,
+            model_dir, output=out / name, data=dev_file, max_examples=dev_limit,
             min_agreement=0.0, **options,
         )  # fmt: skip
         directories[name] = result.directory
         parity[name] = {k: result.parity[k] for k in
                         ("agreement", "max_logit_difference", "mean_logit_difference")}  # fmt: skip
-    examples = read_parity_examples(model_dir, sst2 / "dev.tsv", True, dev_limit)
+    examples = read_parity_examples(model_dir, dev_file, True, dev_limit)
     variants: dict[str, dict] = {}
     runs = [("pytorch_fp32", "pytorch_fp32", "fp32")]
     if cpu_bf16():
@@ -142,17 +150,19 @@ def main() -> None:
         variants[name].update(parity.get(name, {}))
         print(name, variants[name], flush=True)
     print(f"\n{'variant':24s}{'texts/s b32':>12s}{'p50 ms b1':>11s}{'p99 ms b1':>11s}"
-          f"{'accuracy':>10s}{'MB':>8s}")  # fmt: skip
+          f"{'metric':>10s}{'MB':>8s}")  # fmt: skip
     for name, row in variants.items():
         print(f"{name:24s}{row['texts_per_second_b32']:12.1f}"
               f"{row['latency_ms_p50_b1']:11.2f}{row['latency_ms_p99_b1']:11.2f}"
-              f"{row['accuracy']:10.4f}{row['size_mb']:8.1f}")  # fmt: skip
+              f"{row['metric']:10.4f}{row['size_mb']:8.1f}")  # fmt: skip
     int8 = max((n for n in variants if "int8" in n),
                key=lambda n: variants[n]["texts_per_second_b32"])  # fmt: skip
     base = variants["pytorch_fp32"]
     summary = {
         "benchmark": "inference",
+        "dataset": args.dataset,
         "model": str(model_dir),
+        "metric": predictor.task.default_metric,
         "device": "cpu",
         "threads": torch.get_num_threads(),
         "cpu_bf16": cpu_bf16(),
@@ -162,7 +172,7 @@ def main() -> None:
         "variants": variants,
         "best_int8": int8,
         "speedup": round(variants[int8]["texts_per_second_b32"] / base["texts_per_second_b32"], 2),
-        "accuracy_drop": round(base["accuracy"] - variants[int8]["accuracy"], 4),
+        "accuracy_drop": round(base["metric"] - variants[int8]["metric"], 4),
     }
     if "pytorch_bf16" in variants:
         summary["speedup_over_bf16"] = round(

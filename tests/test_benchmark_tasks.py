@@ -182,8 +182,7 @@ def test_inference_benchmark_measures_pytorch_and_the_exports(served_classifier,
     )
     fp32 = report["variants"]["onnx_fp32"]
     assert (
-        fp32["agreement"] == 1.0
-        and fp32["accuracy"] == report["variants"]["pytorch_fp32"]["accuracy"]
+        fp32["agreement"] == 1.0 and fp32["metric"] == report["variants"]["pytorch_fp32"]["metric"]
     )
     assert report["speedup"] > 0 and report["best_int8"].startswith("onnx_int8")
     missing = run(load("inference"), ["--data", str(tmp_path / "none")], capsys)

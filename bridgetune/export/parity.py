@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from bridgetune.data.batching import LOSS_KEYS, eval_batches, feature_length
+from bridgetune.data.batching import LOSS_KEYS
 from bridgetune.data.schema import Example
-from bridgetune.heads import output_logits
 from bridgetune.inference.predictor import infer
 from bridgetune.tasks import Task
 
 LATENCY_TEXTS = 32  # texts timed one at a time
+Logits = list[tuple[torch.Tensor, torch.Tensor | None]]  # per batch: logits, attention mask
 
 
 class ParityError(ValueError):
@@ -65,24 +65,7 @@ def agree(reference: dict[str, Any], candidate: dict[str, Any], tolerance: float
     return bool(np.abs(ours - theirs).max(initial=0.0) <= tolerance * scale)
 
 
-def batch_logits(
-    model: torch.nn.Module, task: Task, features: list[dict], pad_id: int
-) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Per batch of 32 (length-sorted): the logits and the attention mask."""
-    lengths = [feature_length(f) for f in features]
-    out = []
-    with torch.inference_mode():
-        for batch in eval_batches(lengths, 32):
-            tensors = task.collate([features[i] for i in batch], pad_id)
-            tensors = {k: v for k, v in tensors.items() if k not in LOSS_KEYS}
-            out.append((output_logits(model(**tensors)).float(), tensors.get("attention_mask")))
-    return out
-
-
-def logit_differences(
-    ours: list[tuple[torch.Tensor, torch.Tensor | None]],
-    theirs: list[tuple[torch.Tensor, torch.Tensor | None]],
-) -> tuple[float, float]:
+def logit_differences(ours: Logits, theirs: Logits) -> tuple[float, float]:
     """(max, mean) absolute logit difference over the batches' real positions."""
     largest, total, count = 0.0, 0.0, 0
     for (mine, mask), (other, _) in zip(ours, theirs):
@@ -96,11 +79,18 @@ def logit_differences(
 
 def timed(
     model: torch.nn.Module, task: Task, features: list[dict], examples: list[Example], pad_id: int
-) -> tuple[list[dict[str, Any]], float]:
+) -> tuple[list[dict[str, Any]], Logits, float]:
+    """The predictions through the Predictor's path (batches of 32), every batch's logits
+    (with its attention mask) and the seconds it took, in one pass."""
+    logits: Logits = []
+
+    def keep(batch: torch.Tensor, inputs: dict[str, torch.Tensor]) -> None:
+        logits.append((batch.float(), inputs.get("attention_mask")))
+
     started = time.perf_counter()
     predictions = infer(model, task, features, examples, pad_id, torch.device("cpu"), 32,
-                        precision="fp32")  # fmt: skip
-    return predictions, time.perf_counter() - started
+                        precision="fp32", observe=keep)  # fmt: skip
+    return predictions, logits, time.perf_counter() - started
 
 
 def latency(model: torch.nn.Module, task: Task, features: list[dict], pad_id: int) -> list[float]:
@@ -132,14 +122,13 @@ def check_parity(
     cache = {} if cache is None else cache
     if not cache:
         reference.eval()
-        cache["predictions"], cache["seconds"] = timed(reference, task, features, examples, pad_id)
-        cache["logits"] = batch_logits(reference, task, features, pad_id)
+        cache["predictions"], cache["logits"], cache["seconds"] = timed(
+            reference, task, features, examples, pad_id
+        )
         cache["latency"] = latency(reference, task, features, pad_id)
     ours, our_seconds = cache["predictions"], cache["seconds"]
-    theirs, their_seconds = timed(candidate, task, features, examples, pad_id)
-    largest, mean = logit_differences(
-        cache["logits"], batch_logits(candidate, task, features, pad_id)
-    )
+    theirs, their_logits, their_seconds = timed(candidate, task, features, examples, pad_id)
+    largest, mean = logit_differences(cache["logits"], their_logits)
     agreed = sum(agree(a, b, tolerance) for a, b in zip(ours, theirs))
     report: dict[str, Any] = {
         "examples": len(features),

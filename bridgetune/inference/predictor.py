@@ -7,7 +7,7 @@ the task decode them; `Predictor` wraps a saved model directory around it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,11 @@ def infer(
     batch_size: int = 64,
     precision: str = "auto",
     batch_tokens: int | None = None,
+    observe: Callable[[torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Predictions for `features`, in their order (batches are sorted by length inside)."""
+    """Predictions for `features`, in their order (batches are sorted by length inside).
+    `observe(logits, inputs)`, when given, sees every batch's logits before decoding (the
+    export's parity check compares them)."""
     was_training = model.training
     model.eval()
     lengths = [feature_length(f) for f in features]
@@ -72,6 +75,8 @@ def infer(
                 k: v.to(device, non_blocking=True) for k, v in tensors.items() if k not in LOSS_KEYS
             }
             logits = output_logits(model(**tensors))
+            if observe is not None:
+                observe(logits, tensors)
             # a task whose features carry their example may cut one into several (mlm windows)
             batch_examples = [features[i].get("example") or examples[i] for i in batch]
             decoded = task.decode(logits, [features[i] for i in batch], batch_examples)
