@@ -143,6 +143,8 @@ def test_export_refusals(served_classifier: Path, exported_classifier, tmp_path:
 
     with pytest.raises(ValueError, match="is an export already"):
         export(exported_classifier.directory, output=tmp_path / "again")
+    with pytest.raises(ValueError, match="is the model directory itself"):
+        export(served_classifier, output=served_classifier)
     with pytest.raises(ValueError, match="format 'tflite'"):
         export(served_classifier, format="tflite")
     lone = tmp_path / "lone"  # a model directory outside its run: no dev file recorded

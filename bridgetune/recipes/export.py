@@ -127,6 +127,8 @@ def export_model(
         Path(output) if output else model_dir.with_name(f"{model_dir.name}-{format}"
                                                        + (f"-{quantize}" if quantize else ""))
     )  # fmt: skip
+    if target.resolve() == model_dir.resolve():
+        raise ValueError(f"--output {target} is the model directory itself; choose a new folder")
     path, labelled = parity_data(model_dir, data)
     examples = read_parity_examples(model_dir, path, labelled, max_examples)
     features = task.encode(examples, predictor.tokenizer, predictor.max_length)
