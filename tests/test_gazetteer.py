@@ -182,3 +182,28 @@ def test_gazetteer_config_errors(tiny_bert, sentiment_csv, tmp_path):
         bridgetune.train({**config, "task": "regression"})
     with pytest.raises(ConfigError, match="gazetteers"):
         bridgetune.train({**config, "knowledge": {"gazetteers": {"good": 3}}})
+
+
+def test_the_lexicon_models_head_is_the_classifier_and_its_vectors_not_the_encoder(tiny_bert):
+    """train.head_lr reaches the wrapped model's head and the feature vectors only: the wrapper
+    once counted the whole wrapped model as its head, so `train.head_lr: 3e-3` (the Chinese
+    configs') trained the encoder at it and Weibo NER with gazetteers on multilingual-e5
+    collapsed to all-O (dev F1 0.015)."""
+    from transformers import AutoModelForTokenClassification
+
+    from bridgetune.knowledge.crf import CRFTagger
+    from bridgetune.methods.base import head_modules, is_head
+
+    labels = ["O", "B-PER", "I-PER"]
+    tagger = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    assert head_modules(LexiconModel(tagger, 8, "AutoModelForTokenClassification")) == [
+        "model.classifier", "lexicon",
+    ]  # fmt: skip
+    model = LexiconModel(CRFTagger(tagger, labels, "IOB2"), 8, "AutoModelForTokenClassification")
+    head = head_modules(model)
+    assert head == ["model.tagger.classifier", "model.crf", "lexicon"]
+    trained = {n for n, _ in model.named_parameters() if is_head(n, head)}
+    assert trained == {
+        "model.tagger.classifier.weight", "model.tagger.classifier.bias", "model.crf.transitions",
+        "model.crf.start", "model.crf.end", "lexicon.weight",
+    }  # fmt: skip

@@ -213,6 +213,13 @@ class LexiconModel(torch.nn.Module):
         finally:
             self._features = None
 
+    def head_modules(self) -> list[str]:
+        """The wrapped model's own head (its classifier; a CRF tagger's classifier and CRF) and
+        the feature vectors: the encoder inside is the body (train.head_lr must not reach it)."""
+        from bridgetune.methods.base import head_modules
+
+        return [f"model.{name}" for name in head_modules(self.model)] + ["lexicon"]
+
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.model.get_input_embeddings()
 
