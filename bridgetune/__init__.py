@@ -22,6 +22,7 @@ _FACE = {
     "TrainResult": "bridgetune.recipes.finish",
     "train": "bridgetune.recipes.train",
     "pretrain": "bridgetune.recipes.train",
+    "distill": "bridgetune.recipes.distill",
     "augment_preview": "bridgetune.recipes.augment",
     "fewshot": "bridgetune.recipes.fewshot",
     "zeroshot": "bridgetune.recipes.zeroshot",
@@ -47,6 +48,7 @@ __all__ = [
     "__version__",
     "as_config",
     "augment_preview",
+    "distill",
     "embed",
     "embed_file",
     "evaluate",
@@ -83,6 +85,7 @@ if TYPE_CHECKING:  # names for type checkers and IDEs; never executed
     from bridgetune.config import RunConfig, load_config
     from bridgetune.recipes.augment import augment_preview
     from bridgetune.recipes.check import as_config
+    from bridgetune.recipes.distill import distill
     from bridgetune.recipes.embed import embed, embed_file
     from bridgetune.recipes.evaluate import evaluate, validate_data
     from bridgetune.recipes.extract import ExtractResult, extract

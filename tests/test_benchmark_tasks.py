@@ -209,3 +209,22 @@ def test_zh_knowledge_benchmark_runs_the_variants_on_the_shared_layout(tiny_bert
     assert len(report["runs"]["crf"]["per_epoch"]) == 1
     missing = run(load("zh_knowledge"), ["--data", str(tmp_path / "none")], capsys)
     assert "skipped" in missing
+
+
+def test_distill_benchmark_trains_the_students_and_times_them(served_classifier, tmp_path, capsys):
+    folder = tmp_path / "data" / "sst2"
+    folder.mkdir(parents=True)
+    rows = [("positive", "a great film"), ("negative", "dull and far too long")] * 15
+    for name, part in (("train.tsv", rows), ("dev.tsv", rows[:10])):
+        (folder / name).write_text("label\tsentence\n" + "".join(f"{y}\t{t}\n" for y, t in part))
+    argv = ["--data", str(tmp_path / "data"), "--teacher", str(served_classifier), "--layers", "1",
+            "--train_examples", "20", "--unlabelled", "10", "--epochs", "1", "--repeats", "1",
+            "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    report = run(load("distill"), argv, capsys)
+    assert report["benchmark"] == "distill" and report["dev_examples"] == 10
+    assert set(report["students"]) == {"labels_only", "distilled_every", "distilled_first"}
+    assert all(row["layers"] == 1 for row in report["students"].values())
+    assert report["teacher"]["layers"] == 2 and report["best"] != "labels_only"
+    assert report["retained"] == report["students"][report["best"]]["retained"]
+    missing = run(load("distill"), ["--data", str(tmp_path / "none")], capsys)
+    assert "skipped" in missing

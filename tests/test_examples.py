@@ -19,7 +19,7 @@ CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
 SHARED = {"sst2.yaml", "conll2003.yaml", "alpaca_zh.yaml", "taskmaster_coffee.yaml",
           "scitldr.yaml", "multi30k_en_de.yaml", "tatoeba_en_zh.yaml", "cluener.yaml",
           "weibo_ner.yaml", "zh_pretrain.yaml", "conll2003_pretrain.yaml",
-          "cmrc2018.yaml", "semeval2010_task8.yaml", "finre.yaml"}  # fmt: skip
+          "cmrc2018.yaml", "semeval2010_task8.yaml", "finre.yaml", "sst2_distill.yaml"}  # fmt: skip
 TINY = {"AutoModelForCausalLM": "tiny_llama", "AutoModelForSeq2SeqLM": "tiny_t5"}
 # the Chinese configs name the multilingual encoder: its tiny stand-in has XLM-R's tokenizer
 MULTILINGUAL = "tiny_xlmr_bert"

@@ -58,6 +58,35 @@ def pretrain(
 
 
 @app.command()
+def distill(
+    config: Path,
+    overrides: Overrides = None,
+    teacher: Annotated[
+        Path | None, typer.Option(help="The teacher model directory (distill.teacher).")
+    ] = None,
+    layers: Annotated[
+        int | None,
+        typer.Option(
+            help="Student = the teacher cut to this many layers (distill.student_layers)."
+        ),
+    ] = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train a smaller student on a teacher's soft labels mixed with CONFIG's labels (the
+    config's `distill:` section); evaluates and saves it like `train`."""
+    import bridgetune
+
+    extra = [f"distill.teacher={teacher}"] if teacher is not None else []
+    extra += [f"distill.student_layers={layers}"] if layers is not None else []
+    run_training(
+        lambda: bridgetune.distill(
+            config, [*(overrides or []), *extra], resume=resume, overwrite=overwrite
+        )
+    )
+
+
+@app.command()
 def evaluate(
     model_dir: Path,
     data: Path,

@@ -21,6 +21,7 @@ from bridgetune.config.schema import schema_lines, schema_markdown
 from bridgetune.config.sections import (
     AugmentConfig,
     DataConfig,
+    DistillConfig,
     FewShotConfig,
     GenerateConfig,
     KnowledgeConfig,
@@ -38,6 +39,7 @@ __all__ = [
     "DataConfig",
     "FewShotConfig",
     "GenerateConfig",
+    "DistillConfig",
     "KnowledgeConfig",
     "MOVED_TO_TASK",
     "MethodConfig",

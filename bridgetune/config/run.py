@@ -23,6 +23,7 @@ from bridgetune.config.base import ConfigError, _Section, plain_name, read_file_
 from bridgetune.config.sections import (
     AugmentConfig,
     DataConfig,
+    DistillConfig,
     FewShotConfig,
     GenerateConfig,
     KnowledgeConfig,
@@ -68,6 +69,7 @@ class RunConfig(_Section):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     rules: list[RuleConfig] = Field(
         default_factory=list,
         description="ner, classification, pair: rules applied to every prediction, top to "

@@ -13,7 +13,8 @@ CHUNK_BATCHES = 50
 PAD_MULTIPLE = 8  # tensor cores and vectorized kernels like widths divisible by 8
 
 IGNORE = -100  # label of positions that do not count (word pieces after the first, padding)
-LOSS_KEYS = ("labels", "groups")  # batch entries the loss reads and the model never sees
+# batch entries the loss reads and the model never sees ("teacher": distillation's soft targets)
+LOSS_KEYS = ("labels", "groups", "teacher")
 
 
 def feature_length(feature: dict) -> int:

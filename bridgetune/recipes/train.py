@@ -46,6 +46,11 @@ def train(
         on_step: called after every optimizer step with the loop state (tests, callbacks).
     """
     cfg = as_config(config, overrides)
+    if cfg.distill.teacher:
+        raise ValueError(
+            f"this config distills {cfg.distill.teacher} (distill.teacher): run it with "
+            "`bridgetune distill` (bridgetune.distill), or remove the distill section to train"
+        )
     with claimed_run(cfg, resume, overwrite) as run:
         return train_run(cfg, run, resume, on_step)
 
@@ -55,8 +60,10 @@ def train_run(
     run: RunDirectory,
     resume: bool = False,
     on_step: Callable[[Any], None] | None = None,
+    distiller: Any = None,
 ) -> TrainResult:
-    """`train` in the claimed run directory `run`."""
+    """`train` in the claimed run directory `run`; `distiller` (bridgetune.recipes.distill):
+    the student's run of a distillation, taught by its teacher."""
     from accelerate.utils import set_seed
 
     from bridgetune.methods import apply_method, check_method, head_modules
@@ -75,6 +82,9 @@ def train_run(
     )
     splits = load_splits(cfg.data, task_reader(cfg))
     task, tokenizer, model_path = prepare_task(cfg, splits)
+    if distiller is not None:
+        distiller.check_task(task)
+        splits = distiller.with_unlabelled(splits)
     splits = task.evaluation_splits(splits, cfg.data)
     if is_launch_main():  # before any model is built: a changed label set cannot resume
         settings = run_settings(cfg, splits.labels, splits.fingerprint)
@@ -105,12 +115,15 @@ def train_run(
     def build(training: bool = True) -> tuple[Any, list[str]]:
         """The model before training and its head's module names (train.head_lr); not for
         training (a copy to save): never quantized, no memory preparation."""
-        model = task.build_model(
-            model_path,
-            dropout=cfg.model.dropout,
-            trust_remote_code=cfg.model.trust_remote_code,
-            **({"quantization": cfg.model.quantization} if quantized and training else {}),
-        )
+        if distiller is not None and distiller.layers is not None:
+            model = distiller.student()  # the teacher's own weights, fewer layers
+        else:
+            model = task.build_model(
+                model_path,
+                dropout=cfg.model.dropout,
+                trust_remote_code=cfg.model.trust_remote_code,
+                **({"quantization": cfg.model.quantization} if quantized and training else {}),
+            )
         grow_embeddings(model, full_tokenizer)  # the task's own tokens (prepare_tokenizer)
         if extension is not None:
             extension.resize(model, full_tokenizer)
@@ -127,6 +140,16 @@ def train_run(
     report_parameters(cfg.method.name, model)
     if is_launch_main():  # a resumed run replaces the checkpoint it has on disk
         check_disk(run.path.parent, run_bytes(model), folder_bytes(run.staging) if resume else 0)
+    notes: dict[str, Any] = {"vocab_pruning": pruning.summary()} if pruning else {}
+    distilling = None
+    if distiller is not None:
+        from bridgetune.training.loop import resolve_precision
+
+        targets = distiller.soft_targets(
+            splits.train, train_features, resolve_precision(cfg.train)[1]
+        )
+        distilling = (cfg.distill, targets)
+        notes["distillation"] = distiller.summary(targets, distiller.teacher_dev(splits.dev))
     loop = Loop(
         model,
         task,
@@ -139,8 +162,8 @@ def train_run(
         head=head,
         weights=task.class_weights(cfg.train.class_weights, train_features),
         extra_metrics=sampled_generations(cfg, task, tokenizer, splits.dev),
+        distill=distilling,
     )
-    notes: dict[str, Any] = {"vocab_pruning": pruning.summary()} if pruning else {}
     if task.baseline_eval and not resume:  # dev before training
         notes["before_training"] = headline(task.metrics(loop.predict(dev), dev.examples))
     if resume:

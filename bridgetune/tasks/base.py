@@ -17,7 +17,13 @@ from bridgetune.data.io import Splits, read_file
 from bridgetune.data.schema import DataError, Example
 from bridgetune.lifecycle.store import FeedbackRow, export_rows
 from bridgetune.registry import Registry
-from bridgetune.tasks.losses import LOSSES, class_weights, divergence, task_loss
+from bridgetune.tasks.losses import (
+    LOSSES,
+    class_weights,
+    distillation_loss,
+    divergence,
+    task_loss,
+)
 
 Feature = dict[str, Any]
 
@@ -72,6 +78,9 @@ class Task:
     text_classes = False  # one or several classes per text (few-shot and zero-shot heads)
     ranks = False  # ranks candidates against a query (`rank`, /v1/rank)
     embeds = False  # one vector per text (`embed`, /v1/embeddings)
+    # what `bridgetune distill` teaches: "sequence" (a row of logits per example), "token" (a
+    # row per position), None (the task cannot be distilled)
+    distills: str | None = None
     second_text = "text pairs (a second text per text)"  # what `text_pair` holds, in errors
 
     @classmethod
@@ -153,6 +162,31 @@ class Task:
     ) -> torch.Tensor:
         """How far two dropout passes' predictions are apart (R-Drop's regularizer)."""
         return divergence(first, second, labels, self.problem)
+
+    def soft_targets(self, logits: torch.Tensor, features: list[Feature]) -> list[torch.Tensor]:
+        """A teacher's outputs for a batch, one tensor per feature, as `distillation_loss`
+        reads them back (`bridgetune distill` computes them once and caches them): the
+        example's row, or (token tasks) its positions' rows up to its length."""
+        rows = logits.float().cpu()
+        if self.distills == "token":
+            return [row[: len(f["input_ids"])].clone() for row, f in zip(rows, features)]
+        return [row.clone() for row in rows]
+
+    def distillation_loss(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        mask: torch.Tensor,
+        temperature: float,
+    ) -> torch.Tensor:
+        """How far the student's logits are from the teacher's soft targets (the batched
+        `soft_targets`; `mask`: the batch's attention mask, for token tasks)."""
+        return distillation_loss(student, teacher, self.problem, temperature, mask)
+
+    def labelled_by(self, example: Example, prediction: dict[str, Any]) -> Example:
+        """`example` labelled with this task's `prediction` for it: a teacher's pseudo-label of
+        unlabelled text (`distill.unlabelled`)."""
+        raise ValueError(f"task {self.name} cannot label examples with its predictions")
 
     def class_weights(self, setting: Any, features: list[Feature]) -> torch.Tensor | None:
         """Per-class loss weights for `train.class_weights` (bridgetune.tasks.losses)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ class ClassificationTask(Task):
     takes_pairs = False
     output = "label"  # what a prediction carries: label + scores
     prediction: type[BaseModel] = LabelPrediction
+    distills = "sequence"
     lower_is_better: frozenset[str] = frozenset()  # metrics that improve downwards
     reader = TextReader()
 
@@ -141,6 +143,9 @@ class ClassificationTask(Task):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=-1)
+
+    def labelled_by(self, example: Example, prediction: dict[str, Any]) -> Example:
+        return dataclasses.replace(example, label=prediction["label"])
 
     def decode(
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]
@@ -254,6 +259,9 @@ class MultiLabelTask(ClassificationTask):
         chosen = [label for label, p in zip(self.labels, probs) if p >= self.threshold]
         scores = {label: round(p, 6) for label, p in zip(self.labels, probs)}
         return {"labels": chosen, "scores": scores, "truncated": truncated}
+
+    def labelled_by(self, example: Example, prediction: dict[str, Any]) -> Example:
+        return dataclasses.replace(example, label=list(prediction["labels"]))
 
     def metrics(self, predictions: list[dict[str, Any]], examples: list[Example]) -> dict:
         return multilabel_metrics(

@@ -187,6 +187,41 @@ def divergence(
     return kl.mean()
 
 
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    problem: str,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al., 2015): the student's logits against a teacher's.
+
+    "single" and "token": KL(teacher || student) of their softmaxes at `temperature`, scaled by
+    T^2 so its gradients keep their size as T changes (token: mean over the positions `mask`
+    keeps, every real piece); "multi": binary cross-entropy of the student's sigmoid at T
+    against the teacher's sigmoid at T, times T^2; "regression": squared error to the
+    teacher's outputs (no temperature).
+    """
+    student, teacher = student.float(), teacher.float()
+    if problem == "regression":
+        return F.mse_loss(student.view_as(teacher), teacher)
+    scale = temperature * temperature
+    if problem == "multi":
+        soft = torch.sigmoid(teacher / temperature)
+        return F.binary_cross_entropy_with_logits(student / temperature, soft) * scale
+    if problem not in ("single", "token"):
+        raise ValueError(f"no distillation loss for a {problem!r} task")
+    log_q = F.log_softmax(teacher / temperature, -1)
+    log_p = F.log_softmax(student / temperature, -1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(-1)
+    if problem == "token":
+        if mask is None:
+            raise ValueError("a token task's distillation loss needs the attention mask")
+        weights = mask[:, : kl.shape[1]].to(kl.dtype)
+        return (kl * weights).sum() / weights.sum().clamp_min(1) * scale
+    return kl.mean() * scale
+
+
 def class_weights(
     setting: str | dict[str, float] | None,
     labels: list[str],

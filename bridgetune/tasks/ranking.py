@@ -132,6 +132,7 @@ class RankingTask(ClassificationTask):
     takes_gazetteers = False
     text_classes = False
     ranks = True
+    distills = None  # a query's candidates are rows of one feature: not distilled yet
 
     name = "ranking"
     problem_type = "regression"  # one output: the saved model loads as a plain scorer

@@ -11,6 +11,7 @@ per target) and a scatter plot of predicted against true values in the report.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,11 @@ class RegressionTask(ClassificationTask):
 
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
         return pad_batch(features, pad_id, label_dtype=torch.float)
+
+    def labelled_by(self, example: Example, prediction: dict[str, Any]) -> Example:
+        if "value" in prediction:
+            return dataclasses.replace(example, label=prediction["value"])
+        return dataclasses.replace(example, label=[prediction["values"][n] for n in self.labels])
 
     def decode(
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]

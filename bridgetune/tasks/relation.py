@@ -18,6 +18,7 @@ rules, bridgetune.tasks.metrics.relation_metrics), micro-F1 and the per-label ta
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import torch
@@ -76,6 +77,7 @@ class RelationTask(Task):
     output = "label"
     prediction = LabelPrediction
     reader = RelationReader()
+    distills = "sequence"
     Options = RelationOptions
     second_text = "no second text (mark the head and tail in the text)"
 
@@ -258,6 +260,9 @@ class RelationTask(Task):
         return pad_batch(features, pad_id)
 
     # -- predictions --------------------------------------------------------------------------
+
+    def labelled_by(self, example: Example, prediction: dict[str, Any]) -> Example:
+        return dataclasses.replace(example, label=prediction["label"])
 
     def decode(
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]

@@ -22,6 +22,7 @@ together (over 500 lines: they change together).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,7 @@ class TokenTask(Task):
     takes_pairs = False
     output = "entities"  # tags per word and entity spans
     prediction = EntitiesPrediction
+    distills = "token"
     lower_is_better: frozenset[str] = frozenset()
     reader = TokenReader()
 
@@ -555,6 +557,30 @@ class TokenTask(Task):
                 if opened in ("B", "I", "M") and closing in ("I", "M", "E"):
                     tags[before + 1 : after] = [inside + tags[before][1:]] * (after - before - 1)
         return tags
+
+    def labelled_by(self, example: Example, prediction: dict[str, Any]) -> Example:
+        """The worded example (a feature's `example`) tagged with the predicted word tags
+        (words past the model's max_length, which it never read, tagged O)."""
+        tags = list(prediction["tags"])
+        tags += ["O"] * (len(example.tokens or []) - len(tags))
+        return dataclasses.replace(example, tags=tags)
+
+    def soft_targets(self, logits: torch.Tensor, features: list[Feature]) -> list[torch.Tensor]:
+        """The emissions per position (a CRF's logits also carry its transitions: the student
+        learns its own from the hard labels)."""
+        return super().soft_targets(self.emissions(logits), features)
+
+    def distillation_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        return super().distillation_loss(self.emissions(student), teacher, mask, temperature)
+
+    def emissions(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.crf:
+            return logits
+        from bridgetune.knowledge.crf import unpack
+
+        return unpack(logits)[0]
 
     def decode(
         self, logits: torch.Tensor, features: list[Feature], examples: list[Example]

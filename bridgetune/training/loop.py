@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bridgetune.config import TrainConfig
+from bridgetune.config import DistillConfig, TrainConfig
 from bridgetune.data.batching import feature_length, shard, train_batches
 from bridgetune.data.schema import Example
 from bridgetune.inference.predictor import infer
@@ -43,6 +43,7 @@ from bridgetune.training.checkpoint import (
     save_best,
     save_checkpoint,
 )
+from bridgetune.training.distill import SoftTargets
 from bridgetune.training.objective import Objective
 from bridgetune.training.optim import build_optimizer, build_scheduler
 from bridgetune.training.progress import TrainProgress
@@ -151,13 +152,16 @@ class Loop:
         weights: torch.Tensor | None = None,
         resumable: bool = True,
         extra_metrics: Callable[[torch.nn.Module], dict] | None = None,
+        distill: tuple[DistillConfig, SoftTargets] | None = None,
     ) -> None:
         """`head`: the task head's module names (train.head_lr); `weights`: class weights (the
         loss is the task's: `Task.loss`).
         `resumable=False` (stages of a command without --resume, e.g. few-shot): no
         checkpoints, and `checkpoint_dir` (which then only holds the best weights while the
         loop runs) is removed at the end. `extra_metrics(model)`: more dev metrics at every
-        evaluation (generated samples' ROUGE), merged into the task's."""
+        evaluation (generated samples' ROUGE), merged into the task's. `distill`: the
+        distillation settings and the teacher's soft targets of `train_features`
+        (`bridgetune distill`), added to every training batch as "teacher"."""
         self.extra_metrics = extra_metrics
         self.resumable = resumable
         self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
@@ -191,7 +195,14 @@ class Loop:
         self.model = model
         self.forward: Any = model  # what trains: the model, or its compiled wrapper (run)
         # causal LMs: the output layer runs on scored tokens only
-        self.objective = Objective(task, cfg, weights, task.output_layer(model))
+        self.targets = distill[1] if distill else None
+        if self.targets is not None and len(self.targets) != len(train_features):
+            raise ValueError(
+                f"{len(self.targets)} soft targets for {len(train_features)} training examples"
+            )
+        self.objective = Objective(
+            task, cfg, weights, task.output_layer(model), distill[0] if distill else None
+        )
         # a task may batch training examples its own way (causal_lm packing); evaluation
         # always uses `collate`, one row per example
         self.collate_train = task.collate_train
@@ -303,6 +314,8 @@ class Loop:
             batch = self.collate_train([self.features[i] for i in batches[index]], self.pad_id)
             if self.widths:
                 batch = compiled.to_width(batch, self.widths, self.pad_id)
+            if self.targets is not None:
+                batch["teacher"] = self.targets.batch(batches[index], batch["input_ids"].shape[-1])
             batch = {
                 k: (v.pin_memory() if pin else v).to(device, non_blocking=True)
                 for k, v in batch.items()

@@ -1,6 +1,7 @@
 """The training loss of a batch: the task's one loss (`bridgetune.tasks.losses.task_loss`, the kind
 `train.loss` picks) with class weights and label smoothing, and R-Drop (two dropout passes
-pulled together by a symmetric KL; Liang et al., 2021).
+pulled together by a symmetric KL; Liang et al., 2021), and knowledge distillation (the batch's
+"teacher" soft targets: `bridgetune distill`).
 
 The loss is computed here from the model's logits, never by the model: the batch entries the
 loss reads (labels, ranking groups) do not enter the model.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bridgetune.config import TrainConfig
+from bridgetune.config import DistillConfig, TrainConfig
 from bridgetune.data.batching import IGNORE, LOSS_KEYS
 from bridgetune.heads import output_logits
 from bridgetune.tasks.base import Task
@@ -33,6 +34,7 @@ class Objective:
         cfg: TrainConfig,
         weights: torch.Tensor | None = None,
         output_layer: torch.nn.Module | None = None,
+        distill: DistillConfig | None = None,
     ):
         self.task = task
         self.kind = cfg.loss
@@ -40,10 +42,13 @@ class Objective:
         self.rdrop = cfg.rdrop
         self.weights = weights
         self.output_layer = output_layer
+        self.distill = distill
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         labels, groups = batch["labels"], batch.get("groups")
         inputs = {k: v for k, v in batch.items() if k not in LOSS_KEYS}
+        if "teacher" in batch:
+            return self.distilled_loss(model, inputs, batch)
         if self.output_layer is not None and not self.rdrop:
             return self.scored_tokens_loss(model, inputs, labels)
         if not self.rdrop:
@@ -52,6 +57,22 @@ class Objective:
         first, second = output_logits(model(**doubled)).chunk(2)
         loss = (self.task_loss(first, labels, groups) + self.task_loss(second, labels, groups)) / 2
         return loss + self.rdrop * self.task.divergence(first, second, labels)
+
+    def distilled_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], batch: dict
+    ) -> torch.Tensor:
+        """(1 - alpha) x the task's loss on the labels + alpha x the distillation loss against
+        the teacher's soft targets (`Task.distillation_loss`)."""
+        assert self.distill is not None, "soft targets in a batch of a run without distill"
+        logits = output_logits(model(**inputs))
+        alpha = self.distill.alpha
+        soft = self.task.distillation_loss(
+            logits, batch["teacher"], inputs["attention_mask"], self.distill.temperature
+        )
+        if alpha == 1.0:
+            return soft
+        hard = self.task_loss(logits, batch["labels"], batch.get("groups"))
+        return (1 - alpha) * hard + alpha * soft
 
     def scored_tokens_loss(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor
