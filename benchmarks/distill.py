@@ -34,31 +34,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from sst2_teacher import CONFIG, add_arguments, setup  # noqa: E402
+from sst2_teacher import teacher as sst2_teacher  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--quick", action="store_true", help="1,000 + 1,000 sentences, 300 dev")
-    parser.add_argument("--teacher", help="a trained SST-2 model directory (default: train one)")
-    parser.add_argument("--train_examples", type=int, help="labelled (8,000; quick 1,000)")
+    add_arguments(parser, "/tmp/bridgetune-distill-benchmark")
     parser.add_argument("--unlabelled", type=int, help="more sentences as text (20,000; 1,000)")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=3, help="batch-32 passes (best kept)")
-    parser.add_argument("--output_dir", default="/tmp/bridgetune-distill-benchmark")
-    parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
-    folder = Path(args.data) / "sst2"
-    if not (folder / "dev.tsv").is_file():
-        print(f"{folder / 'dev.tsv'} not found: skipped")
-        print(json.dumps({"benchmark": "distill", "skipped": str(folder)}))
+    runs = setup(args, "distill")
+    if runs is None:
         return
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     import torch
     from inference import measure
 
@@ -66,21 +57,10 @@ def main() -> None:
     from bridgetune.inference.predictor import Predictor
     from bridgetune.recipes.export import read_parity_examples
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    labelled = args.train_examples or (1000 if args.quick else 8000)
+    out, labelled, dev_limit, common = runs.out, runs.labelled, runs.dev_limit, runs.common
     unlabelled = args.unlabelled or (1000 if args.quick else 20000)
-    dev_limit = 300 if args.quick else 100_000
-    config = ROOT / "examples" / "configs" / "sst2.yaml"
-    train_file, dev_file = folder / "train.tsv", folder / "dev.tsv"
-    common = [f"output_dir={out}", f"data.train={train_file}", f"data.dev={dev_file}",
-              f"data.max_train_examples={labelled}", f"data.max_eval_examples={dev_limit}",
-              "train.eval_steps=100000"]  # fmt: skip
-    if args.teacher:
-        teacher = Path(args.teacher)
-    else:
-        teacher = bridgetune.train(config, [*common, "name=teacher", "train.epochs=1"],
-                                   overwrite=True).model_dir  # fmt: skip
+    config, train_file, dev_file = CONFIG, runs.train_file, runs.dev_file
+    teacher = sst2_teacher(args, runs)
     # the sentences after the labelled ones, as plain text: the teacher labels them
     lines = train_file.read_text(encoding="utf-8").splitlines()[1 + labelled :]
     text_file = out / "unlabelled.txt"

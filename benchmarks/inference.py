@@ -1,9 +1,10 @@
-"""Inference on CPU: PyTorch fp32 and bf16 against the ONNX exports (fp32, int8), same inputs.
+"""Inference on CPU: PyTorch fp32 and bf16 against the exports (ONNX, OpenVINO; fp32, int8).
 
 Trains (or takes, `--model`) a model from a shipped config (`--dataset sst2`: the SST-2
 classifier, metric accuracy; `conll`: CoNLL-2003 NER, entity F1), exports it with
-`bridgetune export` (ONNX fp32, ONNX int8, ONNX int8 per channel; each with its parity check,
-recorded, not enforced here) and measures every variant in one run on the dev sentences:
+`bridgetune export` (ONNX fp32, ONNX int8, ONNX int8 per channel, OpenVINO fp32, OpenVINO static
+int8 calibrated by NNCF when openvino is installed; each with its parity check, recorded, not
+enforced here) and measures every variant in one run on the dev sentences:
 texts/s in length-sorted batches of 32 (the Predictor's path), the median and 99th-percentile
 latency of one text, the dev metric and the size on disk. bf16 is measured only where the
 processor computes it natively (AMX / AVX512-BF16: bridgetune.runtime.hardware).
@@ -21,6 +22,7 @@ Prints a table and ONE JSON object on its last line: {"benchmark": "inference", 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -38,7 +40,7 @@ DATASETS = {  # config, folder, dev file, training rows by default
 
 
 def size_mb(directory: Path) -> float:
-    files = [p for p in directory.iterdir() if p.suffix in (".onnx", ".safetensors")]
+    files = [p for p in directory.iterdir() if p.suffix in (".onnx", ".safetensors", ".bin")]
     return round(sum(p.stat().st_size for p in files) / 1e6, 1)
 
 
@@ -80,7 +82,7 @@ def main() -> None:
     parser.add_argument("--train_examples", type=int, help="default: 8,000 (sst2), 4,000 (conll)")
     parser.add_argument("--quick", action="store_true", help="1,000 training sentences, 300 dev")
     parser.add_argument("--repeats", type=int, default=3, help="batch-32 passes (best kept)")
-    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads")
+    parser.add_argument("--threads", type=int, help="torch, onnxruntime and OpenVINO threads")
     parser.add_argument("--output_dir", default="/tmp/bridgetune-inference-benchmark")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
@@ -124,6 +126,9 @@ def main() -> None:
         "onnx_int8": {"quantize": "int8"},
         "onnx_int8_per_channel": {"quantize": "int8", "per_channel": True},
     }
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+        exports["openvino_fp32"] = {"format": "openvino"}
+        exports["openvino_int8"] = {"format": "openvino", "quantize": "int8"}
     parity = {}
     directories = {"pytorch_fp32": model_dir}
     for name, options in exports.items():

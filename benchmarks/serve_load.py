@@ -42,6 +42,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="15 s per server")
     parser.add_argument("--device", default="cpu", help="only cpu is measured here")
     parser.add_argument("--model", type=Path, help="model directory (default: train one)")
+    parser.add_argument(
+        "--serve",
+        type=Path,
+        help="the directory bridgetune serves instead of --model: an exported one (ONNX or "
+        "OpenVINO, int8); the peer serves its PyTorch source (--model, or the export's source)",
+    )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
@@ -205,11 +211,15 @@ def main() -> None:
         args.duration = 15.0
     texts, source = load_texts(args.data)
     with tempfile.TemporaryDirectory() as scratch:
+        if args.serve and not args.model:  # the peer serves the export's PyTorch source
+            meta = json.loads((args.serve / "bridgetune.json").read_text(encoding="utf-8"))
+            args.model = Path(meta["runtime"]["source"])
         model = args.model or train_model(Path(scratch))
+        served = args.serve or model
         ours_port, peer_port = free_port(), free_port()
         ours = measure(
             "ours",
-            [sys.executable, "-m", "bridgetune.cli", "serve", str(model), "--port",
+            [sys.executable, "-m", "bridgetune.cli", "serve", str(served), "--port",
              str(ours_port), "--feedback-db", str(Path(scratch) / "fb.db"),
              f"precision={args.precision}"],
             ours_port, texts, args,
@@ -240,6 +250,7 @@ def report(args, source: str, ours: dict, peer: dict, same: int) -> None:
         "duration_s": args.duration,
         "texts_per_request": args.texts_per_request,
         "precision": args.precision,
+        "served": str(args.serve or args.model or "a 1-epoch support-sentiment model"),
         "data": source,
         "ours": ours,
         "peer": peer,

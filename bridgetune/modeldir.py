@@ -49,7 +49,9 @@ GAZETTEERS_FILE = "gazetteers.json"  # knowledge.gazetteers' names, beside bridg
 FORMAT_VERSION = 1
 # an exported directory (bridgetune export): the graph a runtime runs instead of the weights, and
 # the parity check that let it be written; bridgetune.json's "runtime" names both
-RUNTIME_FILES = {"onnx": "model.onnx"}
+RUNTIME_FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
+# files a runtime's graph needs beside it (OpenVINO's IR keeps its weights in model.bin)
+RUNTIME_COMPANIONS = {"openvino": ("model.bin",)}
 PARITY_FILE = "parity.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".pth")
 REQUIRED_META = ("task", "labels")
@@ -199,12 +201,13 @@ def _check_runtime(directory: Path, runtime: Any) -> None:
             f"{directory / META_FILE}: runtime {name!r} is not one this bridgetune runs "
             f"({', '.join(RUNTIME_FILES)}); export the model again, or upgrade bridgetune"
         )
-    path = directory / RUNTIME_FILES[name]
-    if not path.is_file() or path.stat().st_size == 0:
-        raise ModelDirectoryError(
-            f"{path} is missing or empty (the exported graph the {name} runtime runs); export "
-            "the model again with `bridgetune export`"
-        )
+    for file in (RUNTIME_FILES[name], *RUNTIME_COMPANIONS.get(name, ())):
+        path = directory / file
+        if not path.is_file() or path.stat().st_size == 0:
+            raise ModelDirectoryError(
+                f"{path} is missing or empty (the exported graph the {name} runtime runs); "
+                "export the model again with `bridgetune export`"
+            )
 
 
 def copy_for_runtime(source: Path, staging: Path, runtime: dict[str, Any]) -> None:

@@ -320,6 +320,17 @@ def served_classifier(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory)
     return train_tiny_model(tiny_bert, root / "runs", data, name="sentiment")
 
 
+@pytest.fixture(scope="module")
+def openvino_classifier(served_classifier: Path, tmp_path_factory: pytest.TempPathFactory):
+    """served_classifier exported to OpenVINO (fp32), with its parity check."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from bridgetune.recipes.export import export_model
+
+    output = tmp_path_factory.mktemp("openvino") / "sentiment-openvino"
+    return export_model(served_classifier, format="openvino", output=output)
+
+
 @pytest.fixture(scope="session")
 def served_ner(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained NER model directory (PER, LOC, ORG; IOB2)."""

@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from bridgetune.cli import app
-from bridgetune.models.layers import chosen_layers, keep_layers, layer_stack
+from bridgetune.models.layers import (
+    chosen_layers,
+    greedy_layers,
+    keep_layers,
+    layer_stack,
+    with_layers,
+)
 from bridgetune.tasks.losses import distillation_loss
 from bridgetune.training.distill import SoftTargets
 from tests.conftest import (
@@ -269,3 +275,82 @@ def test_the_shipped_distill_config_runs_and_train_refuses_it(tiny_bert: Path, t
         json.loads((result.model_dir / "config.json").read_text("utf-8"))["num_hidden_layers"] == 1
     )
     assert result.model_dir.parent.name == "sst2-distilled"
+
+
+@pytest.mark.slow  # ~7 s: four tiny runs; classification and NER students are in the default suite
+def test_distill_regression_pairs_and_relation_students(tiny_bert: Path, tmp_path: Path):
+    import bridgetune
+    from tests.test_regression import PAIRS, write_pairs
+    from tests.test_regression import config as regression_config
+    from tests.test_relation import relation_config
+
+    pairs = write_pairs(tmp_path / "pairs.csv", PAIRS)
+    teacher = bridgetune.train(regression_config(tiny_bert, pairs, tmp_path / "t")).model_dir
+    student = regression_config(tiny_bert, pairs, tmp_path / "s", epochs=30)
+    student["distill"] = {"teacher": str(teacher), "student_layers": 1}
+    result = bridgetune.distill(student)
+    values = [p["value"] for p in bridgetune.load(result.model_dir).predict(
+        [(a, b) for a, b, _ in PAIRS])]  # fmt: skip
+    assert len(values) == len(PAIRS) and result.metrics["spearman"] > 0.5
+
+    relation = relation_config(tiny_bert, tmp_path / "rt")
+    teacher = bridgetune.train(relation).model_dir
+    relation = relation_config(tiny_bert, tmp_path / "rs")
+    relation["distill"] = {"teacher": str(teacher), "student_layers": 1, "alpha": 0.8}
+    result = bridgetune.distill(relation)
+    saved = json.loads((result.model_dir / "config.json").read_text("utf-8"))
+    assert saved["num_hidden_layers"] == 1 and "macro_f1" in result.metrics
+
+
+def test_greedy_layers_removes_the_least_important_layer_first():
+    # a made-up score: layer 3 is worth 5, layer 0 worth 3, the others 1; a cut scores its sum
+    worth = {0: 3, 1: 1, 2: 1, 3: 5}
+    layers, path = greedy_layers(4, 2, lambda kept: sum(worth[i] for i in kept))
+    assert layers == [0, 3]
+    assert [step["removed"] for step in path] == [2, 1]  # ties: the higher index goes first
+    assert path[0] == {"removed": 2, "layers": [0, 1, 3], "score": 9}
+    # lower is better (a loss): the same search, the other way round
+    assert greedy_layers(4, 1, lambda kept: sum(worth[i] for i in kept), True)[0] == [1]
+    with pytest.raises(ValueError, match="keep 1 to 3"):
+        greedy_layers(4, 4, lambda kept: 0.0)
+
+
+def test_with_layers_restores_the_whole_model():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16,
+        num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)).eval()  # fmt: skip
+    ids = torch.tensor([[2, 7, 9, 3]])
+    before = model(input_ids=ids).logits
+    with with_layers(model, [2]):
+        assert len(model.bert.encoder.layer) == 1 and model.config.num_hidden_layers == 1
+        assert not torch.allclose(model(input_ids=ids).logits, before)
+    assert len(model.bert.encoder.layer) == 3 and model.config.num_hidden_layers == 3
+    torch.testing.assert_close(model(input_ids=ids).logits, before)
+
+
+def test_importance_and_explicit_layer_lists(teacher: Path, tiny_bert: Path, tmp_path: Path):
+    import bridgetune
+
+    data = write_csv(tmp_path / "sentiment.csv", ["text", "label"], SENTIMENT)
+    base = {"train": str(data), "dev": str(data)}
+    config = tiny_config(tiny_bert, tmp_path / "runs", data=base,
+                         distill={"teacher": str(teacher), "student_layers": 1,
+                                  "layer_selection": "importance"})  # fmt: skip
+    config["train"]["epochs"] = 2
+    result = bridgetune.distill(config)
+    meta = json.loads((result.model_dir / "bridgetune.json").read_text("utf-8"))
+    summary = meta["notes"]["distillation"] if "notes" in meta else meta["distillation"]
+    assert summary["layer_selection"] == "importance" and len(summary["pruning_path"]) == 1
+    assert summary["student_layers"] == summary["pruning_path"][0]["layers"]
+    config["distill"] = {"teacher": str(teacher), "student_layers": [0]}
+    config["name"] = "explicit"
+    result = bridgetune.distill(config)
+    meta = json.loads((result.model_dir / "bridgetune.json").read_text("utf-8"))
+    summary = meta["notes"]["distillation"] if "notes" in meta else meta["distillation"]
+    assert summary["student_layers"] == [0]
+    for bad in ([0, 0], [2], []):
+        config["distill"]["student_layers"] = bad
+        with pytest.raises(ValueError, match="give distinct layers from 0 to 1"):
+            bridgetune.distill(config)

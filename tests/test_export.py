@@ -3,6 +3,7 @@ the Predictor, the CLI and the service with the PyTorch model's outputs."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -68,20 +69,12 @@ def test_int8_export_records_its_parity(served_classifier: Path, tmp_path: Path)
     assert len(Predictor.load(result.directory).predict(TEXTS)) == len(TEXTS)
 
 
-@pytest.mark.parametrize("quantize", [None, "int8"])
-def test_a_corrupted_export_is_refused_and_leaves_nothing(
-    served_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantize
-) -> None:
+def flipped_output_layer(real):
+    """`export_onnx` that writes the graph with its 2-label output layer's weights negated."""
     import onnx
     from onnx import numpy_helper
 
-    from bridgetune.export import onnx as onnx_export
-    from bridgetune.export.parity import ParityError
-    from bridgetune.recipes import export as recipe
-
-    real = onnx_export.export_onnx
-
-    def flipped(model, sample, path):  # the output layer's weights negated in the graph
+    def flipped(model, sample, path):
         names = real(model, sample, path)
         graph = onnx.load(str(path))
         for initializer in graph.graph.initializer:
@@ -91,7 +84,18 @@ def test_a_corrupted_export_is_refused_and_leaves_nothing(
         onnx.save(graph, str(path))
         return names
 
-    monkeypatch.setattr(recipe, "export_onnx", flipped)
+    return flipped
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_a_corrupted_export_is_refused_and_leaves_nothing(
+    served_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantize
+) -> None:
+    from bridgetune.export import onnx as onnx_export
+    from bridgetune.export.parity import ParityError
+    from bridgetune.recipes import export as recipe
+
+    monkeypatch.setattr(recipe, "export_onnx", flipped_output_layer(onnx_export.export_onnx))
     with pytest.raises(ParityError, match="agrees with the PyTorch model on") as refused:
         recipe.export_model(served_classifier, quantize=quantize, output=tmp_path / "bad")
     if quantize:  # every int8 setting was tried before the refusal
@@ -101,14 +105,24 @@ def test_a_corrupted_export_is_refused_and_leaves_nothing(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bad")]  # no staging left
 
 
-def test_ner_spans_from_the_runtime_equal_pytorch_spans(tiny_bert: Path, tmp_path: Path) -> None:
+OPENVINO = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+    reason="openvino and nncf are not installed (bridgetune[openvino])",
+)
+FORMATS = ["onnx", pytest.param("openvino", marks=OPENVINO)]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_ner_spans_from_the_runtime_equal_pytorch_spans(
+    tiny_bert: Path, tmp_path: Path, format: str
+) -> None:
     from bridgetune.inference.predictor import Predictor
     from bridgetune.recipes.export import export_model as export
 
     data = write_conll(tmp_path / "ner.conll", NER_SENTENCES)
     model_dir = train_tiny_model(tiny_bert, tmp_path / "runs", data, "crf", epochs=15,
                                  task={"name": "ner", "crf": True})  # fmt: skip
-    result = export(model_dir, output=tmp_path / "crf-onnx")
+    result = export(model_dir, format=format, output=tmp_path / f"crf-{format}")
     assert result.parity["agreement"] == 1.0 and result.parity["metric"] == "entity_f1"
     texts = ["john smith lives in paris", "acme corp hired mary in london today", "hello"]
     ours = Predictor.load(model_dir).predict(texts)
@@ -117,8 +131,9 @@ def test_ner_spans_from_the_runtime_equal_pytorch_spans(tiny_bert: Path, tmp_pat
     assert any(p["entities"] for p in ours)
 
 
+@pytest.mark.parametrize("format", FORMATS)
 def test_the_service_answers_alike_from_an_exported_directory(
-    served_classifier: Path, exported_classifier
+    served_classifier: Path, exported_classifier, format: str, request: pytest.FixtureRequest
 ) -> None:
     import time
 
@@ -126,8 +141,11 @@ def test_the_service_answers_alike_from_an_exported_directory(
 
     from bridgetune.serve.app import create_app
 
+    exported = exported_classifier if format == "onnx" else request.getfixturevalue(
+        "openvino_classifier"
+    )  # fmt: skip
     answers = []
-    for directory in (served_classifier, exported_classifier.directory):
+    for directory in (served_classifier, exported.directory):
         with TestClient(create_app(str(directory))) as client:  # loads it as `serve` does
             deadline = time.monotonic() + 60
             while not client.get("/ready").json()["ready"] and time.monotonic() < deadline:
@@ -136,6 +154,8 @@ def test_the_service_answers_alike_from_an_exported_directory(
             assert response.status_code == 200, response.text
             answers.append(response.json()["predictions"])
     assert [p["label"] for p in answers[0]] == [p["label"] for p in answers[1]]
+    for ours, theirs in zip(*answers):
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
 
 
 def test_export_refusals(served_classifier: Path, exported_classifier, tmp_path: Path) -> None:
@@ -192,7 +212,8 @@ def _encoder_configs() -> list[Path]:
 def test_every_shipped_encoder_task_exports_with_full_agreement(path, tmp_path, request) -> None:
     """Each task of the shipped examples (classification, pairs, multi-label, regression,
     ranking, NER with CRF or gazetteers, QA, relation, embedding ...) on its tiny model: the
-    fp32 graph predicts what PyTorch predicts on the run's dev data."""
+    fp32 graph (ONNX, and OpenVINO's IR of it) predicts what PyTorch predicts on the run's dev
+    data."""
     from test_examples import MULTILINGUAL, _tiny
 
     import bridgetune
@@ -202,6 +223,8 @@ def test_every_shipped_encoder_task_exports_with_full_agreement(path, tmp_path, 
     model = "tiny_bert" if load_config(path).model.name != "multilingual" else MULTILINGUAL
     tiny = request.getfixturevalue(model)
     result = bridgetune.train(path, _tiny(tiny, tmp_path / "runs"))
-    exported = export_model(result.model_dir, output=tmp_path / "onnx")
-    assert exported.parity["agreement"] == 1.0, exported.parity
-    assert exported.parity["max_logit_difference"] < 1e-3
+    formats = ["onnx"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for format in formats:  # OpenVINO reads the same graph: its IR must agree as well
+        exported = export_model(result.model_dir, format=format, output=tmp_path / format)
+        assert exported.parity["agreement"] == 1.0, (format, exported.parity)
+        assert exported.parity["max_logit_difference"] < 1e-3

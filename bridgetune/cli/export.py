@@ -1,4 +1,5 @@
-"""`bridgetune export`: a model directory to ONNX (optionally int8), after a parity check."""
+"""`bridgetune export`: a model directory to ONNX or OpenVINO (optionally int8), after a parity
+check."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from bridgetune.cli.common import app, console, quiet_libraries, run_action
 @app.command()
 def export(
     model_dir: Path,
-    format: Annotated[str, typer.Option("--format", help="onnx.")] = "onnx",
+    format: Annotated[
+        str, typer.Option("--format", help="onnx (onnxruntime) or openvino.")
+    ] = "onnx",
     quantize: Annotated[
-        str | None, typer.Option(help="int8: onnxruntime dynamic quantization.")
+        str | None,
+        typer.Option(help="int8: onnxruntime's dynamic or (openvino) NNCF's static quantization."),
     ] = None,
     output: Annotated[
         Path | None, typer.Option(help="The exported directory (default: beside MODEL_DIR).")
@@ -32,9 +36,11 @@ def export(
     min_agreement: Annotated[
         float, typer.Option(help="Refuse the export when fewer predictions agree (0-1).")
     ] = 0.99,
-    per_channel: Annotated[bool, typer.Option(help="int8 scales per output channel.")] = False,
+    per_channel: Annotated[
+        bool, typer.Option(help="onnx int8: scales per output channel.")
+    ] = False,
 ) -> None:
-    """Export a model for a lighter runtime (ONNX, int8), proven by a parity check against
+    """Export a model for a lighter runtime (ONNX, OpenVINO, int8), proven by a parity check against
     the PyTorch model on real data; refused, writing nothing, when they disagree."""
     import bridgetune
 

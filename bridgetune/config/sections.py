@@ -487,16 +487,18 @@ class DistillConfig(_Section):
     teacher: str | None = Field(
         None, description="The teacher: a trained model directory of the same task and labels."
     )
-    student_layers: int | None = Field(
+    student_layers: int | list[int] | None = Field(
         None,
-        ge=1,
         description="Build the student from the teacher itself, keeping this many of its "
-        "transformer layers (layer_selection picks which); unset: the student is model.name.",
+        "transformer layers (layer_selection picks which), or the layers of this list (0 = "
+        "the bottom one); unset: the student is model.name.",
     )
-    layer_selection: Literal["every", "first"] = Field(
+    layer_selection: Literal["every", "first", "importance"] = Field(
         "every",
         description="Which teacher layers the student keeps: 'every' k-th (the last of each "
-        "block of k, so the top layer stays under the head), 'first' the bottom ones.",
+        "block of k, so the top layer stays under the head), 'first' the bottom ones, "
+        "'importance' those left after removing, one at a time, the layer whose removal costs "
+        "the dev metric least (whole-layer pruning; the distillation is its recovery).",
     )
     temperature: float = Field(
         2.0, gt=0, description="Softmax temperature of the soft labels (the loss is scaled by T^2)."

@@ -1,16 +1,19 @@
 """Exported models run by another runtime than PyTorch (`bridgetune export`): the Predictor,
 the CLI and the service run them through the same `infer` as a PyTorch model.
 
-`OnnxModel` is a module with the call interface of our models (`model(**tensors).logits`) around
-an onnxruntime session: the tensors the task collates go in (those the graph takes), the logits
-the graph computes come out as a torch tensor, and the task decodes them exactly as it decodes
-PyTorch's (CRF Viterbi, QA span search, rules stay in Python around the runtime). Threads: the
-session takes torch's thread count when it is created (the service sets it from the cores and
-workers before it loads a model), one thread between operators.
+`OnnxModel` (onnxruntime) and `OpenVinoModel` (OpenVINO) are modules with the call interface of
+our models (`model(**tensors).logits`) around a runtime's session: the tensors the task collates
+go in (those the graph takes), the logits the graph computes come out as a torch tensor, and
+the task decodes them exactly as it decodes PyTorch's (CRF Viterbi, QA span search, rules stay
+in Python around the runtime). Threads: the session takes torch's thread count when it is
+created (the service sets it from the cores and workers before it loads a model), one thread
+between operators (onnxruntime) or one stream (OpenVINO's latency mode, fp32 wherever the graph
+is not int8: its bf16 default would change the outputs the parity check proved).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,36 @@ class RuntimeConfig:
         self.__dict__.update(values)
 
 
-class OnnxModel(torch.nn.Module):
+class RuntimeModel(torch.nn.Module):
+    """What every runtime's model shares: the graph's inputs taken from the task's batch by
+    name, the logits back as a torch tensor. Subclasses set `inputs` and `run(feeds)`."""
+
+    inputs: list[str]
+
+    def __init__(self, path: Path, config: Any = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.config = config
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, **tensors: torch.Tensor) -> HeadOutput:
+        missing = [name for name in self.inputs if name not in tensors]
+        if missing:
+            raise ValueError(
+                f"{self.path}: the graph takes {', '.join(missing)}, which this task's batches "
+                "do not have: the directory was exported for another task or tokenizer"
+            )
+        feeds = {name: tensors[name].detach().cpu().numpy() for name in self.inputs}
+        return HeadOutput(torch.from_numpy(np.ascontiguousarray(self.run(feeds))))
+
+
+class OnnxModel(RuntimeModel):
     """An onnxruntime session with the call interface of a bridgetune model."""
 
     def __init__(self, path: Path, threads: int | None = None, config: Any = None) -> None:
-        super().__init__()
+        super().__init__(path, config)
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -43,19 +71,39 @@ class OnnxModel(torch.nn.Module):
             str(path), options, providers=["CPUExecutionProvider"]
         )
         self.inputs = [item.name for item in self.session.get_inputs()]
-        self.path = Path(path)
-        self.config = config
 
-    def forward(self, **tensors: torch.Tensor) -> HeadOutput:
-        missing = [name for name in self.inputs if name not in tensors]
-        if missing:
-            raise ValueError(
-                f"{self.path}: the graph takes {', '.join(missing)}, which this task's batches "
-                "do not have: the directory was exported for another task or tokenizer"
-            )
-        feeds = {name: tensors[name].detach().cpu().numpy() for name in self.inputs}
-        logits = self.session.run(None, feeds)[0]
-        return HeadOutput(torch.from_numpy(np.ascontiguousarray(logits)))
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, feeds)[0]
+
+
+class OpenVinoModel(RuntimeModel):
+    """An OpenVINO compiled model (IR: model.xml + model.bin) with the call interface of a
+    bridgetune model; one inference at a time (its request is reused)."""
+
+    def __init__(self, path: Path, threads: int | None = None, config: Any = None) -> None:
+        super().__init__(path, config)
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(
+            str(path),
+            "CPU",
+            {
+                "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+                "INFERENCE_PRECISION_HINT": "f32",
+                "PERFORMANCE_HINT": "LATENCY",
+            },
+        )
+        self.request = self.compiled.create_infer_request()
+        self.inputs = [item.get_any_name() for item in self.compiled.inputs]
+        self.lock = threading.Lock()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self.lock:
+            result = self.request.infer(feeds)
+            return np.array(result[self.compiled.output(0)])  # a copy: the buffer is reused
+
+
+RUNTIMES = {"onnx": OnnxModel, "openvino": OpenVinoModel}
 
 
 def load_runtime(directory: Path, runtime: dict[str, Any]) -> torch.nn.Module:
@@ -66,4 +114,5 @@ def load_runtime(directory: Path, runtime: dict[str, Any]) -> torch.nn.Module:
     config = None
     if config_path.is_file():
         config = RuntimeConfig(json.loads(config_path.read_text(encoding="utf-8")))
-    return OnnxModel(Path(directory) / RUNTIME_FILES[runtime["name"]], config=config)
+    model = RUNTIMES[runtime["name"]]
+    return model(Path(directory) / RUNTIME_FILES[runtime["name"]], config=config)

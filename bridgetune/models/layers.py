@@ -1,9 +1,12 @@
 """A transformer's stack of layers, found and cut: a distillation student made of some of its
-teacher's layers (`distill.student_layers`), whole-layer pruning."""
+teacher's layers (`distill.student_layers`), chosen by position or by their importance on dev
+data (whole-layer pruning: `greedy_layers`)."""
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import torch
 
@@ -67,3 +70,49 @@ def keep_layers(model: torch.nn.Module, indices: list[int]) -> None:
     setattr(model.get_submodule(parent) if parent else model, attribute, torch.nn.ModuleList(kept))
     for module in configured(model):
         module.config.num_hidden_layers = len(kept)
+
+
+@contextlib.contextmanager
+def with_layers(model: torch.nn.Module, indices: list[int]) -> Iterator[torch.nn.Module]:
+    """`model` with only the layers `indices` while the block runs (scoring a candidate cut),
+    restored afterwards."""
+    name, stack = layer_stack(model)
+    counts = [(m, m.config.num_hidden_layers) for m in configured(model)]
+    positions = [(inner, inner.layer_idx) for inner in (
+        getattr(getattr(layer, "attention", None), "self", getattr(layer, "attention", None))
+        for layer in stack) if hasattr(inner, "layer_idx")]  # fmt: skip
+    keep_layers(model, indices)
+    try:
+        yield model
+    finally:
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attribute, stack)
+        for module, count in counts:
+            module.config.num_hidden_layers = count
+        for inner, index in positions:
+            inner.layer_idx = index
+
+
+def greedy_layers(
+    total: int, keep: int, score: Callable[[list[int]], float], lower_is_better: bool = False
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """The `keep` layers left by removing, one at a time, the layer whose removal costs the
+    least `score` (dev metric of the model without it; no training in between), and the path:
+    each step's removed layer, the layers left and their score.
+
+    Raises:
+        ValueError: `keep` is not between 1 and total - 1.
+    """
+    chosen_layers(total, keep)  # the same bounds
+    current = list(range(total))
+    path: list[dict[str, Any]] = []
+    while len(current) > keep:
+        trials = {layer: score([i for i in current if i != layer]) for layer in current}
+        # ties: the higher layer goes first
+        if lower_is_better:
+            removed = min(trials, key=lambda layer: (trials[layer], -layer))
+        else:
+            removed = max(trials, key=lambda layer: (trials[layer], layer))
+        current = [i for i in current if i != removed]
+        path.append({"removed": removed, "layers": list(current), "score": trials[removed]})
+    return current, path

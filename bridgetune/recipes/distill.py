@@ -24,7 +24,13 @@ from bridgetune.data.io import Splits
 from bridgetune.data.schema import Example
 from bridgetune.inference.predictor import Predictor, infer
 from bridgetune.lifecycle.reports import headline
-from bridgetune.models.layers import chosen_layers, keep_layers, layer_stack
+from bridgetune.models.layers import (
+    chosen_layers,
+    greedy_layers,
+    keep_layers,
+    layer_stack,
+    with_layers,
+)
 from bridgetune.recipes.check import ConfigLike, as_config
 from bridgetune.recipes.evaluate import read_inputs
 from bridgetune.recipes.finish import TrainResult
@@ -57,6 +63,23 @@ def distill(
     distiller = Distiller(cfg)
     with claimed_run(distiller.cfg, resume, overwrite) as run:
         return train_run(distiller.cfg, run, resume, on_step, distiller=distiller)
+
+
+def student_layers(total: int, setting: int | list[int], how: str) -> list[int]:
+    """The teacher layers a student keeps: a count picked `how` (importance: the bounds only,
+    until `Distiller.choose_layers` picks them on dev data), or an explicit list.
+
+    Raises:
+        ValueError: a count out of bounds, or a list with repeats or layers the teacher lacks.
+    """
+    if isinstance(setting, int):
+        return chosen_layers(total, setting, "every" if how == "importance" else how)
+    if not setting or len(set(setting)) != len(setting) or not all(0 <= i < total for i in setting):
+        raise ValueError(
+            f"distill.student_layers={setting}: give distinct layers from 0 to {total - 1} (the "
+            f"teacher has {total}), or a count"
+        )
+    return sorted(setting)
 
 
 class Distiller:
@@ -103,12 +126,13 @@ class Distiller:
                     "keeps its vocabulary; remove model.prune_vocab / model.extend_vocab"
                 )
             total = len(layer_stack(self.teacher.model)[1])
-            self.layers = chosen_layers(total, settings.student_layers, settings.layer_selection)
+            self.layers = student_layers(total, settings.student_layers, settings.layer_selection)
             # the student reads text with the teacher's own tokenizer and task tokens
             cfg = cfg.model_copy(deep=True)
             cfg.model.name = str(teacher_dir)
         self.cfg, self.settings, self.directory = cfg, settings, teacher_dir
         self.unlabelled_count = 0
+        self.pruning: list[dict[str, Any]] | None = None
 
     @property
     def task(self) -> Task:
@@ -121,6 +145,34 @@ class Distiller:
                 f"the training data's labels {task.labels} are not the teacher's "
                 f"{self.task.labels} ({self.directory}): distill on data of the teacher's labels"
             )
+
+    def prepare(self, splits: Splits) -> Splits:
+        """Before the student is built: its layers chosen on dev (`importance`), and the
+        unlabelled examples added to train (`with_unlabelled`)."""
+        by_importance = self.settings.layer_selection == "importance"
+        if by_importance and isinstance(self.settings.student_layers, int):
+            self.choose_layers(splits.dev)
+        return self.with_unlabelled(splits)
+
+    def choose_layers(self, dev: list[Example], limit: int = 500) -> None:
+        """The layers to keep by importance: greedy removal scored by the dev metric of the
+        teacher without each layer (the first `limit` dev examples), with the path recorded."""
+        assert self.layers is not None
+        examples = dev[:limit]
+        if not examples:
+            raise ValueError("layer_selection: importance needs dev data to score the layers on")
+        model = self.teacher.model
+        features = self.task.encode(examples, self.teacher.tokenizer, self.teacher.max_length)
+        metric = self.cfg.train.metric or self.task.default_metric
+
+        def score(layers: list[int]) -> float:
+            with with_layers(model, layers):
+                predictions = self.task.calibrate(self._infer(features, examples), examples)
+            return float(self.task.metrics(predictions, examples)[metric])
+
+        total = len(layer_stack(model)[1])
+        lower = metric in self.task.lower_is_better
+        self.layers, self.pruning = greedy_layers(total, len(self.layers), score, lower)
 
     def with_unlabelled(self, splits: Splits) -> Splits:
         """`splits` with `distill.unlabelled`'s examples added to train, labelled by the
@@ -143,7 +195,7 @@ class Distiller:
     def student(self) -> torch.nn.Module:
         """A copy of the teacher cut to the chosen layers, head included."""
         assert self.layers is not None
-        model = copy.deepcopy(self.teacher.model).cpu().train()
+        model = copy.deepcopy(self.teacher.model).cpu().float().train()
         keep_layers(model, self.layers)
         return model
 
@@ -192,6 +244,8 @@ class Distiller:
             "teacher": str(self.directory),
             "teacher_base_model": self.teacher.meta.get("base_model"),
             "student_layers": self.layers,
+            "layer_selection": self.settings.layer_selection,
+            **({"pruning_path": self.pruning} if self.pruning else {}),
             "temperature": self.settings.temperature,
             "alpha": self.settings.alpha,
             "unlabelled_examples": self.unlabelled_count,

@@ -1,5 +1,6 @@
 """`export_model` (`bridgetune export`; the package face cannot call it `export`, the name of
-the export layer's package): a model directory to a lighter runtime (ONNX, optionally int8),
+the export layer's package): a model directory to a lighter runtime (ONNX with onnxruntime,
+optionally dynamic int8; OpenVINO, optionally static int8 calibrated by NNCF),
 proven by a parity check on real data before the exported directory is written
 (bridgetune.export.parity).
 
@@ -24,16 +25,27 @@ from bridgetune.data.io import read_file
 from bridgetune.data.schema import Example
 from bridgetune.export.model_dir import check_replaceable
 from bridgetune.export.onnx import export_onnx, head_products, quantize_int8
+from bridgetune.export.openvino import (
+    CALIBRATION_EXAMPLES,
+    calibration_samples,
+    convert,
+    quantize_static,
+)
 from bridgetune.export.parity import ParityError, check_parity
 from bridgetune.inference.predictor import Predictor
-from bridgetune.inference.runtimes import OnnxModel
+from bridgetune.inference.runtimes import RUNTIMES
 from bridgetune.lifecycle.atomic import atomic_directory
 from bridgetune.modeldir import PARITY_FILE, RUNTIME_FILES, copy_for_runtime, saved_task_options
 from bridgetune.recipes.evaluate import read_inputs, saved_data_config
 from bridgetune.tasks import reader_of
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "openvino")
 QUANTIZATIONS = ("int8",)
+# what each format imports, and the extra that installs it
+REQUIRES = {
+    "onnx": (("onnx", "onnxscript", "onnxruntime"), "export"),
+    "openvino": (("onnx", "onnxscript", "openvino", "nncf"), "openvino"),
+}
 HEAD_LAYERS = 2  # matrix products at the graph's end kept in fp32 by the last int8 attempt
 RUN_CONFIG = "config.yaml"  # a run directory's config, beside its model directory
 
@@ -96,10 +108,12 @@ def export_model(
     min_agreement: float = 0.99,
     per_channel: bool = False,
 ) -> ExportResult:
-    """Export `model_dir` to `format` (int8 weights with `quantize="int8"`) into `output`
-    (default: beside it, `<name>-onnx` or `<name>-onnx-int8`), after the parity check on
-    `data` (default: the run's dev file; the first `max_examples`) passes `min_agreement`.
-    int8 tries per-channel scales, then the task head's last layers in fp32, when the settings
+    """Export `model_dir` to `format` ("onnx": onnxruntime; "openvino") into `output`
+    (default: beside it, `<name>-<format>` or `<name>-<format>-int8`), after the parity check
+    on `data` (default: the run's dev file; the first `max_examples`) passes `min_agreement`.
+    `quantize="int8"`: onnxruntime's dynamic quantization (ONNX) or NNCF's static
+    quantization calibrated on the first examples of `data` (OpenVINO). int8 tries
+    per-channel scales (ONNX), then the task head's last layers in fp32, when the settings
     asked for do not pass (`quantization_ladder`); parity.json lists every attempt.
 
     Raises:
@@ -110,8 +124,14 @@ def export_model(
         raise ValueError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
     if quantize not in (None, *QUANTIZATIONS):
         raise ValueError(f"quantize {quantize!r}: choose {', '.join(QUANTIZATIONS)} or none")
+    if per_channel and format != "onnx":
+        raise ValueError(
+            "per_channel is onnxruntime's int8 option; OpenVINO's static int8 scales weights "
+            "per channel already"
+        )
     if not 0.0 <= min_agreement <= 1.0:
         raise ValueError(f"min_agreement {min_agreement}: a share between 0 and 1")
+    check_installed(format)
     model_dir = Path(model_dir)
     predictor = Predictor.load(model_dir, device="cpu")
     task = predictor.task
@@ -140,14 +160,23 @@ def export_model(
         inputs = export_onnx(model, trace_sample(task, features, pad_id), fp32)
         cache: dict[str, Any] = {}  # the PyTorch side of the check, run once
         attempts: list[dict[str, Any]] = []
-        for attempt in quantization_ladder(quantize, per_channel):
-            if quantize:
-                fp32_nodes = head_products(fp32, attempt["fp32_head_layers"])
+        calibration = 0
+        for attempt in quantization_ladder(quantize, per_channel, format):
+            fp32_nodes = head_products(fp32, attempt.get("fp32_head_layers", 0))
+            if format == "openvino" and quantize:
+                samples = calibration_samples(task, features, pad_id, inputs, CALIBRATION_EXAMPLES)
+                calibration = len(samples)
+                quantize_static(fp32, staging / graph, samples, fp32_nodes)
+            elif format == "openvino":
+                convert(fp32, staging / graph)
+            elif quantize:
                 quantize_int8(fp32, staging / graph, attempt["per_channel"], fp32_nodes)
             else:
                 shutil.copyfile(fp32, staging / graph)
-            parity = check_parity(model, OnnxModel(staging / graph), task, features, examples,
-                                  pad_id, labelled, cache=cache)  # fmt: skip
+            exported = RUNTIMES[format](staging / graph)
+            parity = check_parity(model, exported, task, features, examples, pad_id, labelled,
+                                  cache=cache)  # fmt: skip
+            del exported  # its session holds the graph's files open
             attempts.append({**attempt, "agreement": parity["agreement"]})
             if parity["agreement"] >= min_agreement:
                 break
@@ -168,6 +197,8 @@ def export_model(
             "file": graph,
             "inputs": inputs,
             "quantization": quantize,
+            "scheme": ("static" if format == "openvino" else "dynamic") if quantize else None,
+            "calibration_examples": calibration or None,
             "per_channel": attempts[-1].get("per_channel"),
             "fp32_head_layers": attempts[-1].get("fp32_head_layers"),
             "source": str(model_dir.resolve()),
@@ -179,11 +210,33 @@ def export_model(
     return ExportResult(target, parity)
 
 
-def quantization_ladder(quantize: str | None, per_channel: bool) -> list[dict[str, Any]]:
+def check_installed(format: str) -> None:
+    """The packages `format` needs are importable.
+
+    Raises:
+        ValueError: one is missing; the message names the extra that installs them.
+    """
+    import importlib.util
+
+    modules, extra = REQUIRES[format]
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(
+            f"the {format} export needs {', '.join(missing)}: pip install 'bridgetune[{extra}]'"
+        )
+
+
+def quantization_ladder(
+    quantize: str | None, per_channel: bool, format: str = "onnx"
+) -> list[dict[str, Any]]:
     """The int8 settings tried in turn until one passes the parity floor: as asked, then
-    per-channel scales, then per-channel with the task head's two last layers in fp32."""
+    per-channel scales, then per-channel with the task head's two last layers in fp32
+    (OpenVINO's static int8: as calibrated, then with the head's two last layers in fp32)."""
     if not quantize:
         return [{}]
+    if format == "openvino":
+        return [{"static": True, "fp32_head_layers": 0},
+                {"static": True, "fp32_head_layers": HEAD_LAYERS}]  # fmt: skip
     ladder = [{"per_channel": per_channel, "fp32_head_layers": 0}]
     if not per_channel:
         ladder.append({"per_channel": True, "fp32_head_layers": 0})
@@ -192,9 +245,12 @@ def quantization_ladder(quantize: str | None, per_channel: bool) -> list[dict[st
 
 
 def describe(attempt: dict[str, Any]) -> str:
-    if "per_channel" not in attempt:
+    if "static" in attempt:
+        parts = ["static int8"]
+    elif "per_channel" not in attempt:
         return "fp32"
-    parts = ["int8 per channel" if attempt["per_channel"] else "int8 per tensor"]
+    else:
+        parts = ["int8 per channel" if attempt["per_channel"] else "int8 per tensor"]
     if attempt["fp32_head_layers"]:
         parts.append(f"the last {attempt['fp32_head_layers']} layers in fp32")
     return ", ".join(parts)

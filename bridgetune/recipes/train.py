@@ -84,7 +84,7 @@ def train_run(
     task, tokenizer, model_path = prepare_task(cfg, splits)
     if distiller is not None:
         distiller.check_task(task)
-        splits = distiller.with_unlabelled(splits)
+        splits = distiller.prepare(splits)
     splits = task.evaluation_splits(splits, cfg.data)
     if is_launch_main():  # before any model is built: a changed label set cannot resume
         settings = run_settings(cfg, splits.labels, splits.fingerprint)
