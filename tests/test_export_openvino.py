@@ -35,6 +35,7 @@ def test_openvino_fp32_export_is_the_same_model(served_classifier: Path, openvin
             assert a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
+@pytest.mark.slow  # ~10 s (NNCF's calibration); the default suite exports OpenVINO fp32
 def test_openvino_static_int8_is_calibrated_and_records_its_parity(
     served_classifier: Path, tmp_path: Path
 ):

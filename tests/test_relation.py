@@ -275,6 +275,7 @@ def test_train_save_reload_predict_and_serve(tiny_bert, tmp_path):
     assert report.is_file()
 
 
+@pytest.mark.slow  # ~7 s: two more relation runs (the default suite was over 5 min)
 def test_cls_pooling_and_lora(tiny_bert, tmp_path):
     cls = bridgetune.train(relation_config(tiny_bert, tmp_path / "cls", pooling="cls"))
     meta = json.loads((cls.model_dir / "bridgetune.json").read_text())

@@ -92,6 +92,7 @@ def test_t5_learns_its_targets_and_the_run_reports_generation_metrics(tiny_t5, t
         assert tokenizer.decode(out[0], skip_special_tokens=True) == "black and white"
 
 
+@pytest.mark.slow  # ~7 s: a T5 LoRA run saved and reloaded (the default suite was over 5 min)
 def test_an_adapter_directory_reloads_to_the_same_generations(tiny_t5, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     config = tiny_config(

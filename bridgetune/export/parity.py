@@ -24,6 +24,7 @@ from bridgetune.inference.predictor import infer
 from bridgetune.tasks import Task
 
 LATENCY_TEXTS = 32  # texts timed one at a time
+TIE = 1e-5  # ranking scores this close (of their scale) are a tie: either order agrees
 Logits = list[tuple[torch.Tensor, torch.Tensor | None]]  # per batch: logits, attention mask
 
 
@@ -54,8 +55,13 @@ def numbers(prediction: Any) -> list[float]:
 
 def agree(reference: dict[str, Any], candidate: dict[str, Any], tolerance: float) -> bool:
     """The same decision; a prediction that is only numbers (a regression value, an
-    embedding) agrees when every number is within `tolerance` of the reference's scale."""
+    embedding) agrees when every number is within `tolerance` of the reference's scale; a
+    ranking agrees when it differs only in the order of candidates the reference scores alike
+    (`same_ranking`: duplicate candidates tie exactly, and a runtime's rounding breaks the tie
+    either way)."""
     same = decisions(reference) == decisions(candidate)
+    if not same and "ranking" in reference and "ranking" in candidate:
+        return same_ranking(reference["ranking"], candidate["ranking"])
     if not same or any(decisions(reference).values()):
         return same
     ours, theirs = np.asarray(numbers(reference)), np.asarray(numbers(candidate))
@@ -63,6 +69,18 @@ def agree(reference: dict[str, Any], candidate: dict[str, Any], tolerance: float
         return False
     scale = max(float(np.abs(ours).max(initial=0.0)), 1e-6)
     return bool(np.abs(ours - theirs).max(initial=0.0) <= tolerance * scale)
+
+
+def same_ranking(reference: list[dict], candidate: list[dict], tie: float = TIE) -> bool:
+    """`candidate`'s order never puts a candidate above one that the reference scores higher
+    by more than `tie` of the scores' scale (ties may come in either order; a closer call
+    that flips is a disagreement, as for labels)."""
+    scores = {entry["index"]: float(entry["score"]) for entry in reference}
+    order = [entry["index"] for entry in candidate]
+    if sorted(order) != sorted(scores):
+        return False
+    scale = max((abs(v) for v in scores.values()), default=0.0) or 1.0
+    return all(scores[a] >= scores[b] - tie * scale for a, b in zip(order, order[1:]))
 
 
 def logit_differences(ours: Logits, theirs: Logits) -> tuple[float, float]:

@@ -123,7 +123,8 @@ class Distiller:
             if cfg.model.prune_vocab is not None or cfg.model.extend_vocab:
                 raise ValueError(
                     "distill.student_layers: the student is the teacher cut to fewer layers and "
-                    "keeps its vocabulary; remove model.prune_vocab / model.extend_vocab"
+                    "keeps its (already pruned or extended) vocabulary; override "
+                    "model.prune_vocab=null model.extend_vocab=null"
                 )
             total = len(layer_stack(self.teacher.model)[1])
             self.layers = student_layers(total, settings.student_layers, settings.layer_selection)
