@@ -5,10 +5,12 @@ A config is YAML with four sections (`data`, `model`, `train`, `method`) plus `t
 `train.lr=3e-5` are applied before validation.
 
 The package: base (errors, the section base), sections (data, model, method, train, ...), run
-(task, RunConfig, loading and overrides), serving (serve, monitor, retrieval), schema (the
-reference). Pure: it imports nothing else of ours (checked by import-linter)."""
+(task, RunConfig, loading and overrides), distill (the distill section), serving (serve,
+monitor, retrieval), schema (the reference). Pure: it imports nothing else of ours (checked
+by import-linter)."""
 
 from bridgetune.config.base import ConfigError, TagScheme
+from bridgetune.config.distill import DistillConfig
 from bridgetune.config.run import (
     MOVED_TO_TASK,
     RunConfig,
@@ -21,7 +23,6 @@ from bridgetune.config.schema import schema_lines, schema_markdown
 from bridgetune.config.sections import (
     AugmentConfig,
     DataConfig,
-    DistillConfig,
     FewShotConfig,
     GenerateConfig,
     KnowledgeConfig,

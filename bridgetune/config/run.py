@@ -20,10 +20,10 @@ from pydantic import (
 )
 
 from bridgetune.config.base import ConfigError, _Section, plain_name, read_file_text
+from bridgetune.config.distill import DistillConfig
 from bridgetune.config.sections import (
     AugmentConfig,
     DataConfig,
-    DistillConfig,
     FewShotConfig,
     GenerateConfig,
     KnowledgeConfig,

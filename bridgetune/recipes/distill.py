@@ -209,6 +209,8 @@ class Distiller:
         Raises:
             ValueError: a token task's student reads a text in other pieces than the teacher.
         """
+        # encoded again even for a student cut from the teacher: the check below then also
+        # catches a config whose task options (split_pieces, ...) read other pieces
         features = self.task.encode(examples, self.teacher.tokenizer, self.teacher.max_length)
         if len(features) != len(student_features):
             raise ValueError(

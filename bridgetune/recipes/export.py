@@ -160,12 +160,12 @@ def export_model(
         inputs = export_onnx(model, trace_sample(task, features, pad_id), fp32)
         cache: dict[str, Any] = {}  # the PyTorch side of the check, run once
         attempts: list[dict[str, Any]] = []
-        calibration = 0
+        static = format == "openvino" and quantize
+        samples = (calibration_samples(task, features, pad_id, inputs, CALIBRATION_EXAMPLES)
+                   if static else [])  # fmt: skip
         for attempt in quantization_ladder(quantize, per_channel, format):
             fp32_nodes = head_products(fp32, attempt.get("fp32_head_layers", 0))
-            if format == "openvino" and quantize:
-                samples = calibration_samples(task, features, pad_id, inputs, CALIBRATION_EXAMPLES)
-                calibration = len(samples)
+            if static:
                 quantize_static(fp32, staging / graph, samples, fp32_nodes)
             elif format == "openvino":
                 convert(fp32, staging / graph)
@@ -198,7 +198,7 @@ def export_model(
             "inputs": inputs,
             "quantization": quantize,
             "scheme": ("static" if format == "openvino" else "dynamic") if quantize else None,
-            "calibration_examples": calibration or None,
+            "calibration_examples": len(samples) or None,
             "per_channel": attempts[-1].get("per_channel"),
             "fp32_head_layers": attempts[-1].get("fp32_head_layers"),
             "source": str(model_dir.resolve()),

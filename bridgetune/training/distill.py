@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bridgetune.data.batching import eval_batches, feature_length
+from bridgetune.data.batching import LOSS_KEYS, eval_batches, feature_length
 from bridgetune.heads import output_logits
 from bridgetune.tasks.base import Feature, Task
 
@@ -60,7 +60,7 @@ def teacher_targets(
     device = next(teacher.parameters()).device
     was_training = teacher.training
     teacher.eval()
-    rows: list[torch.Tensor | None] = [None] * len(features)
+    rows: list[torch.Tensor] = [torch.empty(0)] * len(features)  # every index is batched
     batches = eval_batches([feature_length(f) for f in features], batch_size)
     with (
         torch.inference_mode(),
@@ -73,10 +73,10 @@ def teacher_targets(
         for batch in batches:
             chosen = [features[i] for i in batch]
             tensors = task.collate(chosen, pad_id)
-            tensors = {k: v.to(device) for k, v in tensors.items() if k not in ("labels", "groups")}
+            tensors = {k: v.to(device) for k, v in tensors.items() if k not in LOSS_KEYS}
             logits = output_logits(teacher(**tensors))
             for index, target in zip(batch, task.soft_targets(logits, chosen)):
                 rows[index] = target
             bar.advance(job, len(batch))
     teacher.train(was_training)
-    return SoftTargets([r for r in rows if r is not None], task.distills == "token")
+    return SoftTargets(rows, task.distills == "token")

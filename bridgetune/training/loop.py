@@ -3,8 +3,8 @@
 Design notes (see DESIGN.md "Performance design"): batches are length-bucketed and padded to a
 multiple of 8; the loss stays on the device and is read every `log_every` steps only; bf16
 autocast on GPUs that support it; fused AdamW; on the CPU, dropout drawn by its dropped positions
-(methods/dropout.py). Ctrl-C is turned into a flag that the loop
-checks at optimizer-step boundaries, so the checkpoint it writes resumes to the exact same run.
+(methods/dropout.py). Ctrl-C is turned into a flag that the loop checks at optimizer-step
+boundaries, so the checkpoint it writes resumes to the exact same run.
 """
 
 from __future__ import annotations
@@ -155,13 +155,11 @@ class Loop:
         distill: tuple[DistillConfig, SoftTargets] | None = None,
     ) -> None:
         """`head`: the task head's module names (train.head_lr); `weights`: class weights (the
-        loss is the task's: `Task.loss`).
-        `resumable=False` (stages of a command without --resume, e.g. few-shot): no
-        checkpoints, and `checkpoint_dir` (which then only holds the best weights while the
-        loop runs) is removed at the end. `extra_metrics(model)`: more dev metrics at every
-        evaluation (generated samples' ROUGE), merged into the task's. `distill`: the
-        distillation settings and the teacher's soft targets of `train_features`
-        (`bridgetune distill`), added to every training batch as "teacher"."""
+        loss is the task's: `Task.loss`). `resumable=False` (stages of a command without
+        --resume, e.g. few-shot): no checkpoints, and `checkpoint_dir` (which then only holds
+        the best weights while the loop runs) is removed at the end. `extra_metrics(model)`:
+        more dev metrics at every evaluation (generated samples' ROUGE), merged into the task's.
+        `distill`: its settings and the teacher's soft targets, carried by batches as "teacher"."""
         self.extra_metrics = extra_metrics
         self.resumable = resumable
         self.cfg, self.task, self.dev, self.pad_id = cfg, task, dev, pad_id
@@ -195,14 +193,8 @@ class Loop:
         self.model = model
         self.forward: Any = model  # what trains: the model, or its compiled wrapper (run)
         # causal LMs: the output layer runs on scored tokens only
-        self.targets = distill[1] if distill else None
-        if self.targets is not None and len(self.targets) != len(train_features):
-            raise ValueError(
-                f"{len(self.targets)} soft targets for {len(train_features)} training examples"
-            )
-        self.objective = Objective(
-            task, cfg, weights, task.output_layer(model), distill[0] if distill else None
-        )
+        settings, self.targets = distill or (None, None)
+        self.objective = Objective(task, cfg, weights, task.output_layer(model), settings)
         # a task may batch training examples its own way (causal_lm packing); evaluation
         # always uses `collate`, one row per example
         self.collate_train = task.collate_train
